@@ -1,0 +1,50 @@
+# Everything runs inside .venv, created on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: venv protos check-protos lint test run soak bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
+		--mypy_out=quiet:. --mypy_grpc_out=quiet:. protos/toolcall/v1/*.proto
+
+## check-protos: fail when the committed stubs differ from what the protos generate
+check-protos: protos
+	git diff --exit-code -- toolcall/v1 || (echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1)
+
+## lint: ruff, mypy, buf lint and buf format
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf format --exit-code > /dev/null
+
+## test: lint, stub drift check, then the test suite
+test: lint check-protos
+	$(VENV)/bin/pytest
+
+## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation
+run: $(STAMP)
+	$(VENV)/bin/toolcall demo
+
+soak: $(STAMP)
+	$(VENV)/bin/python -m tests.soak
+
+bench: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

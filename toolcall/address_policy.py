@@ -1,0 +1,79 @@
+"""Which callback addresses a tool may register: loopback only.
+
+The registry dials ``callback_address`` on every call, so a permissive check
+would turn it into an egress proxy (SSRF). Only these forms pass:
+
+* ``127.x.y.z:PORT`` (strict dotted quad, 127.0.0.0/8)
+* ``[::1]:PORT``
+* ``localhost:PORT`` (the literal name, lower case)
+* ``unix:/absolute/path`` (also ``unix:///absolute/path``)
+
+Everything else is refused with a reason: wildcard, private, public, mapped
+(``::ffff:...``) or numeric (``2130706433``, ``0x7f.1``, ``127.1``) hosts, DNS
+names, scheme or resolver prefixes (``dns:///``, ``ipv4:``, ``http://``),
+missing or out-of-range ports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_DOTTED_QUAD = re.compile(r"^(?:\d{1,3}\.){3}\d{1,3}$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_MAX_ADDRESS_LEN = 512
+_MAX_UNIX_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
+
+ALLOWED_FORMS = "127.0.0.0/8:PORT, [::1]:PORT, localhost:PORT or unix:/absolute/path"
+
+
+def loopback_address_error(address: str) -> str | None:
+    """Why ``address`` is not an acceptable loopback callback address, or None if it is."""
+    if not address:
+        return f"is required ({ALLOWED_FORMS})"
+    if len(address) > _MAX_ADDRESS_LEN:
+        return f"is longer than {_MAX_ADDRESS_LEN} characters"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+        return "must not contain whitespace or control characters"
+    if address.startswith("unix:"):
+        return _unix_error(address)
+    if "://" in address or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:(?![0-9]*$)", address):
+        if not address.startswith("["):
+            return f"must not carry a scheme or resolver prefix; use {ALLOWED_FORMS}"
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        return f"must be host:port; use {ALLOWED_FORMS}"
+    if not _PORT.match(port) or not 1 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 1 to 65535"
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return "has an unterminated IPv6 bracket"
+        try:
+            ip6 = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"host {host} is not a valid IPv6 address"
+        if ip6 != ipaddress.IPv6Address("::1"):
+            return f"host {host} is not loopback; only [::1] is accepted for IPv6"
+        return None
+    if host == "localhost":
+        return None
+    if _DOTTED_QUAD.match(host):
+        try:
+            ip4 = ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"host {host!r} is not a valid IPv4 address"
+        if not ip4.is_loopback:
+            return f"host {host} is not loopback (127.0.0.0/8)"
+        return None
+    return f"host {host!r} is not a loopback address; use {ALLOWED_FORMS}"
+
+
+def _unix_error(address: str) -> str | None:
+    path = address[len("unix:") :]
+    if path.startswith("//"):
+        path = path[2:]
+    if not path.startswith("/"):
+        return "unix socket path must be absolute (unix:/absolute/path)"
+    if len(path.encode()) > _MAX_UNIX_PATH:
+        return f"unix socket path is longer than {_MAX_UNIX_PATH} bytes"
+    return None

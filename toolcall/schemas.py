@@ -1,0 +1,86 @@
+"""JSON Schema checks for tool parameters, and compiled argument validators.
+
+A tool's schema is checked once, when it is registered; the compiled
+validator is cached by the schema's canonical JSON, so a call only pays for
+validating its arguments, never for compiling the schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMA_DEPTH = 32
+
+# Returns None when the arguments are valid, else a readable reason.
+ArgumentValidator = Callable[[dict[str, Any]], str | None]
+
+
+def _depth(obj: Any, limit: int) -> int:
+    depth, frontier = 0, [obj]
+    while frontier and depth <= limit:
+        nxt: list[Any] = []
+        for o in frontier:
+            if isinstance(o, dict):
+                nxt.extend(o.values())
+            elif isinstance(o, list):
+                nxt.extend(o)
+        if nxt:
+            depth += 1
+        frontier = nxt
+    return depth
+
+
+def parameters_schema_error(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` is not acceptable as a tool's parameters, or None."""
+    if not schema:
+        return None
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        return f"is not JSON: {exc}"
+    if len(text) > MAX_SCHEMA_BYTES:
+        return f"is {len(text)} bytes; the limit is {MAX_SCHEMA_BYTES}"
+    if _depth(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+        return f"nests deeper than {MAX_SCHEMA_DEPTH} levels"
+    if schema.get("type") != "object":
+        return 'must be a JSON Schema with "type": "object"'
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        return f"is not a valid JSON Schema at {where}: {exc.message}"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(canonical: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(canonical))
+
+
+def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
+    """A validator for arguments of a tool with this (already checked) schema."""
+    if not schema or schema == EMPTY_PARAMETERS:
+        return _accept_object
+    validator = _compiled(json.dumps(schema, sort_keys=True))
+
+    def validate(arguments: dict[str, Any]) -> str | None:
+        error = best_match(validator.iter_errors(arguments))
+        if error is None:
+            return None
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        return f"arguments{path}: {error.message}"
+
+    return validate
+
+
+def _accept_object(arguments: dict[str, Any]) -> str | None:
+    return None

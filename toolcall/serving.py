@@ -1,0 +1,123 @@
+"""Running a grpc.aio server the same way for every toolcall service.
+
+Health (``grpc.health.v1``) and reflection are always on, so
+``grpcurl -plaintext 127.0.0.1:48911 list`` works; listening on a unix socket
+is ``unix:/path``; SIGTERM/SIGINT drain in-flight calls for ``grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from toolcall import config
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ServiceHost:
+    """One grpc.aio server with health, reflection and graceful shutdown.
+
+    ``add_servicers`` registers the service's servicers on the server;
+    ``service_names`` are their full names (for reflection and health).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        service_names: Sequence[str],
+        add_servicers: Callable[[grpc.aio.Server], None],
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        grace_s: float = 5.0,
+    ) -> None:
+        self.address = address
+        self.service_names = list(service_names)
+        self.grace_s = grace_s
+        self.server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+        add_servicers(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                *self.service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = 0
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def target(self) -> str:
+        """Address clients should dial (the ephemeral port filled in)."""
+        if self.address.startswith("unix:"):
+            return self.address
+        host = self.address.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Runs ``callback`` after the server stopped accepting calls."""
+        self._on_stop.append(callback)
+
+    async def start(self) -> int:
+        if self.address.startswith("unix:"):
+            path = self.address.removeprefix("unix:").removeprefix("//")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.port = self.server.add_insecure_port(self.address)
+        if not self.address.startswith("unix:") and self.port == 0:
+            raise OSError(f"cannot listen on {self.address}")
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on %s", ", ".join(self.service_names), self.target)
+        return self.port
+
+    async def stop(self) -> None:
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.grace_s)
+        for callback in self._on_stop:
+            try:
+                await callback()
+            except Exception:
+                log.exception("shutdown step failed")
+        log.info("stopped %s", ", ".join(self.service_names))
+
+    async def run_until_signal(self) -> None:
+        """Starts, serves until SIGTERM/SIGINT, then drains and stops."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+def setup_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=(level or config.env("LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,113 @@
+"""A tool as a small value object, built and checked once from its definition.
+
+The registry, the LLMService's view of the registry and the plugin SDK all use
+``ToolSpec``; ``ToolSpec.from_definition`` is the one place where a
+``ToolDefinition`` is validated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolcall import config
+from toolcall.address_policy import loopback_address_error
+from toolcall.jsonvalue import from_struct
+from toolcall.schemas import (
+    EMPTY_PARAMETERS,
+    ArgumentValidator,
+    compile_validator,
+    parameters_schema_error,
+)
+from toolcall.v1 import tools_pb2
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+MAX_DESCRIPTION_CHARS = 4096
+MAX_SOURCE_CHARS = 128
+MAX_ACK_CHARS = 4096
+
+SYNC = tools_pb2.TOOL_MODE_SYNC
+ASYNC = tools_pb2.TOOL_MODE_ASYNC
+
+
+class DefinitionError(ValueError):
+    """A tool definition broke one or more rules; ``violations`` maps field -> reason."""
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{f} {r}" for f, r in violations))
+
+
+def name_error(name: str) -> str | None:
+    if NAME_PATTERN.match(name):
+        return None
+    return f"{name[:80]!r} must match [A-Za-z0-9_.-]{{1,64}}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    callback_address: str
+    role: str | None
+    source: str
+    timeout_s: float
+    mode: int
+    ack_message: str
+    accepts_raw_arguments: bool
+    definition: tools_pb2.ToolDefinition = field(repr=False, compare=False)
+    validate_arguments: ArgumentValidator = field(repr=False, compare=False)
+
+    @property
+    def is_async(self) -> bool:
+        return self.mode == ASYNC
+
+    @classmethod
+    def from_definition(cls, d: tools_pb2.ToolDefinition) -> ToolSpec:
+        """Checks every rule and returns the spec, or raises DefinitionError."""
+        bad: list[tuple[str, str]] = []
+        if err := name_error(d.name):
+            bad.append(("tool.name", err))
+        if len(d.description) > MAX_DESCRIPTION_CHARS:
+            bad.append(("tool.description", f"is longer than {MAX_DESCRIPTION_CHARS} characters"))
+        parameters = from_struct(d.parameters) if d.HasField("parameters") else {}
+        if err := parameters_schema_error(parameters):
+            bad.append(("tool.parameters", err))
+        if err := loopback_address_error(d.callback_address):
+            bad.append(("tool.callback_address", err))
+        if d.HasField("role") and not d.role:
+            bad.append(("tool.role", "must not be empty when set; leave it unset for all roles"))
+        if len(d.source) > MAX_SOURCE_CHARS:
+            bad.append(("tool.source", f"is longer than {MAX_SOURCE_CHARS} characters"))
+        timeout = d.timeout_seconds
+        if timeout != timeout or timeout < 0 or timeout > config.MAX_TOOL_TIMEOUT_S:
+            bad.append(
+                (
+                    "tool.timeout_seconds",
+                    f"must be between 0 (default {config.DEFAULT_TOOL_TIMEOUT_S:g}) "
+                    f"and {config.MAX_TOOL_TIMEOUT_S:g}",
+                )
+            )
+        if d.mode not in tools_pb2.ToolMode.values():
+            bad.append(("tool.mode", f"unknown mode {d.mode}"))
+        if len(d.ack_message) > MAX_ACK_CHARS:
+            bad.append(("tool.ack_message", f"is longer than {MAX_ACK_CHARS} characters"))
+        if bad:
+            raise DefinitionError(bad)
+        params = parameters or dict(EMPTY_PARAMETERS)
+        return cls(
+            name=d.name,
+            description=d.description,
+            parameters=params,
+            callback_address=d.callback_address,
+            role=d.role if d.HasField("role") else None,
+            source=d.source,
+            timeout_s=timeout or config.DEFAULT_TOOL_TIMEOUT_S,
+            mode=ASYNC if d.mode == ASYNC else SYNC,
+            ack_message=d.ack_message,
+            accepts_raw_arguments=d.accepts_raw_arguments,
+            definition=d,
+            validate_arguments=compile_validator(params),
+        )

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for the toolcall.v1 API (see protos/)."""
