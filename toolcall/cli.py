@@ -1,7 +1,7 @@
 """The ``toolcall`` command: serve the services, run the stack, talk to it.
 
-Exit codes: 0 success, 1 the call failed (error printed in one line),
-2 bad usage, 130 interrupted.
+Exit codes: 0 success; 1 the call failed or a tool returned an error (one
+readable line on stderr); 2 bad usage; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,13 +10,23 @@ import argparse
 import asyncio
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
+
+import grpc
 
 from toolcall.serving import setup_logging
 
-# Subcommand -> module providing ``add_arguments(parser)`` and ``async main(args) -> int``.
+# Subcommand -> (module, help). The module provides ``add_arguments(parser)``
+# and ``async main(args) -> int``; modules are imported only when needed.
 COMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("registry_service.main", "serve the ToolRegistry service"),
     "llm": ("llm_service.main", "serve the LLMService"),
+    "up": ("toolcall.stack", "run the whole stack: registry, LLMService, example plugins"),
+    "demo": ("toolcall.demo", "run the stack and a scripted conversation that shows every feature"),
+    "tools": ("toolcall.cli_tools", "list, invoke and clear registered tools"),
+    "chat": ("toolcall.cli_chat", "chat with the LLMService; streams the reply and tool calls"),
+    "subscribe": ("toolcall.cli_subscribe", "print async tool results of a session as they arrive"),
 }
 
 
@@ -33,15 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    module = importlib.import_module(args.module)
+def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> str:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach {target} (UNAVAILABLE: {exc.details()})"
+    return f"{exc.code().name}: {exc.details()}"
+
+
+def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
     try:
-        return int(asyncio.run(module.main(args)) or 0)
+        return int(asyncio.run(main(args)) or 0)
     except KeyboardInterrupt:
         return 130
+    except grpc.aio.AioRpcError as exc:
+        target = getattr(args, "target", "server")
+        print(f"error: {describe_rpc_error(exc, target)}", file=sys.stderr)
+        return 1
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level or ("WARNING" if args.command in CLIENT_COMMANDS else None))
+    return run_async(importlib.import_module(args.module).main, args)
+
+
+CLIENT_COMMANDS = {"tools", "chat", "subscribe"}
 
 if __name__ == "__main__":
     sys.exit(main())

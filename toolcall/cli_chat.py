@@ -1,0 +1,66 @@
+"""``toolcall chat``: one chat turn, streamed, with tool calls shown as they happen."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from typing import TextIO
+
+from toolcall import config
+from toolcall.clients import channel
+from toolcall.jsonvalue import value_to_json
+from toolcall.v1 import llm_pb2, llm_pb2_grpc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("message", help="what the user says")
+    parser.add_argument(
+        "--llm",
+        dest="target",
+        default=config.llm_address(),
+        help="LLMService address (default: $TOOLCALL_LLM_ADDRESS or %(default)s)",
+    )
+    parser.add_argument("--session", default="", help="session id (default: a new one)")
+    parser.add_argument("--role", default="", help="role (persona) of the conversation")
+    parser.add_argument("--provider", default="", help="offline, openai or gemini")
+    parser.add_argument("--model", default="", help="model name for the provider")
+
+
+def print_event(event: llm_pb2.ChatStreamResponse, out: TextIO = sys.stdout) -> None:
+    """Human-readable rendering of one ChatStream event (shared with the demo)."""
+    kind = event.WhichOneof("event")
+    if kind == "text_delta":
+        out.write(event.text_delta.text)
+    elif kind == "tool_call_started":
+        call = event.tool_call_started.call
+        out.write(f"  -> {call.name}({call.raw_arguments or '{}'})  [{call.call_id}]\n")
+    elif kind == "tool_call_finished":
+        rec = event.tool_call_finished.record
+        if rec.result.is_error:
+            status = f"error: {rec.result.error}"
+        elif rec.task_id:
+            status = f"accepted as task {rec.task_id}"
+        else:
+            status = value_to_json(rec.result.output)
+        out.write(f"  <- {rec.call.name}: {status}  ({rec.latency_ms:.1f} ms)\n")
+    elif kind == "final":
+        out.write("\n")
+    out.flush()
+
+
+async def main(args: argparse.Namespace) -> int:
+    session = args.session or f"cli-{uuid.uuid4().hex[:8]}"
+    request = llm_pb2.ChatRequest(
+        session_id=session,
+        role=args.role,
+        messages=[llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_USER, content=args.message)],
+        provider=args.provider,
+        model=args.model,
+    )
+    async with channel(args.target) as ch:
+        stub = llm_pb2_grpc.LLMServiceStub(ch)
+        print(f"[session {session}]", file=sys.stderr)
+        async for event in stub.ChatStream(llm_pb2.ChatStreamRequest(request=request)):
+            print_event(event)
+    return 0

@@ -1,0 +1,105 @@
+"""``toolcall tools list|invoke|clear``: the registry from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from toolcall import config
+from toolcall.clients import auth_metadata, channel
+from toolcall.jsonvalue import from_value
+from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        dest="target",
+        default=config.registry_address(),
+        help="registry address (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = sub.add_parser("list", help="list tools (what a conversation in --role sees)")
+    ls.add_argument("--role", help="only tools visible to this role")
+    ls.add_argument("--source", default="", help="only tools with this source")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inv = sub.add_parser("invoke", help="call a tool through the registry")
+    inv.add_argument("name", help="tool name")
+    inv.add_argument("--args", default="{}", help="arguments as a JSON object (default: {})")
+    inv.add_argument("--role", help="use this role's definition of the tool")
+    inv.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    clr = sub.add_parser("clear", help="remove every tool registered with a source")
+    clr.add_argument("--source", required=True, help='source tag, e.g. "plugin:weather"')
+    clr.add_argument("--role", help="only within this role")
+
+
+async def main(args: argparse.Namespace) -> int:
+    async with channel(args.target) as ch:
+        stub = registry_pb2_grpc.ToolRegistryStub(ch)
+        if args.action == "list":
+            return await _list(stub, args)
+        if args.action == "invoke":
+            return await _invoke(stub, args)
+        reply = await stub.Clear(
+            registry_pb2.ClearRequest(source=args.source, role=args.role),
+            metadata=auth_metadata(),
+        )
+        print(f"removed {reply.removed}")
+        return 0
+
+
+async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Namespace) -> int:
+    reply = await stub.List(registry_pb2.ListRequest(role=args.role, source=args.source))
+    if args.json:
+        rows = [
+            {
+                "role": t.role,
+                "name": t.tool.name,
+                "mode": tools_pb2.ToolMode.Name(t.tool.mode),
+                "source": t.tool.source,
+                "callback_address": t.tool.callback_address,
+                "calls": t.stats.calls,
+                "errors": t.stats.errors,
+                "mean_latency_ms": round(t.stats.mean_latency_ms, 3),
+            }
+            for t in reply.tools
+        ]
+        print(json.dumps({"roles": list(reply.roles), "tools": rows}, indent=2))
+        return 0
+    header = ("ROLE", "NAME", "MODE", "SOURCE", "CALLS", "ERRORS", "MEAN_MS")
+    rows_t = [
+        (
+            t.role,
+            t.tool.name,
+            "async" if t.tool.mode == tools_pb2.TOOL_MODE_ASYNC else "sync",
+            t.tool.source or "-",
+            str(t.stats.calls),
+            str(t.stats.errors),
+            f"{t.stats.mean_latency_ms:.2f}",
+        )
+        for t in reply.tools
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows_t]) for i in range(len(header))]
+    for r in [header, *rows_t]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if not rows_t:
+        print(f"(no tools; roles served: {', '.join(reply.roles)})")
+    return 0
+
+
+async def _invoke(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Namespace) -> int:
+    try:
+        json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        print(f"error: --args is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    reply = await stub.Invoke(
+        registry_pb2.InvokeRequest(name=args.name, raw_arguments=args.args, role=args.role),
+        timeout=args.timeout,
+    )
+    print(json.dumps(from_value(reply.result.output), indent=2, ensure_ascii=False))
+    if reply.result.is_error:
+        print(f"error: {reply.result.error}", file=sys.stderr)
+        return 1
+    return 0
