@@ -30,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Only the chosen subcommand's module is imported (the LLM SDKs are slow to import)."""
+    chosen = next((a for a in argv if a in COMMANDS), None)
     parser = argparse.ArgumentParser(
         prog="toolcall", description="Typed, fast, safe tool calling for LLM applications."
     )
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(p)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
         p.set_defaults(module=module)
     return parser
 
@@ -61,7 +64,8 @@ def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     setup_logging(args.log_level or ("WARNING" if args.command in CLIENT_COMMANDS else None))
     return run_async(importlib.import_module(args.module).main, args)
 

@@ -1,0 +1,177 @@
+"""``toolcall up``: the whole stack as separate processes, supervised.
+
+Starts the registry, waits for it to be healthy, starts the LLMService, then
+the example plugins, and waits until their tools are registered. Ctrl-C (or
+SIGTERM) stops everything in reverse order: plugins first (they clear their
+tools), then the LLMService, then the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolcall import config
+from toolcall.clients import channel, wait_healthy
+from toolcall.v1 import registry_pb2, registry_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGINS = ("examples.weather_plugin", "examples.network_plugin")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry-address",
+        default=config.registry_address(),
+        help="registry listen address (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
+        "--llm-address",
+        default=config.llm_address(),
+        help="LLMService listen address (default: $TOOLCALL_LLM_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(config.data_dir()),
+        help="SQLite files and process logs (default: $TOOLCALL_DATA_DIR or %(default)s)",
+    )
+    parser.add_argument(
+        "--no-plugins", action="store_true", help="do not start the example plugins"
+    )
+
+
+@dataclass
+class Stack:
+    """The stack's processes; logs go to ``<data_dir>/logs/<name>.log``."""
+
+    registry_address: str
+    llm_address: str
+    data_dir: Path
+    plugins: tuple[str, ...] = EXAMPLE_PLUGINS
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TOOLCALL_REGISTRY_ADDRESS=self.registry_address,
+            TOOLCALL_LLM_ADDRESS=self.llm_address,
+            TOOLCALL_DATA_DIR=str(self.data_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        # Example plugins are imported from the checkout, not from site-packages.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, *argv],
+                env=self._env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+            )
+        self.procs.append((name, proc))
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode}; see {self.log_dir / name}.log"
+                )
+
+    async def _healthy(self, name: str, address: str) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            self._check_alive()
+            try:
+                await wait_healthy(address, timeout_s=1)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} at {address} did not become healthy") from None
+
+    async def start(self) -> None:
+        self._spawn("registry", ["-m", "toolcall.cli", "registry"])
+        await self._healthy("registry", self.registry_address)
+        self._spawn("llm", ["-m", "toolcall.cli", "llm"])
+        await self._healthy("llm", self.llm_address)
+        for module in self.plugins:
+            self._spawn(module.rpartition(".")[2], ["-m", module])
+        await self._wait_for_plugins()
+
+    async def _wait_for_plugins(self) -> None:
+        """Waits until every plugin process has registered at least one tool."""
+        expected = len(self.plugins)
+        deadline = time.monotonic() + 20
+        async with channel(self.registry_address) as ch:
+            stub = registry_pb2_grpc.ToolRegistryStub(ch)
+            while True:
+                self._check_alive()
+                reply = await stub.List(registry_pb2.ListRequest())
+                if len({t.tool.source for t in reply.tools}) >= expected:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError("plugins did not register their tools within 20s")
+                await asyncio.sleep(0.1)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM in reverse start order; SIGKILL whatever outlives ``timeout_s``."""
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout_s)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def stack_from_args(args: argparse.Namespace) -> Stack:
+    return Stack(
+        registry_address=args.registry_address,
+        llm_address=args.llm_address,
+        data_dir=Path(args.data_dir),
+        plugins=() if args.no_plugins else EXAMPLE_PLUGINS,
+    )
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def main(args: argparse.Namespace) -> int:
+    stack = stack_from_args(args)
+    try:
+        await stack.start()
+        print(f"registry   {stack.registry_address}")
+        print(f"llm        {stack.llm_address}")
+        print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
+        print(f"logs       {stack.log_dir}")
+        print("stack is up; Ctrl-C stops it", flush=True)
+        await wait_for_signal()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+    return 0
