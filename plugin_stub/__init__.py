@@ -1,0 +1,34 @@
+"""The Python plugin SDK: write tools as functions, serve them over gRPC.
+
+    from plugin_stub import Plugin, llm_tool
+
+    class Weather(Plugin):
+        @llm_tool
+        def get_weather(self, city: str) -> dict:
+            '''Current weather of a city.'''
+            return {"city": city, "temp_c": 21}
+
+    if __name__ == "__main__":
+        Weather().run()
+
+See docs/plugins.md for the full guide.
+"""
+
+from plugin_stub.callback_server import shape_result
+from plugin_stub.context import CallContext
+from plugin_stub.decorator import ToolMeta, llm_tool, tool_meta
+from plugin_stub.local_tools import ToolConflictError
+from plugin_stub.plugin import Plugin
+from plugin_stub.schema_inference import SchemaInferenceError, infer_parameters
+
+__all__ = [
+    "CallContext",
+    "Plugin",
+    "SchemaInferenceError",
+    "ToolConflictError",
+    "ToolMeta",
+    "infer_parameters",
+    "llm_tool",
+    "shape_result",
+    "tool_meta",
+]

@@ -1,0 +1,132 @@
+"""The plugin side of ``ToolCallback.Invoke``: validate, run the handler, shape the result.
+
+Result rules: a plain return value is the output (it must be JSON-compatible);
+a dict with ``output`` and ``is_error`` keys is taken as the result itself
+(``error`` is its message); a raised exception becomes ``is_error`` with
+``"ExceptionClass: message"`` (logged here, never sent as a traceback).
+An unknown tool name is a NOT_FOUND status: the caller's view of this plugin
+is stale, which is not the tool's fault.
+
+Deadlines: a call gets the tool's timeout or the caller's gRPC deadline,
+whichever is shorter. An ``async def`` handler that overruns is cancelled;
+so is one whose caller cancels the RPC (grpc.aio cancels the RPC task). A
+plain ``def`` handler runs in a bounded thread pool; when it overruns the
+caller gets the timeout error at once, but the thread runs on until the
+function returns, because Python threads cannot be killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+
+from plugin_stub.context import CallContext
+from plugin_stub.local_tools import LocalTool, ToolTable
+from toolcall.jsonvalue import from_struct, to_value
+from toolcall.v1 import callback_pb2, callback_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+Response = callback_pb2.ToolCallbackInvokeResponse
+
+
+def error_response(error: str, output: Any = None) -> Response:
+    return Response(output=to_value(output), is_error=True, error=error)
+
+
+def shape_result(value: Any) -> Response:
+    """The response for a handler's return value (see the module docstring)."""
+    if type(value) is dict and "output" in value and "is_error" in value:
+        output, is_error = value["output"], bool(value["is_error"])
+        error = str(value.get("error") or "") if is_error else ""
+        if is_error and not error:
+            error = "tool reported an error without a message"
+    else:
+        output, is_error, error = value, False, ""
+    try:
+        out = to_value(output)
+    except (TypeError, ValueError):
+        return error_response(
+            f"TypeError: result is not JSON serializable ({type(output).__name__})"
+        )
+    return Response(output=out, is_error=is_error, error=error)
+
+
+class ToolRunner:
+    """Runs one call of a local tool within its deadline."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def run(
+        self,
+        tool: LocalTool,
+        request: callback_pb2.ToolCallbackInvokeRequest,
+        remaining_s: float | None = None,
+    ) -> Response:
+        arguments = from_struct(request.arguments)
+        if reason := tool.validate(arguments):
+            return error_response(f"INVALID_ARGUMENT: {reason}")
+        if tool.context_param is not None:
+            arguments[tool.context_param] = CallContext(
+                tool=tool.name,
+                call_id=request.call_id,
+                session_id=request.session_id,
+                role=request.role,
+                raw_arguments=request.raw_arguments,
+            )
+        timeout = tool.meta.timeout_s
+        if remaining_s is not None and remaining_s < timeout:
+            timeout = max(remaining_s, 0.0)
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                if tool.is_coroutine:
+                    value = await tool.handler(**arguments)
+                else:
+                    loop = asyncio.get_running_loop()
+                    call = functools.partial(tool.handler, **arguments)
+                    value = await loop.run_in_executor(self._executor, call)
+        except TimeoutError as exc:
+            if limit.expired():
+                log.warning("tool %s did not finish within %gs", tool.name, timeout)
+                return error_response(
+                    f"DEADLINE_EXCEEDED: tool '{tool.name}' did not finish within {timeout:g}s"
+                )
+            return self._raised(tool, exc)
+        except Exception as exc:
+            return self._raised(tool, exc)
+        return shape_result(value)
+
+    @staticmethod
+    def _raised(tool: LocalTool, exc: Exception) -> Response:
+        log.warning("tool %s raised %s", tool.name, type(exc).__name__, exc_info=exc)
+        return error_response(f"{type(exc).__name__}: {exc}")
+
+
+class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
+    """ToolCallback over a plugin's ToolTable."""
+
+    def __init__(self, tools: ToolTable, runner: ToolRunner, plugin_id: str) -> None:
+        self._lookup = tools.get
+        self._run = runner.run
+        self._plugin_id = plugin_id
+
+    async def Invoke(
+        self,
+        request: callback_pb2.ToolCallbackInvokeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Response:
+        tool = self._lookup(request.name)
+        if tool is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"tool {request.name!r} is not served by plugin {self._plugin_id!r}",
+            )
+            raise AssertionError("unreachable")  # abort always raises
+        return await self._run(tool, request, context.time_remaining())

@@ -1,0 +1,19 @@
+"""What a handler may learn about the call it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Passed to a handler that declares a parameter annotated ``CallContext``.
+
+    The parameter is not part of the tool's schema; the model never sees it.
+    """
+
+    tool: str
+    call_id: str
+    session_id: str
+    role: str
+    raw_arguments: str

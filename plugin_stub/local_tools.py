@@ -1,0 +1,112 @@
+"""The tools one plugin serves: a dict keyed by name, built once per tool.
+
+Everything the callback hot path needs (bound handler, compiled validator,
+whether to await or run in a thread, the context parameter) is worked out
+when a tool is added, so a call is a dict lookup away from its handler.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin_stub.context import CallContext
+from plugin_stub.decorator import ToolMeta
+from toolcall.jsonvalue import to_struct
+from toolcall.schemas import ArgumentValidator, compile_validator
+from toolcall.tools import ASYNC, SYNC
+from toolcall.v1 import tools_pb2
+
+
+class ToolConflictError(ValueError):
+    """A tool with this name is already served by the plugin."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTool:
+    meta: ToolMeta
+    handler: Callable[..., Any]
+    is_coroutine: bool
+    validate: ArgumentValidator = field(repr=False)
+    # Name of the handler's CallContext parameter, if it declares one.
+    context_param: str | None = None
+
+    @classmethod
+    def build(cls, meta: ToolMeta, handler: Callable[..., Any]) -> LocalTool:
+        if not callable(handler):
+            raise TypeError(f"handler of tool {meta.name!r} is not callable")
+        return cls(
+            meta=meta,
+            handler=handler,
+            is_coroutine=inspect.iscoroutinefunction(handler),
+            validate=compile_validator(meta.parameters),
+            context_param=_context_param(handler),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    def definition(self, callback_address: str, source: str) -> tools_pb2.ToolDefinition:
+        """The ToolDefinition to register for this tool."""
+        m = self.meta
+        return tools_pb2.ToolDefinition(
+            name=m.name,
+            description=m.description,
+            parameters=to_struct(m.parameters),
+            callback_address=callback_address,
+            role=m.role,
+            source=source,
+            timeout_seconds=m.timeout_s,
+            mode=ASYNC if m.mode == "async" else SYNC,
+            ack_message=m.ack_message,
+        )
+
+
+def _context_param(handler: Callable[..., Any]) -> str | None:
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:
+        return None
+    for name, hint in hints.items():
+        if hint is CallContext:
+            return name
+    return None
+
+
+class ToolTable:
+    """Name -> LocalTool, with a version that changes on every add or remove."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, LocalTool] = {}
+        self.version = 0
+
+    def add(self, tool: LocalTool) -> None:
+        if tool.name in self._tools:
+            raise ToolConflictError(
+                f"tool {tool.name!r} is already registered by this plugin; "
+                "unregister it first or pick another name"
+            )
+        self._tools[tool.name] = tool
+        self.version += 1
+
+    def remove(self, name: str) -> LocalTool | None:
+        tool = self._tools.pop(name, None)
+        if tool is not None:
+            self.version += 1
+        return tool
+
+    def get(self, name: str) -> LocalTool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[LocalTool]:
+        return iter(list(self._tools.values()))
+
+    def __len__(self) -> int:
+        return len(self._tools)
