@@ -80,6 +80,13 @@ class ToolRunner:
                 role=request.role,
                 raw_arguments=request.raw_arguments,
             )
+        if tool.enum_params:
+            try:
+                for name, enum_type in tool.enum_params:
+                    if arguments.get(name) is not None:
+                        arguments[name] = enum_type(arguments[name])
+            except ValueError as exc:
+                return error_response(f"INVALID_ARGUMENT: {exc}")
         timeout = tool.meta.timeout_s
         if remaining_s is not None and remaining_s < timeout:
             timeout = max(remaining_s, 0.0)
@@ -94,9 +101,9 @@ class ToolRunner:
                     value = await loop.run_in_executor(self._executor, call)
         except TimeoutError as exc:
             if limit.expired():
-                log.warning("tool %s did not finish within %gs", tool.name, timeout)
+                log.warning("tool %s did not finish within %.3gs", tool.name, timeout)
                 return error_response(
-                    f"DEADLINE_EXCEEDED: tool '{tool.name}' did not finish within {timeout:g}s"
+                    f"DEADLINE_EXCEEDED: tool '{tool.name}' did not finish within {timeout:.3g}s"
                 )
             return self._raised(tool, exc)
         except Exception as exc:

@@ -7,7 +7,9 @@ when a tool is added, so a call is a dict lookup away from its handler.
 
 from __future__ import annotations
 
+import enum
 import inspect
+import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,17 +35,23 @@ class LocalTool:
     validate: ArgumentValidator = field(repr=False)
     # Name of the handler's CallContext parameter, if it declares one.
     context_param: str | None = None
+    # Parameters annotated with an Enum: JSON values are turned into members.
+    enum_params: tuple[tuple[str, type[enum.Enum]], ...] = ()
 
     @classmethod
     def build(cls, meta: ToolMeta, handler: Callable[..., Any]) -> LocalTool:
         if not callable(handler):
             raise TypeError(f"handler of tool {meta.name!r} is not callable")
+        hints = _type_hints(handler)
         return cls(
             meta=meta,
             handler=handler,
             is_coroutine=inspect.iscoroutinefunction(handler),
             validate=compile_validator(meta.parameters),
-            context_param=_context_param(handler),
+            context_param=next((n for n, h in hints.items() if h is CallContext), None),
+            enum_params=tuple(
+                (name, e) for name, h in hints.items() if (e := _enum_type(h)) is not None
+            ),
         )
 
     @property
@@ -66,14 +74,23 @@ class LocalTool:
         )
 
 
-def _context_param(handler: Callable[..., Any]) -> str | None:
+def _type_hints(handler: Callable[..., Any]) -> dict[str, Any]:
     try:
         hints = typing.get_type_hints(handler)
     except Exception:
-        return None
-    for name, hint in hints.items():
-        if hint is CallContext:
-            return name
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+def _enum_type(hint: Any) -> type[enum.Enum] | None:
+    """The Enum class of ``E`` or ``E | None`` hints."""
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(members) == 1:
+            return _enum_type(members[0])
     return None
 
 

@@ -1,0 +1,272 @@
+"""@llm_tool: definition checks at decoration time and schema inference from signatures."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal, Optional
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from plugin_stub import CallContext, SchemaInferenceError, infer_parameters, llm_tool, tool_meta
+from plugin_stub.schema_inference import parse_docstring
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+def schema_of(func: Any) -> dict[str, Any]:
+    meta = tool_meta(llm_tool(func))
+    assert meta is not None
+    Draft202012Validator.check_schema(meta.parameters)
+    return meta.parameters
+
+
+def test_bare_decorator_defaults_name_description_and_schema() -> None:
+    def get_weather(city: str) -> dict[str, Any]:
+        """Current weather of a city.
+
+        Second paragraph is not part of the description.
+        """
+        return {}
+
+    meta = tool_meta(llm_tool(get_weather))
+    assert meta is not None
+    assert meta.name == "get_weather"
+    assert meta.description == "Current weather of a city."
+    assert meta.parameters == {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    assert (meta.timeout_s, meta.mode, meta.role, meta.ack_message) == (30.0, "sync", None, "")
+
+
+def test_decorator_returns_the_function_unchanged() -> None:
+    def f(x: int) -> int:
+        return x * 2
+
+    assert llm_tool(name="double")(f) is f
+    assert f(4) == 8
+
+
+def test_scalar_types_optional_and_defaults() -> None:
+    def f(
+        self: Any,
+        s: str,
+        i: int,
+        n: float,
+        b: bool,
+        maybe: int | None,
+        old_style: Optional[str] = None,  # noqa: UP045 - the typing spelling must work too
+        anything: Any = 3,
+        untyped="x",
+    ) -> None: ...
+
+    schema = schema_of(f)
+    props = schema["properties"]
+    assert "self" not in props
+    assert props["s"] == {"type": "string"}
+    assert props["i"] == {"type": "integer"}
+    assert props["n"] == {"type": "number"}
+    assert props["b"] == {"type": "boolean"}
+    assert props["maybe"] == {"type": ["integer", "null"]}
+    assert props["old_style"] == {"type": ["string", "null"], "default": None}
+    assert props["anything"] == {"default": 3}
+    assert props["untyped"] == {"default": "x"}
+    assert schema["required"] == ["s", "i", "n", "b", "maybe"]
+
+
+def test_literal_enum_and_int_enum() -> None:
+    def f(
+        mode: Literal["fast", "slow"],
+        color: Color = Color.RED,
+        level: Level | None = None,
+        mixed: Literal[1, "a"] = 1,
+    ) -> None: ...
+
+    props = schema_of(f)["properties"]
+    assert props["mode"] == {"enum": ["fast", "slow"], "type": "string"}
+    assert props["color"] == {"enum": ["red", "green"], "type": "string", "default": "red"}
+    assert props["level"] == {
+        "anyOf": [{"enum": [1, 2], "type": "integer"}, {"type": "null"}],
+        "default": None,
+    }
+    assert props["mixed"] == {"enum": [1, "a"], "default": 1}
+
+
+def test_containers() -> None:
+    def f(
+        tags: list[str],
+        pair: tuple[int, str],
+        many: tuple[float, ...],
+        unique: set[int],
+        scores: dict[str, float],
+        blob: dict,
+        nested: list[dict[str, list[int]]],
+    ) -> None: ...
+
+    props = schema_of(f)["properties"]
+    assert props["tags"] == {"type": "array", "items": {"type": "string"}}
+    assert props["pair"] == {
+        "type": "array",
+        "prefixItems": [{"type": "integer"}, {"type": "string"}],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+    assert props["many"] == {"type": "array", "items": {"type": "number"}}
+    assert props["unique"] == {"type": "array", "uniqueItems": True, "items": {"type": "integer"}}
+    assert props["scores"] == {"type": "object", "additionalProperties": {"type": "number"}}
+    assert props["blob"] == {"type": "object"}
+    assert props["nested"]["items"]["additionalProperties"] == {
+        "type": "array",
+        "items": {"type": "integer"},
+    }
+
+
+def test_inferred_schema_accepts_and_refuses_the_right_arguments() -> None:
+    def f(city: str, days: int = 3, units: Literal["c", "f"] = "c") -> None: ...
+
+    validator = Draft202012Validator(schema_of(f))
+    assert validator.is_valid({"city": "Paris"})
+    assert validator.is_valid({"city": "Paris", "days": 2, "units": "f"})
+    assert not validator.is_valid({})
+    assert not validator.is_valid({"city": 3})
+    assert not validator.is_valid({"city": "Paris", "units": "k"})
+    assert not validator.is_valid({"city": "Paris", "extra": 1})
+
+
+def test_kwargs_leaves_schema_open_and_context_parameter_is_hidden() -> None:
+    def f(query: str, ctx: CallContext, *args: Any, **kwargs: Any) -> None: ...
+
+    schema = schema_of(f)
+    assert list(schema["properties"]) == ["query"]
+    assert "additionalProperties" not in schema
+
+
+def test_google_style_docstring_descriptions() -> None:
+    def f(city: str, days: int = 1) -> None:
+        """Forecast for a city.
+
+        Uses the offline table.
+
+        Args:
+            city (str): City name,
+                for example "Paris".
+            days: How many days.
+
+        Returns:
+            A list of days.
+        """
+
+    meta = tool_meta(llm_tool(f))
+    assert meta is not None
+    assert meta.description == "Forecast for a city."
+    assert meta.parameters["properties"]["city"]["description"] == (
+        'City name, for example "Paris".'
+    )
+    assert meta.parameters["properties"]["days"]["description"] == "How many days."
+
+
+def test_sphinx_style_docstring_and_annotated_description() -> None:
+    def f(host: str, count: Annotated[int, "Packets to send"] = 4) -> None:
+        """Ping a host
+        and report the loss.
+
+        :param host: IP address or
+            domain name.
+        :param int count: ignored because Annotated wins.
+        :returns: a report
+        """
+
+    meta = tool_meta(llm_tool(f))
+    assert meta is not None
+    assert meta.description == "Ping a host and report the loss."
+    props = meta.parameters["properties"]
+    assert props["host"]["description"] == "IP address or domain name."
+    assert props["count"] == {"type": "integer", "description": "Packets to send", "default": 4}
+
+
+def test_parse_docstring_without_sections() -> None:
+    assert parse_docstring("") == ("", {})
+    assert parse_docstring("One line.") == ("One line.", {})
+
+
+def test_explicit_parameters_are_used_as_given_and_checked() -> None:
+    given = {"type": "object", "properties": {"q": {"type": "string", "minLength": 2}}}
+
+    @llm_tool(parameters=given, description="Search.")
+    def search(**kwargs: Any) -> None: ...
+
+    meta = tool_meta(search)
+    assert meta is not None
+    assert meta.parameters == given
+    with pytest.raises(ValueError, match=r"parameters must be a JSON Schema with \"type\""):
+        llm_tool(parameters={"type": "array"})(search)
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        llm_tool(parameters={"type": "object", "properties": {"q": {"type": 5}}})(search)
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 65, "semi;colon", "naïve", "a/b"])
+def test_invalid_names_fail_at_decoration(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"name .* must match \[A-Za-z0-9_.-\]\{1,64\}"):
+
+        @llm_tool(name=bad)
+        def f() -> None: ...
+
+
+def test_valid_name_forms() -> None:
+    for name in ("a", "get.weather", "get-weather_2", "X" * 64):
+        meta = tool_meta(llm_tool(name=name)(lambda: None))
+        assert meta is not None and meta.name == name
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 300.5, float("nan"), True, "5"])
+def test_invalid_timeouts(timeout: Any) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        llm_tool(name="t", timeout=timeout)(lambda: None)
+
+
+def test_timeout_bounds_inclusive() -> None:
+    meta = tool_meta(llm_tool(name="t", timeout=300)(lambda: None))
+    assert meta is not None and meta.timeout_s == 300.0
+
+
+def test_mode_role_and_ack_rules() -> None:
+    def f() -> None: ...
+
+    with pytest.raises(ValueError, match="mode must be 'sync' or 'async'"):
+        llm_tool(mode="later")(f)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="role must not be empty"):
+        llm_tool(role="")(f)
+    with pytest.raises(ValueError, match="ack_message is only used by mode='async'"):
+        llm_tool(ack_message="started")(f)
+    with pytest.raises(ValueError, match="description is longer than 4096"):
+        llm_tool(description="x" * 4097)(f)
+    meta = tool_meta(llm_tool(mode="async", ack_message="started", role="ops")(f))
+    assert meta is not None
+    assert (meta.mode, meta.ack_message, meta.role) == ("async", "started", "ops")
+
+
+class Thing:
+    pass
+
+
+def test_uninferable_types_fail_clearly() -> None:
+    def f(thing: Thing) -> None: ...
+
+    with pytest.raises(SchemaInferenceError, match=r"parameter 'thing'.*pass parameters="):
+        llm_tool(f)
+
+    def g(m: dict[int, str]) -> None: ...
+
+    with pytest.raises(SchemaInferenceError, match="dict keys must be str"):
+        infer_parameters(g)
