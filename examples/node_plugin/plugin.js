@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+// A toolcall plugin in Node.js, built only from the toolcall.v1 protos.
+//
+// It serves ToolCallback.Invoke on a loopback port, takes a lease from the
+// registry, registers its tools under it, keeps the lease alive (every ttl/3)
+// and registers again when the lease is lost (registry restart or expiry).
+// SIGTERM/SIGINT clear its tools and revoke the lease before it exits.
+//
+// Configuration (environment): TOOLCALL_REGISTRY_ADDRESS (127.0.0.1:48911),
+// TOOLCALL_TOKEN, TOOLCALL_PLUGIN_ID (node_text), TOOLCALL_PLUGIN_ADDRESS
+// (127.0.0.1:0), TOOLCALL_PLUGIN_LEASE_TTL (6 seconds), TOOLCALL_PROTO_DIR
+// (../../protos from this file).
+'use strict';
+
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const env = (name, fallback) => process.env[`TOOLCALL_${name}`] || fallback;
+const REGISTRY = env('REGISTRY_ADDRESS', '127.0.0.1:48911');
+const TOKEN = env('TOKEN', '');
+const PLUGIN_ID = env('PLUGIN_ID', 'node_text');
+const LISTEN = env('PLUGIN_ADDRESS', '127.0.0.1:0');
+const LEASE_TTL_S = Number(env('PLUGIN_LEASE_TTL', '6'));
+const PROTO_DIR = env('PROTO_DIR', path.resolve(__dirname, '..', '..', 'protos'));
+const SOURCE = `plugin:${PLUGIN_ID}`;
+
+const log = (...args) => console.error(new Date().toISOString(), `[${PLUGIN_ID}]`, ...args);
+
+// proto-loader bundles google/protobuf/struct.proto; keepCase keeps the
+// proto field names (call_id, not callId).
+const packageDefinition = protoLoader.loadSync(
+  ['toolcall/v1/callback.proto', 'toolcall/v1/registry.proto'],
+  { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] },
+);
+const v1 = grpc.loadPackageDefinition(packageDefinition).toolcall.v1;
+
+// --- google.protobuf.Struct / Value <-> plain JSON ---------------------------
+// proto-loader represents a Value as {kind: 'stringValue', stringValue: 'x', ...}
+// (the "kind" oneof names the field that is set) and a Struct as {fields: {...}}.
+
+function fromValue(value) {
+  if (!value || !value.kind) return null;
+  switch (value.kind) {
+    case 'nullValue': return null;
+    case 'numberValue': return value.numberValue;
+    case 'stringValue': return value.stringValue;
+    case 'boolValue': return value.boolValue;
+    case 'structValue': return fromStruct(value.structValue);
+    case 'listValue': return (value.listValue.values || []).map(fromValue);
+    default: return null;
+  }
+}
+
+function fromStruct(struct) {
+  const out = {};
+  for (const [key, value] of Object.entries((struct && struct.fields) || {})) out[key] = fromValue(value);
+  return out;
+}
+
+function toValue(x) {
+  if (x === null || x === undefined) return { nullValue: 'NULL_VALUE' };
+  if (typeof x === 'number') return { numberValue: x };
+  if (typeof x === 'string') return { stringValue: x };
+  if (typeof x === 'boolean') return { boolValue: x };
+  if (Array.isArray(x)) return { listValue: { values: x.map(toValue) } };
+  if (typeof x === 'object') return { structValue: toStruct(x) };
+  throw new TypeError(`cannot send ${typeof x} as JSON`);
+}
+
+function toStruct(obj) {
+  const fields = {};
+  for (const [key, value] of Object.entries(obj)) fields[key] = toValue(value);
+  return { fields };
+}
+
+// --- the tools ---------------------------------------------------------------
+
+const TEXT_PARAMETERS = {
+  type: 'object',
+  properties: { text: { type: 'string', description: 'The text to work on.' } },
+  required: ['text'],
+  additionalProperties: false,
+};
+
+const TOOLS = {
+  word_count: {
+    description: 'Count the words, characters and lines of a text.',
+    parameters: TEXT_PARAMETERS,
+    run: ({ text }) => ({
+      words: text.split(/\s+/).filter(Boolean).length,
+      characters: [...text].length,
+      lines: text === '' ? 0 : text.split('\n').length,
+    }),
+  },
+  reverse: {
+    description: 'Reverse a text, character by character.',
+    parameters: TEXT_PARAMETERS,
+    run: ({ text }) => [...text].reverse().join(''),
+  },
+};
+
+// --- ToolCallback ------------------------------------------------------------
+
+function invoke(call, callback) {
+  const { name, arguments: args } = call.request;
+  const tool = TOOLS[name];
+  if (!tool) {
+    callback({ code: grpc.status.NOT_FOUND, details: `tool '${name}' is not served by plugin '${PLUGIN_ID}'` });
+    return;
+  }
+  const input = fromStruct(args);
+  if (typeof input.text !== 'string') {
+    callback(null, { output: toValue(null), is_error: true, error: 'INVALID_ARGUMENT: arguments.text must be a string' });
+    return;
+  }
+  try {
+    callback(null, { output: toValue(tool.run(input)), is_error: false, error: '' });
+  } catch (err) {
+    log(`tool ${name} failed:`, err);
+    callback(null, { output: toValue(null), is_error: true, error: `${err.name}: ${err.message}` });
+  }
+}
+
+// --- registry: lease, register, keep alive -----------------------------------
+
+const registry = new v1.ToolRegistry(REGISTRY, grpc.credentials.createInsecure(), {
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1000,
+});
+
+function metadata() {
+  const md = new grpc.Metadata();
+  if (TOKEN) md.set('authorization', `Bearer ${TOKEN}`);
+  return md;
+}
+
+// Promise wrapper for one unary registry call with a deadline.
+function rpc(method, request, timeoutS = Math.max(1, LEASE_TTL_S / 3)) {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + timeoutS * 1000);
+    registry[method](request, metadata(), { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const state = { leaseId: '', callbackAddress: '', stopping: false, loop: null };
+
+async function registerAll() {
+  const lease = await rpc('CreateLease', { ttl_seconds: LEASE_TTL_S, holder: SOURCE });
+  state.leaseId = lease.lease_id;
+  for (const [name, tool] of Object.entries(TOOLS)) {
+    const reply = await rpc('Register', {
+      lease_id: state.leaseId,
+      tool: {
+        name,
+        description: tool.description,
+        parameters: toStruct(tool.parameters),
+        callback_address: state.callbackAddress,
+        source: SOURCE,
+        timeout_seconds: 10,
+        mode: 'TOOL_MODE_SYNC',
+      },
+    });
+    if (!reply.ok) log(`tool ${name} not registered:`, JSON.stringify(reply.failed_roles));
+  }
+  log(`registered ${Object.keys(TOOLS).join(', ')} under lease ${state.leaseId} (registry ${lease.instance_id})`);
+  return (Number(lease.ttl_seconds) || LEASE_TTL_S) / 3;
+}
+
+// Runs until stop: (re)registers when there is no lease, else keeps it alive.
+async function registrationLoop() {
+  let backoffMs = 100;
+  let intervalS = LEASE_TTL_S / 3;
+  let lastProblem = '';
+  while (!state.stopping) {
+    try {
+      if (!state.leaseId) {
+        intervalS = await registerAll();
+      } else {
+        await rpc('KeepAlive', { lease_id: state.leaseId });
+      }
+      backoffMs = 100;
+      lastProblem = '';
+      await sleep(intervalS * 1000);
+    } catch (err) {
+      if (state.stopping) break;
+      if (err.code === grpc.status.NOT_FOUND) {
+        log('lease is gone (expired or the registry restarted); registering again');
+        state.leaseId = '';
+        continue;
+      }
+      const problem = `${grpc.status[err.code] || err.code}: ${err.details || err.message}`;
+      if (problem !== lastProblem) log(`registry at ${REGISTRY}: ${problem}; retrying`);
+      lastProblem = problem;
+      await sleep(backoffMs);
+      backoffMs = Math.min(backoffMs * 2, 2000);
+    }
+  }
+}
+
+async function shutdown(server, signal) {
+  if (state.stopping) return;
+  state.stopping = true;
+  log(`${signal}: clearing ${SOURCE}`);
+  if (state.leaseId) {
+    try {
+      const cleared = await rpc('Clear', { source: SOURCE }, 1);
+      await rpc('RevokeLease', { lease_id: state.leaseId }, 1);
+      log(`cleared ${cleared.removed} tools, lease revoked`);
+    } catch (err) {
+      log(`could not clear: ${err.details || err.message}`);
+    }
+  }
+  registry.close();
+  const force = setTimeout(() => server.forceShutdown(), 2000);
+  server.tryShutdown(() => {
+    clearTimeout(force);
+    process.exit(0);
+  });
+}
+
+function main() {
+  const server = new grpc.Server();
+  server.addService(v1.ToolCallback.service, { Invoke: invoke });
+  server.bindAsync(LISTEN, grpc.ServerCredentials.createInsecure(), (err, port) => {
+    if (err) {
+      log(`cannot listen on ${LISTEN}: ${err.message}`);
+      process.exit(1);
+    }
+    state.callbackAddress = LISTEN.startsWith('unix:') ? LISTEN : `${LISTEN.replace(/:\d+$/, '')}:${port}`;
+    log(`serving ToolCallback on ${state.callbackAddress}; registry ${REGISTRY}`);
+    state.loop = registrationLoop();
+  });
+  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => shutdown(server, signal));
+}
+
+if (require.main === module) main();
+
+module.exports = { fromValue, fromStruct, toValue, toStruct, TOOLS };
