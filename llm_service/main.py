@@ -1,0 +1,81 @@
+"""``toolcall llm``: serve the LLMService until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from llm_service.service import LLMServiceHost
+from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = LLMSettings.from_env()
+    parser.add_argument(
+        "--address",
+        default=d.address,
+        help="listen address, host:port or unix:/path (default: $TOOLCALL_LLM_ADDRESS or "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--registry",
+        default=d.registry_address,
+        help="ToolRegistry address to watch (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
+        "--provider",
+        default=d.default_provider,
+        choices=("offline", "openai", "gemini"),
+        help="default provider when a request names none (default: $TOOLCALL_PROVIDER or "
+        "%(default)s; 'offline' is a rule-based stand-in, not a model)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory of llm.sqlite3 (default: $TOOLCALL_DATA_DIR or ~/.local/share/toolcall)",
+    )
+    parser.add_argument(
+        "--max-tool-rounds",
+        type=int,
+        default=d.max_tool_rounds,
+        help=f"tool rounds per turn, 1-{MAX_TOOL_ROUNDS_LIMIT} (default: "
+        "$TOOLCALL_MAX_TOOL_ROUNDS or %(default)s)",
+    )
+    parser.add_argument(
+        "--max-parallel-tools",
+        type=int,
+        default=d.max_parallel_tools,
+        help="concurrent tool calls per chat (default: $TOOLCALL_MAX_PARALLEL_TOOLS or "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--provider-timeout",
+        type=float,
+        default=d.provider_timeout_s,
+        help="seconds to wait for the model (default: $TOOLCALL_PROVIDER_TIMEOUT or %(default)s)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> LLMSettings:
+    if not 1 <= args.max_tool_rounds <= MAX_TOOL_ROUNDS_LIMIT:
+        raise SystemExit(f"--max-tool-rounds must be between 1 and {MAX_TOOL_ROUNDS_LIMIT}")
+    if args.max_parallel_tools < 1:
+        raise SystemExit("--max-parallel-tools must be at least 1")
+    settings = dataclasses.replace(
+        LLMSettings.from_env(),
+        address=args.address,
+        registry_address=args.registry,
+        default_provider=args.provider,
+        max_tool_rounds=args.max_tool_rounds,
+        max_parallel_tools=args.max_parallel_tools,
+        provider_timeout_s=args.provider_timeout,
+    )
+    if args.data_dir:
+        settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
+    return settings
+
+
+async def main(args: argparse.Namespace) -> int:
+    await LLMServiceHost(settings_from_args(args)).run_until_signal()
+    return 0

@@ -1,0 +1,288 @@
+"""The tool-call loop: model round, tools, model round, ... until a text answer.
+
+One implementation serves Chat and ChatStream: ``Orchestrator.run`` yields
+events (text deltas, tool calls starting and finishing, the turn's result,
+usage); Chat keeps only the result. Tool calls of one round run concurrently
+(bounded per chat by ``max_parallel_tools``) and go straight to the plugin
+through ``Dispatcher.invoke`` - one hop, no registry in between. Every tool
+failure (bad JSON, schema violation, unknown tool, plugin error, timeout) is
+fed back to the model as an error result it can recover from.
+
+A turn is stored only when it completes: the new messages, the assistant's
+tool calls, the tool results and the final answer go into the history in one
+transaction. A turn that fails (provider error, cancelled call) leaves the
+history as it was; async tasks it started still deliver their results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+
+from llm_service.history import HistoryStore
+from llm_service.messages import Message, ToolCall, tool_result_content, trim_history
+from llm_service.providers import ModelTurn, ProviderRequest, Providers, TextChunk
+from llm_service.registry_view import RegistryView
+from llm_service.settings import LLMSettings
+from llm_service.tasks import AsyncTasks
+from toolcall.dispatch import (
+    ArgumentsError,
+    Dispatcher,
+    error_result,
+    new_call_id,
+    parse_arguments,
+)
+from toolcall.jsonvalue import from_value, to_value
+from toolcall.tools import ToolSpec
+from toolcall.v1 import tools_pb2
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACK = "The task was started; its result will be delivered when it finishes."
+
+
+@dataclass(slots=True)
+class TurnRequest:
+    session_id: str
+    role: str
+    messages: list[Message]
+    provider: str = ""
+    model: str = ""
+    temperature: float | None = None
+    max_tool_rounds: int = 0
+    stream: bool = False
+    # time.monotonic() by which the caller gives up (its gRPC deadline), if any.
+    deadline: float | None = None
+
+
+@dataclass(slots=True)
+class ToolCallRecord:
+    call: ToolCall
+    result: tools_pb2.ToolResult
+    task_id: str = ""
+    latency_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    rounds: int = 0
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallStarted:
+    call: ToolCall
+
+
+@dataclass(slots=True)
+class ToolCallFinished:
+    record: ToolCallRecord
+
+
+@dataclass(slots=True)
+class TurnResult:
+    session_id: str
+    message: Message
+    records: list[ToolCallRecord]
+    usage: Usage
+    round_limit_reached: bool
+    provider: str
+    model: str
+
+
+Event = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult | Usage
+
+
+def round_limit_text(rounds: int) -> str:
+    plural = "" if rounds == 1 else "s"
+    return f"Stopped after {rounds} tool round{plural} without a final answer."
+
+
+@dataclass(slots=True)
+class _Turn:
+    """What one running turn needs while dispatching its tool calls."""
+
+    request: TurnRequest
+    semaphore: asyncio.Semaphore
+    records: list[ToolCallRecord] = field(default_factory=list)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        view: RegistryView,
+        dispatcher: Dispatcher,
+        providers: Providers,
+        store: HistoryStore,
+        tasks: AsyncTasks,
+    ) -> None:
+        self._settings = settings
+        self._view = view
+        self._dispatcher = dispatcher
+        self._providers = providers
+        self._store = store
+        self._tasks = tasks
+
+    async def run(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
+        """Runs one turn; raises ProviderError when the model cannot be reached."""
+        provider = self._providers.get(req.provider)
+        model = req.model or provider.default_model
+        max_rounds = req.max_tool_rounds or self._settings.max_tool_rounds
+        turn = _Turn(req, asyncio.Semaphore(max(1, self._settings.max_parallel_tools)))
+        usage = Usage()
+        system = (
+            [Message("system", self._settings.system_prompt)]
+            if self._settings.system_prompt
+            else []
+        )
+
+        # One turn at a time per session, so histories never interleave.
+        async with self._store.session_lock(req.session_id):
+            history = trim_history(
+                await self._store.messages(req.session_id), self._settings.max_history_messages
+            )
+            new: list[Message] = list(req.messages)
+            tools = self._view.tools_for(req.role)
+            limit_reached = False
+            while True:
+                answer: ModelTurn | None = None
+                request = ProviderRequest(
+                    model=model,
+                    messages=system + history + new,
+                    tools=tools,
+                    temperature=req.temperature,
+                    stream=req.stream,
+                )
+                async for item in provider.generate(request):
+                    if isinstance(item, TextChunk):
+                        yield TextDelta(item.text)
+                    else:
+                        answer = item
+                if answer is None:  # a provider bug; never leave the caller hanging
+                    raise RuntimeError(f"provider {provider.name} yielded no answer")
+                usage.rounds += 1
+                usage.prompt_tokens += answer.prompt_tokens
+                usage.completion_tokens += answer.completion_tokens
+                if not answer.tool_calls:
+                    final = Message("assistant", answer.text)
+                    break
+                if usage.rounds > max_rounds:
+                    # The calls of this round are not run (and not stored: a
+                    # call without its result would break the next turn).
+                    limit_reached = True
+                    final = Message("assistant", round_limit_text(max_rounds))
+                    if req.stream:
+                        yield TextDelta(final.content)
+                    break
+                calls = _unique_ids(answer.tool_calls)
+                new.append(Message("assistant", answer.text, tool_calls=calls))
+                async for event in self._dispatch_round(turn, calls):
+                    yield event
+                for record in turn.records[-len(calls) :]:
+                    new.append(_tool_message(record))
+                tools = self._view.tools_for(req.role)  # new tools are visible next round
+            new.append(final)
+            await self._store.append(req.session_id, new)
+        yield TurnResult(
+            session_id=req.session_id,
+            message=final,
+            records=turn.records,
+            usage=usage,
+            round_limit_reached=limit_reached,
+            provider=provider.name,
+            model=model,
+        )
+        yield usage
+
+    async def _dispatch_round(self, turn: _Turn, calls: list[ToolCall]) -> AsyncIterator[Event]:
+        """Runs one round's calls concurrently; finished events come as calls finish."""
+        for call in calls:
+            yield ToolCallStarted(call)
+        running = [asyncio.create_task(self._call(turn, call)) for call in calls]
+        try:
+            for next_done in asyncio.as_completed(running):
+                yield ToolCallFinished(await next_done)
+        finally:
+            for task in running:
+                task.cancel()
+        turn.records.extend(task.result() for task in running)
+
+    async def _call(self, turn: _Turn, call: ToolCall) -> ToolCallRecord:
+        req = turn.request
+        started = time.perf_counter()
+        task_id = ""
+        spec = self._view.get(req.role, call.name)
+        try:
+            if spec is None:
+                available = ", ".join(t.name for t in self._view.tools_for(req.role)) or "(none)"
+                result = error_result(f"unknown tool '{call.name}'; available: {available}")
+            elif spec.is_async:
+                result, task_id = await self._start_async(spec, call, req)
+            else:
+                async with turn.semaphore:
+                    remaining = None if req.deadline is None else req.deadline - time.monotonic()
+                    result = await self._dispatcher.invoke(
+                        spec,
+                        raw_arguments=call.raw_arguments,
+                        call_id=call.call_id,
+                        session_id=req.session_id,
+                        role=req.role,
+                        timeout_s=remaining,
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug on our side: the model still gets an answer
+            log.exception("tool call %s (%s) failed", call.call_id, call.name)
+            result = error_result(f"INTERNAL: {type(exc).__name__}: {exc}")
+        return ToolCallRecord(call, result, task_id, (time.perf_counter() - started) * 1000.0)
+
+    async def _start_async(
+        self, spec: ToolSpec, call: ToolCall, req: TurnRequest
+    ) -> tuple[tools_pb2.ToolResult, str]:
+        # Bad arguments are reported now, while the model can still fix them,
+        # instead of in a failed task later.
+        try:
+            arguments = parse_arguments(call.raw_arguments)
+        except ArgumentsError as exc:
+            if not spec.accepts_raw_arguments:
+                return error_result(f"INVALID_ARGUMENT: {exc}"), ""
+            arguments = {}
+        else:
+            if reason := spec.validate_arguments(arguments):
+                return error_result(f"INVALID_ARGUMENT: {reason}"), ""
+        task = await self._tasks.start(spec, call, arguments, req.session_id, req.role)
+        ack = {
+            "status": "accepted",
+            "task_id": task.task_id,
+            "message": spec.ack_message or DEFAULT_ACK,
+        }
+        return tools_pb2.ToolResult(output=to_value(ack)), task.task_id
+
+
+def _unique_ids(calls: list[ToolCall]) -> list[ToolCall]:
+    """Every call gets a non-empty id, unique within the round."""
+    seen: set[str] = set()
+    for call in calls:
+        if not call.call_id or call.call_id in seen:
+            call.call_id = new_call_id()
+        seen.add(call.call_id)
+    return calls
+
+
+def _tool_message(record: ToolCallRecord) -> Message:
+    result = record.result
+    content = tool_result_content(
+        from_value(result.output), result.error if result.is_error else None
+    )
+    return Message("tool", content, tool_call_id=record.call.call_id, name=record.call.name)

@@ -1,0 +1,177 @@
+"""A live, cached view of the registry's tools, fed by one ``ToolRegistry.Watch`` stream.
+
+The chat path reads tools from here and never pays a registry round trip.
+The stream starts with a snapshot (UPSERTED events, then SYNCED); later
+events keep the view current. When the stream breaks (the registry stopped or
+restarted), the view keeps serving the last known tools while it reconnects
+with backoff, then replaces them with the fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from toolcall import config
+from toolcall.tools import DefinitionError, ToolSpec
+from toolcall.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 2.0
+
+Tools = dict[str, dict[str, ToolSpec]]  # role -> name -> spec
+
+
+class RegistryView:
+    def __init__(self, registry_address: str) -> None:
+        self.registry_address = registry_address
+        self._tools: Tools = {}
+        # Roles the registry serves (from List at each sync); None until known.
+        self.roles: frozenset[str] | None = None
+        self.instance_id = ""
+        self.revision = 0
+        self._synced = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- reads (the chat path) --------------------------------------------
+
+    def tools_for(self, role: str) -> list[ToolSpec]:
+        return sorted(self._tools.get(role, {}).values(), key=lambda t: t.name)
+
+    def get(self, role: str, name: str) -> ToolSpec | None:
+        return self._tools.get(role, {}).get(name)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """True once a snapshot has been received (False on timeout)."""
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_for(
+        self, role: str, name: str, *, timeout_s: float, present: bool = True
+    ) -> bool:
+        """Waits until tool ``name`` is (or, with present=False, is no longer) visible."""
+
+        def done() -> bool:
+            return (self.get(role, name) is not None) == present
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(done), timeout_s)
+            except TimeoutError:
+                return False
+        return True
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="registry-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = INITIAL_BACKOFF_S
+        while True:
+            try:
+                async with _watch_channel(self.registry_address) as ch:
+                    stub: registry_pb2_grpc.ToolRegistryAsyncStub = (
+                        registry_pb2_grpc.ToolRegistryStub(ch)
+                    )
+                    async for _ in self._follow(stub):
+                        backoff = INITIAL_BACKOFF_S  # got a snapshot: the registry is healthy
+                log.warning("registry watch stream ended; reconnecting")
+            except grpc.aio.AioRpcError as exc:
+                log.log(
+                    logging.DEBUG if self.synced else logging.INFO,
+                    "registry at %s: %s %s; retrying in %.1fs",
+                    self.registry_address,
+                    exc.code().name,
+                    exc.details(),
+                    backoff,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("registry watch failed; reconnecting")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _follow(self, stub: registry_pb2_grpc.ToolRegistryAsyncStub) -> AsyncIterator[None]:
+        """Applies one Watch stream; yields once each time a snapshot is complete."""
+        snapshot: Tools | None = {}
+        # wait_for_ready: a registry that is starting up is waited for, not failed.
+        async for event in stub.Watch(registry_pb2.WatchRequest(), wait_for_ready=True):
+            target = snapshot if snapshot is not None else self._tools
+            if event.type == registry_pb2.EVENT_TYPE_UPSERTED:
+                _upsert(target, event.tool)
+            elif event.type == registry_pb2.EVENT_TYPE_REMOVED:
+                target.get(event.tool.role, {}).pop(event.tool.tool.name, None)
+            elif event.type == registry_pb2.EVENT_TYPE_SYNCED and snapshot is not None:
+                roles = await self._fetch_roles(stub)
+                self._tools, snapshot = snapshot, None
+                if roles is not None:
+                    self.roles = roles
+                if event.instance_id != self.instance_id:
+                    log.info(
+                        "registry view synced with instance %s: %d tools",
+                        event.instance_id,
+                        sum(len(t) for t in self._tools.values()),
+                    )
+                self.instance_id = event.instance_id
+                self._synced.set()
+                yield
+            self.revision = event.revision
+            if snapshot is None:
+                async with self._changed:
+                    self._changed.notify_all()
+
+    async def _fetch_roles(
+        self, stub: registry_pb2_grpc.ToolRegistryAsyncStub
+    ) -> frozenset[str] | None:
+        """Roles the registry serves; Watch does not carry them (one List per sync)."""
+        try:
+            reply = await stub.List(registry_pb2.ListRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("cannot read the registry's roles: %s", exc.details())
+            return None
+        return frozenset(reply.roles)
+
+
+def _watch_channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
+            # Notice a restarted registry within a second, not gRPC's default minutes.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ],
+    )
+
+
+def _upsert(target: Tools, entry: registry_pb2.RegisteredTool) -> None:
+    try:
+        spec = ToolSpec.from_definition(entry.tool)
+    except DefinitionError as exc:
+        log.warning("ignoring invalid tool %r from the registry: %s", entry.tool.name, exc)
+        return
+    target.setdefault(entry.role, {})[spec.name] = spec

@@ -1,0 +1,91 @@
+"""Wiring: the LLMService's parts, started and stopped in the right order."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from llm_service.history import HistoryStore
+from llm_service.orchestrator import Orchestrator
+from llm_service.providers import Providers
+from llm_service.registry_view import RegistryView
+from llm_service.servicer import LLMServicer
+from llm_service.settings import LLMSettings
+from llm_service.tasks import AsyncTasks
+from toolcall.dispatch import Dispatcher
+from toolcall.serving import ServiceHost
+from toolcall.v1 import llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
+
+
+class LLMServiceHost(ServiceHost):
+    """The gRPC server plus what it owns; ``start`` opens them, ``stop`` closes them.
+
+    ``view`` (the registry view), ``store`` and ``tasks`` are exposed for
+    tests and embedding.
+    """
+
+    def __init__(self, settings: LLMSettings) -> None:
+        self.settings = settings
+        self.store = HistoryStore(settings.resolved_db_path())
+        self.view = RegistryView(settings.registry_address)
+        self.dispatcher = Dispatcher()
+        self.providers = Providers(settings)
+        self.tasks = AsyncTasks(self.store, self.dispatcher)
+        self.orchestrator = Orchestrator(
+            settings,
+            view=self.view,
+            dispatcher=self.dispatcher,
+            providers=self.providers,
+            store=self.store,
+            tasks=self.tasks,
+        )
+        servicer = LLMServicer(
+            settings,
+            orchestrator=self.orchestrator,
+            store=self.store,
+            tasks=self.tasks,
+            view=self.view,
+        )
+
+        def add(server: grpc.aio.Server) -> None:
+            llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
+
+        super().__init__(settings.address, [SERVICE_NAME], add, grace_s=settings.grace_s)
+        self.on_stop(self._close_parts)
+
+    async def start(self) -> int:
+        await self.store.open()
+        await self.tasks.recover()
+        self.view.start()
+        log.info(
+            "history in %s; registry %s; default provider %s",
+            self.store.path,
+            self.settings.registry_address,
+            self.settings.default_provider,
+        )
+        return await super().start()
+
+    async def stop(self) -> None:
+        # Subscribe streams never end by themselves; end them so the drain
+        # below waits only for chat turns.
+        self.tasks.end_streams()
+        await super().stop()
+
+    async def _close_parts(self) -> None:
+        await self.tasks.close(self.settings.task_grace_s)
+        await self.view.close()
+        await self.dispatcher.close()
+        await self.providers.close()
+        await self.store.close()
+
+
+async def start_llm(settings: LLMSettings | None = None) -> LLMServiceHost:
+    """Starts the LLMService; ``host.target`` is its address, ``await host.stop()`` ends it."""
+    host = LLMServiceHost(settings or LLMSettings.from_env())
+    await host.start()
+    return host

@@ -1,0 +1,209 @@
+"""LLMService over gRPC: validate, translate, delegate. No chat logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llm_service import wire
+from llm_service.history import HistoryStore
+from llm_service.orchestrator import Orchestrator, TurnRequest, TurnResult
+from llm_service.providers import PROVIDER_NAMES, ProviderError
+from llm_service.providers.base import ErrorKind
+from llm_service.registry_view import RegistryView
+from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+from llm_service.tasks import AsyncTasks
+from toolcall.errors import abort_invalid
+from toolcall.v1 import llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+ROLE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_MODEL_CHARS = 128
+
+STATUS: dict[ErrorKind, grpc.StatusCode] = {
+    "not_configured": grpc.StatusCode.FAILED_PRECONDITION,
+    "unknown_provider": grpc.StatusCode.INVALID_ARGUMENT,
+    "rejected": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+Violations = list[tuple[str, str]]
+
+
+def session_violation(field: str, session_id: str) -> Violations:
+    if SESSION_ID.match(session_id):
+        return []
+    if not session_id:
+        return [(field, "is required")]
+    return [(field, "must match [A-Za-z0-9_.:-]{1,128}")]
+
+
+def chat_violations(
+    r: llm_pb2.ChatRequest, known_roles: frozenset[str] | None, prefix: str = ""
+) -> Violations:
+    bad = session_violation(prefix + "session_id", r.session_id)
+    if r.role and not ROLE.match(r.role):
+        bad.append((prefix + "role", "must match [A-Za-z0-9_.:-]{1,64}"))
+    elif r.role and known_roles is not None and r.role not in known_roles:
+        known = ", ".join(sorted(known_roles)) or "(none)"
+        bad.append((prefix + "role", f"unknown role '{r.role}'; known roles: {known}"))
+    if not r.messages:
+        bad.append((prefix + "messages", "at least one message is required"))
+    for i, m in enumerate(r.messages):
+        where = f"{prefix}messages[{i}]"
+        if m.role not in wire.ROLE_FROM_PROTO:
+            bad.append((f"{where}.role", f"unknown role {m.role}"))
+        elif m.role == llm_pb2.MESSAGE_ROLE_TOOL:
+            bad.append((f"{where}.role", "tool results are produced by the service, not sent"))
+        if m.tool_calls:
+            bad.append((f"{where}.tool_calls", "must be empty: tool calls come from the model"))
+        if not m.content.strip():
+            bad.append((f"{where}.content", "is required"))
+    if r.provider and r.provider not in PROVIDER_NAMES:
+        bad.append(
+            (
+                prefix + "provider",
+                f"unknown provider '{r.provider[:64]}'; known providers: "
+                + ", ".join(PROVIDER_NAMES),
+            )
+        )
+    if len(r.model) > MAX_MODEL_CHARS:
+        bad.append((prefix + "model", f"is longer than {MAX_MODEL_CHARS} characters"))
+    if r.HasField("temperature") and not (
+        math.isfinite(r.temperature) and 0.0 <= r.temperature <= 2.0
+    ):
+        bad.append((prefix + "temperature", "must be between 0 and 2"))
+    if not 0 <= r.max_tool_rounds <= MAX_TOOL_ROUNDS_LIMIT:
+        bad.append((prefix + "max_tool_rounds", f"must be between 0 and {MAX_TOOL_ROUNDS_LIMIT}"))
+    return bad
+
+
+class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        orchestrator: Orchestrator,
+        store: HistoryStore,
+        tasks: AsyncTasks,
+        view: RegistryView,
+    ) -> None:
+        self._settings = settings
+        self._orchestrator = orchestrator
+        self._store = store
+        self._tasks = tasks
+        self._view = view
+
+    async def _turn(
+        self,
+        r: llm_pb2.ChatRequest,
+        context: grpc.aio.ServicerContext,
+        *,
+        stream: bool,
+        prefix: str,
+    ) -> TurnRequest:
+        if bad := chat_violations(r, self._view.roles, prefix):
+            await abort_invalid(context, bad)
+        remaining = context.time_remaining()
+        return TurnRequest(
+            session_id=r.session_id,
+            role=r.role or self._settings.default_role,
+            messages=[wire.message_from_proto(m) for m in r.messages],
+            provider=r.provider,
+            model=r.model,
+            temperature=r.temperature if r.HasField("temperature") else None,
+            max_tool_rounds=r.max_tool_rounds,
+            stream=stream,
+            deadline=None if remaining is None else time.monotonic() + remaining,
+        )
+
+    async def Chat(
+        self, request: llm_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ChatResponse:
+        turn = await self._turn(request, context, stream=False, prefix="")
+        try:
+            async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
+                async for event in events:
+                    if isinstance(event, TurnResult):
+                        return wire.turn_to_proto(event)
+        except ProviderError as exc:
+            code, message = STATUS[exc.kind], exc.message
+        except Exception as exc:
+            log.exception("chat turn of session %s failed", turn.session_id)
+            code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+        else:
+            code, message = grpc.StatusCode.INTERNAL, "chat turn ended without a result"
+        await context.abort(code, message)
+        raise AssertionError("unreachable")  # abort always raises
+
+    async def ChatStream(
+        self, request: llm_pb2.ChatStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm_pb2.ChatStreamResponse]:
+        turn = await self._turn(request.request, context, stream=True, prefix="request.")
+        try:
+            async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
+                async for event in events:
+                    yield wire.event_to_proto(event)
+            return
+        except ProviderError as exc:
+            code, message = STATUS[exc.kind], exc.message
+        except Exception as exc:
+            log.exception("chat turn of session %s failed", turn.session_id)
+            code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+        await context.abort(code, message)
+
+    async def Subscribe(
+        self, request: llm_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm_pb2.SubscribeResponse]:
+        if bad := session_violation("session_id", request.session_id):
+            await abort_invalid(context, bad)
+        results = self._tasks.results(request.session_id, auto_ack=request.auto_ack)
+        async with contextlib.aclosing(results):
+            async for task in results:
+                yield llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
+
+    async def AckTasks(
+        self, request: llm_pb2.AckTasksRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.AckTasksResponse:
+        bad = session_violation("session_id", request.session_id)
+        if not request.task_ids:
+            bad.append(("task_ids", "at least one task id is required"))
+        if bad:
+            await abort_invalid(context, bad)
+        n = await self._store.ack_tasks(request.session_id, list(request.task_ids))
+        return llm_pb2.AckTasksResponse(acknowledged=n)
+
+    async def GetTask(
+        self, request: llm_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.GetTaskResponse:
+        if not request.task_id:
+            await abort_invalid(context, [("task_id", "is required")])
+        task = await self._store.get_task(request.task_id)
+        if task is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
+            raise AssertionError("unreachable")
+        return llm_pb2.GetTaskResponse(task=wire.task_to_proto(task))
+
+    async def GetHistory(
+        self, request: llm_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.GetHistoryResponse:
+        bad = session_violation("session_id", request.session_id)
+        if request.limit < 0:
+            bad.append(("limit", "must not be negative"))
+        if bad:
+            await abort_invalid(context, bad)
+        messages = await self._store.messages(request.session_id)
+        if request.limit:
+            messages = messages[-request.limit :]
+        return llm_pb2.GetHistoryResponse(messages=[wire.message_to_proto(m) for m in messages])

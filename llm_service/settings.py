@@ -1,0 +1,94 @@
+"""LLMService configuration: one dataclass, filled from ``TOOLCALL_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolcall import config
+
+DEFAULT_PROVIDER = "offline"
+DEFAULT_MAX_TOOL_ROUNDS = 8
+MAX_TOOL_ROUNDS_LIMIT = 32
+DEFAULT_MAX_PARALLEL_TOOLS = 8
+DEFAULT_PROVIDER_TIMEOUT_S = 60.0
+DEFAULT_PROVIDER_MAX_RETRIES = 1
+DEFAULT_MAX_HISTORY_MESSAGES = 200
+DEFAULT_TASK_GRACE_S = 5.0
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_SYSTEM_PROMPT = (
+    "You can call tools. Some tools run in the background: they answer at once "
+    "with a task id, and their result arrives later as a system note in this conversation."
+)
+
+
+def _first_env(*names: str) -> str:
+    for name in names:
+        if value := os.environ.get(name, ""):
+            return value
+    return ""
+
+
+@dataclass
+class LLMSettings:
+    """Everything ``start_llm`` needs; ``from_env()`` reads the environment."""
+
+    address: str = config.DEFAULT_LLM_ADDRESS
+    registry_address: str = config.DEFAULT_REGISTRY_ADDRESS
+    default_role: str = config.DEFAULT_ROLE
+    default_provider: str = DEFAULT_PROVIDER
+    max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
+    max_parallel_tools: int = DEFAULT_MAX_PARALLEL_TOOLS
+    # None: <data dir>/llm.sqlite3, resolved when the service starts.
+    db_path: Path | None = None
+    # Messages of a session's history sent to the provider (the newest ones).
+    max_history_messages: int = DEFAULT_MAX_HISTORY_MESSAGES
+    # First message of every provider request; empty sends none.
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    provider_timeout_s: float = DEFAULT_PROVIDER_TIMEOUT_S
+    # Retries of the provider SDKs on connection errors, 429 and 5xx.
+    provider_max_retries: int = DEFAULT_PROVIDER_MAX_RETRIES
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    openai_model: str = DEFAULT_OPENAI_MODEL
+    gemini_base_url: str = ""
+    gemini_api_key: str = ""
+    gemini_model: str = DEFAULT_GEMINI_MODEL
+    # On shutdown, how long running async tool tasks may take to finish
+    # before they are cancelled and marked failed.
+    task_grace_s: float = DEFAULT_TASK_GRACE_S
+    grace_s: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> LLMSettings:
+        return cls(
+            address=config.llm_address(),
+            registry_address=config.registry_address(),
+            default_role=config.env("DEFAULT_ROLE", config.DEFAULT_ROLE),
+            default_provider=config.env("PROVIDER", DEFAULT_PROVIDER),
+            max_tool_rounds=config.env_int("MAX_TOOL_ROUNDS", DEFAULT_MAX_TOOL_ROUNDS),
+            max_parallel_tools=config.env_int("MAX_PARALLEL_TOOLS", DEFAULT_MAX_PARALLEL_TOOLS),
+            db_path=Path(p).expanduser() if (p := config.env("LLM_DB")) else None,
+            max_history_messages=config.env_int(
+                "MAX_HISTORY_MESSAGES", DEFAULT_MAX_HISTORY_MESSAGES
+            ),
+            system_prompt=os.environ.get("TOOLCALL_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
+            provider_timeout_s=config.env_float("PROVIDER_TIMEOUT", DEFAULT_PROVIDER_TIMEOUT_S),
+            provider_max_retries=config.env_int(
+                "PROVIDER_MAX_RETRIES", DEFAULT_PROVIDER_MAX_RETRIES
+            ),
+            openai_base_url=config.env("OPENAI_BASE_URL"),
+            openai_api_key=_first_env("TOOLCALL_OPENAI_API_KEY", "OPENAI_API_KEY"),
+            openai_model=config.env("OPENAI_MODEL", DEFAULT_OPENAI_MODEL),
+            gemini_base_url=config.env("GEMINI_BASE_URL"),
+            gemini_api_key=_first_env(
+                "TOOLCALL_GEMINI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"
+            ),
+            gemini_model=config.env("GEMINI_MODEL", DEFAULT_GEMINI_MODEL),
+            task_grace_s=config.env_float("TASK_GRACE", DEFAULT_TASK_GRACE_S),
+        )
+
+    def resolved_db_path(self) -> Path:
+        return self.db_path or config.data_dir() / "llm.sqlite3"
