@@ -1,0 +1,126 @@
+"""Servers under test, each in its own process, and how to read their memory.
+
+A bench server prints ``READY <target>`` on stdout once it accepts calls (and
+nothing after it); ``ServerProcess`` starts it with ``sys.executable``, waits
+for that line and stops it with SIGTERM (SIGKILL after a grace period).
+stderr goes to a log file whose tail is shown when the server fails to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+READY_PREFIX = "READY "
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerFailed(RuntimeError):
+    """A server under test did not start."""
+
+
+def announce_ready(target: str) -> None:
+    """Called by a bench server once it serves: tells the bench where to connect."""
+    print(f"{READY_PREFIX}{target}", flush=True)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (``VmRSS`` in /proc/<pid>/status), 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class ServerProcess:
+    """One server under test running as ``python <args>``."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path,
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.args = list(args)
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+        self.log_path = log_dir / f"{name}.log"
+        self.startup_timeout_s = startup_timeout_s
+        self.target = ""
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    async def start(self) -> str:
+        with self.log_path.open("w") as stderr:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *self.args,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=self.env,
+                cwd=REPO_ROOT,
+            )
+        try:
+            async with asyncio.timeout(self.startup_timeout_s):
+                self.target = await self._read_ready()
+        except (TimeoutError, ServerFailed) as exc:
+            await self.stop()
+            tail = self.log_path.read_text()[-2000:]
+            raise ServerFailed(f"{self.name} did not start ({exc}); its log:\n{tail}") from None
+        log.debug("%s ready at %s (pid %d)", self.name, self.target, self.pid)
+        return self.target
+
+    async def _read_ready(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := (await self._proc.stdout.readline()).decode():
+            if line.startswith(READY_PREFIX):
+                return line[len(READY_PREFIX) :].strip()
+        raise ServerFailed(f"exited with code {await self._proc.wait()}")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            async with asyncio.timeout(grace_s):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    name: str, args: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
+    """Starts a server process for the duration of the block."""
+    server = ServerProcess(name, args, env=env, log_dir=log_dir)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def short_tmp_dir(prefix: str) -> Path:
+    """A fresh directory under /tmp: unix socket paths must stay under 108 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

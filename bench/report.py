@@ -1,0 +1,61 @@
+"""The printed table and the JSON document of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+COLUMNS = ("scenario", "p50 µs", "p99 µs", "seq calls/s", "c64 calls/s", "p50/A", "c64/A")
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if not value or not base:
+        return "-"
+    return f"{value / base:.2f}"
+
+
+def table(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str]) -> str:
+    base = scenarios.get("A", {})
+    rows: list[tuple[str, ...]] = [COLUMNS]
+    for key, fig in scenarios.items():
+        if "p50_us" not in fig:
+            continue
+        rows.append(
+            (
+                f"{key}  {titles.get(key, '')}",
+                f"{fig['p50_us']:.0f}",
+                f"{fig['p99_us']:.0f}",
+                f"{fig['seq_per_s']:.0f}",
+                f"{fig['c64_per_s']:.0f}",
+                _ratio(fig["p50_us"], base.get("p50_us")),
+                _ratio(fig["c64_per_s"], base.get("c64_per_s")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = []
+    for n, row in enumerate(rows):
+        numbers = zip(row[1:], widths[1:], strict=True)
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in numbers]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def extras(scenarios: Mapping[str, Mapping[str, float]]) -> str:
+    """Figures beyond the table's columns (F's overhead, every G figure)."""
+    lines = []
+    for key, fig in scenarios.items():
+        more = {
+            k: v for k, v in fig.items() if k not in ("p50_us", "p99_us", "seq_per_s", "c64_per_s")
+        }
+        for name, value in more.items():
+            lines.append(f"{key}.{name} = {value:g}")
+    return "\n".join(lines)
+
+
+def verdicts(targets: Mapping[str, Mapping[str, Any]]) -> str:
+    lines = []
+    for name, result in targets.items():
+        lines.append(f"{result['status'].upper():7}  {name}  ({result['detail']})")
+    return "\n".join(lines)

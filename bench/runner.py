@@ -1,0 +1,117 @@
+"""Runs the chosen scenarios side by side: all servers up, rounds interleaved.
+
+Every timed scenario is opened once (its servers started and its reply
+checked), then each round times every scenario in turn, starting from a
+different one each round so none always runs first or last. A scenario's
+figures are the medians over the rounds. G (registry at scale) runs on its own
+after the others are stopped, so the idle servers do not share its CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import shutil
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, cast
+
+from bench.harness import Sample, combine, measure
+from bench.processes import short_tmp_dir
+from bench.scenarios.base import BenchEnv, Call
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioInfo:
+    key: str
+    title: str
+    module: str
+    opener: str = "open_scenario"
+
+
+SCENARIOS: dict[str, ScenarioInfo] = {
+    s.key: s
+    for s in (
+        ScenarioInfo("A", "bare grpc.aio unary (floor)", "bench.scenarios.grpc_floor"),
+        ScenarioInfo("B", "Dispatcher.invoke → SDK plugin, TCP", "bench.scenarios.dispatch"),
+        ScenarioInfo(
+            "B-uds", "Dispatcher.invoke → SDK plugin, UDS", "bench.scenarios.dispatch", "open_uds"
+        ),
+        ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
+        ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
+        ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
+        ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
+        ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
+    )
+}
+UNTIMED = frozenset({"G"})  # runs its own measurements instead of the common call timing
+
+Opener = Callable[[BenchEnv], AbstractAsyncContextManager[Call]]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    calls: int
+    rounds: int
+    warmup: int
+    quick: bool
+
+
+def _load(info: ScenarioInfo) -> Any:
+    return getattr(importlib.import_module(info.module), info.opener)
+
+
+@contextlib.asynccontextmanager
+async def bench_env() -> AsyncIterator[BenchEnv]:
+    tmp = short_tmp_dir("tcbench-")
+    (tmp / "logs").mkdir()
+    try:
+        yield BenchEnv(log_dir=tmp / "logs", tmp_dir=tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run(keys: Sequence[str], settings: Settings) -> dict[str, dict[str, float]]:
+    """Figures per scenario key, in the order of ``keys``."""
+    timed = [k for k in keys if k not in UNTIMED]
+    figures: dict[str, dict[str, float]] = {}
+    async with bench_env() as env:
+        if timed:
+            figures.update(await _run_timed(timed, env, settings))
+        if "G" in keys:
+            log.info("G: registry at scale")
+            figures["G"] = await _load(SCENARIOS["G"])(env, quick=settings.quick)
+    return {k: figures[k] for k in keys if k in figures}
+
+
+async def _run_timed(
+    keys: Sequence[str], env: BenchEnv, settings: Settings
+) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[Sample]] = {k: [] for k in keys}
+    extras: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
+    async with contextlib.AsyncExitStack() as stack:
+        calls: dict[str, Call] = {}
+        for key in keys:
+            log.info("starting %s", key)
+            opener = cast(Opener, _load(SCENARIOS[key]))
+            calls[key] = await stack.enter_async_context(opener(env))
+        for round_no in range(settings.rounds):
+            order = [*keys[round_no % len(keys) :], *keys[: round_no % len(keys)]]
+            for key in order:
+                sample = await measure(calls[key], calls=settings.calls, warmup=settings.warmup)
+                samples[key].append(sample)
+                extra = getattr(calls[key], "extra_figures", None)
+                if extra is not None:
+                    extras[key].append(await extra())
+                log.info("round %d %s: %s", round_no + 1, key, sample.as_dict())
+    figures: dict[str, dict[str, float]] = {}
+    for key in keys:
+        figures[key] = combine(samples[key]).as_dict()
+        for name in extras[key][0] if extras[key] else ():
+            values = sorted(e[name] for e in extras[key])
+            figures[key][name] = round(values[len(values) // 2], 1)
+    return figures

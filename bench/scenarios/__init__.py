@@ -1,0 +1,1 @@
+"""The scenarios: each ``open(env)`` starts its servers and yields one call to time."""

@@ -1,0 +1,48 @@
+"""Scenario A's server: the smallest grpc.aio ToolCallback, answering a fixed output.
+
+No health, no reflection, no validation: the floor a one-hop gRPC call cannot
+go below. ``python -m bench.servers.grpc_echo [ADDRESS]`` (default 127.0.0.1:0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import grpc
+
+from bench.payload import OUTPUT
+from bench.processes import announce_ready
+from toolcall.jsonvalue import to_value
+from toolcall.v1 import callback_pb2, callback_pb2_grpc
+
+REPLY = callback_pb2.ToolCallbackInvokeResponse(output=to_value(OUTPUT), is_error=False)
+
+
+class EchoCallback(callback_pb2_grpc.ToolCallbackServicer):
+    async def Invoke(
+        self,
+        request: callback_pb2.ToolCallbackInvokeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> callback_pb2.ToolCallbackInvokeResponse:
+        return REPLY
+
+
+async def serve(address: str) -> None:
+    server = grpc.aio.server()
+    callback_pb2_grpc.add_ToolCallbackServicer_to_server(EchoCallback(), server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    target = address if address.startswith("unix:") else f"{address.rpartition(':')[0]}:{port}"
+    announce_ready(target)
+    await stop.wait()
+    await server.stop(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0"))

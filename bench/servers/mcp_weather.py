@@ -1,0 +1,25 @@
+"""Scenario E's server: the same tool through the MCP Python SDK, streamable HTTP.
+
+``python -m bench.servers.mcp_weather``; the endpoint is ``<announced>/mcp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mcp.server import MCPServer
+
+from bench.payload import DESCRIPTION, OUTPUT
+from bench.servers._uvicorn import serve
+
+server: MCPServer[Any] = MCPServer("bench-weather", log_level="WARNING")
+
+
+@server.tool(description=DESCRIPTION)
+async def get_weather(city: str) -> dict[str, Any]:
+    return OUTPUT
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(server.streamable_http_app()))
