@@ -176,6 +176,11 @@ class Registrar:
             except grpc.aio.AioRpcError as exc:
                 delay = self._on_error(exc, backoff)
                 continue
+            except Exception:
+                # A bug must not silently end registration: log it and try again.
+                log.exception("registration of %s failed", self.source)
+                delay = backoff.delay()
+                continue
             backoff.reset()
             if self._last_problem:
                 log.info("registry at %s is reachable again", self.registry_address)
