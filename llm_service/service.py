@@ -56,6 +56,7 @@ class LLMServiceHost(ServiceHost):
             llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
         super().__init__(settings.address, [SERVICE_NAME], add, grace_s=settings.grace_s)
+        self._stopped = False
         self.on_stop(self._close_parts)
 
     async def start(self) -> int:
@@ -71,6 +72,9 @@ class LLMServiceHost(ServiceHost):
         return await super().start()
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         # Subscribe streams never end by themselves; end them so the drain
         # below waits only for chat turns.
         self.tasks.end_streams()

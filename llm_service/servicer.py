@@ -172,6 +172,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         async with contextlib.aclosing(results):
             async for task in results:
                 yield llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
+        # Results only end when the service stops; say so, so clients resubscribe.
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "LLMService is stopping; subscribe again")
 
     async def AckTasks(
         self, request: llm_pb2.AckTasksRequest, context: grpc.aio.ServicerContext

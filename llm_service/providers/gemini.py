@@ -76,8 +76,9 @@ def to_gemini_contents(messages: list[Message]) -> tuple[str, list[types.Content
         else:
             part = types.Part(text=m.content)
         last = contents[-1] if contents else None
-        # Consecutive tool results (and notes) belong in one user turn.
-        if last is not None and last.role == "user" and m.role != "user" and last.parts:
+        # Tool results, notes and user text in a row form one user turn, so
+        # user and model turns alternate.
+        if last is not None and last.role == "user" and last.parts is not None:
             last.parts.append(part)
         else:
             contents.append(types.Content(role="user", parts=[part]))

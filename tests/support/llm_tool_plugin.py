@@ -1,0 +1,73 @@
+"""A ToolCallback server for the LLMService tests, written on grpc.aio directly.
+
+Usage: ``python llm_tool_plugin.py <listen address>``; prints ``READY`` once
+serving. What a call does depends on the tool name's first word (before
+``_``), so tests can register many tools against one process:
+
+- ``echo``:  returns the arguments, raw arguments, call id, session and role
+- ``sleep``: sleeps ``arguments.seconds`` (default 0.5), returns ``{"slept": s}``
+- ``fail``:  a tool-level error (is_error) "boom"
+- ``crash``: a gRPC INTERNAL status
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+
+import grpc
+
+from toolcall.jsonvalue import from_struct, to_value
+from toolcall.v1 import callback_pb2, callback_pb2_grpc
+
+
+class Tools(callback_pb2_grpc.ToolCallbackServicer):
+    async def Invoke(
+        self, request: callback_pb2.ToolCallbackInvokeRequest, context: grpc.aio.ServicerContext
+    ) -> callback_pb2.ToolCallbackInvokeResponse:
+        kind = re.split(r"[_.]", request.name)[0]
+        args = from_struct(request.arguments)
+        if kind == "echo":
+            out = {
+                "arguments": args,
+                "raw_arguments": request.raw_arguments,
+                "call_id": request.call_id,
+                "session_id": request.session_id,
+                "role": request.role,
+            }
+            return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "sleep":
+            seconds = float(args.get("seconds", 0.5))
+            started = time.monotonic()
+            await asyncio.sleep(seconds)
+            out = {"slept": seconds, "started": started}
+            return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "fail":
+            return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="boom")
+        if kind == "crash":
+            await context.abort(grpc.StatusCode.INTERNAL, "plugin crashed")
+        return callback_pb2.ToolCallbackInvokeResponse(
+            is_error=True, error=f"no behaviour for {request.name}: {json.dumps(args)}"
+        )
+
+
+async def main(address: str) -> None:
+    server = grpc.aio.server()
+    callback_pb2_grpc.add_ToolCallbackServicer_to_server(Tools(), server)
+    server.add_insecure_port(address)
+    await server.start()
+    print("READY", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

@@ -1,0 +1,271 @@
+"""Async tools: acknowledgement, background run, Subscribe, AckTasks, restarts, history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from llm_service.history import HistoryStore, TaskRecord
+from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
+from tests.fake_providers import FakeOpenAI, Reply
+from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
+from toolcall.jsonvalue import from_value
+from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
+
+__all__ = ["fake_openai", "tool_plugin"]
+
+pytestmark = pytest.mark.anyio
+
+ASYNC = tools_pb2.TOOL_MODE_ASYNC
+ACK = "Sleeping; the result will follow."
+
+
+@pytest.fixture
+async def env(tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI) -> AsyncIterator[LLMEnv]:
+    async with llm_env(tmp_path, tool_plugin, openai=fake_openai, default_provider="openai") as e:
+        await e.register("sleep_bg", mode=ASYNC, ack_message=ACK)
+        yield e
+
+
+async def start_sleep(
+    env: LLMEnv, fake: FakeOpenAI, session: str, seconds: float, call_id: str = "c1"
+) -> llm_pb2.ChatResponse:
+    fake.add(
+        Reply(tool_calls=[(call_id, "sleep_bg", f'{{"seconds": {seconds}}}')]),
+        Reply(text="Started."),
+    )
+    return await env.chat(session, "sleep in the background")
+
+
+async def next_task(stream: grpc.aio.UnaryStreamCall, wait_s: float = 5) -> llm_pb2.Task:
+    item = await asyncio.wait_for(stream.read(), wait_s)
+    assert isinstance(item, llm_pb2.SubscribeResponse), item
+    return item.task
+
+
+async def test_ack_then_result_pushed_and_stored(env: LLMEnv, fake_openai: FakeOpenAI) -> None:
+    subscription = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a1"))
+    started = time.monotonic()
+    reply = await start_sleep(env, fake_openai, "a1", 0.8)
+    # The turn did not wait for the tool.
+    assert time.monotonic() - started < 0.7
+    [record] = reply.tool_calls
+    assert record.latency_ms < 300
+    assert record.task_id.startswith("task_")
+    ack = from_value(record.result.output)
+    assert ack == {"status": "accepted", "task_id": record.task_id, "message": ACK}
+    # The model got the acknowledgement as the tool result.
+    fed = fake_openai.requests[1].body["messages"][-1]
+    assert fed["role"] == "tool" and record.task_id in fed["content"]
+
+    running = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=record.task_id))
+    assert running.task.status == llm_pb2.TASK_STATUS_RUNNING
+    assert not running.task.HasField("finished_at")
+    assert from_value(running.task.result.output) is None
+
+    task = await next_task(subscription)
+    subscription.cancel()
+    assert task.task_id == record.task_id and task.session_id == "a1"
+    assert task.tool_name == "sleep_bg" and task.call_id == "c1"
+    assert task.status == llm_pb2.TASK_STATUS_SUCCEEDED
+    assert from_value(task.result.output)["slept"] == 0.8
+    assert task.arguments["seconds"] == 0.8
+    assert task.finished_at.ToNanoseconds() > task.created_at.ToNanoseconds()
+
+    done = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=record.task_id))
+    assert done.task.status == llm_pb2.TASK_STATUS_SUCCEEDED
+    # The result is in the history, so the next turn's model sees it.
+    history = await env.history("a1")
+    assert history[-1].role == llm_pb2.MESSAGE_ROLE_SYSTEM
+    assert history[-1].content.startswith(f"Result of async task {record.task_id} (sleep_bg):")
+    fake_openai.add(Reply(text="It slept."))
+    await env.chat("a1", "how did it go?")
+    sent = fake_openai.requests[2].body["messages"]
+    assert sent[-2]["role"] == "system" and record.task_id in sent[-2]["content"]
+
+
+async def test_late_subscriber_gets_stored_results_until_acked(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    reply = await start_sleep(env, fake_openai, "a2", 0.05)
+    task_id = reply.tool_calls[0].task_id
+    for _ in range(100):
+        got = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=task_id))
+        if got.task.status != llm_pb2.TASK_STATUS_RUNNING:
+            break
+        await asyncio.sleep(0.05)
+
+    # Nobody listened while it finished: each new subscriber gets it until acked.
+    for _ in range(2):
+        sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a2"))
+        assert (await next_task(sub)).task_id == task_id
+        sub.cancel()
+    acked = await env.stub.AckTasks(llm_pb2.AckTasksRequest(session_id="a2", task_ids=[task_id]))
+    assert acked.acknowledged == 1
+    again = await env.stub.AckTasks(llm_pb2.AckTasksRequest(session_id="a2", task_ids=[task_id]))
+    assert again.acknowledged == 0
+    wrong = await env.stub.AckTasks(llm_pb2.AckTasksRequest(session_id="zz", task_ids=[task_id]))
+    assert wrong.acknowledged == 0
+
+    # After the ack it is never re-sent: the first thing a new subscriber sees
+    # is the next task.
+    sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a2"))
+    second = await start_sleep(env, fake_openai, "a2", 0.05, call_id="c2")
+    task = await next_task(sub)
+    sub.cancel()
+    assert task.task_id == second.tool_calls[0].task_id != task_id
+
+
+async def test_auto_ack_and_several_subscribers(env: LLMEnv, fake_openai: FakeOpenAI) -> None:
+    auto = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a3", auto_ack=True))
+    plain = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a3"))
+    other = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="other"))
+    reply = await start_sleep(env, fake_openai, "a3", 0.1)
+    task_id = reply.tool_calls[0].task_id
+    assert (await next_task(auto)).task_id == task_id
+    assert (await next_task(plain)).task_id == task_id
+    auto.cancel()
+    plain.cancel()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(other.read(), 0.3)
+    other.cancel()
+    # auto_ack acknowledged it: a new subscriber does not get it again.
+    acked = await env.stub.AckTasks(llm_pb2.AckTasksRequest(session_id="a3", task_ids=[task_id]))
+    assert acked.acknowledged == 0
+
+
+async def test_async_arguments_are_checked_before_acknowledging(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    await env.register(
+        "sleep_typed",
+        mode=ASYNC,
+        parameters={
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}},
+            "required": ["seconds"],
+        },
+    )
+    fake_openai.add(
+        Reply(tool_calls=[("c1", "sleep_typed", '{"seconds": "x"}'), ("c2", "sleep_typed", "{")]),
+        Reply(text="fix it"),
+    )
+    reply = await env.chat("a4", "go")
+    bad_type, bad_json = reply.tool_calls
+    assert bad_type.result.is_error and not bad_type.task_id
+    assert "arguments.seconds" in bad_type.result.error
+    assert bad_json.result.is_error and "not valid JSON" in bad_json.result.error
+
+
+async def test_failed_async_tool_is_delivered_as_failed(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    await env.register("fail_bg", mode=ASYNC)
+    sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a5"))
+    fake_openai.add(Reply(tool_calls=[("c1", "fail_bg", "{}")]), Reply(text="ok"))
+    reply = await env.chat("a5", "go")
+    ack = from_value(reply.tool_calls[0].result.output)
+    assert ack["message"].startswith("The task was started")  # the generic acknowledgement
+    task = await next_task(sub)
+    sub.cancel()
+    assert task.status == llm_pb2.TASK_STATUS_FAILED
+    assert task.result.is_error and task.result.error == "boom"
+    history = await env.history("a5")
+    assert history[-1].content == f"Async task {task.task_id} (fail_bg) failed: boom"
+
+
+async def test_get_task_unknown_is_not_found(env: LLMEnv) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id="task_nope"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_stop_marks_unfinished_tasks_failed_and_keeps_them(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path, tool_plugin, openai=fake_openai, default_provider="openai", task_grace_s=0.2
+    ) as env:
+        await env.register("sleep_bg", mode=ASYNC)
+        reply = await start_sleep(env, fake_openai, "a6", 30)
+        task_id = reply.tool_calls[0].task_id
+        sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a6"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await env.llm.stop()
+        assert time.monotonic() - started < 3
+        # The service ended the subscription instead of hanging on it.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in sub:
+                pass
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    # The next run delivers the failure to a subscriber.
+    async with llm_env(tmp_path, tool_plugin) as env2:
+        sub = env2.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a6"))
+        task = await next_task(sub)
+        sub.cancel()
+        assert task.task_id == task_id
+        assert task.status == llm_pb2.TASK_STATUS_FAILED and task.result.error == STOPPED_ERROR
+        history = await env2.history("a6")
+        assert history[-1].content.endswith(f"failed: {STOPPED_ERROR}")
+
+
+async def test_tasks_left_running_by_a_dead_process_fail_at_startup(
+    tmp_path: Path, tool_plugin: str
+) -> None:
+    # What a killed process leaves behind: a task row still marked running.
+    store = HistoryStore(tmp_path / "llm.sqlite3")
+    await store.open()
+    await store.insert_task(
+        TaskRecord("task_orphan", "a7", "sleep_bg", "c1", "default", {"seconds": 9}, created_at=1.0)
+    )
+    await store.close()
+
+    async with llm_env(tmp_path, tool_plugin) as env:
+        got = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id="task_orphan"))
+        assert got.task.status == llm_pb2.TASK_STATUS_FAILED
+        assert got.task.result.error == RESTARTED_ERROR
+        sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a7", auto_ack=True))
+        assert (await next_task(sub)).task_id == "task_orphan"
+        sub.cancel()
+        assert (await env.history("a7"))[-1].content.endswith(RESTARTED_ERROR)
+
+
+async def test_history_survives_a_restart(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(tmp_path, tool_plugin, openai=fake_openai, default_provider="openai") as env:
+        await env.register("echo_x")
+        fake_openai.add(Reply(tool_calls=[("c1", "echo_x", "{}")]), Reply(text="first answer"))
+        await env.chat("keep", "remember me")
+        before = await env.history("keep")
+
+    async with llm_env(tmp_path, tool_plugin, openai=fake_openai, default_provider="openai") as env:
+        after = await env.history("keep")
+        assert after == before and len(after) == 4
+        assert after[1].tool_calls[0].call_id == "c1"
+        fake_openai.add(Reply(text="still here"))
+        await env.chat("keep", "again")
+        sent = fake_openai.requests[-1].body["messages"]
+        assert [m["role"] for m in sent] == [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user",
+        ]
+        limited = await env.stub.GetHistory(llm_pb2.GetHistoryRequest(session_id="keep", limit=2))
+        assert [m.content for m in limited.messages] == ["again", "still here"]
+
+
+async def test_stub_type_is_async(env: LLMEnv) -> None:
+    stub: llm_pb2_grpc.LLMServiceAsyncStub = env.stub
+    reply = await stub.GetHistory(llm_pb2.GetHistoryRequest(session_id="empty"))
+    assert list(reply.messages) == []
