@@ -167,7 +167,7 @@ async def llm_env(
             channel(registry.target) as rch,
             channel(llm.target) as lch,
         ):
-            if openai is not None:
+            if openai is not None and settings.openai_api_key:
                 llm.providers.get("openai")  # import the SDK now, not in a timed call
             yield LLMEnv(
                 registry=registry,
