@@ -106,6 +106,14 @@ def _message(row: sqlite3.Row) -> Message:
     )
 
 
+@dataclass(slots=True)
+class _Cached:
+    """A session's messages and the id of the last row they include."""
+
+    messages: list[Message]
+    last_id: int
+
+
 class HistoryStore:
     """Sessions' messages and async tasks; every method is a coroutine."""
 
@@ -113,7 +121,7 @@ class HistoryStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-sqlite")
         self._db: sqlite3.Connection | None = None
-        self._cache: OrderedDict[str, list[Message]] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -161,32 +169,36 @@ class HistoryStore:
         if cached is None:
             cached = await self._run(self._load, session_id)
             self._remember(session_id, cached)
-        else:
-            self._cache.move_to_end(session_id)
-        return list(cached)
+        self._cache.move_to_end(session_id)
+        return list(self._cache[session_id].messages)
 
-    def _remember(self, session_id: str, messages: list[Message]) -> None:
-        self._cache[session_id] = messages
+    def _remember(self, session_id: str, loaded: _Cached) -> None:
+        # Loads and appends finish in any order; the copy with the most rows wins.
+        current = self._cache.get(session_id)
+        if current is None or current.last_id < loaded.last_id:
+            self._cache[session_id] = loaded
         self._cache.move_to_end(session_id)
         while len(self._cache) > CACHED_SESSIONS:
             self._cache.popitem(last=False)
 
-    def _load(self, session_id: str) -> list[Message]:
+    def _load(self, session_id: str) -> _Cached:
         rows = self.db.execute(
             "SELECT * FROM messages WHERE session_id = ? ORDER BY id", (session_id,)
         ).fetchall()
-        return [_message(r) for r in rows]
+        return _Cached([_message(r) for r in rows], rows[-1]["id"] if rows else 0)
 
     async def append(self, session_id: str, messages: list[Message]) -> None:
         """Stores ``messages`` in one transaction (all or nothing)."""
         if not messages:
             return
-        await self._run(self._append, session_id, messages)
+        first_id, last_id = await self._run(self._append, session_id, messages)
         cached = self._cache.get(session_id)
-        if cached is not None:
-            cached.extend(messages)
+        # Extend the cached copy unless it was loaded after these rows existed.
+        if cached is not None and cached.last_id < first_id:
+            cached.messages.extend(messages)
+            cached.last_id = last_id
 
-    def _append(self, session_id: str, messages: list[Message]) -> None:
+    def _append(self, session_id: str, messages: list[Message]) -> tuple[int, int]:
         rows = [
             (
                 session_id,
@@ -199,13 +211,17 @@ class HistoryStore:
             )
             for m in messages
         ]
+        ids: list[int] = []
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO messages (session_id, role, content, tool_calls, tool_call_id,"
-                " name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            for row in rows:
+                cur = self.db.execute(
+                    "INSERT INTO messages (session_id, role, content, tool_calls, tool_call_id,"
+                    " name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                ids.append(cur.lastrowid or 0)
+        return ids[0], ids[-1]
 
     # -- tasks ------------------------------------------------------------
 

@@ -61,15 +61,20 @@ class LLMServiceHost(ServiceHost):
 
     async def start(self) -> int:
         await self.store.open()
-        await self.tasks.recover()
-        self.view.start()
+        try:
+            await self.tasks.recover()
+            self.view.start()
+            port = await super().start()
+        except BaseException:
+            await self._close_parts()
+            raise
         log.info(
             "history in %s; registry %s; default provider %s",
             self.store.path,
             self.settings.registry_address,
             self.settings.default_provider,
         )
-        return await super().start()
+        return port
 
     async def stop(self) -> None:
         if self._stopped:
