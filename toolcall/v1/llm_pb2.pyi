@@ -177,7 +177,8 @@ class ChatRequest(_message.Message):
     """
     role: _builtins.str
     """Role (persona) of the conversation: decides which tools are offered.
-    Empty: the service's default role.
+    Empty: the service's default role. A role the registry does not serve
+    is INVALID_ARGUMENT.
     """
     provider: _builtins.str
     """Provider to use for this turn: "offline", "openai" or "gemini". Empty:
@@ -193,7 +194,10 @@ class ChatRequest(_message.Message):
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
-        """New messages for this turn, usually one user message. Required."""
+        """New messages for this turn, usually one user message. Required; each
+        needs content. Only system, user and assistant messages without tool
+        calls are accepted (tool calls and results come from the service).
+        """
 
     def __init__(
         self,

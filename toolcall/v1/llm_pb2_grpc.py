@@ -75,16 +75,22 @@ class LLMServiceServicer:
 
     def Chat(self, request, context):
         """Runs one chat turn to completion and returns the final answer.
+        Bad requests: INVALID_ARGUMENT with google.rpc.BadRequest details.
         Missing API key for the chosen provider: FAILED_PRECONDITION; provider
-        errors: UNAVAILABLE; provider timeout: DEADLINE_EXCEEDED.
+        unreachable, HTTP 5xx or unreadable answer: UNAVAILABLE; provider
+        refused the key: UNAUTHENTICATED; rate limited: RESOURCE_EXHAUSTED;
+        provider refused the request: INVALID_ARGUMENT; provider timeout:
+        DEADLINE_EXCEEDED. A failed turn stores nothing in the history. Tool
+        failures are never a status: the model gets them as error results.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ChatStream(self, request, context):
-        """Same as Chat, streamed as events: text deltas, tool calls as they start
-        and finish, the final message, then usage.
+        """Same as Chat, streamed as events: text deltas (of every model round),
+        tool calls as they start and as they finish, the final response, then
+        usage. Errors are the same status codes as Chat.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +99,8 @@ class LLMServiceServicer:
     def Subscribe(self, request, context):
         """Streams async tool results of a session: first every stored result not
         yet acknowledged, then new ones as they finish. Stays open until the
-        client cancels it.
+        client cancels it; ends with UNAVAILABLE when the service stops
+        (subscribe again: unacknowledged results are sent again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

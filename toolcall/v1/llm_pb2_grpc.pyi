@@ -37,17 +37,24 @@ class LLMServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LLMServiceAsyncStub: ...
     Chat: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ChatRequest, _llm_pb2.ChatResponse]
     """Runs one chat turn to completion and returns the final answer.
+    Bad requests: INVALID_ARGUMENT with google.rpc.BadRequest details.
     Missing API key for the chosen provider: FAILED_PRECONDITION; provider
-    errors: UNAVAILABLE; provider timeout: DEADLINE_EXCEEDED.
+    unreachable, HTTP 5xx or unreadable answer: UNAVAILABLE; provider
+    refused the key: UNAUTHENTICATED; rate limited: RESOURCE_EXHAUSTED;
+    provider refused the request: INVALID_ARGUMENT; provider timeout:
+    DEADLINE_EXCEEDED. A failed turn stores nothing in the history. Tool
+    failures are never a status: the model gets them as error results.
     """
     ChatStream: _grpc.UnaryStreamMultiCallable[_llm_pb2.ChatStreamRequest, _llm_pb2.ChatStreamResponse]
-    """Same as Chat, streamed as events: text deltas, tool calls as they start
-    and finish, the final message, then usage.
+    """Same as Chat, streamed as events: text deltas (of every model round),
+    tool calls as they start and as they finish, the final response, then
+    usage. Errors are the same status codes as Chat.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_llm_pb2.SubscribeRequest, _llm_pb2.SubscribeResponse]
     """Streams async tool results of a session: first every stored result not
     yet acknowledged, then new ones as they finish. Stays open until the
-    client cancels it.
+    client cancels it; ends with UNAVAILABLE when the service stops
+    (subscribe again: unacknowledged results are sent again).
     """
     AckTasks: _grpc.UnaryUnaryMultiCallable[_llm_pb2.AckTasksRequest, _llm_pb2.AckTasksResponse]
     """Marks async results as received so Subscribe does not send them again."""
@@ -65,17 +72,24 @@ class LLMServiceAsyncStub(LLMServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryUnaryMultiCallable[_llm_pb2.ChatRequest, _llm_pb2.ChatResponse]  # type: ignore[assignment]
     """Runs one chat turn to completion and returns the final answer.
+    Bad requests: INVALID_ARGUMENT with google.rpc.BadRequest details.
     Missing API key for the chosen provider: FAILED_PRECONDITION; provider
-    errors: UNAVAILABLE; provider timeout: DEADLINE_EXCEEDED.
+    unreachable, HTTP 5xx or unreadable answer: UNAVAILABLE; provider
+    refused the key: UNAUTHENTICATED; rate limited: RESOURCE_EXHAUSTED;
+    provider refused the request: INVALID_ARGUMENT; provider timeout:
+    DEADLINE_EXCEEDED. A failed turn stores nothing in the history. Tool
+    failures are never a status: the model gets them as error results.
     """
     ChatStream: _aio.UnaryStreamMultiCallable[_llm_pb2.ChatStreamRequest, _llm_pb2.ChatStreamResponse]  # type: ignore[assignment]
-    """Same as Chat, streamed as events: text deltas, tool calls as they start
-    and finish, the final message, then usage.
+    """Same as Chat, streamed as events: text deltas (of every model round),
+    tool calls as they start and as they finish, the final response, then
+    usage. Errors are the same status codes as Chat.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_llm_pb2.SubscribeRequest, _llm_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Streams async tool results of a session: first every stored result not
     yet acknowledged, then new ones as they finish. Stays open until the
-    client cancels it.
+    client cancels it; ends with UNAVAILABLE when the service stops
+    (subscribe again: unacknowledged results are sent again).
     """
     AckTasks: _aio.UnaryUnaryMultiCallable[_llm_pb2.AckTasksRequest, _llm_pb2.AckTasksResponse]  # type: ignore[assignment]
     """Marks async results as received so Subscribe does not send them again."""
@@ -96,8 +110,13 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.ChatResponse, _abc.Awaitable[_llm_pb2.ChatResponse]]:
         """Runs one chat turn to completion and returns the final answer.
+        Bad requests: INVALID_ARGUMENT with google.rpc.BadRequest details.
         Missing API key for the chosen provider: FAILED_PRECONDITION; provider
-        errors: UNAVAILABLE; provider timeout: DEADLINE_EXCEEDED.
+        unreachable, HTTP 5xx or unreadable answer: UNAVAILABLE; provider
+        refused the key: UNAUTHENTICATED; rate limited: RESOURCE_EXHAUSTED;
+        provider refused the request: INVALID_ARGUMENT; provider timeout:
+        DEADLINE_EXCEEDED. A failed turn stores nothing in the history. Tool
+        failures are never a status: the model gets them as error results.
         """
 
     @_abc_1.abstractmethod
@@ -106,8 +125,9 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_pb2.ChatStreamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_llm_pb2.ChatStreamResponse], _abc.AsyncIterator[_llm_pb2.ChatStreamResponse]]:
-        """Same as Chat, streamed as events: text deltas, tool calls as they start
-        and finish, the final message, then usage.
+        """Same as Chat, streamed as events: text deltas (of every model round),
+        tool calls as they start and as they finish, the final response, then
+        usage. Errors are the same status codes as Chat.
         """
 
     @_abc_1.abstractmethod
@@ -118,7 +138,8 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_llm_pb2.SubscribeResponse], _abc.AsyncIterator[_llm_pb2.SubscribeResponse]]:
         """Streams async tool results of a session: first every stored result not
         yet acknowledged, then new ones as they finish. Stays open until the
-        client cancels it.
+        client cancels it; ends with UNAVAILABLE when the service stops
+        (subscribe again: unacknowledged results are sent again).
         """
 
     @_abc_1.abstractmethod
