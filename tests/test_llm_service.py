@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -208,3 +211,34 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.openai_api_key == "sk-fallback" and s.gemini_api_key == "g-direct"
     assert s.max_parallel_tools == 3 and s.default_provider == "offline"
     assert s.resolved_db_path().name == "llm.sqlite3"
+
+
+async def test_toolcall_llm_serves_until_sigterm(tmp_path: Path) -> None:
+    sock = tmp_path / "llm.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "toolcall.cli",
+        "llm",
+        "--address",
+        f"unix:{sock}",
+        "--registry",
+        "127.0.0.1:1",
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_healthy(f"unix:{sock}", timeout_s=15)
+        async with channel(f"unix:{sock}") as ch:
+            stub: llm_pb2_grpc.LLMServiceAsyncStub = llm_pb2_grpc.LLMServiceStub(ch)
+            reply = await stub.Chat(llm_pb2.ChatRequest(session_id="cli", messages=[user("hi")]))
+            assert reply.provider == "offline"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert (tmp_path / "llm.sqlite3").exists()
