@@ -17,9 +17,10 @@ history as it was; async tasks it started still deliver their results.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from llm_service.history import HistoryStore
@@ -164,11 +165,12 @@ class Orchestrator:
                     temperature=req.temperature,
                     stream=req.stream,
                 )
-                async for item in provider.generate(request):
-                    if isinstance(item, TextChunk):
-                        yield TextDelta(item.text)
-                    else:
-                        answer = item
+                async with contextlib.aclosing(provider.generate(request)) as items:
+                    async for item in items:
+                        if isinstance(item, TextChunk):
+                            yield TextDelta(item.text)
+                        else:
+                            answer = item
                 if answer is None:  # a provider bug; never leave the caller hanging
                     raise RuntimeError(f"provider {provider.name} yielded no answer")
                 usage.rounds += 1
@@ -187,8 +189,9 @@ class Orchestrator:
                     break
                 calls = _unique_ids(answer.tool_calls)
                 new.append(Message("assistant", answer.text, tool_calls=calls))
-                async for event in self._dispatch_round(turn, calls):
-                    yield event
+                async with contextlib.aclosing(self._dispatch_round(turn, calls)) as events:
+                    async for event in events:
+                        yield event
                 for record in turn.records[-len(calls) :]:
                     new.append(_tool_message(record))
                 tools = self._view.tools_for(req.role)  # new tools are visible next round
@@ -205,7 +208,9 @@ class Orchestrator:
         )
         yield usage
 
-    async def _dispatch_round(self, turn: _Turn, calls: list[ToolCall]) -> AsyncIterator[Event]:
+    async def _dispatch_round(
+        self, turn: _Turn, calls: list[ToolCall]
+    ) -> AsyncGenerator[Event, None]:
         """Runs one round's calls concurrently; finished events come as calls finish."""
         for call in calls:
             yield ToolCallStarted(call)

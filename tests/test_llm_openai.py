@@ -350,3 +350,20 @@ async def test_concurrent_turns_of_one_session_do_not_interleave(
     await asyncio.gather(env.chat("same", "a"), env.chat("same", "b"))
     roles = [m.role for m in await env.history("same")]
     assert roles == [llm_pb2.MESSAGE_ROLE_USER, llm_pb2.MESSAGE_ROLE_ASSISTANT] * 2
+
+
+async def test_cancelled_turn_releases_the_session_and_stores_nothing(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    await env.register("sleep_a")
+    fake_openai.add(Reply(tool_calls=[("c1", "sleep_a", '{"seconds": 5}')]))
+    call = env.stub.ChatStream(llm_pb2.ChatStreamRequest(request=env.request("cancel", "sleep")))
+    first = await call.read()
+    assert isinstance(first, llm_pb2.ChatStreamResponse) and first.HasField("tool_call_started")
+    call.cancel()
+    fake_openai.add(Reply(text="after"))
+    started = time.monotonic()
+    reply = await env.chat("cancel", "next")
+    assert reply.message.content == "after"
+    assert time.monotonic() - started < 2  # the cancelled turn let go of the session
+    assert [m.content for m in await env.history("cancel")] == ["next", "after"]

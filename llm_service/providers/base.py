@@ -7,7 +7,7 @@ runs tools; the orchestrator does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -66,7 +66,7 @@ class Provider(Protocol):
     name: str
     default_model: str
 
-    def generate(self, request: ProviderRequest) -> AsyncIterator[TextChunk | ModelTurn]:
+    def generate(self, request: ProviderRequest) -> AsyncGenerator[TextChunk | ModelTurn, None]:
         """Yields ``TextChunk``s (only when ``request.stream``) then one ``ModelTurn``.
 
         Raises ``ProviderError`` for every failure.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx2
@@ -137,7 +137,9 @@ class GeminiProvider:
             ]
         return config
 
-    async def generate(self, request: ProviderRequest) -> AsyncIterator[TextChunk | ModelTurn]:
+    async def generate(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[TextChunk | ModelTurn, None]:
         system, contents = to_gemini_contents(request.messages)
         config = self._config(request, system)
         models = self._client.aio.models

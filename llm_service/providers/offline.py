@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from llm_service.messages import Message, ToolCall, parse_tool_content
@@ -171,7 +171,9 @@ class OfflineProvider:
     name = "offline"
     default_model = MODEL
 
-    async def generate(self, request: ProviderRequest) -> AsyncIterator[TextChunk | ModelTurn]:
+    async def generate(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[TextChunk | ModelTurn, None]:
         turn = respond(request)
         if request.stream and turn.text:
             for piece in re.findall(r"\s*\S+\s*", turn.text):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import openai
@@ -98,7 +98,9 @@ class OpenAICompatProvider:
     async def close(self) -> None:
         await self._client.close()
 
-    async def generate(self, request: ProviderRequest) -> AsyncIterator[TextChunk | ModelTurn]:
+    async def generate(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[TextChunk | ModelTurn, None]:
         names = NameMap([t.name for t in request.tools])
         params: dict[str, Any] = {
             "model": request.model,
