@@ -73,6 +73,8 @@ def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
     validator = _compiled(json.dumps(schema, sort_keys=True))
 
     def validate(arguments: dict[str, Any]) -> str | None:
+        if validator.is_valid(arguments):  # the usual case, cheaper than best_match
+            return None
         error = best_match(validator.iter_errors(arguments))
         if error is None:
             return None
