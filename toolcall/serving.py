@@ -101,9 +101,10 @@ class ServiceHost:
                 log.exception("shutdown step failed")
         log.info("stopped %s", ", ".join(self.service_names))
 
-    async def run_until_signal(self) -> None:
-        """Starts, serves until SIGTERM/SIGINT, then drains and stops."""
-        await self.start()
+    async def run_until_signal(self, *, started: bool = False) -> None:
+        """Starts (unless ``started``), serves until SIGTERM/SIGINT, then drains and stops."""
+        if not started:
+            await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
