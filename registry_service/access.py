@@ -1,0 +1,125 @@
+"""Who may change the registry: local peers only, plus an optional shared token.
+
+Both gates apply to the mutating RPCs (Register, Unregister, Clear,
+CreateLease, KeepAlive, RevokeLease) and are enforced in one place, the
+``MutationGate`` interceptor. Reading (List, Watch, Invoke, health,
+reflection) needs neither.
+
+Local means the connection itself is local: a unix socket, or a TCP peer in
+127.0.0.0/8 or ::1. An IPv4-mapped loopback peer (``[::ffff:127.0.0.1]``,
+seen on dual-stack listeners) is local too: the kernel only produces it for
+a connection that came over the loopback interface. Everything else,
+including link-local and private addresses, is not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+MUTATING_METHODS = frozenset(
+    {"Register", "Unregister", "Clear", "CreateLease", "KeepAlive", "RevokeLease"}
+)
+
+
+def is_local_peer(peer: str) -> bool:
+    """True when a gRPC peer string (``context.peer()``) is a loopback or unix-socket peer."""
+    if peer.startswith(("unix:", "unix-abstract:")):
+        return True
+    if peer.startswith("ipv4:"):
+        host = peer[len("ipv4:") :].rpartition(":")[0]
+        try:
+            return ipaddress.IPv4Address(host).is_loopback
+        except ValueError:
+            return False
+    if peer.startswith("ipv6:["):
+        host = peer[len("ipv6:[") :].partition("]")[0]
+        try:
+            ip = ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        mapped = ip.ipv4_mapped
+        return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+    return False
+
+
+def bearer_token_ok(metadata: Iterable[tuple[str, Any]] | None, token: str) -> bool:
+    """True when ``metadata`` has ``authorization: Bearer <token>`` (constant-time compare)."""
+    expected = f"Bearer {token}".encode()
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            given = value if isinstance(value, bytes) else str(value).encode()
+            if hmac.compare_digest(given, expected):
+                return True
+    return False
+
+
+def access_error(
+    peer: str, metadata: Iterable[tuple[str, Any]] | None, token: str
+) -> tuple[grpc.StatusCode, str] | None:
+    """Why a mutating call from ``peer`` is refused, or None when it may proceed."""
+    if not is_local_peer(peer):
+        return (
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"changes to the registry are only accepted from local peers "
+            f"(loopback or unix socket), not from {peer}",
+        )
+    if token and not bearer_token_ok(metadata, token):
+        return (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "this registry requires 'authorization: Bearer <token>' metadata for changes "
+            "(TOOLCALL_TOKEN); it was missing or wrong",
+        )
+    return None
+
+
+class MutationGate(grpc.aio.ServerInterceptor):
+    """Applies ``access_error`` to the mutating methods of ``service``."""
+
+    def __init__(self, service: str, token: str) -> None:
+        self._methods = frozenset(f"/{service}/{m}" for m in MUTATING_METHODS)
+        self._token = token
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in self._methods:
+            return handler
+        # grpc.aio handlers are coroutine functions; the stubs type them as sync.
+        behavior: Any = handler.unary_unary
+        if behavior is None:  # every mutating RPC is unary; be safe if that changes
+            return handler
+        token = self._token
+
+        async def guarded(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+            refused = access_error(context.peer(), context.invocation_metadata(), token)
+            if refused is not None:
+                log.warning(
+                    "refused %s from %s: %s",
+                    handler_call_details.method,
+                    context.peer(),
+                    refused[0].name,
+                )
+                await context.abort(*refused)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,276 @@
+"""The registry's behaviour, without gRPC: register, remove, look up, call, lease.
+
+``Registry`` ties together the role tables (``store``), leases and their
+sweeper, the SQLite archive of leaseless tools, Watch fan-out and the shared
+``Dispatcher`` that calls plugins. The servicer only translates messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from registry_service.archive import StoredTool, ToolArchive
+from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
+from registry_service.store import Change, Entry, ToolStore, UnknownRoleError
+from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
+from toolcall.dispatch import Dispatcher, ToolStats, new_call_id
+from toolcall.tools import DefinitionError, ToolSpec
+from toolcall.v1 import tools_pb2
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+LEASE_EXPIRED = "lease expired"
+LEASE_REVOKED = "lease revoked"
+
+
+class ToolNotFoundError(LookupError):
+    pass
+
+
+@dataclass(slots=True)
+class Registration:
+    """Outcome of ``Registry.register``."""
+
+    name: str
+    affected_roles: list[str] = field(default_factory=list)
+    failed_roles: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Call:
+    """Outcome of ``Registry.invoke``."""
+
+    result: tools_pb2.ToolResult
+    call_id: str
+    latency_ms: float
+
+
+class Registry(Generic[M]):
+    """The registry. ``to_message(change, stats, instance_id)`` builds a Watch event.
+
+    It runs once per change; every watcher gets the same message.
+    """
+
+    def __init__(
+        self,
+        roles: list[str],
+        *,
+        to_message: Callable[[Change, ToolStats | None, str], M],
+        archive: ToolArchive | None = None,
+        dispatcher: Dispatcher | None = None,
+        sweep_interval_s: float = 0.25,
+        watch_queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self.instance_id = secrets.token_hex(8)
+        self.store = ToolStore(roles)
+        self.leases = LeaseTable()
+        self.archive = archive
+        self.dispatcher = dispatcher or Dispatcher()
+        self.hub: WatchHub[M] = WatchHub(
+            lambda c: to_message(c, self.stats(c.entry.spec.name), self.instance_id),
+            queue_size=watch_queue_size,
+        )
+        self.sweep_interval_s = sweep_interval_s
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def roles(self) -> list[str]:
+        return self.store.roles
+
+    def stats(self, name: str) -> ToolStats | None:
+        return self.dispatcher.stats.get(name)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        """Loads the archived tools, then starts following changes and sweeping leases."""
+        if self.archive is not None:
+            self._restore(await self.archive.open())
+            self.store.subscribe(self.archive.record)
+        self.store.subscribe(self.hub.publish)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-lease-sweeper")
+
+    def _restore(self, stored: list[StoredTool]) -> None:
+        loaded = 0
+        for tool in stored:
+            if not self.store.has_role(tool.role):
+                log.warning(
+                    "stored tool %r of role %r not loaded: role not served (roles: %s)",
+                    tool.definition.name,
+                    tool.role,
+                    ", ".join(self.roles),
+                )
+                continue
+            try:
+                spec = ToolSpec.from_definition(tool.definition)
+            except DefinitionError as exc:
+                log.warning("stored tool %r not loaded: %s", tool.definition.name, exc)
+                continue
+            self.store.put(Entry.create(spec, tool.role, registered_at=tool.registered_at))
+            loaded += 1
+        if stored:
+            log.info("restored %d stored tools", loaded)
+
+    def end_watches(self) -> None:
+        """Ends every Watch stream (shutdown); watchers reconnect elsewhere or later."""
+        self.hub.close_all()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        self.hub.close_all()
+        await self.dispatcher.close()
+        if self.archive is not None:
+            await self.archive.close()
+
+    # -- changes ---------------------------------------------------------
+
+    async def register(self, spec: ToolSpec, lease_id: str = "") -> Registration:
+        """Adds or replaces ``spec`` in its role (unset: every role).
+
+        Raises UnknownLeaseError; an unknown role is reported in the outcome.
+        """
+        if lease_id:
+            self.leases.get(lease_id)
+        outcome = Registration(spec.name)
+        if spec.role is not None:
+            if err := self.store.role_error(spec.role):
+                outcome.failed_roles.append((spec.role, err))
+                return outcome
+            roles = [spec.role]
+        else:
+            roles = self.roles
+        now = time.time()
+        for role in roles:
+            old = self.store.put(Entry.create(spec, role, lease_id, now))
+            outcome.affected_roles.append(role)
+            log.debug("%s %r in role %r", "replaced" if old else "registered", spec.name, role)
+        await self._flush()
+        return outcome
+
+    async def unregister(self, name: str, role: str | None) -> list[Entry]:
+        removed = self.store.unregister(name, role)
+        await self._flush()
+        return removed
+
+    async def clear(self, source: str, role: str | None) -> list[Entry]:
+        removed = self.store.clear(source, role)
+        await self._flush()
+        return removed
+
+    async def _flush(self) -> None:
+        # Leaseless changes are on disk before the RPC answers.
+        if self.archive is not None:
+            await self.archive.flush()
+
+    # -- reading ---------------------------------------------------------
+
+    def check_role(self, role: str | None) -> None:
+        if role is not None and (err := self.store.role_error(role)):
+            raise UnknownRoleError(err)
+
+    def entries(self, role: str | None, source: str = "") -> list[Entry]:
+        """Raises UnknownRoleError for a role this registry does not serve."""
+        self.check_role(role)
+        return self.store.entries(role, source)
+
+    def lookup(self, name: str, role: str | None) -> Entry:
+        """Raises UnknownRoleError or ToolNotFoundError."""
+        self.check_role(role)
+        entry = self.store.find(name, role)
+        if entry is None:
+            where = f"role {role!r}" if role is not None else "any role"
+            raise ToolNotFoundError(f"tool {name!r} is not registered in {where}")
+        return entry
+
+    def watch(self, role: str | None) -> tuple[list[Entry], Watcher[M]]:
+        """The current entries and a watcher for every later change (atomically)."""
+        self.check_role(role)
+        return self.store.entries(role), self.hub.watch(role)
+
+    async def invoke(
+        self,
+        entry: Entry,
+        *,
+        arguments: dict[str, Any] | None,
+        raw_arguments: str,
+        call_id: str,
+        session_id: str,
+        timeout_s: float | None,
+    ) -> Call:
+        """Runs the tool now, even an ASYNC one (background handling is the LLMService's)."""
+        call_id = call_id or new_call_id()
+        started = time.perf_counter()
+        result = await self.dispatcher.invoke(
+            entry.spec,
+            arguments=arguments,
+            raw_arguments=raw_arguments,
+            call_id=call_id,
+            session_id=session_id,
+            role=entry.role,
+            timeout_s=timeout_s,
+        )
+        return Call(result, call_id, (time.perf_counter() - started) * 1000.0)
+
+    # -- leases ----------------------------------------------------------
+
+    def create_lease(self, ttl_s: float, holder: str) -> Lease:
+        lease = self.leases.create(ttl_s, holder)
+        log.info("lease %s for %s (ttl %gs)", lease.lease_id, holder or "?", lease.ttl_s)
+        return lease
+
+    def keep_alive(self, lease_id: str) -> tuple[Lease, int]:
+        """Renews the lease; returns it and how many tools it holds."""
+        return self.leases.renew(lease_id), self.store.lease_tool_count(lease_id)
+
+    def revoke_lease(self, lease_id: str) -> list[Entry]:
+        lease = self.leases.revoke(lease_id)
+        removed = self.store.remove_lease(lease_id, LEASE_REVOKED)
+        log.info("lease %s of %s revoked: %d tools removed", lease_id, lease.holder, len(removed))
+        return removed
+
+    def sweep(self) -> list[Entry]:
+        """Removes the tools of expired leases."""
+        removed: list[Entry] = []
+        for lease in self.leases.expired():
+            gone = self.store.remove_lease(lease.lease_id, LEASE_EXPIRED)
+            log.warning(
+                "lease %s of %s expired: %d tools removed",
+                lease.lease_id,
+                lease.holder or "?",
+                len(gone),
+            )
+            removed.extend(gone)
+        return removed
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("lease sweep failed")
+
+
+__all__ = [
+    "LEASE_EXPIRED",
+    "LEASE_REVOKED",
+    "Call",
+    "Registration",
+    "Registry",
+    "ToolNotFoundError",
+    "UnknownLeaseError",
+    "UnknownRoleError",
+]

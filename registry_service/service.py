@@ -1,0 +1,84 @@
+"""Wiring: the registry's parts, started and stopped in the right order."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from registry_service import wire
+from registry_service.access import MutationGate
+from registry_service.archive import ToolArchive
+from registry_service.registry import Registry
+from registry_service.servicer import RegistryServicer
+from registry_service.settings import RegistrySettings
+from toolcall.serving import ServiceHost
+from toolcall.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["ToolRegistry"].full_name
+
+
+class RegistryHost(ServiceHost):
+    """The gRPC server plus the ``registry`` it serves (exposed for tests and embedding)."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        if problems := settings.problems():
+            raise ValueError("; ".join(problems))
+        self.settings = settings
+        self.registry = Registry(
+            settings.roles,
+            to_message=wire.watch_event,
+            archive=ToolArchive(settings.resolved_data_path()),
+            sweep_interval_s=settings.lease_sweep_interval_s,
+            watch_queue_size=settings.watch_queue_size,
+        )
+        servicer = RegistryServicer(self.registry)
+
+        def add(server: grpc.aio.Server) -> None:
+            registry_pb2_grpc.add_ToolRegistryServicer_to_server(servicer, server)
+
+        super().__init__(
+            settings.address,
+            [SERVICE_NAME],
+            add,
+            interceptors=[MutationGate(SERVICE_NAME, settings.token)],
+            grace_s=settings.grace_s,
+        )
+        self._stopped = False
+        self.on_stop(self.registry.close)
+
+    async def start(self) -> int:
+        await self.registry.open()
+        try:
+            port = await super().start()
+        except BaseException:
+            await self.registry.close()
+            raise
+        log.info(
+            "registry %s on %s; roles: %s; token %s; %d stored tools from %s",
+            self.registry.instance_id,
+            self.target,
+            ", ".join(self.registry.roles),
+            "required for changes" if self.settings.token else "not required",
+            len(self.registry.store),
+            self.settings.resolved_data_path(),
+        )
+        return port
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        # Watch streams never end by themselves; end them so the drain waits
+        # only for unary calls.
+        self.registry.end_watches()
+        await super().stop()
+
+
+async def start_registry(settings: RegistrySettings | None = None) -> RegistryHost:
+    """Starts the registry; ``host.target`` is its address, ``await host.stop()`` ends it."""
+    host = RegistryHost(settings or RegistrySettings.from_env())
+    await host.start()
+    return host

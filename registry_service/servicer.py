@@ -1,0 +1,210 @@
+"""ToolRegistry over gRPC: validate, translate, delegate to ``Registry``.
+
+Access control (local peers, token) is not here: the ``MutationGate``
+interceptor applies it before these methods run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import NoReturn
+
+import grpc
+
+from registry_service import wire
+from registry_service.leases import UnknownLeaseError, ttl_error
+from registry_service.registry import Registry, ToolNotFoundError
+from registry_service.store import Entry, UnknownRoleError
+from registry_service.watch import Closed, Overflowed
+from toolcall.errors import abort_invalid
+from toolcall.jsonvalue import from_struct
+from toolcall.tools import DefinitionError, ToolSpec
+from toolcall.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+RoleScoped = (
+    registry_pb2.UnregisterRequest
+    | registry_pb2.ClearRequest
+    | registry_pb2.ListRequest
+    | registry_pb2.InvokeRequest
+    | registry_pb2.WatchRequest
+)
+
+
+async def _optional_role(request: RoleScoped, context: grpc.aio.ServicerContext) -> str | None:
+    """The request's role, or None when unset; a set but empty role is INVALID_ARGUMENT."""
+    if not request.HasField("role"):
+        return None
+    if not request.role:
+        await abort_invalid(
+            context, [("role", "must not be empty when set; leave it unset for all roles")]
+        )
+    return request.role
+
+
+async def _not_found(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+    await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    raise AssertionError("unreachable")  # abort always raises
+
+
+class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
+    def __init__(self, registry: Registry[registry_pb2.WatchResponse]) -> None:
+        self.registry = registry
+
+    def _registered(self, entries: list[Entry]) -> list[registry_pb2.RegisteredTool]:
+        stats = self.registry.dispatcher.stats
+        return [wire.registered_tool(e, stats.get(e.spec.name)) for e in entries]
+
+    async def Register(
+        self, request: registry_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisterResponse:
+        if not request.HasField("tool"):
+            await abort_invalid(context, [("tool", "is required")])
+        try:
+            spec = ToolSpec.from_definition(request.tool)
+        except DefinitionError as exc:
+            await abort_invalid(context, exc.violations)
+        try:
+            outcome = await self.registry.register(spec, request.lease_id)
+        except UnknownLeaseError as exc:
+            await _not_found(context, exc)
+        return registry_pb2.RegisterResponse(
+            ok=bool(outcome.affected_roles),
+            registered=outcome.name,
+            affected_roles=outcome.affected_roles,
+            failed_roles=[
+                registry_pb2.RoleFailure(role=r, error=e) for r, e in outcome.failed_roles
+            ],
+        )
+
+    async def Unregister(
+        self, request: registry_pb2.UnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UnregisterResponse:
+        if not request.name:
+            await abort_invalid(context, [("name", "is required")])
+        role = await _optional_role(request, context)
+        removed = await self.registry.unregister(request.name, role)
+        return registry_pb2.UnregisterResponse(
+            removed=len(removed), affected_roles=[e.role for e in removed]
+        )
+
+    async def Clear(
+        self, request: registry_pb2.ClearRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ClearResponse:
+        if not request.source:
+            await abort_invalid(
+                context, [("source", "is required (the source tag whose tools to remove)")]
+            )
+        role = await _optional_role(request, context)
+        removed = await self.registry.clear(request.source, role)
+        return registry_pb2.ClearResponse(removed=len(removed))
+
+    async def List(
+        self, request: registry_pb2.ListRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListResponse:
+        role = await _optional_role(request, context)
+        try:
+            entries = self.registry.entries(role, request.source)
+        except UnknownRoleError as exc:
+            await _not_found(context, exc)
+        return registry_pb2.ListResponse(tools=self._registered(entries), roles=self.registry.roles)
+
+    async def Invoke(
+        self, request: registry_pb2.InvokeRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.InvokeResponse:
+        if not request.name:
+            await abort_invalid(context, [("name", "is required")])
+        role = await _optional_role(request, context)
+        try:
+            entry = self.registry.lookup(request.name, role)
+        except (UnknownRoleError, ToolNotFoundError) as exc:
+            await _not_found(context, exc)
+        use_struct = not request.raw_arguments and request.HasField("arguments")
+        # A cancelled caller cancels this task, and with it the call to the plugin.
+        call = await self.registry.invoke(
+            entry,
+            arguments=from_struct(request.arguments) if use_struct else None,
+            raw_arguments=request.raw_arguments,
+            call_id=request.call_id,
+            session_id=request.session_id,
+            timeout_s=context.time_remaining(),
+        )
+        return registry_pb2.InvokeResponse(
+            result=call.result, call_id=call.call_id, latency_ms=call.latency_ms
+        )
+
+    async def Watch(
+        self, request: registry_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb2.WatchResponse]:
+        role = await _optional_role(request, context)
+        try:
+            entries, watcher = self.registry.watch(role)
+        except UnknownRoleError as exc:
+            await _not_found(context, exc)
+        revision = self.registry.store.revision
+        instance_id = self.registry.instance_id
+        try:
+            for tool in self._registered(entries):
+                yield registry_pb2.WatchResponse(
+                    type=registry_pb2.EVENT_TYPE_UPSERTED,
+                    tool=tool,
+                    reason="snapshot",
+                    revision=revision,
+                    instance_id=instance_id,
+                )
+            yield registry_pb2.WatchResponse(
+                type=registry_pb2.EVENT_TYPE_SYNCED, revision=revision, instance_id=instance_id
+            )
+            while True:
+                try:
+                    event = await watcher.next()
+                except Overflowed as exc:
+                    log.warning("dropping a slow watcher from %s: %s", context.peer(), exc)
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"watcher fell behind ({exc}); watch again to resync",
+                    )
+                except Closed:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, "the registry is shutting down"
+                    )
+                yield event
+        finally:
+            watcher.close()
+
+    async def CreateLease(
+        self, request: registry_pb2.CreateLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.CreateLeaseResponse:
+        if err := ttl_error(request.ttl_seconds):
+            await abort_invalid(context, [("ttl_seconds", err)])
+        lease = self.registry.create_lease(request.ttl_seconds, request.holder)
+        return registry_pb2.CreateLeaseResponse(
+            lease_id=lease.lease_id,
+            ttl_seconds=lease.ttl_s,
+            instance_id=self.registry.instance_id,
+        )
+
+    async def KeepAlive(
+        self, request: registry_pb2.KeepAliveRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.KeepAliveResponse:
+        if not request.lease_id:
+            await abort_invalid(context, [("lease_id", "is required")])
+        try:
+            lease, tools = self.registry.keep_alive(request.lease_id)
+        except UnknownLeaseError as exc:
+            await _not_found(context, exc)
+        return registry_pb2.KeepAliveResponse(ttl_seconds=lease.ttl_s, tools=tools)
+
+    async def RevokeLease(
+        self, request: registry_pb2.RevokeLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RevokeLeaseResponse:
+        if not request.lease_id:
+            await abort_invalid(context, [("lease_id", "is required")])
+        try:
+            removed = self.registry.revoke_lease(request.lease_id)
+        except UnknownLeaseError as exc:
+            await _not_found(context, exc)
+        return registry_pb2.RevokeLeaseResponse(removed=len(removed))

@@ -1,0 +1,63 @@
+"""Registry configuration: one dataclass, filled from ``TOOLCALL_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry_service.watch import DEFAULT_QUEUE_SIZE
+from toolcall import config
+from toolcall.address_policy import loopback_address_error
+
+DEFAULT_SWEEP_INTERVAL_S = 0.25
+DATA_FILE = "registry.sqlite3"
+
+
+@dataclass
+class RegistrySettings:
+    """Everything ``start_registry`` needs; ``from_env()`` reads the environment."""
+
+    # host:port or unix:/path. Mutating RPCs are refused from non-local peers
+    # whatever the address, but prefer a loopback or unix address anyway.
+    address: str = field(default_factory=config.registry_address)
+    roles: list[str] = field(default_factory=lambda: [config.DEFAULT_ROLE])
+    # Shared token for mutating RPCs; empty requires none.
+    token: str = ""
+    # SQLite file of leaseless tools; None: <data dir>/registry.sqlite3.
+    data_path: Path | None = None
+    # How often expired leases are looked for (tools of a dead plugin
+    # disappear within ttl + this).
+    lease_sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
+    # Events a Watch stream may fall behind before it is ended (RESOURCE_EXHAUSTED).
+    watch_queue_size: int = DEFAULT_QUEUE_SIZE
+    # Seconds in-flight calls get to finish on shutdown.
+    grace_s: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> RegistrySettings:
+        return cls(
+            address=config.registry_address(),
+            roles=config.roles(),
+            token=config.token(),
+            data_path=Path(p).expanduser() if (p := config.env("REGISTRY_DB")) else None,
+            lease_sweep_interval_s=config.env_float(
+                "LEASE_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL_S
+            ),
+            watch_queue_size=config.env_int("WATCH_QUEUE_SIZE", DEFAULT_QUEUE_SIZE),
+        )
+
+    def resolved_data_path(self) -> Path:
+        return self.data_path or config.data_dir() / DATA_FILE
+
+    def problems(self) -> list[str]:
+        """Settings that cannot work, as readable sentences."""
+        bad: list[str] = []
+        if not self.roles or any(not r.strip() for r in self.roles):
+            bad.append("roles must be a non-empty list of non-empty names")
+        if not 0 < self.lease_sweep_interval_s <= 10:
+            bad.append("lease_sweep_interval_s must be between 0 and 10 seconds")
+        if self.watch_queue_size < 1:
+            bad.append("watch_queue_size must be at least 1")
+        if self.address.startswith("unix:") and loopback_address_error(self.address):
+            bad.append(f"address {self.address!r}: {loopback_address_error(self.address)}")
+        return bad
