@@ -92,7 +92,9 @@ class RoleFailure(_message.Message):
     role: _builtins.str
     """The role that was asked for."""
     error: _builtins.str
-    """Readable reason, for example "unknown role 'x'; known roles: default"."""
+    """Readable reason, for example "unknown role 'x'; this registry serves:
+    default".
+    """
     def __init__(
         self,
         *,
@@ -511,10 +513,14 @@ class WatchResponse(_message.Message):
     """What happened."""
     reason: _builtins.str
     """Why it was removed: "unregistered", "cleared", "lease expired",
-    "lease revoked"; or why it changed: "registered".
+    "lease revoked"; why it changed: "registered" (also for a replacement);
+    "snapshot" for the events before EVENT_TYPE_SYNCED.
     """
     revision: _builtins.int
-    """Registry revision after this change; increases by one per change."""
+    """Registry revision after this change; increases by one per change (a
+    watcher of one role sees gaps). Snapshot events and EVENT_TYPE_SYNCED
+    carry the revision the snapshot was taken at.
+    """
     instance_id: _builtins.str
     """Unique id of this registry process run; changes when the registry
     restarts, so a watcher can tell it must rebuild its view.
@@ -631,7 +637,10 @@ class KeepAliveResponse(_message.Message):
     ttl_seconds: _builtins.float
     """Time to live granted from now."""
     tools: _builtins.int
-    """Number of tools bound to the lease."""
+    """Number of distinct tool names bound to the lease (a tool registered for
+    two roles counts once). Fewer than the plugin registered means some were
+    removed or replaced: register them again.
+    """
     def __init__(
         self,
         *,

@@ -29,10 +29,13 @@ class ToolRegistryStub:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1 or
-    a unix socket): others get PERMISSION_DENIED. When the registry is started
-    with a token, they also need "authorization: Bearer <token>" metadata
-    (UNAUTHENTICATED otherwise).
+    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
+    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
+    when the registry listens on a non-loopback address. When the registry is
+    started with a token, they also need "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+
+    A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
 
     def __init__(self, channel):
@@ -92,24 +95,29 @@ class ToolRegistryServicer:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1 or
-    a unix socket): others get PERMISSION_DENIED. When the registry is started
-    with a token, they also need "authorization: Bearer <token>" metadata
-    (UNAUTHENTICATED otherwise).
+    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
+    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
+    when the registry listens on a non-loopback address. When the registry is
+    started with a token, they also need "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+
+    A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
 
     def Register(self, request, context):
         """Registers (or replaces: same name, same role scope) a tool.
         Validation failures are INVALID_ARGUMENT with google.rpc.BadRequest
-        details naming the field; an unknown role is not an error status but
-        ok=false with the reason in failed_roles.
+        details naming the field (a missing tool names "tool"); an unknown
+        lease_id is NOT_FOUND; an unknown role is not an error status but
+        ok=false with the reason in failed_roles, and nothing is registered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Unregister(self, request, context):
-        """Removes a tool by name, from one role or from all roles.
+        """Removes a tool by name, from one role or from all roles. An empty name is
+        INVALID_ARGUMENT; no match (or an unknown role) is removed=0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,7 +131,8 @@ class ToolRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Lists registered tools with their call statistics.
+        """Lists registered tools with their call statistics. An unknown role is
+        NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +144,9 @@ class ToolRegistryServicer:
         (or the caller's deadline, if shorter). Unknown tool: NOT_FOUND. Failures
         of the tool itself (bad arguments, unreachable plugin, deadline, plugin
         error) are returned as a result with is_error=true, not as a status.
+        Unknown role: NOT_FOUND. Cancelling the call cancels the plugin's call.
+        A TOOL_MODE_ASYNC tool runs to completion here too: running it in the
+        background and reporting later is the LLMService's job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,13 +155,17 @@ class ToolRegistryServicer:
     def Watch(self, request, context):
         """Streams registry changes. The stream starts with the current tools
         (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+        A watcher that falls too many events behind has its stream ended with
+        RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
+        cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateLease(self, request, context):
-        """Starts a lease. Tools registered with its lease_id live as long as the
+        """Starts a lease (a ttl_seconds other than 0 outside 1..300 is
+        INVALID_ARGUMENT). Tools registered with its lease_id live as long as the
         lease is kept alive; when it expires (the plugin died) they are removed
         and Watch reports EVENT_TYPE_REMOVED with reason "lease expired".
         """
@@ -167,7 +183,8 @@ class ToolRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeLease(self, request, context):
-        """Ends a lease now and removes every tool registered under it.
+        """Ends a lease now and removes every tool registered under it (Watch
+        reason "lease revoked"). Unknown lease: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,10 +250,13 @@ class ToolRegistry:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1 or
-    a unix socket): others get PERMISSION_DENIED. When the registry is started
-    with a token, they also need "authorization: Bearer <token>" metadata
-    (UNAUTHENTICATED otherwise).
+    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
+    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
+    when the registry listens on a non-loopback address. When the registry is
+    started with a token, they also need "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+
+    A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
 
     @staticmethod

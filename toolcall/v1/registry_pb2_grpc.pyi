@@ -30,10 +30,13 @@ class ToolRegistryStub:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1 or
-    a unix socket): others get PERMISSION_DENIED. When the registry is started
-    with a token, they also need "authorization: Bearer <token>" metadata
-    (UNAUTHENTICATED otherwise).
+    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
+    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
+    when the registry listens on a non-loopback address. When the registry is
+    started with a token, they also need "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+
+    A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
 
     @_typing.overload
@@ -43,28 +46,40 @@ class ToolRegistryStub:
     Register: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegisterRequest, _registry_pb2.RegisterResponse]
     """Registers (or replaces: same name, same role scope) a tool.
     Validation failures are INVALID_ARGUMENT with google.rpc.BadRequest
-    details naming the field; an unknown role is not an error status but
-    ok=false with the reason in failed_roles.
+    details naming the field (a missing tool names "tool"); an unknown
+    lease_id is NOT_FOUND; an unknown role is not an error status but
+    ok=false with the reason in failed_roles, and nothing is registered.
     """
     Unregister: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UnregisterRequest, _registry_pb2.UnregisterResponse]
-    """Removes a tool by name, from one role or from all roles."""
+    """Removes a tool by name, from one role or from all roles. An empty name is
+    INVALID_ARGUMENT; no match (or an unknown role) is removed=0.
+    """
     Clear: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ClearRequest, _registry_pb2.ClearResponse]
     """Removes every tool registered with a given source."""
     List: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRequest, _registry_pb2.ListResponse]
-    """Lists registered tools with their call statistics."""
+    """Lists registered tools with their call statistics. An unknown role is
+    NOT_FOUND.
+    """
     Invoke: _grpc.UnaryUnaryMultiCallable[_registry_pb2.InvokeRequest, _registry_pb2.InvokeResponse]
     """Calls a tool: validates the arguments against its schema and forwards
     them to the plugin's ToolCallback with the tool's timeout as deadline
     (or the caller's deadline, if shorter). Unknown tool: NOT_FOUND. Failures
     of the tool itself (bad arguments, unreachable plugin, deadline, plugin
     error) are returned as a result with is_error=true, not as a status.
+    Unknown role: NOT_FOUND. Cancelling the call cancels the plugin's call.
+    A TOOL_MODE_ASYNC tool runs to completion here too: running it in the
+    background and reporting later is the LLMService's job.
     """
     Watch: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchRequest, _registry_pb2.WatchResponse]
     """Streams registry changes. The stream starts with the current tools
     (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+    A watcher that falls too many events behind has its stream ended with
+    RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
+    cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
     """
     CreateLease: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CreateLeaseRequest, _registry_pb2.CreateLeaseResponse]
-    """Starts a lease. Tools registered with its lease_id live as long as the
+    """Starts a lease (a ttl_seconds other than 0 outside 1..300 is
+    INVALID_ARGUMENT). Tools registered with its lease_id live as long as the
     lease is kept alive; when it expires (the plugin died) they are removed
     and Watch reports EVENT_TYPE_REMOVED with reason "lease expired".
     """
@@ -74,45 +89,62 @@ class ToolRegistryStub:
     tools again.
     """
     RevokeLease: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RevokeLeaseRequest, _registry_pb2.RevokeLeaseResponse]
-    """Ends a lease now and removes every tool registered under it."""
+    """Ends a lease now and removes every tool registered under it (Watch
+    reason "lease revoked"). Unknown lease: NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class ToolRegistryAsyncStub(ToolRegistryStub):
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1 or
-    a unix socket): others get PERMISSION_DENIED. When the registry is started
-    with a token, they also need "authorization: Bearer <token>" metadata
-    (UNAUTHENTICATED otherwise).
+    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
+    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
+    when the registry listens on a non-loopback address. When the registry is
+    started with a token, they also need "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+
+    A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterRequest, _registry_pb2.RegisterResponse]  # type: ignore[assignment]
     """Registers (or replaces: same name, same role scope) a tool.
     Validation failures are INVALID_ARGUMENT with google.rpc.BadRequest
-    details naming the field; an unknown role is not an error status but
-    ok=false with the reason in failed_roles.
+    details naming the field (a missing tool names "tool"); an unknown
+    lease_id is NOT_FOUND; an unknown role is not an error status but
+    ok=false with the reason in failed_roles, and nothing is registered.
     """
     Unregister: _aio.UnaryUnaryMultiCallable[_registry_pb2.UnregisterRequest, _registry_pb2.UnregisterResponse]  # type: ignore[assignment]
-    """Removes a tool by name, from one role or from all roles."""
+    """Removes a tool by name, from one role or from all roles. An empty name is
+    INVALID_ARGUMENT; no match (or an unknown role) is removed=0.
+    """
     Clear: _aio.UnaryUnaryMultiCallable[_registry_pb2.ClearRequest, _registry_pb2.ClearResponse]  # type: ignore[assignment]
     """Removes every tool registered with a given source."""
     List: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRequest, _registry_pb2.ListResponse]  # type: ignore[assignment]
-    """Lists registered tools with their call statistics."""
+    """Lists registered tools with their call statistics. An unknown role is
+    NOT_FOUND.
+    """
     Invoke: _aio.UnaryUnaryMultiCallable[_registry_pb2.InvokeRequest, _registry_pb2.InvokeResponse]  # type: ignore[assignment]
     """Calls a tool: validates the arguments against its schema and forwards
     them to the plugin's ToolCallback with the tool's timeout as deadline
     (or the caller's deadline, if shorter). Unknown tool: NOT_FOUND. Failures
     of the tool itself (bad arguments, unreachable plugin, deadline, plugin
     error) are returned as a result with is_error=true, not as a status.
+    Unknown role: NOT_FOUND. Cancelling the call cancels the plugin's call.
+    A TOOL_MODE_ASYNC tool runs to completion here too: running it in the
+    background and reporting later is the LLMService's job.
     """
     Watch: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchRequest, _registry_pb2.WatchResponse]  # type: ignore[assignment]
     """Streams registry changes. The stream starts with the current tools
     (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+    A watcher that falls too many events behind has its stream ended with
+    RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
+    cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
     """
     CreateLease: _aio.UnaryUnaryMultiCallable[_registry_pb2.CreateLeaseRequest, _registry_pb2.CreateLeaseResponse]  # type: ignore[assignment]
-    """Starts a lease. Tools registered with its lease_id live as long as the
+    """Starts a lease (a ttl_seconds other than 0 outside 1..300 is
+    INVALID_ARGUMENT). Tools registered with its lease_id live as long as the
     lease is kept alive; when it expires (the plugin died) they are removed
     and Watch reports EVENT_TYPE_REMOVED with reason "lease expired".
     """
@@ -122,16 +154,21 @@ class ToolRegistryAsyncStub(ToolRegistryStub):
     tools again.
     """
     RevokeLease: _aio.UnaryUnaryMultiCallable[_registry_pb2.RevokeLeaseRequest, _registry_pb2.RevokeLeaseResponse]  # type: ignore[assignment]
-    """Ends a lease now and removes every tool registered under it."""
+    """Ends a lease now and removes every tool registered under it (Watch
+    reason "lease revoked"). Unknown lease: NOT_FOUND.
+    """
 
 class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1 or
-    a unix socket): others get PERMISSION_DENIED. When the registry is started
-    with a token, they also need "authorization: Bearer <token>" metadata
-    (UNAUTHENTICATED otherwise).
+    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
+    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
+    when the registry listens on a non-loopback address. When the registry is
+    started with a token, they also need "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+
+    A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
 
     @_abc_1.abstractmethod
@@ -142,8 +179,9 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.RegisterResponse, _abc.Awaitable[_registry_pb2.RegisterResponse]]:
         """Registers (or replaces: same name, same role scope) a tool.
         Validation failures are INVALID_ARGUMENT with google.rpc.BadRequest
-        details naming the field; an unknown role is not an error status but
-        ok=false with the reason in failed_roles.
+        details naming the field (a missing tool names "tool"); an unknown
+        lease_id is NOT_FOUND; an unknown role is not an error status but
+        ok=false with the reason in failed_roles, and nothing is registered.
         """
 
     @_abc_1.abstractmethod
@@ -152,7 +190,9 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UnregisterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.UnregisterResponse, _abc.Awaitable[_registry_pb2.UnregisterResponse]]:
-        """Removes a tool by name, from one role or from all roles."""
+        """Removes a tool by name, from one role or from all roles. An empty name is
+        INVALID_ARGUMENT; no match (or an unknown role) is removed=0.
+        """
 
     @_abc_1.abstractmethod
     def Clear(
@@ -168,7 +208,9 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListResponse, _abc.Awaitable[_registry_pb2.ListResponse]]:
-        """Lists registered tools with their call statistics."""
+        """Lists registered tools with their call statistics. An unknown role is
+        NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def Invoke(
@@ -181,6 +223,9 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         (or the caller's deadline, if shorter). Unknown tool: NOT_FOUND. Failures
         of the tool itself (bad arguments, unreachable plugin, deadline, plugin
         error) are returned as a result with is_error=true, not as a status.
+        Unknown role: NOT_FOUND. Cancelling the call cancels the plugin's call.
+        A TOOL_MODE_ASYNC tool runs to completion here too: running it in the
+        background and reporting later is the LLMService's job.
         """
 
     @_abc_1.abstractmethod
@@ -191,6 +236,9 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.WatchResponse], _abc.AsyncIterator[_registry_pb2.WatchResponse]]:
         """Streams registry changes. The stream starts with the current tools
         (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+        A watcher that falls too many events behind has its stream ended with
+        RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
+        cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
@@ -199,7 +247,8 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.CreateLeaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.CreateLeaseResponse, _abc.Awaitable[_registry_pb2.CreateLeaseResponse]]:
-        """Starts a lease. Tools registered with its lease_id live as long as the
+        """Starts a lease (a ttl_seconds other than 0 outside 1..300 is
+        INVALID_ARGUMENT). Tools registered with its lease_id live as long as the
         lease is kept alive; when it expires (the plugin died) they are removed
         and Watch reports EVENT_TYPE_REMOVED with reason "lease expired".
         """
@@ -221,6 +270,8 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.RevokeLeaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.RevokeLeaseResponse, _abc.Awaitable[_registry_pb2.RevokeLeaseResponse]]:
-        """Ends a lease now and removes every tool registered under it."""
+        """Ends a lease now and removes every tool registered under it (Watch
+        reason "lease revoked"). Unknown lease: NOT_FOUND.
+        """
 
 def add_ToolRegistryServicer_to_server(servicer: ToolRegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
