@@ -15,8 +15,14 @@ import pytest
 from llm_service import main as llm_main
 from llm_service.service import LLMServiceHost
 from llm_service.settings import LLMSettings
-from tests.support.fake_registry import start_fake_registry
-from tests.support.llm_env import LLMEnv, llm_env, llm_settings, tool_plugin, user
+from tests.support.llm_env import (
+    LLMEnv,
+    llm_env,
+    llm_settings,
+    start_test_registry,
+    tool_plugin,
+    user,
+)
 from toolcall.clients import channel, wait_healthy
 from toolcall.errors import bad_request_violations
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -138,7 +144,7 @@ async def test_view_survives_registry_restart_and_late_start(
     tmp_path: Path, tool_plugin: str
 ) -> None:
     # The LLMService starts before any registry exists: chat works without tools.
-    first = await start_fake_registry()
+    first = await start_test_registry(tmp_path / "r1.sqlite3")
     address = first.target
     await first.stop()
     settings = llm_settings(tmp_path, address)
@@ -153,7 +159,7 @@ async def test_view_survives_registry_restart_and_late_start(
             )
             assert "no tools are available" in reply.message.content
 
-        registry = await start_fake_registry(address)
+        registry = await start_test_registry(tmp_path / "r1.sqlite3", address)
         try:
             assert await llm.view.wait_synced(5)
             old_instance = llm.view.instance_id
@@ -169,7 +175,7 @@ async def test_view_survives_registry_restart_and_late_start(
             await registry.stop()
 
         # A new registry run with other tools: the view is rebuilt from its snapshot.
-        registry = await start_fake_registry(address)
+        registry = await start_test_registry(tmp_path / "r2.sqlite3", address)
         try:
             async with channel(address) as rch:
                 rstub = registry_pb2_grpc.ToolRegistryStub(rch)

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 from llm_service import LLMServiceHost, LLMSettings, start_llm
+from registry_service import RegistryHost, RegistrySettings, start_registry
 from tests.fake_providers import FakeGemini, FakeOpenAI
-from tests.support.fake_registry import start_fake_registry
 from toolcall.clients import channel
 from toolcall.jsonvalue import to_struct
-from toolcall.serving import ServiceHost
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
 
 PLUGIN = Path(__file__).with_name("llm_tool_plugin.py")
@@ -67,7 +66,7 @@ def user(text: str) -> llm_pb2.ChatMessage:
 
 @dataclasses.dataclass
 class LLMEnv:
-    registry: ServiceHost
+    registry: RegistryHost
     llm: LLMServiceHost
     plugin_address: str
     registry_stub: registry_pb2_grpc.ToolRegistryAsyncStub
@@ -121,6 +120,15 @@ class LLMEnv:
         return list(reply.messages)
 
 
+async def start_test_registry(
+    data_path: Path, address: str = "127.0.0.1:0", roles: tuple[str, ...] = ("default",)
+) -> RegistryHost:
+    """A real ToolRegistry, in-process."""
+    return await start_registry(
+        RegistrySettings(address=address, roles=list(roles), data_path=data_path, grace_s=0.2)
+    )
+
+
 def llm_settings(tmp_path: Path, registry_target: str, **overrides: Any) -> LLMSettings:
     settings = LLMSettings(
         address="127.0.0.1:0",
@@ -155,7 +163,7 @@ async def llm_env(
     gemini: FakeGemini | None = None,
     **overrides: Any,
 ) -> AsyncIterator[LLMEnv]:
-    registry = await start_fake_registry()
+    registry = await start_test_registry(tmp_path / "registry.sqlite3")
     try:
         if openai is not None:
             overrides.setdefault("openai_base_url", openai.base_url)
