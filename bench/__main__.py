@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup=max(10, args.calls // 10),
         quick=args.quick,
     )
-    figures = asyncio.run(run(args.keys, settings))
+    failed: dict[str, str] = {}
+    figures = asyncio.run(run(args.keys, settings, failed))
     derive(figures)
     targets = check_all(figures)
     document: dict[str, Any] = {
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"calls": settings.calls, "rounds": settings.rounds, "concurrency": 64},
         "scenarios": figures,
         "targets": targets,
+        "failed": failed,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
@@ -85,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print(more)
     print()
     print(report.verdicts(targets))
+    for key, reason in failed.items():
+        print(f"FAILED   scenario {key}: {reason.splitlines()[0]}")
     print(f"\nwritten to {args.output}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Servers under test, each in its own process, and how to read their memory.
 
 A bench server prints ``READY <target>`` on stdout once it accepts calls (and
-nothing after it); ``ServerProcess`` starts it with ``sys.executable``, waits
-for that line and stops it with SIGTERM (SIGKILL after a grace period).
-stderr goes to a log file whose tail is shown when the server fails to start.
+nothing after it); our own services, started through the ``toolcall`` CLI on
+an address picked here, are ready when their gRPC health check says SERVING.
+``ServerProcess`` starts either with ``sys.executable``, waits until it is
+ready and stops it with SIGTERM (SIGKILL after a grace period). Output goes to
+a log file whose tail is shown when the server fails to start.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+
+from toolcall.clients import wait_healthy
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,13 @@ class ServerFailed(RuntimeError):
 def announce_ready(target: str) -> None:
     """Called by a bench server once it serves: tells the bench where to connect."""
     print(f"{READY_PREFIX}{target}", flush=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers given an address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -53,6 +65,7 @@ class ServerProcess:
         *,
         env: Mapping[str, str] | None = None,
         log_dir: Path,
+        healthy_at: str | None = None,
         startup_timeout_s: float = 30.0,
     ) -> None:
         self.name = name
@@ -60,6 +73,8 @@ class ServerProcess:
         self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
         self.log_path = log_dir / f"{name}.log"
         self.startup_timeout_s = startup_timeout_s
+        # Ready when this address answers health checks, instead of a READY line.
+        self.healthy_at = healthy_at
         self.target = ""
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -69,18 +84,21 @@ class ServerProcess:
         return self._proc.pid
 
     async def start(self) -> str:
-        with self.log_path.open("w") as stderr:
+        with self.log_path.open("w") as output:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *self.args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
+                stdout=output if self.healthy_at else asyncio.subprocess.PIPE,
+                stderr=output,
                 env=self.env,
                 cwd=REPO_ROOT,
             )
         try:
             async with asyncio.timeout(self.startup_timeout_s):
-                self.target = await self._read_ready()
+                if self.healthy_at:
+                    self.target = await self._wait_healthy(self.healthy_at)
+                else:
+                    self.target = await self._read_ready()
         except (TimeoutError, ServerFailed) as exc:
             await self.stop()
             tail = self.log_path.read_text()[-2000:]
@@ -94,6 +112,16 @@ class ServerProcess:
             if line.startswith(READY_PREFIX):
                 return line[len(READY_PREFIX) :].strip()
         raise ServerFailed(f"exited with code {await self._proc.wait()}")
+
+    async def _wait_healthy(self, address: str) -> str:
+        assert self._proc is not None
+        while self._proc.returncode is None:
+            try:
+                await wait_healthy(address, timeout_s=0.5)
+                return address
+            except TimeoutError:
+                continue
+        raise ServerFailed(f"exited with code {self._proc.returncode}")
 
     async def stop(self, grace_s: float = 5.0) -> None:
         proc, self._proc = self._proc, None
@@ -110,10 +138,15 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def running(
-    name: str, args: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None
+    name: str,
+    args: Sequence[str],
+    *,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    healthy_at: str | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """Starts a server process for the duration of the block."""
-    server = ServerProcess(name, args, env=env, log_dir=log_dir)
+    server = ServerProcess(name, args, env=env, log_dir=log_dir, healthy_at=healthy_at)
     await server.start()
     try:
         yield server

@@ -75,21 +75,27 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def run(keys: Sequence[str], settings: Settings) -> dict[str, dict[str, float]]:
-    """Figures per scenario key, in the order of ``keys``."""
+async def run(
+    keys: Sequence[str], settings: Settings, failed: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Figures per scenario key, in the order of ``keys``; ``failed`` gets why others failed."""
     timed = [k for k in keys if k not in UNTIMED]
     figures: dict[str, dict[str, float]] = {}
     async with bench_env() as env:
         if timed:
-            figures.update(await _run_timed(timed, env, settings))
+            figures.update(await _run_timed(timed, env, settings, failed))
         if "G" in keys:
             log.info("G: registry at scale")
-            figures["G"] = await _load(SCENARIOS["G"])(env, quick=settings.quick)
+            try:
+                figures["G"] = await _load(SCENARIOS["G"])(env, quick=settings.quick)
+            except Exception as exc:
+                log.error("scenario G failed: %s", exc)
+                failed["G"] = f"{type(exc).__name__}: {exc}"
     return {k: figures[k] for k in keys if k in figures}
 
 
 async def _run_timed(
-    keys: Sequence[str], env: BenchEnv, settings: Settings
+    keys: Sequence[str], env: BenchEnv, settings: Settings, failed: dict[str, str]
 ) -> dict[str, dict[str, float]]:
     samples: dict[str, list[Sample]] = {k: [] for k in keys}
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
@@ -97,8 +103,13 @@ async def _run_timed(
         calls: dict[str, Call] = {}
         for key in keys:
             log.info("starting %s", key)
-            opener = cast(Opener, _load(SCENARIOS[key]))
-            calls[key] = await stack.enter_async_context(opener(env))
+            try:
+                opener = cast(Opener, _load(SCENARIOS[key]))
+                calls[key] = await stack.enter_async_context(opener(env))
+            except Exception as exc:  # one broken scenario must not cost the others
+                log.error("scenario %s could not start: %s", key, exc)
+                failed[key] = f"{type(exc).__name__}: {exc}"
+        keys = [k for k in keys if k in calls]
         for round_no in range(settings.rounds):
             order = [*keys[round_no % len(keys) :], *keys[: round_no % len(keys)]]
             for key in order:

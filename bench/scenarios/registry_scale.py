@@ -1,0 +1,260 @@
+"""G. The registry at scale: does a call cost more with 10,000 tools than with 10?
+
+One registry process (``toolcall registry --roles default,small``) and the
+bench SDK plugin. Filler tools go into role ``default`` under one lease (as
+plugins register); role ``small`` holds a handful, so a role-filtered List
+should not grow with the registry. Measured at 10 tools, then again after
+filling up to 10,000:
+
+* Register p50: registering one more tool (unregistered again, untimed);
+* Invoke p50: ``ToolRegistry.Invoke`` of the plugin's ``get_weather``;
+* List p50: ``List(role="small")``;
+* the registry's resident memory (VmRSS);
+* at 10 tools, Watch fan-out: 100 watch streams open in the bench process;
+  the time from sending a Register until every stream has seen its event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+from bench.harness import percentile
+from bench.payload import DESCRIPTION, PARAMETERS, RAW_ARGUMENTS, TOOL_NAME
+from bench.processes import rss_bytes
+from bench.scenarios import stack
+from bench.scenarios.base import BenchEnv
+from toolcall.clients import auth_metadata, channel
+from toolcall.jsonvalue import to_struct
+from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
+
+log = logging.getLogger(__name__)
+
+SMALL, LARGE = 10, 10_000
+SMALL_ROLE_TOOLS = 4  # besides get_weather, which the plugin registers for every role
+WATCHERS = 100
+STREAMS_PER_CHANNEL = 25
+FILL_CONCURRENCY = 64
+LEASE_TTL_S = 300.0
+MB = 1024 * 1024
+
+Stub: TypeAlias = "registry_pb2_grpc.ToolRegistryAsyncStub"  # exists only in the .pyi
+
+
+class Registrar:
+    """Registers bench tools under one lease, kept alive while the scenario runs."""
+
+    def __init__(self, stub: Stub, callback_address: str) -> None:
+        self.stub = stub
+        self.callback_address = callback_address
+        self.metadata = auth_metadata()
+        self.lease_id = ""
+        self.parameters = to_struct(PARAMETERS)
+
+    @contextlib.asynccontextmanager
+    async def leased(self) -> AsyncIterator[None]:
+        reply = await self.stub.CreateLease(
+            registry_pb2.CreateLeaseRequest(ttl_seconds=LEASE_TTL_S, holder="bench:G"),
+            metadata=self.metadata,
+        )
+        self.lease_id = reply.lease_id
+        keeper = asyncio.create_task(self._keep_alive(reply.ttl_seconds or LEASE_TTL_S))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_alive(self, ttl_s: float) -> None:
+        while True:
+            await asyncio.sleep(ttl_s / 3)
+            await self.stub.KeepAlive(
+                registry_pb2.KeepAliveRequest(lease_id=self.lease_id), metadata=self.metadata
+            )
+
+    async def register(
+        self, name: str, role: str = "default", parameters: dict[str, Any] | None = None
+    ) -> None:
+        tool = tools_pb2.ToolDefinition(
+            name=name,
+            description=DESCRIPTION,
+            parameters=self.parameters if parameters is None else to_struct(parameters),
+            callback_address=self.callback_address,
+            role=role,
+            source="bench:G",
+        )
+        reply = await self.stub.Register(
+            registry_pb2.RegisterRequest(tool=tool, lease_id=self.lease_id),
+            metadata=self.metadata,
+            timeout=30,
+        )
+        if not reply.ok:
+            raise RuntimeError(f"G: register {name} failed: {reply.failed_roles}")
+
+    async def unregister(self, name: str) -> None:
+        await self.stub.Unregister(
+            registry_pb2.UnregisterRequest(name=name), metadata=self.metadata, timeout=30
+        )
+
+    async def fill(self, first: int, last: int) -> float:
+        """Registers fillers ``first`` to ``last - 1``, 64 in flight; returns registrations/s."""
+        names = iter(range(first, last))
+
+        async def worker() -> None:
+            for i in names:
+                await self.register(f"bench_tool_{i:05d}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(FILL_CONCURRENCY)))
+        return (last - first) / max(time.perf_counter() - started, 1e-9)
+
+
+async def p50_us(call: Callable[[int], Awaitable[Any]], samples: int) -> float:
+    for i in range(max(5, samples // 10)):
+        await call(i)
+    times = []
+    for i in range(samples):
+        started = time.perf_counter_ns()
+        await call(i)
+        times.append((time.perf_counter_ns() - started) / 1000.0)
+    return statistics.median(times)
+
+
+async def measure_calls(reg: Registrar, samples: int) -> dict[str, float]:
+    stub = reg.stub
+
+    async def invoke(i: int) -> None:
+        reply = await stub.Invoke(
+            registry_pb2.InvokeRequest(name=TOOL_NAME, raw_arguments=RAW_ARGUMENTS), timeout=30
+        )
+        if reply.result.is_error:
+            raise RuntimeError(f"G: invoke failed: {reply.result.error}")
+
+    async def list_role(i: int) -> None:
+        reply = await stub.List(registry_pb2.ListRequest(role="small"), timeout=30)
+        if len(reply.tools) != SMALL_ROLE_TOOLS + 1:
+            raise RuntimeError(f"G: List(role=small) returned {len(reply.tools)} tools")
+
+    return {
+        "register": await _register_p50_us(reg, samples),
+        "invoke": await p50_us(invoke, samples),
+        "list_role": await p50_us(list_role, samples),
+    }
+
+
+async def _register_p50_us(reg: Registrar, samples: int, *, new_schemas: bool = False) -> float:
+    """Register is timed alone; each probe is removed again so the count stays put.
+
+    Probes share the fillers' schema (a re-registration, the usual case) unless
+    ``new_schemas``: then each brings a schema the registry has not seen.
+    """
+    times = []
+    for i in range(samples):
+        name = f"bench_probe_{i}"
+        parameters = None
+        if new_schemas:
+            parameters = {**PARAMETERS, "description": f"probe {i} {time.time_ns()}"}
+        started = time.perf_counter_ns()
+        await reg.register(name, parameters=parameters)
+        times.append((time.perf_counter_ns() - started) / 1000.0)
+        await reg.unregister(name)
+    return statistics.median(times)
+
+
+class FanOut:
+    """``WATCHERS`` Watch streams; records when each sees a given tool's UPSERTED event."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.pending: dict[str, tuple[asyncio.Event, list[float]]] = {}
+        self._synced = 0
+        self._all_synced = asyncio.Event()
+
+    async def _watch(self, stub: Stub) -> None:
+        async for event in stub.Watch(registry_pb2.WatchRequest()):
+            if event.type == registry_pb2.EVENT_TYPE_SYNCED:
+                self._synced += 1
+                if self._synced == WATCHERS:
+                    self._all_synced.set()
+            elif event.type == registry_pb2.EVENT_TYPE_UPSERTED:
+                entry = self.pending.get(event.tool.tool.name)
+                if entry is not None:
+                    entry[1].append(time.perf_counter())
+                    if len(entry[1]) == WATCHERS:
+                        entry[0].set()
+
+    async def run(self, reg: Registrar, reps: int) -> list[float]:
+        channels = [channel(self.target) for _ in range(WATCHERS // STREAMS_PER_CHANNEL)]
+        watchers = [
+            asyncio.create_task(self._watch(registry_pb2_grpc.ToolRegistryStub(ch)))
+            for ch in channels
+            for _ in range(STREAMS_PER_CHANNEL)
+        ]
+        try:
+            await asyncio.wait_for(self._all_synced.wait(), 30)
+            latencies = []
+            for rep in range(reps):
+                name = f"bench_fanout_{rep}"
+                done = asyncio.Event()
+                self.pending[name] = (done, [])
+                started = time.perf_counter()
+                await reg.register(name)
+                await asyncio.wait_for(done.wait(), 30)
+                latencies.append((max(self.pending.pop(name)[1]) - started) * 1e6)
+                await reg.unregister(name)
+            return latencies
+        finally:
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            for ch in channels:
+                await ch.close()
+
+
+async def run(env: BenchEnv, *, quick: bool = False) -> dict[str, float]:
+    large = 300 if quick else LARGE
+    samples = 20 if quick else 300
+    reps = 5 if quick else 60
+    async with (
+        stack.registry(env, "G-registry", roles="default,small") as registry,
+        stack.plugin(env, "G-plugin", registry.target),
+        channel(registry.target) as ch,
+    ):
+        stub: Stub = registry_pb2_grpc.ToolRegistryStub(ch)
+        plugin_address = await _callback_address(stub)
+        reg = Registrar(stub, plugin_address)
+        figures: dict[str, float] = {"small_tools": SMALL, "large_tools": large}
+        async with reg.leased():
+            for i in range(SMALL_ROLE_TOOLS):
+                await reg.register(f"bench_small_{i}", role="small")
+            await reg.fill(0, SMALL - 1)  # plus get_weather: SMALL tools in role default
+            for key, value in (await measure_calls(reg, samples)).items():
+                figures[f"{key}_small_p50_us"] = round(value, 1)
+            figures["register_new_schema_p50_us"] = round(
+                await _register_p50_us(reg, samples, new_schemas=True), 1
+            )
+            figures["rss_small_mb"] = round(rss_bytes(registry.pid) / MB, 1)
+            fanout = sorted(await FanOut(registry.target).run(reg, reps))
+            figures["watch_fanout_p50_us"] = round(percentile(fanout, 50), 1)
+            figures["watch_fanout_p99_us"] = round(percentile(fanout, 99), 1)
+            figures["watchers"] = WATCHERS
+            log.info("G: filling the registry to %d tools", large)
+            figures["fill_per_s"] = round(await reg.fill(SMALL - 1, large - 1), 1)
+            for key, value in (await measure_calls(reg, samples)).items():
+                figures[f"{key}_large_p50_us"] = round(value, 1)
+            figures["rss_large_mb"] = round(rss_bytes(registry.pid) / MB, 1)
+        return figures
+
+
+async def _callback_address(stub: Stub) -> str:
+    listed = await stub.List(registry_pb2.ListRequest(role="default"), timeout=10)
+    for entry in listed.tools:
+        if entry.tool.name == TOOL_NAME:
+            return entry.tool.callback_address
+    raise RuntimeError(f"G: {TOOL_NAME} is not registered")
