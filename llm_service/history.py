@@ -163,14 +163,15 @@ class HistoryStore:
 
     # -- messages ---------------------------------------------------------
 
-    async def messages(self, session_id: str) -> list[Message]:
-        """The whole history of a session, oldest first (a copy)."""
+    async def messages(self, session_id: str, limit: int = 0) -> list[Message]:
+        """A session's history, oldest first (a copy); ``limit`` > 0: only the newest."""
         cached = self._cache.get(session_id)
         if cached is None:
             cached = await self._run(self._load, session_id)
             self._remember(session_id, cached)
         self._cache.move_to_end(session_id)
-        return list(self._cache[session_id].messages)
+        messages = self._cache[session_id].messages
+        return messages[-limit:] if limit > 0 else list(messages)
 
     def _remember(self, session_id: str, loaded: _Cached) -> None:
         # Loads and appends finish in any order; the copy with the most rows wins.

@@ -57,13 +57,11 @@ def parse_tool_content(content: str) -> Any:
 
 
 def trim_history(messages: list[Message], limit: int) -> list[Message]:
-    """The newest ``limit`` messages, never starting inside a tool-call exchange."""
-    if limit <= 0 or len(messages) <= limit:
-        return messages
-    kept = messages[-limit:]
+    """The newest ``limit`` messages (0: all), never starting inside a tool-call exchange."""
+    kept = messages[-limit:] if limit > 0 else messages
     start = 0
     # A tool result or an assistant message whose results were cut off would
     # be rejected by providers; start at the first plain message instead.
     while start < len(kept) and (kept[start].role == "tool" or kept[start].tool_calls):
         start += 1
-    return kept[start:]
+    return kept[start:] if start else kept

@@ -150,9 +150,8 @@ class Orchestrator:
 
         # One turn at a time per session, so histories never interleave.
         async with self._store.session_lock(req.session_id):
-            history = trim_history(
-                await self._store.messages(req.session_id), self._settings.max_history_messages
-            )
+            limit = self._settings.max_history_messages
+            history = trim_history(await self._store.messages(req.session_id, limit), limit)
             new: list[Message] = list(req.messages)
             tools = self._view.tools_for(req.role)
             limit_reached = False

@@ -205,7 +205,5 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             bad.append(("limit", "must not be negative"))
         if bad:
             await abort_invalid(context, bad)
-        messages = await self._store.messages(request.session_id)
-        if request.limit:
-            messages = messages[-request.limit :]
+        messages = await self._store.messages(request.session_id, request.limit)
         return llm_pb2.GetHistoryResponse(messages=[wire.message_to_proto(m) for m in messages])

@@ -367,3 +367,29 @@ async def test_cancelled_turn_releases_the_session_and_stores_nothing(
     assert reply.message.content == "after"
     assert time.monotonic() - started < 2  # the cancelled turn let go of the session
     assert [m.content for m in await env.history("cancel")] == ["next", "after"]
+
+
+async def test_only_the_newest_history_is_sent(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path, tool_plugin, openai=fake_openai, default_provider="openai", max_history_messages=3
+    ) as env:
+        await env.register("echo_x")
+        fake_openai.add(
+            Reply(text="a1"),
+            Reply(tool_calls=[("c1", "echo_x", "{}")]),
+            Reply(text="a2"),
+            Reply(text="a3"),
+        )
+        await env.chat("trim", "u1")
+        await env.chat("trim", "u2")  # u2, call, result, a2
+        await env.chat("trim", "u3")
+        sent = fake_openai.requests[-1].body["messages"]
+        # The newest 3 stored would start with a tool result: it is dropped too.
+        assert [(m["role"], m.get("content")) for m in sent] == [
+            ("system", sent[0]["content"]),
+            ("assistant", "a2"),
+            ("user", "u3"),
+        ]
+        assert len(await env.history("trim")) == 8  # the store keeps everything
