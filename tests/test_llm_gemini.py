@@ -11,7 +11,7 @@ import pytest
 
 from llm_service.messages import Message
 from llm_service.providers.gemini import SIGNATURE
-from tests.fake_providers import FakeGemini, HTTPError, Reply
+from tests.fake_providers import FakeGemini, Garbage, HTTPError, Reply, Stall
 from tests.support.llm_env import LLMEnv, fake_gemini, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 
@@ -130,3 +130,22 @@ async def test_http_errors(env: LLMEnv, fake_gemini: FakeGemini) -> None:
         await env.stream("g4", "hi")
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert await env.history("g4") == []
+
+
+async def test_timeout_and_garbage(
+    tmp_path: Path, tool_plugin: str, fake_gemini: FakeGemini
+) -> None:
+    async with llm_env(
+        tmp_path, tool_plugin, gemini=fake_gemini, default_provider="gemini", provider_timeout_s=0.5
+    ) as env:
+        fake_gemini.add(Stall(1.5))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await env.chat("g5", "hi")
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "did not answer within 0.5s" in err.value.details()
+        fake_gemini.add(Garbage())
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await env.chat("g5", "hi")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "unreadable" in err.value.details()
+        assert await env.history("g5") == []
