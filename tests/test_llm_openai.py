@@ -393,3 +393,15 @@ async def test_only_the_newest_history_is_sent(
             ("user", "u3"),
         ]
         assert len(await env.history("trim")) == 8  # the store keeps everything
+
+
+async def test_slow_tool_times_out_as_an_error_result(env: LLMEnv, fake_openai: FakeOpenAI) -> None:
+    await env.register("sleep_slow", timeout_s=0.3)
+    fake_openai.add(Reply(tool_calls=[("c1", "sleep_slow", '{"seconds": 2}')]), Reply(text="late"))
+    started = time.monotonic()
+    reply = await env.chat("slowtool", "go")
+    assert time.monotonic() - started < 1.5
+    [record] = reply.tool_calls
+    assert record.result.is_error
+    assert record.result.error.startswith("DEADLINE_EXCEEDED: plugin for tool 'sleep_slow'")
+    assert reply.message.content == "late"
