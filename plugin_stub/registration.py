@@ -118,7 +118,14 @@ class Registrar:
         """Asks the loop to push ToolTable changes now (callable from any thread)."""
         if self._loop is None or self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._mark_dirty)
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._mark_dirty()  # at once, so a following wait_synced() waits
+        else:
+            self._loop.call_soon_threadsafe(self._mark_dirty)
 
     def _mark_dirty(self) -> None:
         self._synced.clear()

@@ -1,0 +1,108 @@
+"""The Node.js plugin (examples/node_plugin) registers and is invoked through the registry."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_plugin_support import (
+    REPO_ROOT,
+    ChildProcess,
+    child_env,
+    list_tools,
+    registry_in_process,
+    wait_for,
+)
+from toolcall.clients import channel
+from toolcall.jsonvalue import from_value, to_struct
+from toolcall.v1 import registry_pb2, registry_pb2_grpc
+
+NODE_DIR = REPO_ROOT / "examples" / "node_plugin"
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+
+pytestmark = pytest.mark.skipif(
+    NODE is None or NPM is None, reason="node and npm are needed for the Node.js plugin test"
+)
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """Installs the plugin's dependencies from package-lock.json when missing (clean clone)."""
+    modules = NODE_DIR / "node_modules"
+    if (
+        not (modules / "@grpc" / "grpc-js").is_dir()
+        or not (modules / "@grpc/proto-loader").is_dir()
+    ):
+        assert NPM is not None
+        done = subprocess.run(
+            [NPM, "install", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"npm install failed:\n{done.stdout}\n{done.stderr}"
+    return modules
+
+
+class NodePlugin(ChildProcess):
+    name = "node plugin"
+
+    def __init__(self, registry: str, tmp_path: Path, lease_ttl: str = "30") -> None:
+        assert NODE is not None
+        env = child_env(TOOLCALL_REGISTRY_ADDRESS=registry, TOOLCALL_PLUGIN_LEASE_TTL=lease_ttl)
+        super().__init__([NODE, str(NODE_DIR / "plugin.js")], tmp_path / "node.log", env)
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[str]:
+    async with registry_in_process(tmp_path) as target:
+        yield target
+
+
+@pytest.mark.anyio
+async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
+    node_modules: Path, registry: str, tmp_path: Path
+) -> None:
+    async with channel(registry) as ch:
+        stub = registry_pb2_grpc.ToolRegistryStub(ch)
+        with NodePlugin(registry, tmp_path) as plugin:
+            tools = await wait_for(lambda: list_tools(stub, source="plugin:node_text"), len, 20)
+            assert {t.tool.name for t in tools} == {"word_count", "reverse"}
+            assert all(t.lease_id for t in tools)
+            word_count = next(t.tool for t in tools if t.tool.name == "word_count")
+            assert word_count.callback_address.startswith("127.0.0.1:")
+
+            reply = await stub.Invoke(
+                registry_pb2.InvokeRequest(
+                    name="word_count", arguments=to_struct({"text": "one two  three\nfour"})
+                ),
+                timeout=10,
+            )
+            assert not reply.result.is_error, reply.result.error
+            assert from_value(reply.result.output) == {"words": 4, "characters": 19, "lines": 2}
+
+            reply = await stub.Invoke(
+                registry_pb2.InvokeRequest(name="reverse", raw_arguments='{"text": "héllo"}'),
+                timeout=10,
+            )
+            assert from_value(reply.result.output) == "olléh"
+
+            # The registry validates against the schema the Node plugin registered.
+            reply = await stub.Invoke(
+                registry_pb2.InvokeRequest(name="reverse", arguments=to_struct({"text": 5})),
+                timeout=10,
+            )
+            assert reply.result.is_error and "INVALID_ARGUMENT" in reply.result.error
+
+            stopped = time.monotonic()
+            plugin.proc.send_signal(signal.SIGTERM)
+            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), lambda t: not t, 5)
+            assert time.monotonic() - stopped < 3  # cleared, not expired (TTL is 30 s)
+            assert plugin.proc.wait(10) == 0
