@@ -81,11 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     titles = {k: s.title for k, s in SCENARIOS.items()}
-    print(report.table(figures, titles))
-    if more := report.extras(figures):
-        print()
-        print(more)
-    print()
+    for section in (report.table(figures, titles), report.extras(figures)):
+        if section:
+            print(section, end="\n\n")
     print(report.verdicts(targets))
     for key, reason in failed.items():
         print(f"FAILED   scenario {key}: {reason.splitlines()[0]}")

@@ -15,6 +15,9 @@ def _ratio(value: float | None, base: float | None) -> str:
 
 
 def table(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str]) -> str:
+    """The timed scenarios side by side; empty when only G ran."""
+    if not any("p50_us" in fig for fig in scenarios.values()):
+        return ""
     base = scenarios.get("A", {})
     rows: list[tuple[str, ...]] = [COLUMNS]
     for key, fig in scenarios.items():

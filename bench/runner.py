@@ -37,9 +37,13 @@ SCENARIOS: dict[str, ScenarioInfo] = {
     s.key: s
     for s in (
         ScenarioInfo("A", "bare grpc.aio unary (floor)", "bench.scenarios.grpc_floor"),
+        ScenarioInfo("A-uds", "bare grpc.aio unary, UDS", "bench.scenarios.grpc_floor", "open_uds"),
         ScenarioInfo("B", "Dispatcher.invoke → SDK plugin, TCP", "bench.scenarios.dispatch"),
         ScenarioInfo(
             "B-uds", "Dispatcher.invoke → SDK plugin, UDS", "bench.scenarios.dispatch", "open_uds"
+        ),
+        ScenarioInfo(
+            "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),

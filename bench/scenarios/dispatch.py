@@ -4,7 +4,9 @@ The bench process plays the LLMService: it holds the tool's ``ToolSpec`` (as
 its Watch-fed view would) and calls ``Dispatcher.invoke(spec,
 raw_arguments=...)`` with the model's argument string: parse, validate, build
 the request, one gRPC hop to a real SDK plugin process, shape the result.
-B dials the plugin over TCP loopback, B-uds over a unix socket.
+B dials the plugin over TCP loopback, B-uds over a unix socket. The tool is
+an ``async def``; B-sync serves the same tool as a plain ``def``, which the
+SDK runs in its thread pool (what that hop costs).
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ def spec_for(address: str) -> ToolSpec:
 
 
 @contextlib.asynccontextmanager
-async def _open(env: BenchEnv, name: str, listen: str) -> AsyncIterator[Call]:
+async def _open(
+    env: BenchEnv, name: str, listen: str, *, sync_handler: bool = False
+) -> AsyncIterator[Call]:
     args = ["-m", "bench.servers.sdk_plugin", "--address", listen]
+    if sync_handler:
+        args.append("--sync")
     async with running(name, args, log_dir=env.log_dir, env=plugin_env(env)) as plugin:
         spec = spec_for(plugin.target)
         dispatcher = Dispatcher()
@@ -63,3 +69,7 @@ def open_scenario(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]
 
 def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
     return _open(env, "B-uds", f"unix:{env.tmp_dir}/plugin-b.sock")
+
+
+def open_sync(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    return _open(env, "B-sync", "127.0.0.1:0", sync_handler=True)

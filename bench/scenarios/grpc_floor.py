@@ -17,11 +17,19 @@ from toolcall.jsonvalue import from_value, to_struct
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
 
+def open_scenario(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    return _open(env, "A", "127.0.0.1:0")
+
+
+def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    """A-uds: the same over a unix socket, to show what the transport alone changes."""
+    return _open(env, "A-uds", f"unix:{env.tmp_dir}/echo-a.sock")
+
+
 @contextlib.asynccontextmanager
-async def open_scenario(env: BenchEnv) -> AsyncIterator[Call]:
-    async with running(
-        "A-grpc-echo", ["-m", "bench.servers.grpc_echo"], log_dir=env.log_dir
-    ) as srv:
+async def _open(env: BenchEnv, name: str, listen: str) -> AsyncIterator[Call]:
+    args = ["-m", "bench.servers.grpc_echo", listen]
+    async with running(name, args, log_dir=env.log_dir) as srv:
         async with channel(srv.target) as ch:
             stub: callback_pb2_grpc.ToolCallbackAsyncStub = callback_pb2_grpc.ToolCallbackStub(ch)
 
@@ -34,5 +42,5 @@ async def open_scenario(env: BenchEnv) -> AsyncIterator[Call]:
                 )
                 return await stub.Invoke(request, timeout=30)
 
-            expect_output(from_value((await call()).output), "A")
+            expect_output(from_value((await call()).output), name)
             yield call
