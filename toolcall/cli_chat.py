@@ -27,26 +27,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", help="model name for the provider")
 
 
-def print_event(event: llm_pb2.ChatStreamResponse, out: TextIO = sys.stdout) -> None:
-    """Human-readable rendering of one ChatStream event (shared with the demo)."""
-    kind = event.WhichOneof("event")
-    if kind == "text_delta":
-        out.write(event.text_delta.text)
-    elif kind == "tool_call_started":
-        call = event.tool_call_started.call
-        out.write(f"  -> {call.name}({call.raw_arguments or '{}'})  [{call.call_id}]\n")
-    elif kind == "tool_call_finished":
-        rec = event.tool_call_finished.record
-        if rec.result.is_error:
-            status = f"error: {rec.result.error}"
-        elif rec.task_id:
-            status = f"accepted as task {rec.task_id}"
-        else:
-            status = value_to_json(rec.result.output)
-        out.write(f"  <- {rec.call.name}: {status}  ({rec.latency_ms:.1f} ms)\n")
-    elif kind == "final":
-        out.write("\n")
-    out.flush()
+class EventPrinter:
+    """Human-readable rendering of ChatStream events (shared with the demo).
+
+    Tool calls get a line each as they happen; the model's text is written as
+    it streams, after an ``assistant>`` prompt.
+    """
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.in_text = False
+
+    def __call__(self, event: llm_pb2.ChatStreamResponse) -> None:
+        kind = event.WhichOneof("event")
+        out = self.out
+        if kind == "text_delta":
+            if not self.in_text:
+                out.write("assistant> ")
+                self.in_text = True
+            out.write(event.text_delta.text)
+        elif kind == "tool_call_started":
+            call = event.tool_call_started.call
+            self._end_text()
+            out.write(f"  -> {call.name}({call.raw_arguments or '{}'})  [{call.call_id}]\n")
+        elif kind == "tool_call_finished":
+            rec = event.tool_call_finished.record
+            if rec.result.is_error:
+                status = f"error: {rec.result.error}"
+            elif rec.task_id:
+                status = f"accepted as task {rec.task_id}"
+            else:
+                status = value_to_json(rec.result.output)
+            self._end_text()
+            out.write(f"  <- {rec.call.name}: {status}  ({rec.latency_ms:.1f} ms)\n")
+        elif kind == "final":
+            self._end_text()
+        out.flush()
+
+    def _end_text(self) -> None:
+        if self.in_text:
+            self.out.write("\n")
+            self.in_text = False
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -61,6 +82,7 @@ async def main(args: argparse.Namespace) -> int:
     async with channel(args.target) as ch:
         stub = llm_pb2_grpc.LLMServiceStub(ch)
         print(f"[session {session}]", file=sys.stderr)
+        show = EventPrinter()
         async for event in stub.ChatStream(llm_pb2.ChatStreamRequest(request=request)):
-            print_event(event)
+            show(event)
     return 0

@@ -15,7 +15,7 @@ import sys
 import uuid
 
 from toolcall import config
-from toolcall.cli_chat import print_event
+from toolcall.cli_chat import EventPrinter
 from toolcall.clients import channel
 from toolcall.jsonvalue import value_to_json
 from toolcall.stack import add_arguments as add_stack_arguments
@@ -41,14 +41,15 @@ def heading(text: str) -> None:
 
 
 async def chat(stub: llm_pb2_grpc.LLMServiceAsyncStub, session: str, text: str) -> None:
-    print(f"user> {text}\nassistant> ", end="", flush=True)
+    print(f"user> {text}", flush=True)
     request = llm_pb2.ChatRequest(
         session_id=session,
         role=config.DEFAULT_ROLE,
         messages=[llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_USER, content=text)],
     )
+    show = EventPrinter()
     async for event in stub.ChatStream(llm_pb2.ChatStreamRequest(request=request), timeout=60):
-        print_event(event)
+        show(event)
 
 
 async def run_script(registry_address: str, llm_address: str) -> None:
