@@ -43,7 +43,9 @@ def is_local_peer(peer: str) -> bool:
         except ValueError:
             return False
     if peer.startswith("ipv6:["):
-        host = peer[len("ipv6:[") :].partition("]")[0]
+        host, sep, _ = peer[len("ipv6:[") :].partition("]:")
+        if not sep:
+            return False
         try:
             ip = ipaddress.IPv6Address(host)
         except ValueError:

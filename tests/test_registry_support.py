@@ -1,0 +1,154 @@
+"""Helpers for the registry tests: a registry on loopback and a tiny plugin.
+
+(No tests here; the name keeps it next to the tests that use it.) The plugin
+side is a real grpc.aio ToolCallback server in the test process, so tests can
+see exactly what reached it (arguments, deadline, cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from registry_service import RegistryHost, RegistrySettings, start_registry
+from toolcall.jsonvalue import from_struct, to_struct, to_value
+from toolcall.v1 import (
+    callback_pb2,
+    callback_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    tools_pb2,
+)
+
+NUMBER_SCHEMA = {
+    "type": "object",
+    "properties": {"x": {"type": "number"}},
+    "required": ["x"],
+    "additionalProperties": False,
+}
+
+
+def tool(name: str, address: str = "127.0.0.1:1", **fields: Any) -> tools_pb2.ToolDefinition:
+    """A valid ToolDefinition; ``parameters`` may be a plain dict."""
+    params = fields.pop("parameters", None)
+    d = tools_pb2.ToolDefinition(name=name, callback_address=address, **fields)
+    if params is not None:
+        d.parameters.CopyFrom(to_struct(params))
+    return d
+
+
+@dataclass
+class Registry:
+    host: RegistryHost
+    stub: registry_pb2_grpc.ToolRegistryAsyncStub
+    channel: grpc.aio.Channel
+
+    @property
+    def target(self) -> str:
+        return self.host.target
+
+    async def register(
+        self, definition: tools_pb2.ToolDefinition, lease_id: str = ""
+    ) -> registry_pb2.RegisterResponse:
+        return await self.stub.Register(
+            registry_pb2.RegisterRequest(tool=definition, lease_id=lease_id), timeout=5
+        )
+
+    async def names(self, role: str | None = None, source: str = "") -> list[tuple[str, str]]:
+        request = registry_pb2.ListRequest(source=source)
+        if role is not None:
+            request.role = role
+        reply = await self.stub.List(request, timeout=5)
+        return [(t.role, t.tool.name) for t in reply.tools]
+
+
+def settings(tmp_path: Path, **overrides: Any) -> RegistrySettings:
+    base = RegistrySettings(
+        address="127.0.0.1:0",
+        data_path=tmp_path / "registry.sqlite3",
+        lease_sweep_interval_s=0.05,
+        grace_s=1.0,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running_registry(tmp_path: Path, **overrides: Any) -> AsyncIterator[Registry]:
+    host = await start_registry(settings(tmp_path, **overrides))
+    channel = grpc.aio.insecure_channel(host.target)
+    try:
+        yield Registry(host, registry_pb2_grpc.ToolRegistryStub(channel), channel)
+    finally:
+        await channel.close()
+        await host.stop()
+
+
+async def read(call: Any, n: int, timeout_s: float = 5) -> list[registry_pb2.WatchResponse]:
+    """The next ``n`` events of a Watch call (fails on end of stream or timeout)."""
+    out = []
+    for _ in range(n):
+        event = await asyncio.wait_for(call.read(), timeout_s)
+        assert event is not grpc.aio.EOF
+        out.append(event)
+    return out
+
+
+@dataclass
+class Seen:
+    """What the plugin saw of one call."""
+
+    request: callback_pb2.ToolCallbackInvokeRequest
+    time_remaining: float | None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Plugin(callback_pb2_grpc.ToolCallbackServicer):
+    """Tools by name: ``echo`` returns its arguments, ``sleep`` waits ``seconds``,
+    ``fail`` aborts with INTERNAL, ``report_error`` answers is_error=true.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Seen] = []
+        self.started = asyncio.Event()
+
+    async def Invoke(
+        self, request: callback_pb2.ToolCallbackInvokeRequest, context: grpc.aio.ServicerContext
+    ) -> callback_pb2.ToolCallbackInvokeResponse:
+        seen = Seen(request, context.time_remaining())
+        self.calls.append(seen)
+        self.started.set()
+        args = from_struct(request.arguments)
+        if request.name == "sleep":
+            try:
+                await asyncio.sleep(float(args.get("seconds", 30)))
+            except asyncio.CancelledError:
+                seen.cancelled.set()
+                raise
+            return callback_pb2.ToolCallbackInvokeResponse(output=to_value("slept"))
+        if request.name == "fail":
+            await context.abort(grpc.StatusCode.INTERNAL, "plugin blew up")
+        if request.name == "report_error":
+            return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="no such city")
+        return callback_pb2.ToolCallbackInvokeResponse(
+            output=to_value({"args": args, "raw": request.raw_arguments, "role": request.role})
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_plugin() -> AsyncIterator[tuple[Plugin, str]]:
+    plugin = Plugin()
+    server = grpc.aio.server()
+    callback_pb2_grpc.add_ToolCallbackServicer_to_server(plugin, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield plugin, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
