@@ -15,7 +15,7 @@ import grpc
 from registry_service import wire
 from registry_service.leases import UnknownLeaseError, ttl_error
 from registry_service.registry import Registry, ToolNotFoundError
-from registry_service.store import Entry, UnknownRoleError
+from registry_service.store import UnknownRoleError
 from registry_service.watch import Closed, Overflowed
 from toolcall.errors import abort_invalid
 from toolcall.jsonvalue import from_struct
@@ -53,10 +53,6 @@ async def _not_found(context: grpc.aio.ServicerContext, exc: Exception) -> NoRet
 class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     def __init__(self, registry: Registry[registry_pb2.WatchResponse]) -> None:
         self.registry = registry
-
-    def _registered(self, entries: list[Entry]) -> list[registry_pb2.RegisteredTool]:
-        stats = self.registry.dispatcher.stats
-        return [wire.registered_tool(e, stats.get(e.spec.name)) for e in entries]
 
     async def Register(
         self, request: registry_pb2.RegisterRequest, context: grpc.aio.ServicerContext
@@ -110,7 +106,11 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             entries = self.registry.entries(role, request.source)
         except UnknownRoleError as exc:
             await _not_found(context, exc)
-        return registry_pb2.ListResponse(tools=self._registered(entries), roles=self.registry.roles)
+        reply = registry_pb2.ListResponse(roles=self.registry.roles)
+        stats = self.registry.dispatcher.stats
+        for entry in entries:
+            wire.fill_registered_tool(reply.tools.add(), entry, stats.get(entry.spec.name))
+        return reply
 
     async def Invoke(
         self, request: registry_pb2.InvokeRequest, context: grpc.aio.ServicerContext
@@ -147,14 +147,16 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         revision = self.registry.store.revision
         instance_id = self.registry.instance_id
         try:
-            for tool in self._registered(entries):
-                yield registry_pb2.WatchResponse(
+            stats = self.registry.dispatcher.stats
+            for entry in entries:
+                event = registry_pb2.WatchResponse(
                     type=registry_pb2.EVENT_TYPE_UPSERTED,
-                    tool=tool,
                     reason="snapshot",
                     revision=revision,
                     instance_id=instance_id,
                 )
+                wire.fill_registered_tool(event.tool, entry, stats.get(entry.spec.name))
+                yield event
             yield registry_pb2.WatchResponse(
                 type=registry_pb2.EVENT_TYPE_SYNCED, revision=revision, instance_id=instance_id
             )
