@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import sqlite3
 from pathlib import Path
 
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,5 +57,12 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
 
 
 async def main(args: argparse.Namespace) -> int:
-    await RegistryHost(settings_from_args(args)).run_until_signal()
+    host = RegistryHost(settings_from_args(args))
+    try:
+        await host.start()
+    except (OSError, RuntimeError, sqlite3.Error) as exc:
+        # Port taken, unwritable data dir...: one readable line, no traceback.
+        log.error("cannot start the registry on %s: %s", args.address, exc)
+        return 1
+    await host.run_until_signal(started=True)
     return 0

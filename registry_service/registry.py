@@ -97,6 +97,7 @@ class Registry(Generic[M]):
             self._restore(await self.archive.open())
             self.store.subscribe(self.archive.record)
         self.store.subscribe(self.hub.publish)
+        self.store.subscribe(self._forget_stats)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-lease-sweeper")
 
     def _restore(self, stored: list[StoredTool]) -> None:
@@ -119,6 +120,13 @@ class Registry(Generic[M]):
             loaded += 1
         if stored:
             log.info("restored %d stored tools", loaded)
+
+    def _forget_stats(self, change: Change) -> None:
+        # Stats are per tool name; drop them once no role has the tool, so
+        # churn of short-lived tools does not grow memory.
+        name = change.entry.spec.name
+        if change.removed and self.store.find(name, None) is None:
+            self.dispatcher.stats.pop(name, None)
 
     def end_watches(self) -> None:
         """Ends every Watch stream (shutdown); watchers reconnect elsewhere or later."""

@@ -50,8 +50,8 @@ class RegistryHost(ServiceHost):
         self.on_stop(self.registry.close)
 
     async def start(self) -> int:
-        await self.registry.open()
         try:
+            await self.registry.open()
             port = await super().start()
         except BaseException:
             await self.registry.close()

@@ -210,3 +210,24 @@ async def test_async_mode_tools_run_to_completion_here(tmp_path: Path) -> None:
         )
         assert not reply.result.is_error
         assert from_value(reply.result.output) == "slept"
+
+
+async def test_stats_survive_replacement_but_not_removal(tmp_path: Path) -> None:
+    async with (
+        running_plugin() as (_, address),
+        running_registry(tmp_path, roles=["a", "b"]) as reg,
+    ):
+        await reg.register(tool("echo", address))
+        await reg.stub.Invoke(registry_pb2.InvokeRequest(name="echo"))
+
+        async def calls() -> list[int]:
+            listed = await reg.stub.List(registry_pb2.ListRequest())
+            return [t.stats.calls for t in listed.tools]
+
+        await reg.register(tool("echo", address, description="v2"))
+        assert await calls() == [1, 1]  # shared by both roles, kept on replace
+        await reg.stub.Unregister(registry_pb2.UnregisterRequest(name="echo", role="a"))
+        assert await calls() == [1]
+        await reg.stub.Unregister(registry_pb2.UnregisterRequest(name="echo"))
+        await reg.register(tool("echo", address))
+        assert await calls() == [0, 0]

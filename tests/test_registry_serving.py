@@ -223,3 +223,30 @@ def test_empty_roles_are_refused(tmp_path: Path, roles: str) -> None:
     )
     assert result.returncode != 0
     assert "--roles" in result.stderr
+
+
+def test_a_taken_port_is_one_readable_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "toolcall.cli",
+                "registry",
+                "--address",
+                address,
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=30,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
+    assert result.returncode == 1
+    assert f"cannot start the registry on {address}" in result.stderr
+    assert "Traceback" not in result.stderr
