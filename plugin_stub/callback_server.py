@@ -88,9 +88,11 @@ class ToolRunner:
             except ValueError as exc:
                 return error_response(f"INVALID_ARGUMENT: {exc}")
         timeout = tool.meta.timeout_s
-        if remaining_s is not None and remaining_s < timeout:
-            timeout = max(remaining_s, 0.0)
-        limit = asyncio.timeout(timeout)
+        # A caller's deadline that comes first is enforced by gRPC itself (it
+        # cancels this task); a timer of our own per call for it would cost
+        # ~14 µs of CPU under load. Only the tool's own, shorter timeout needs one.
+        caller_governs = remaining_s is not None and remaining_s <= timeout
+        limit = asyncio.timeout(None if caller_governs else timeout)
         try:
             async with limit:
                 if tool.is_coroutine:
