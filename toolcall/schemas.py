@@ -3,6 +3,12 @@
 A tool's schema is checked once, when it is registered; the compiled
 validator is cached by the schema's canonical JSON, so a call only pays for
 validating its arguments, never for compiling the schema.
+
+Schemas must be self-contained: a ``$ref`` may only point inside the schema
+("#..."). jsonschema would otherwise fetch remote references over HTTP while
+validating arguments - a request to any URL a registrant chose, made by the
+registry or LLMService (SSRF) - so validators are built with an empty
+reference registry that never retrieves anything.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -79,12 +87,51 @@ def _meta_schema_error(schema: dict[str, Any]) -> str | None:
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path) or "(root)"
         return f"is not a valid JSON Schema at {where}: {exc.message}"
+    if err := _outside_reference_error(schema):
+        return err
+    # Catches references that loop or lead nowhere from the root (an empty
+    # object walks every top-level "$ref"); deeper ones fail at call time.
+    if reason := _evaluation_error(Draft202012Validator(schema, registry=_NO_RETRIEVAL), {}):
+        return f"cannot be evaluated: {reason}"
+    return None
+
+
+def _outside_reference_error(schema: Any, path: str = "") -> str | None:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                if not value.startswith("#"):
+                    return (
+                        f"{key} {value[:100]!r} at {path or '(root)'} points outside the schema; "
+                        'tool schemas must be self-contained ("#/$defs/...")'
+                    )
+            elif err := _outside_reference_error(value, f"{path}/{key}"):
+                return err
+    elif isinstance(schema, list):
+        for i, item in enumerate(schema):
+            if err := _outside_reference_error(item, f"{path}/{i}"):
+                return err
+    return None
+
+
+# References are resolved within the schema only; nothing is ever fetched.
+_NO_RETRIEVAL: Registry[Any] = Registry()
+
+
+def _evaluation_error(validator: Draft202012Validator, arguments: Any) -> str | None:
+    """Why ``validator`` cannot evaluate ``arguments`` at all (not: why they are invalid)."""
+    try:
+        validator.is_valid(arguments)
+    except Unresolvable as exc:
+        return f"unresolvable $ref: {str(exc)[:200]}"
+    except RecursionError:
+        return "its $refs loop without end"
     return None
 
 
 @functools.lru_cache(maxsize=4096)
 def _compiled(canonical: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(canonical))
+    return Draft202012Validator(json.loads(canonical), registry=_NO_RETRIEVAL)
 
 
 def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
@@ -94,9 +141,13 @@ def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
     validator = _compiled(json.dumps(schema, sort_keys=True))
 
     def validate(arguments: dict[str, Any]) -> str | None:
-        if validator.is_valid(arguments):  # the usual case, cheaper than best_match
-            return None
-        error = best_match(validator.iter_errors(arguments))
+        try:
+            if validator.is_valid(arguments):  # the usual case, cheaper than best_match
+                return None
+            error = best_match(validator.iter_errors(arguments))
+        except (Unresolvable, RecursionError):
+            reason = _evaluation_error(validator, arguments)
+            return f"the tool's parameter schema cannot be evaluated: {reason}"
         if error is None:
             return None
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
