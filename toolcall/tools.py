@@ -22,7 +22,8 @@ from toolcall.schemas import (
 )
 from toolcall.v1 import tools_pb2
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+# \Z, not $: "$" also matches before a final newline ("name\n" would pass).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_DESCRIPTION_CHARS = 4096
 MAX_SOURCE_CHARS = 128
 MAX_ACK_CHARS = 4096
