@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(SCENARIOS)
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     titles = {k: s.title for k, s in SCENARIOS.items()}
-    for section in (report.table(figures, titles), report.extras(figures)):
+    sections = [report.table(figures, titles), report.extras(figures)]
+    if args.markdown:
+        sections.append(report.markdown(figures, titles))
+    for section in sections:
         if section:
             print(section, end="\n\n")
     print(report.verdicts(targets))

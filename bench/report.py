@@ -14,12 +14,11 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def table(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str]) -> str:
-    """The timed scenarios side by side; empty when only G ran."""
-    if not any("p50_us" in fig for fig in scenarios.values()):
-        return ""
+def _rows(
+    scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str]
+) -> list[tuple[str, ...]]:
     base = scenarios.get("A", {})
-    rows: list[tuple[str, ...]] = [COLUMNS]
+    rows: list[tuple[str, ...]] = []
     for key, fig in scenarios.items():
         if "p50_us" not in fig:
             continue
@@ -34,6 +33,15 @@ def table(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str
                 _ratio(fig["c64_per_s"], base.get("c64_per_s")),
             )
         )
+    return rows
+
+
+def table(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str]) -> str:
+    """The timed scenarios side by side; empty when only G ran."""
+    rows = _rows(scenarios, titles)
+    if not rows:
+        return ""
+    rows.insert(0, COLUMNS)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(rows):
@@ -42,6 +50,16 @@ def table(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(scenarios: Mapping[str, Mapping[str, float]], titles: Mapping[str, str]) -> str:
+    """The same table in Markdown (for docs/performance.md)."""
+    rows = _rows(scenarios, titles)
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---" + "|--:" * (len(COLUMNS) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
