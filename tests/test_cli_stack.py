@@ -13,9 +13,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from toolcall.stack import Stack
+from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).with_name("grpcurl"))
@@ -187,13 +189,24 @@ def test_grpcurl_commands_from_the_readme(stack: Stack) -> None:
     assert "Oslo" in chat["message"]["content"]
 
 
-def test_tools_clear_removes_a_plugins_tools(stack: Stack) -> None:
+def test_tools_clear_removes_tools_of_a_source(stack: Stack) -> None:
+    # A tool registered by hand (no lease): Clear is what removes it.
+    definition = tools_pb2.ToolDefinition(
+        name="manual_echo",
+        description="registered by hand",
+        callback_address="127.0.0.1:9",
+        source="manual:cli-test",
+    )
+    with grpc.insecure_channel(stack.registry_address) as ch:
+        registry_pb2_grpc.ToolRegistryStub(ch).Register(
+            registry_pb2.RegisterRequest(tool=definition), timeout=10
+        )
     reg = ("tools", "--registry", stack.registry_address)
-    cleared = toolcall(*reg, "clear", "--source", "plugin:weather")
-    assert cleared.returncode == 0 and cleared.stdout.strip().startswith("removed ")
-    assert int(cleared.stdout.split()[1]) >= 2
+    assert "manual_echo" in toolcall(*reg, "list").stdout
+    cleared = toolcall(*reg, "clear", "--source", "manual:cli-test")
+    assert cleared.returncode == 0 and cleared.stdout.strip() == "removed 1"
     listing = toolcall(*reg, "list", "--json")
     names = {r["name"] for r in json.loads(listing.stdout)["tools"]}
-    assert "get_weather" not in names and "ping" in names
+    assert "manual_echo" not in names and "get_weather" in names
     missing = toolcall(*reg, "clear", "--source", "")
     assert missing.returncode == 1 and "INVALID_ARGUMENT" in missing.stderr
