@@ -123,9 +123,9 @@ class OpenAICompatProvider:
         try:
             if request.stream:
                 async for item in self._stream(params, names):
-                    yield item
+                    yield _checked(item)
             else:
-                yield await self._complete(params, names)
+                yield _checked(await self._complete(params, names))
         except ProviderError:
             raise
         except openai.APITimeoutError:
@@ -154,8 +154,11 @@ class OpenAICompatProvider:
             function = getattr(c, "function", None)
             if function is None:  # custom (non-function) tool calls are not offered
                 continue
+            arguments = function.arguments
+            if isinstance(arguments, dict | list):  # some compatible servers send objects
+                arguments = json.dumps(arguments)
             turn.tool_calls.append(
-                ToolCall(c.id or new_call_id(), names.tool_name(function.name), function.arguments)
+                ToolCall(c.id or new_call_id(), names.tool_name(function.name), arguments or "")
             )
         if resp.usage:
             turn.prompt_tokens = resp.usage.prompt_tokens
@@ -201,6 +204,28 @@ class OpenAICompatProvider:
                 ToolCall(call_id or new_call_id(), names.tool_name(name), "".join(pieces))
             )
         yield turn
+
+
+def _checked(item: TextChunk | ModelTurn) -> TextChunk | ModelTurn:
+    """``item`` if its text fields are strings: the SDK does not check a garbled answer.
+
+    Token counts that are not integers are read as 0 (they only feed Usage).
+    """
+    if isinstance(item, TextChunk):
+        strings: list[Any] = [item.text]
+    else:
+        strings = [item.text, *(v for c in item.tool_calls for v in (c.call_id, c.name))]
+        strings += [c.raw_arguments for c in item.tool_calls]
+        if type(item.prompt_tokens) is not int:
+            item.prompt_tokens = 0
+        if type(item.completion_tokens) is not int:
+            item.completion_tokens = 0
+    if all(type(v) is str for v in strings):
+        return item
+    raise ProviderError(
+        "unavailable",
+        "provider 'openai' returned an unreadable response: a field has the wrong type",
+    )
 
 
 def _status_detail(exc: openai.APIStatusError) -> str:
