@@ -24,8 +24,9 @@ from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-ROLE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+# \Z, not $: "$" also matches before a final newline ("s1\n" would pass).
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
+ROLE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 MAX_MODEL_CHARS = 128
 
 STATUS: dict[ErrorKind, grpc.StatusCode] = {
