@@ -23,7 +23,7 @@ class UnknownLeaseError(LookupError):
     def __init__(self, lease_id: str) -> None:
         self.lease_id = lease_id
         super().__init__(
-            f"lease {lease_id!r} is unknown (expired, revoked, or the registry restarted); "
+            f"lease {lease_id[:80]!r} is unknown (expired, revoked, or the registry restarted); "
             "create a new lease and register again"
         )
 

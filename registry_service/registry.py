@@ -199,8 +199,8 @@ class Registry(Generic[M]):
         self.check_role(role)
         entry = self.store.find(name, role)
         if entry is None:
-            where = f"role {role!r}" if role is not None else "any role"
-            raise ToolNotFoundError(f"tool {name!r} is not registered in {where}")
+            where = f"role {role[:80]!r}" if role is not None else "any role"
+            raise ToolNotFoundError(f"tool {name[:80]!r} is not registered in {where}")
         return entry
 
     def watch(self, role: str | None) -> tuple[list[Entry], Watcher[M]]:

@@ -111,7 +111,7 @@ class ToolStore:
         """Why ``role`` cannot be used, or None when this registry serves it."""
         if role in self._tables:
             return None
-        return f"unknown role {role!r}; this registry serves: {', '.join(self.roles)}"
+        return f"unknown role {role[:80]!r}; this registry serves: {', '.join(self.roles)}"
 
     def put(self, entry: Entry, reason: str = "registered") -> Entry | None:
         """Adds or replaces ``entry`` in its role's table; returns the replaced entry."""
