@@ -85,8 +85,10 @@ def _meta_schema_error(schema: dict[str, Any]) -> str | None:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path) or "(root)"
-        return f"is not a valid JSON Schema at {where}: {exc.message}"
+        # Clipped: jsonschema quotes the offending value, and a status message
+        # over gRPC's metadata limit would reach the caller as RESOURCE_EXHAUSTED.
+        where = ("/".join(str(p) for p in exc.path) or "(root)")[:200]
+        return f"is not a valid JSON Schema at {where}: {exc.message[:300]}"
     if err := _outside_reference_error(schema):
         return err
     # Catches references that loop or lead nowhere from the root (an empty
