@@ -292,6 +292,8 @@ INVALID_SCHEMAS: list[dict[str, Any]] = [
     {"type": "object", "patternProperties": {"(": {}}},
     {"type": "object", "minProperties": -1},
     {"type": ["object", 5]},
+    {"type": "object", "properties": {"a": {"type": "x" * 30_000}}},  # quoted in the error
+    {"type": "object", "properties": {"k" * 30_000: {"type": 5}}},
     nested(16),  # 32 levels: over the registry's depth limit
     wide(2000),
 ]
