@@ -42,10 +42,14 @@ from tests.test_fuzz_support import (
     Outcome,
     assert_no_traceback,
     background_loop,
+    check_raw,
     check_status,
+    deep_struct,
+    field_bytes,
     floats,
     health_status,
     is_valid,
+    raw_outcome,
     texts,
 )
 from toolcall.clients import channel
@@ -413,6 +417,34 @@ def test_get_history(world: World, session: str, limit: int) -> None:
         assert len(messages) <= limit
     if limit == 0:
         assert conversation(messages) == world.model.sessions.get(session, [])
+
+
+# -- Undecodable requests --------------------------------------------------------
+
+METHODS = [
+    (f"/{m.containing_service.full_name}/{m.name}", m.server_streaming)
+    for m in llm_pb2.DESCRIPTOR.services_by_name["LLMService"].methods
+]
+
+
+@settings(FUZZ, max_examples=max(20, EXAMPLES // 2))
+@given(
+    method=st.sampled_from(METHODS),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.integers(1, 400).map(lambda d: field_bytes(1, field_bytes(3, deep_struct(d)))),
+        st.just(b"\xff" * 64),
+    ),
+)
+def test_undecodable_requests(world: World, method: tuple[str, bool], payload: bytes) -> None:
+    """Bytes that are not the method's request message (or nest past protobuf's limit).
+
+    grpcio answers a request it cannot parse itself (UNKNOWN, naming the
+    DecodeError); whatever the status, the server must survive it.
+    """
+    path, streaming = method
+    out = world.loop.run(raw_outcome, world.channels[1], path, payload, streaming, 0.3)
+    check_raw(out, path)
 
 
 # -- Limits and the end of the storm ----------------------------------------------

@@ -111,6 +111,53 @@ def assert_no_traceback(text: str, label: str = "") -> None:
     assert not TRACEBACK.search(text), f"{label}: internal details leaked: {text[:500]}"
 
 
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def deep_struct(depth: int) -> bytes:
+    """A google.protobuf.Struct nesting ``depth`` levels: {"a": {"a": ...}}."""
+    struct = b""
+    for _ in range(depth):
+        value = field_bytes(5, struct)  # Value.struct_value
+        struct = field_bytes(1, field_bytes(1, b"a") + field_bytes(2, value))  # Struct.fields
+    return struct
+
+
+PYTHON_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]*\", line \d+")
+
+
+async def raw_outcome(
+    ch: grpc.aio.Channel, path: str, payload: bytes, streaming: bool, deadline_s: float
+) -> Outcome:
+    """Sends ``payload`` as the request bytes of method ``path`` (no serializer at all)."""
+    try:
+        if streaming:
+            call = ch.unary_stream(path)(payload, timeout=deadline_s)
+            replies = [m async for m in call]
+            return Outcome(OK, replies=replies)
+        return Outcome(OK, reply=await ch.unary_unary(path)(payload, timeout=deadline_s))
+    except grpc.aio.AioRpcError as exc:
+        return Outcome(exc.code(), exc.details() or "")
+
+
+def check_raw(out: Outcome, label: str) -> None:
+    """Any status will do for raw bytes, but with a message and no Python traceback."""
+    if out.code != OK:
+        assert out.details.strip(), f"{label}: {out.code.name} without a message"
+        assert not PYTHON_TRACEBACK.search(out.details), f"{label}: {out.details[:500]}"
+
+
 class Loop:
     """An event loop in a background thread; tests hand coroutines to it."""
 
