@@ -44,9 +44,11 @@ async def test_a_plugin_killed_mid_call_fails_the_call_fast_and_the_chat_answers
         assert record.call.name == "slow_echo" and record.result.is_error
         assert record.result.error.startswith("UNAVAILABLE"), record.result.error
         assert reply.message.content.startswith("The tool slow_echo failed: UNAVAILABLE")
+        chat_s = time.monotonic() - killed_at
         direct = await invoked
         assert direct.result.is_error and "UNAVAILABLE" in direct.result.error
         assert time.monotonic() - killed_at < 3
+        print(f"SIGKILL mid-call: chat answered {chat_s * 1000:.0f} ms after the kill")
         # The turn is stored with its one failed result.
         history = await stack.history("killed")
         assert [m.role for m in history] == [
@@ -76,6 +78,7 @@ async def test_a_hung_plugin_hits_the_deadline_and_its_late_reply_is_ignored(
             stack.signal_plugin(signal.SIGCONT)
         # echo's timeout is 1 s: enforced by the caller, whatever the plugin does.
         assert 0.9 < elapsed < 3, elapsed
+        print(f"SIGSTOP: chat answered after {elapsed * 1000:.0f} ms (tool timeout 1 s)")
         [record] = reply.tool_calls
         assert record.result.is_error
         assert record.result.error.startswith("DEADLINE_EXCEEDED"), record.result.error

@@ -210,6 +210,7 @@ async def test_llm_stopped_with_tasks_finished_and_pending(tmp_path: Path) -> No
                 assert "stopped before the task finished" in by_id[pending].result.error
                 assert await results(stub, "s2", read_s=0.3) == []  # acked before the stop
                 assert await results(stub, "s", read_s=0.3) == []  # none twice
+                print(f"LLMService stopped: {len(delivered)} results delivered once after restart")
                 notes = await _task_notes(stub, "s")
                 assert sorted(notes) == sorted([done, pending])
     finally:
