@@ -14,11 +14,12 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from tests.test_faults_support import fault_stack, invoke
+from tests.test_faults_support import Stack, fault_stack, invoke
 from toolcall import config
 from toolcall.v1 import llm_pb2
 
@@ -131,7 +132,7 @@ async def test_an_output_under_the_limit_gives_a_chat_answer(tmp_path: Path) -> 
         assert await stack.history("near")
 
 
-async def _history_or_error(stack, session):  # type: ignore[no-untyped-def]
+async def _history_or_error(stack: Stack, session: str) -> list[Any]:
     try:
         return await stack.history(session)
     except grpc.aio.AioRpcError as exc:

@@ -106,20 +106,37 @@ GARBAGE: dict[str, list[str]] = {
     ],
 }
 
+WHEN = [(False, False), (False, True), (True, False)]  # (after a tool ran, streamed)
+
+
+def _id(when: tuple[bool, bool]) -> str:
+    return ("after-a-tool" if when[0] else "first-round") + ("-stream" if when[1] else "-chat")
+
+
 CASES = [
     pytest.param(
         provider,
         fault,
         {code},
-        id=f"{provider}-{type(fault).__name__}-{getattr(fault, 'status', '')}",
+        *when,
+        id=f"{provider}-{type(fault).__name__}-{getattr(fault, 'status', '')}-{_id(when)}",
     )
     for provider in ("openai", "gemini")
     for fault, code in HTTP_FAULTS
+    # One stall per provider is enough: each costs the provider timeout.
+    for when in (WHEN[:1] if isinstance(fault, Stall) else WHEN)
 ] + [
     # Garbage must never be INTERNAL or UNKNOWN; an empty-but-valid answer may pass.
-    pytest.param(provider, Garbage(body), {C.UNAVAILABLE, C.OK}, id=f"{provider}-garbage-{i}")
+    pytest.param(
+        provider,
+        Garbage(body),
+        {C.UNAVAILABLE, C.OK},
+        *when,
+        id=f"{provider}-garbage-{i}-{_id(when)}",
+    )
     for provider, bodies in GARBAGE.items()
     for i, body in enumerate(bodies)
+    for when in WHEN
 ]
 
 
@@ -157,12 +174,7 @@ async def settle(server: FakeServer, requests_before: int, added: int) -> None:
     raise AssertionError("the fake provider never settled")
 
 
-@pytest.mark.parametrize(
-    ("mid_turn", "stream"),
-    [(False, False), (False, True), (True, False)],
-    ids=["first-round-chat", "first-round-stream", "after-a-tool-chat"],
-)
-@pytest.mark.parametrize(("provider", "fault", "codes"), CASES)
+@pytest.mark.parametrize(("provider", "fault", "codes", "mid_turn", "stream"), CASES)
 async def test_provider_fault_is_a_clear_status_and_history_is_intact(
     env: LLMEnv,
     fakes: dict[str, FakeServer],
@@ -172,8 +184,6 @@ async def test_provider_fault_is_a_clear_status_and_history_is_intact(
     mid_turn: bool,
     stream: bool,
 ) -> None:
-    if isinstance(fault, Stall) and (mid_turn or stream):
-        pytest.skip("one stall is enough (each costs the provider timeout)")
     fake = fakes[provider]
     drain(fake)
     session = f"{provider}-{id(fault)}-{mid_turn}-{stream}"

@@ -14,6 +14,7 @@ async result of an accepted turn must be delivered exactly once.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -210,7 +211,9 @@ session_ids = st.one_of(st.sampled_from(SESSIONS), st.from_regex(SESSION_RE), te
 @st.composite
 def chat_messages(draw: st.DrawFn) -> llm_pb2.ChatMessage:
     m = llm_pb2.ChatMessage(
-        role=draw(st.sampled_from([0, 1, 2, 2, 2, 3, 4, 5, -1, 1000])),
+        role=llm_pb2.MessageRole.ValueType(
+            draw(st.sampled_from([0, 1, 2, 2, 2, 3, 4, 5, -1, 1000]))
+        ),
         content=draw(st.one_of(st.sampled_from(PROMPTS), texts())),
     )
     if draw(st.integers(0, 9)) == 0:
@@ -492,11 +495,8 @@ def test_after_the_storm_the_service_is_healthy_and_nothing_was_lost(world: Worl
     for task_id, session in world.model.tasks.items():
         by_session.setdefault(session, set()).add(task_id)
     for session, tasks in by_session.items():
-        out = world.loop.stream(
-            lambda s=session: world.stub.Subscribe(
-                llm_pb2.SubscribeRequest(session_id=s), timeout=1
-            )
-        )
+        request = llm_pb2.SubscribeRequest(session_id=session)
+        out = world.loop.stream(functools.partial(world.stub.Subscribe, request, timeout=1))
         assert out.code == DEADLINE, out
         delivered = [m.task.task_id for m in out.replies]
         assert len(delivered) == len(set(delivered)), delivered
@@ -507,11 +507,7 @@ def test_after_the_storm_the_service_is_healthy_and_nothing_was_lost(world: Worl
                 "AckTasks", llm_pb2.AckTasksRequest(session_id=session, task_ids=delivered)
             )
             assert ack.code == OK and ack.reply.acknowledged == len(delivered), ack
-        again = world.loop.stream(
-            lambda s=session: world.stub.Subscribe(
-                llm_pb2.SubscribeRequest(session_id=s), timeout=0.3
-            )
-        )
+        again = world.loop.stream(functools.partial(world.stub.Subscribe, request, timeout=0.3))
         assert again.code == DEADLINE and not again.replies, "acknowledged results sent again"
 
 

@@ -210,7 +210,7 @@ def definitions(draw: st.DrawFn) -> tools_pb2.ToolDefinition:
         callback_address=draw(callback_addresses()),
         source=draw(st.one_of(st.sampled_from(SOURCES), texts(150))),
         timeout_seconds=draw(floats()),
-        mode=draw(st.sampled_from([0, 1, 2, 3, -1, 2**31 - 1])),
+        mode=tools_pb2.ToolMode.ValueType(draw(st.sampled_from([0, 1, 2, 3, -1, 2**31 - 1]))),
         ack_message=draw(texts(200)),
         accepts_raw_arguments=draw(st.booleans()),
     )

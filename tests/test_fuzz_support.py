@@ -143,10 +143,11 @@ async def raw_outcome(
     """Sends ``payload`` as the request bytes of method ``path`` (no serializer at all)."""
     try:
         if streaming:
-            call = ch.unary_stream(path)(payload, timeout=deadline_s)
-            replies = [m async for m in call]
+            stream: Any = ch.unary_stream(path)
+            replies = [m async for m in stream(payload, timeout=deadline_s)]
             return Outcome(OK, replies=replies)
-        return Outcome(OK, reply=await ch.unary_unary(path)(payload, timeout=deadline_s))
+        unary: Any = ch.unary_unary(path)
+        return Outcome(OK, reply=await unary(payload, timeout=deadline_s))
     except grpc.aio.AioRpcError as exc:
         return Outcome(exc.code(), exc.details() or "")
 

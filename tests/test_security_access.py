@@ -123,7 +123,7 @@ async def reads_work(stub: registry_pb2_grpc.ToolRegistryAsyncStub) -> None:
     assert [t.tool.name for t in listed.tools] == ["seeded"]
     watch = stub.Watch(registry_pb2.WatchRequest(), timeout=5)
     first = await watch.read()
-    assert first.tool.tool.name == "seeded"
+    assert isinstance(first, registry_pb2.WatchResponse) and first.tool.tool.name == "seeded"
     watch.cancel()
     # Invoke is allowed: it reaches the (absent) plugin and comes back as a result.
     reply = await stub.Invoke(registry_pb2.InvokeRequest(name="seeded"), timeout=5)
