@@ -21,6 +21,11 @@ DEFAULT_LEASE_TTL_S = 10.0
 # above it come back to the model as a clear error instead of breaking a chat.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
+# Largest tool output (serialized) given to a caller or a model. Below the
+# message limit with room to spare: a chat reply carries an output twice (the
+# tool call record and the model's answer quoting it), and history keeps it.
+MAX_TOOL_OUTPUT_BYTES = 1024 * 1024
+
 
 def env(name: str, default: str = "") -> str:
     """Value of ``TOOLCALL_<name>``, or ``default`` when unset or empty."""

@@ -76,8 +76,16 @@ class ToolStats:
 class Dispatcher:
     """Calls plugins' ToolCallback services, one cached channel per address."""
 
-    def __init__(self, *, max_message_bytes: int = config.MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = config.MAX_MESSAGE_BYTES,
+        max_output_bytes: int | None = None,
+    ) -> None:
         self._max_message_bytes = max_message_bytes
+        self._max_output_bytes = max_output_bytes or config.env_int(
+            "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
+        )
         self._stubs: dict[str, callback_pb2_grpc.ToolCallbackAsyncStub] = {}
         self._channels: list[grpc.aio.Channel] = []
         self.stats: dict[str, ToolStats] = {}
@@ -163,6 +171,11 @@ class Dispatcher:
             reply = await self._stub(spec.callback_address).Invoke(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
+        if (size := reply.output.ByteSize()) > self._max_output_bytes:
+            return error_result(
+                f"RESOURCE_EXHAUSTED: plugin for tool '{spec.name}' at {spec.callback_address} "
+                f"returned {size} bytes of output; the limit is {self._max_output_bytes} bytes"
+            )
         if reply.is_error and not reply.error:
             reply.error = "tool reported an error without a message"
         return tools_pb2.ToolResult(output=reply.output, is_error=reply.is_error, error=reply.error)
