@@ -9,6 +9,11 @@ Schemas must be self-contained: a ``$ref`` may only point inside the schema
 validating arguments - a request to any URL a registrant chose, made by the
 registry or LLMService (SSRF) - so validators are built with an empty
 reference registry that never retrieves anything.
+
+Patterns (``pattern``, ``patternProperties``) are matched with the ``regex``
+module under a time limit: the strings they run on come from the model, and
+a backtracking pattern such as ``^(a|aa)+$`` would otherwise let a 30-character
+argument block the service's event loop for seconds.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+import regex
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
@@ -27,6 +33,8 @@ EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_SCHEMA_DEPTH = 32
+
+PATTERN_TIMEOUT_S = 0.05
 
 # Returns None when the arguments are valid, else a readable reason.
 ArgumentValidator = Callable[[dict[str, Any]], str | None]
@@ -131,16 +139,61 @@ def _evaluation_error(validator: Draft202012Validator, arguments: Any) -> str | 
     return None
 
 
+class PatternTimeout(ValueError):
+    pass
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return regex.search(pattern, text, timeout=PATTERN_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise PatternTimeout(
+            f"matching pattern {pattern[:100]!r} took longer than "
+            f"{PATTERN_TIMEOUT_S * 1000:g} ms; the argument is refused"
+        ) from None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string"):
+        try:
+            if not _search(pattern, instance):
+                yield ValidationError(f"{instance[:100]!r} does not match {pattern[:100]!r}")
+        except PatternTimeout as exc:
+            yield ValidationError(str(exc))
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            try:
+                matched = _search(pattern, key)
+            except PatternTimeout as exc:
+                yield ValidationError(str(exc))
+                continue
+            if matched:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+# Draft 2020-12 with time-bounded pattern matching.
+ArgumentsValidator = validators.extend(
+    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+)
+
+
 @functools.lru_cache(maxsize=4096)
-def _compiled(canonical: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(canonical), registry=_NO_RETRIEVAL)
+def _compiled(canonical: str) -> Any:
+    return ArgumentsValidator(json.loads(canonical), registry=_NO_RETRIEVAL)
 
 
 def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
     """A validator for arguments of a tool with this (already checked) schema."""
     if not schema or schema == EMPTY_PARAMETERS:
         return _accept_object
-    validator = _compiled(json.dumps(schema, sort_keys=True))
+    validator: Draft202012Validator = _compiled(json.dumps(schema, sort_keys=True))
 
     def validate(arguments: dict[str, Any]) -> str | None:
         try:
