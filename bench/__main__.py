@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup=max(10, args.calls // 10),
         quick=args.quick,
     )
-    failed: dict[str, str] = {}
-    figures = asyncio.run(run(args.keys, settings, failed))
+    outcome = asyncio.run(run(args.keys, settings))
+    figures, failed = outcome.figures, outcome.failed
     derive(figures)
     targets = check_all(figures)
     document: dict[str, Any] = {
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": figures,
         "targets": targets,
         "failed": failed,
+        # Each round's figures, to judge how steady the medians are.
+        "rounds": outcome.rounds,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

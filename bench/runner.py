@@ -15,7 +15,7 @@ import logging
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from bench.harness import Sample, combine, measure
@@ -79,28 +79,34 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def run(
-    keys: Sequence[str], settings: Settings, failed: dict[str, str]
-) -> dict[str, dict[str, float]]:
-    """Figures per scenario key, in the order of ``keys``; ``failed`` gets why others failed."""
+@dataclass(slots=True)
+class Outcome:
+    """What a run produced: figures per scenario (medians), every round, and failures."""
+
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)
+    rounds: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+async def run(keys: Sequence[str], settings: Settings) -> Outcome:
+    """Runs ``keys``; figures come in the order of ``keys``."""
     timed = [k for k in keys if k not in UNTIMED]
-    figures: dict[str, dict[str, float]] = {}
+    out = Outcome()
     async with bench_env() as env:
         if timed:
-            figures.update(await _run_timed(timed, env, settings, failed))
+            await _run_timed(timed, env, settings, out)
         if "G" in keys:
             log.info("G: registry at scale")
             try:
-                figures["G"] = await _load(SCENARIOS["G"])(env, quick=settings.quick)
+                out.figures["G"] = await _load(SCENARIOS["G"])(env, quick=settings.quick)
             except Exception as exc:
                 log.error("scenario G failed: %s", exc)
-                failed["G"] = f"{type(exc).__name__}: {exc}"
-    return {k: figures[k] for k in keys if k in figures}
+                out.failed["G"] = f"{type(exc).__name__}: {exc}"
+    out.figures = {k: out.figures[k] for k in keys if k in out.figures}
+    return out
 
 
-async def _run_timed(
-    keys: Sequence[str], env: BenchEnv, settings: Settings, failed: dict[str, str]
-) -> dict[str, dict[str, float]]:
+async def _run_timed(keys: Sequence[str], env: BenchEnv, settings: Settings, out: Outcome) -> None:
     samples: dict[str, list[Sample]] = {k: [] for k in keys}
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
     async with contextlib.AsyncExitStack() as stack:
@@ -112,7 +118,7 @@ async def _run_timed(
                 calls[key] = await stack.enter_async_context(opener(env))
             except Exception as exc:  # one broken scenario must not cost the others
                 log.error("scenario %s could not start: %s", key, exc)
-                failed[key] = f"{type(exc).__name__}: {exc}"
+                out.failed[key] = f"{type(exc).__name__}: {exc}"
         keys = [k for k in keys if k in calls]
         for round_no in range(settings.rounds):
             order = [*keys[round_no % len(keys) :], *keys[: round_no % len(keys)]]
@@ -123,10 +129,9 @@ async def _run_timed(
                 if extra is not None:
                     extras[key].append(await extra())
                 log.info("round %d %s: %s", round_no + 1, key, sample.as_dict())
-    figures: dict[str, dict[str, float]] = {}
     for key in keys:
-        figures[key] = combine(samples[key]).as_dict()
+        out.rounds[key] = [s.as_dict() for s in samples[key]]
+        figures = out.figures[key] = combine(samples[key]).as_dict()
         for name in extras[key][0] if extras[key] else ():
             values = sorted(e[name] for e in extras[key])
-            figures[key][name] = round(values[len(values) // 2], 1)
-    return figures
+            figures[name] = round(values[len(values) // 2], 1)

@@ -36,6 +36,9 @@ def test_quick_run_writes_results_of_the_documented_shape(tmp_path: Path) -> Non
         assert all(isinstance(v, float) and v > 0 for v in figures.values()), figures
         assert figures["p50_us"] <= figures["p99_us"]
 
+    assert {k: len(v) for k, v in doc["rounds"].items()} == {"A": 1, "B": 1}
+    assert doc["failed"] == {}
+
     targets = doc["targets"]
     ran = targets["B p50 ≤ 1.15 × A p50"]
     assert ran["status"] in ("pass", "fail")
