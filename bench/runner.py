@@ -98,7 +98,8 @@ async def run(keys: Sequence[str], settings: Settings) -> Outcome:
         if "G" in keys:
             log.info("G: registry at scale")
             try:
-                out.figures["G"] = await _load(SCENARIOS["G"])(env, quick=settings.quick)
+                run_g = _load(SCENARIOS["G"])
+                out.figures["G"] = await run_g(env, quick=settings.quick, rounds=settings.rounds)
             except Exception as exc:
                 log.error("scenario G failed: %s", exc)
                 out.failed["G"] = f"{type(exc).__name__}: {exc}"

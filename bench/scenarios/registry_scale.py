@@ -1,19 +1,21 @@
 """G. The registry at scale: does a call cost more with 10,000 tools than with 10?
 
-One registry process (``toolcall registry --roles default,small``) and the
-bench SDK plugin. Filler tools go into role ``default`` under one lease (as
-plugins register); role ``small`` holds a handful, so a role-filtered List
-should not grow with the registry. Measured at 10 tools, then again after
-filling up to 10,000:
+Two registry processes side by side (``toolcall registry --roles
+default,small``), each with its own bench SDK plugin: one holding 10 tools,
+one filled to 10,000. Filler tools go into role ``default`` under one lease
+(as plugins register); role ``small`` holds a handful, so a role-filtered
+List should not grow with the registry. The two are timed in alternating
+rounds (medians over rounds), so a burst of other load hits both alike:
 
 * Register p50: registering one more tool (unregistered again, untimed);
 * Invoke p50: ``ToolRegistry.Invoke`` of the plugin's ``get_weather``;
 * List p50: ``List(role="small")``;
-* the registry's resident memory (VmRSS);
-* at 10 tools, Watch fan-out: 100 watch streams open in the bench process;
-  the time from sending a Register until every stream has seen its event
-  (and until the first one has). All 100 streams are received by the bench
-  process's one event loop, so their decoding is part of the figure.
+* each registry's resident memory (VmRSS);
+* at 10 tools: Register with a schema never seen before, and Watch fan-out:
+  100 watch streams open in the bench process, the time from sending a
+  Register until every stream has seen its event (and until the first one
+  has). All 100 streams are received by the bench process's one event loop,
+  so their decoding is part of the figure.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import logging
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from bench.harness import percentile
 from bench.payload import DESCRIPTION, PARAMETERS, RAW_ARGUMENTS, TOOL_NAME
-from bench.processes import rss_bytes
+from bench.processes import ServerProcess, rss_bytes
 from bench.scenarios import stack
 from bench.scenarios.base import BenchEnv
 from toolcall.clients import auth_metadata, channel
@@ -235,40 +238,62 @@ class FanOut:
                 await ch.close()
 
 
-async def run(env: BenchEnv, *, quick: bool = False) -> dict[str, float]:
-    large = 300 if quick else LARGE
-    samples = 20 if quick else 300
-    reps = 5 if quick else 60
+@contextlib.asynccontextmanager
+async def _registry_with_tools(env: BenchEnv, name: str, tools: int) -> AsyncIterator[Scale]:
+    """A registry process with its own SDK plugin, holding ``tools`` tools in role default."""
     async with (
-        stack.registry(env, "G-registry", roles="default,small") as registry,
-        stack.plugin(env, "G-plugin", registry.target),
+        stack.registry(env, f"G-{name}-registry", roles="default,small") as registry,
+        stack.plugin(env, f"G-{name}-plugin", registry.target),
         channel(registry.target) as ch,
     ):
         stub: Stub = registry_pb2_grpc.ToolRegistryStub(ch)
-        plugin_address = await _callback_address(stub)
-        reg = Registrar(stub, plugin_address)
-        figures: dict[str, float] = {"small_tools": SMALL, "large_tools": large}
+        reg = Registrar(stub, await _callback_address(stub))
         async with reg.leased():
             for i in range(SMALL_ROLE_TOOLS):
                 await reg.register(f"bench_small_{i}", role="small")
-            await reg.fill(0, SMALL - 1)  # plus get_weather: SMALL tools in role default
-            for key, value in (await measure_calls(reg, samples)).items():
-                figures[f"{key}_small_p50_us"] = round(value, 1)
-            figures["register_new_schema_p50_us"] = round(
-                await _register_p50_us(reg, samples, new_schemas=True), 1
-            )
-            figures["rss_small_mb"] = round(rss_bytes(registry.pid) / MB, 1)
-            first, last = (sorted(t) for t in await FanOut(registry.target).run(reg, reps))
-            figures["watch_first_p50_us"] = round(percentile(first, 50), 1)
-            figures["watch_fanout_p50_us"] = round(percentile(last, 50), 1)
-            figures["watch_fanout_p99_us"] = round(percentile(last, 99), 1)
-            figures["watchers"] = WATCHERS
-            log.info("G: filling the registry to %d tools", large)
-            figures["fill_per_s"] = round(await reg.fill(SMALL - 1, large - 1), 1)
-            for key, value in (await measure_calls(reg, samples)).items():
-                figures[f"{key}_large_p50_us"] = round(value, 1)
-            figures["rss_large_mb"] = round(rss_bytes(registry.pid) / MB, 1)
-        return figures
+            log.info("G: filling the %s registry to %d tools", name, tools)
+            fill_per_s = await reg.fill(0, tools - 1)  # plus get_weather
+            yield Scale(name, registry, reg, fill_per_s)
+
+
+@dataclass(slots=True)
+class Scale:
+    name: str
+    process: ServerProcess
+    registrar: Registrar
+    fill_per_s: float
+
+
+async def run(env: BenchEnv, *, quick: bool = False, rounds: int = 3) -> dict[str, float]:
+    """Both registries run side by side; their calls are timed in alternating rounds."""
+    large = 300 if quick else LARGE
+    samples = 20 if quick else 200
+    reps = 5 if quick else 60
+    figures: dict[str, float] = {"small_tools": SMALL, "large_tools": large}
+    async with (
+        _registry_with_tools(env, "small", SMALL) as small,
+        _registry_with_tools(env, "large", large) as big,
+    ):
+        figures["fill_per_s"] = round(big.fill_per_s, 1)
+        per_round: dict[str, list[float]] = {}
+        for round_no in range(rounds):
+            for scale in (small, big) if round_no % 2 == 0 else (big, small):
+                for key, value in (await measure_calls(scale.registrar, samples)).items():
+                    per_round.setdefault(f"{key}_{scale.name}_p50_us", []).append(value)
+        for key, values in per_round.items():
+            figures[key] = round(statistics.median(values), 1)
+        figures["register_new_schema_p50_us"] = round(
+            await _register_p50_us(small.registrar, samples, new_schemas=True), 1
+        )
+        figures["rss_small_mb"] = round(rss_bytes(small.process.pid) / MB, 1)
+        figures["rss_large_mb"] = round(rss_bytes(big.process.pid) / MB, 1)
+        fanout = FanOut(small.process.target)
+        first, last = (sorted(t) for t in await fanout.run(small.registrar, reps))
+        figures["watch_first_p50_us"] = round(percentile(first, 50), 1)
+        figures["watch_fanout_p50_us"] = round(percentile(last, 50), 1)
+        figures["watch_fanout_p99_us"] = round(percentile(last, 99), 1)
+        figures["watchers"] = WATCHERS
+    return figures
 
 
 async def _callback_address(stub: Stub) -> str:
