@@ -77,6 +77,7 @@ class ServerProcess:
         self.healthy_at = healthy_at
         self.target = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int:
@@ -108,10 +109,19 @@ class ServerProcess:
 
     async def _read_ready(self) -> str:
         assert self._proc is not None and self._proc.stdout is not None
-        while line := (await self._proc.stdout.readline()).decode():
+        stdout = self._proc.stdout
+        while line := (await stdout.readline()).decode():
             if line.startswith(READY_PREFIX):
+                # Whatever the server prints later goes to its log: a pipe
+                # nobody reads would fill up and stall the server mid-run.
+                self._drain = asyncio.create_task(self._copy_to_log(stdout))
                 return line[len(READY_PREFIX) :].strip()
         raise ServerFailed(f"exited with code {await self._proc.wait()}")
+
+    async def _copy_to_log(self, stdout: asyncio.StreamReader) -> None:
+        with self.log_path.open("ab") as out:
+            while chunk := await stdout.read(65536):
+                out.write(chunk)
 
     async def _wait_healthy(self, address: str) -> str:
         assert self._proc is not None
@@ -125,15 +135,22 @@ class ServerProcess:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            async with asyncio.timeout(grace_s):
+        drain, self._drain = self._drain, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(grace_s):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
                 await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if drain is not None:
+            # Ends at EOF once the process is gone; a child still holding the
+            # pipe must not hold up the bench.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(drain)
+            drain.cancel()
 
 
 @contextlib.asynccontextmanager
