@@ -45,13 +45,13 @@ from tests.test_fuzz_support import (
     background_loop,
     check_raw,
     check_status,
-    deep_struct,
-    field_bytes,
     floats,
     health_status,
     is_valid,
     raw_outcome,
+    service_methods,
     texts,
+    undecodable_payloads,
 )
 from toolcall.clients import channel
 from toolcall.jsonvalue import to_struct
@@ -424,20 +424,13 @@ def test_get_history(world: World, session: str, limit: int) -> None:
 
 # -- Undecodable requests --------------------------------------------------------
 
-METHODS = [
-    (f"/{m.containing_service.full_name}/{m.name}", m.server_streaming)
-    for m in llm_pb2.DESCRIPTOR.services_by_name["LLMService"].methods
-]
+METHODS = service_methods(llm_pb2.DESCRIPTOR.services_by_name["LLMService"])
 
 
 @settings(FUZZ, max_examples=max(20, EXAMPLES // 2))
 @given(
     method=st.sampled_from(METHODS),
-    payload=st.one_of(
-        st.binary(max_size=300),
-        st.integers(1, 400).map(lambda d: field_bytes(1, field_bytes(3, deep_struct(d)))),
-        st.just(b"\xff" * 64),
-    ),
+    payload=undecodable_payloads(),
 )
 def test_undecodable_requests(world: World, method: tuple[str, bool], payload: bytes) -> None:
     """Bytes that are not the method's request message (or nest past protobuf's limit).

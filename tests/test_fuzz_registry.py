@@ -45,8 +45,6 @@ from tests.test_fuzz_support import (
     callback_addresses,
     check_raw,
     check_status,
-    deep_struct,
-    field_bytes,
     floats,
     health_status,
     is_valid,
@@ -54,7 +52,9 @@ from tests.test_fuzz_support import (
     names,
     raw_outcome,
     schemas,
+    service_methods,
     texts,
+    undecodable_payloads,
 )
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_struct, from_value, to_struct
@@ -485,20 +485,13 @@ def test_revoke_lease(world: World, lease: str, tools: list[str]) -> None:
 
 # -- Undecodable requests --------------------------------------------------------
 
-METHODS = [
-    (f"/{m.containing_service.full_name}/{m.name}", m.server_streaming)
-    for m in registry_pb2.DESCRIPTOR.services_by_name["ToolRegistry"].methods
-]
+METHODS = service_methods(registry_pb2.DESCRIPTOR.services_by_name["ToolRegistry"])
 
 
 @settings(FUZZ, max_examples=max(20, EXAMPLES // 2))
 @given(
     method=st.sampled_from(METHODS),
-    payload=st.one_of(
-        st.binary(max_size=300),
-        st.integers(1, 400).map(lambda d: field_bytes(1, field_bytes(3, deep_struct(d)))),
-        st.just(b"\xff" * 64),
-    ),
+    payload=undecodable_payloads(),
 )
 def test_undecodable_requests(world: World, method: tuple[str, bool], payload: bytes) -> None:
     """Bytes that are not the method's request message (or nest past protobuf's limit).

@@ -134,6 +134,22 @@ def deep_struct(depth: int) -> bytes:
     return struct
 
 
+def service_methods(service: Any) -> list[tuple[str, bool]]:
+    """(path, server_streaming) of every method of a service descriptor."""
+    return [
+        (f"/{m.containing_service.full_name}/{m.name}", m.server_streaming) for m in service.methods
+    ]
+
+
+def undecodable_payloads() -> st.SearchStrategy[bytes]:
+    """Bytes that are no request message: random, nested past protobuf's limit, or 0xff."""
+    return st.one_of(
+        st.binary(max_size=300),
+        st.integers(1, 400).map(lambda d: field_bytes(1, field_bytes(3, deep_struct(d)))),
+        st.just(b"\xff" * 64),
+    )
+
+
 PYTHON_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]*\", line \d+")
 
 
