@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -26,13 +25,15 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llm_service import LLMServiceHost, start_llm
 from registry_service import RegistryHost
 from tests.support.llm_env import llm_settings, start_test_registry, tool_plugin
 from tests.test_fuzz_support import (
+    EXAMPLES,
+    FUZZ,
     INVALID,
     LIMIT,
     NOT_FOUND,
@@ -58,19 +59,6 @@ from toolcall.jsonvalue import to_struct
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
 
 __all__ = ["tool_plugin"]
-
-EXAMPLES = int(os.environ.get("TOOLCALL_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
 
 ROLES = ("default", "ops")
 SESSIONS = ["s1", "s2", "s.3:x-y_z"]

@@ -12,7 +12,6 @@ serving normal calls. ``TOOLCALL_FUZZ_EXAMPLES`` raises the example count.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +20,15 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, example, given, reject, settings
+from hypothesis import example, given, reject, settings
 from hypothesis import strategies as st
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
 from tests.support.llm_env import tool_plugin
 from tests.test_fuzz_support import (
     ACCEPTED_ADDRESSES,
+    EXAMPLES,
+    FUZZ,
     INVALID,
     INVALID_SCHEMAS,
     LIMIT,
@@ -61,19 +62,6 @@ from toolcall.jsonvalue import from_struct, from_value, to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 __all__ = ["tool_plugin"]
-
-EXAMPLES = int(os.environ.get("TOOLCALL_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
 
 ROLES = ["default", "ops"]
 SOURCES = ["src-a", "src-b", "plugin:fuzz"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,12 +22,27 @@ import grpc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from toolcall import config
 from toolcall.errors import bad_request_violations
 
 T = TypeVar("T")
+
+# Examples per storm; TOOLCALL_FUZZ_EXAMPLES=2000 for a long run.
+EXAMPLES = int(os.environ.get("TOOLCALL_FUZZ_EXAMPLES", "200"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
