@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import grpc
 
+from tests.test_plugin_support import free_port
 from toolcall.clients import channel
 from toolcall.stack import Stack
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
@@ -40,12 +40,6 @@ from toolcall.v1 import llm_pb2, llm_pb2_grpc
 SYNC_PROMPT = "What is the weather in Paris?"
 ASYNC_PROMPT = "Ping 127.0.0.1"
 PING_DELAY_S = 0.2  # how long the example network plugin's simulated ping takes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

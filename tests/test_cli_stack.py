@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,17 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.test_plugin_support import free_port
 from toolcall.stack import Stack
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).with_name("grpcurl"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def toolcall(
