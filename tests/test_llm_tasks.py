@@ -48,6 +48,20 @@ async def next_task(stream: grpc.aio.UnaryStreamCall, wait_s: float = 5) -> llm_
     return item.task
 
 
+async def history_with_note(env: LLMEnv, session: str, task_id: str) -> list[llm_pb2.ChatMessage]:
+    """The session's history once the task's note is in it.
+
+    The result is pushed to subscribers first; the note joins the history
+    right after, behind any turn holding the session (the next turn sees it).
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        history = await env.history(session)
+        if any(task_id in m.content for m in history) or time.monotonic() > deadline:
+            return history
+        await asyncio.sleep(0.02)
+
+
 async def test_ack_then_result_pushed_and_stored(env: LLMEnv, fake_openai: FakeOpenAI) -> None:
     subscription = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a1"))
     started = time.monotonic()
@@ -80,7 +94,7 @@ async def test_ack_then_result_pushed_and_stored(env: LLMEnv, fake_openai: FakeO
     done = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=record.task_id))
     assert done.task.status == llm_pb2.TASK_STATUS_SUCCEEDED
     # The result is in the history, so the next turn's model sees it.
-    history = await env.history("a1")
+    history = await history_with_note(env, "a1", record.task_id)
     assert history[-1].role == llm_pb2.MESSAGE_ROLE_SYSTEM
     assert history[-1].content.startswith(f"Result of async task {record.task_id} (sleep_bg):")
     fake_openai.add(Reply(text="It slept."))
@@ -175,7 +189,7 @@ async def test_failed_async_tool_is_delivered_as_failed(
     sub.cancel()
     assert task.status == llm_pb2.TASK_STATUS_FAILED
     assert task.result.is_error and task.result.error == "boom"
-    history = await env.history("a5")
+    history = await history_with_note(env, "a5", task.task_id)
     assert history[-1].content == f"Async task {task.task_id} (fail_bg) failed: boom"
 
 
