@@ -8,7 +8,6 @@ python -m bench --quick --only A,B   # tiny counts (smoke test)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 from bench import machine, report
 from bench.runner import SCENARIOS, Settings, run
 from bench.targets import check_all
+from toolcall import eventloop
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup=max(10, args.calls // 10),
         quick=args.quick,
     )
-    outcome = asyncio.run(run(args.keys, settings))
+    # The bench process plays the LLMService (B's dispatcher, every client): same loop.
+    outcome = eventloop.run(run(args.keys, settings))
     figures, failed = outcome.figures, outcome.failed
     derive(figures)
     targets = check_all(figures)

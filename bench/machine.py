@@ -9,7 +9,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("grpcio", "protobuf", "jsonschema", "fastapi", "uvicorn", "httpx", "mcp")
+from toolcall import eventloop
+
+PACKAGES = ("grpcio", "protobuf", "jsonschema", "uvloop", "fastapi", "uvicorn", "httpx", "mcp")
 
 
 def cpu_model() -> str:
@@ -40,4 +42,6 @@ def describe() -> dict[str, Any]:
         # Other work on the machine skews the figures, calls/s at 64 in flight most.
         "load_average_1m": round(os.getloadavg()[0], 2),
         "packages": {p: _version(p) for p in PACKAGES},
+        # The loop of the bench process and of every server but A's (toolcall.eventloop).
+        "event_loop": eventloop.name(),
     }

@@ -38,6 +38,9 @@ SCENARIOS: dict[str, ScenarioInfo] = {
     for s in (
         ScenarioInfo("A", "bare grpc.aio unary (floor)", "bench.scenarios.grpc_floor"),
         ScenarioInfo("A-uds", "bare grpc.aio unary, UDS", "bench.scenarios.grpc_floor", "open_uds"),
+        ScenarioInfo(
+            "A-uvloop", "A, server on uvloop", "bench.scenarios.grpc_floor", "open_uvloop"
+        ),
         ScenarioInfo("B", "Dispatcher.invoke → SDK plugin, TCP", "bench.scenarios.dispatch"),
         ScenarioInfo(
             "B-uds", "Dispatcher.invoke → SDK plugin, UDS", "bench.scenarios.dispatch", "open_uds"

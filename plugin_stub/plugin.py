@@ -33,7 +33,7 @@ from plugin_stub.callback_server import CallbackServicer, ToolRunner
 from plugin_stub.decorator import Mode, make_meta, tool_meta
 from plugin_stub.local_tools import LocalTool, ToolTable
 from plugin_stub.registration import Registrar
-from toolcall import config
+from toolcall import config, eventloop
 from toolcall.address_policy import loopback_address_error
 from toolcall.serving import ServiceHost, setup_logging
 from toolcall.tools import NAME_PATTERN
@@ -266,9 +266,12 @@ class Plugin:
             await self.stop()
 
     def run(self, log_level: str | None = None) -> None:
-        """Blocking entry point: ``asyncio.run(self.serve())`` with logging set up."""
+        """Blocking entry point: ``serve()`` on a new event loop, with logging set up.
+
+        The loop is uvloop where installed (``toolcall.eventloop``).
+        """
         setup_logging(log_level)
-        asyncio.run(self.serve())
+        eventloop.run(self.serve())
 
     async def __aenter__(self) -> Plugin:
         await self.start()

@@ -7,7 +7,6 @@ readable line on stderr); 2 bad usage; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from toolcall import eventloop
 from toolcall.serving import setup_logging
 
 # Subcommand -> (module, help). The module provides ``add_arguments(parser)``
@@ -54,7 +54,7 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> str:
 
 def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
     try:
-        return int(asyncio.run(main(args)) or 0)
+        return int(eventloop.run(main(args)) or 0)
     except KeyboardInterrupt:
         return 130
     except grpc.aio.AioRpcError as exc:

@@ -26,9 +26,14 @@ def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
     return _open(env, "A-uds", f"unix:{env.tmp_dir}/echo-a.sock")
 
 
+def open_uvloop(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    """A-uvloop: the echo server on uvloop, to show what the event loop alone changes."""
+    return _open(env, "A-uvloop", "127.0.0.1:0", "--uvloop")
+
+
 @contextlib.asynccontextmanager
-async def _open(env: BenchEnv, name: str, listen: str) -> AsyncIterator[Call]:
-    args = ["-m", "bench.servers.grpc_echo", listen]
+async def _open(env: BenchEnv, name: str, listen: str, *flags: str) -> AsyncIterator[Call]:
+    args = ["-m", "bench.servers.grpc_echo", listen, *flags]
     async with running(name, args, log_dir=env.log_dir) as srv:
         async with channel(srv.target) as ch:
             stub: callback_pb2_grpc.ToolCallbackAsyncStub = callback_pb2_grpc.ToolCallbackStub(ch)

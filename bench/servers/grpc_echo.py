@@ -1,14 +1,17 @@
 """Scenario A's server: the smallest grpc.aio ToolCallback, answering a fixed output.
 
 No health, no reflection, no validation: the floor a one-hop gRPC call cannot
-go below. ``python -m bench.servers.grpc_echo [ADDRESS]`` (default 127.0.0.1:0).
+go below. It runs on asyncio's own loop, as grpc.aio comes; ``--uvloop`` runs
+it on uvloop instead, the loop toolcall's services and plugins use, to show
+what the loop alone changes.
+``python -m bench.servers.grpc_echo [ADDRESS] [--uvloop]`` (default 127.0.0.1:0).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
-import sys
 from typing import Any
 
 import grpc
@@ -44,5 +47,18 @@ async def serve(address: str) -> None:
     await server.stop(0)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("address", nargs="?", default="127.0.0.1:0")
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(serve(args.address))
+    else:
+        asyncio.run(serve(args.address))
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0"))
+    main()

@@ -7,7 +7,6 @@ body, answered with ``{"output": ..., "is_error": false}``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 
 from bench.payload import CALLBACK_REPLY
 from bench.servers._uvicorn import serve
+from toolcall import eventloop
 
 
 class CallbackRequest(BaseModel):
@@ -33,4 +33,4 @@ async def tool_invoke(body: CallbackRequest) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(app))
+    eventloop.run(serve(app))
