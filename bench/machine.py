@@ -44,4 +44,6 @@ def describe() -> dict[str, Any]:
         "packages": {p: _version(p) for p in PACKAGES},
         # The loop of the bench process and of every server but A's (toolcall.eventloop).
         "event_loop": eventloop.name(),
+        # gRPC core settings of the bench process and of every server but A's (toolcall.grpc_env).
+        "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
     }

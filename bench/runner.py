@@ -39,7 +39,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("A", "bare grpc.aio unary (floor)", "bench.scenarios.grpc_floor"),
         ScenarioInfo("A-uds", "bare grpc.aio unary, UDS", "bench.scenarios.grpc_floor", "open_uds"),
         ScenarioInfo(
-            "A-uvloop", "A, server on uvloop", "bench.scenarios.grpc_floor", "open_uvloop"
+            "A-tuned", "A, server on toolcall's runtime", "bench.scenarios.grpc_floor", "open_tuned"
         ),
         ScenarioInfo("B", "Dispatcher.invoke → SDK plugin, TCP", "bench.scenarios.dispatch"),
         ScenarioInfo(

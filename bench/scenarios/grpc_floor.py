@@ -1,7 +1,11 @@
 """A. Bare grpc.aio unary ToolCallback.Invoke with a Struct payload: the one-hop floor.
 
 The client builds the request from the seed's body on every call, exactly as
-any caller must; the server answers a prebuilt reply.
+any caller must; the server answers a prebuilt reply. A's server runs on
+gRPC's and asyncio's defaults; A-tuned's on toolcall's runtime choices
+(uvloop, gRPC's iomgr poller), so the two side by side show what those
+choices buy before any of toolcall's own code runs. The client is the bench
+process, which plays the LLMService and runs on toolcall's runtime.
 """
 
 from __future__ import annotations
@@ -26,15 +30,24 @@ def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
     return _open(env, "A-uds", f"unix:{env.tmp_dir}/echo-a.sock")
 
 
-def open_uvloop(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
-    """A-uvloop: the echo server on uvloop, to show what the event loop alone changes."""
-    return _open(env, "A-uvloop", "127.0.0.1:0", "--uvloop")
+def open_tuned(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    """A-tuned: the echo server on toolcall's event loop and gRPC settings."""
+    return _open(env, "A-tuned", "127.0.0.1:0", tuned=True)
+
+
+# gRPC's and asyncio's defaults, whatever the bench process itself runs with.
+STOCK_ENV = {"TOOLCALL_GRPC_TUNING": "off", "GRPC_EXPERIMENTS": ""}
 
 
 @contextlib.asynccontextmanager
-async def _open(env: BenchEnv, name: str, listen: str, *flags: str) -> AsyncIterator[Call]:
-    args = ["-m", "bench.servers.grpc_echo", listen, *flags]
-    async with running(name, args, log_dir=env.log_dir) as srv:
+async def _open(
+    env: BenchEnv, name: str, listen: str, *, tuned: bool = False
+) -> AsyncIterator[Call]:
+    args = ["-m", "bench.servers.grpc_echo", listen]
+    if tuned:
+        args.append("--tuned")
+    server_env = None if tuned else STOCK_ENV
+    async with running(name, args, log_dir=env.log_dir, env=server_env) as srv:
         async with channel(srv.target) as ch:
             stub: callback_pb2_grpc.ToolCallbackAsyncStub = callback_pb2_grpc.ToolCallbackStub(ch)
 

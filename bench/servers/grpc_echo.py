@@ -1,10 +1,12 @@
 """Scenario A's server: the smallest grpc.aio ToolCallback, answering a fixed output.
 
 No health, no reflection, no validation: the floor a one-hop gRPC call cannot
-go below. It runs on asyncio's own loop, as grpc.aio comes; ``--uvloop`` runs
-it on uvloop instead, the loop toolcall's services and plugins use, to show
-what the loop alone changes.
-``python -m bench.servers.grpc_echo [ADDRESS] [--uvloop]`` (default 127.0.0.1:0).
+go below. As A it runs on gRPC's and asyncio's defaults (the bench starts it
+with ``TOOLCALL_GRPC_TUNING=off`` and an empty ``GRPC_EXPERIMENTS``);
+``--tuned`` runs it on the loop toolcall's processes use
+(``toolcall.eventloop``), which with the inherited gRPC settings
+(``toolcall.grpc_env``) shows what toolcall's runtime choices alone change.
+``python -m bench.servers.grpc_echo [ADDRESS] [--tuned]`` (default 127.0.0.1:0).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import grpc
 
 from bench.payload import OUTPUT
 from bench.processes import announce_ready
+from toolcall import eventloop
 from toolcall.jsonvalue import to_value
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
@@ -50,12 +53,10 @@ async def serve(address: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("address", nargs="?", default="127.0.0.1:0")
-    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--tuned", action="store_true")
     args = parser.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        uvloop.run(serve(args.address))
+    if args.tuned:
+        eventloop.run(serve(args.address))
     else:
         asyncio.run(serve(args.address))
 
