@@ -42,8 +42,9 @@ def describe() -> dict[str, Any]:
         # Other work on the machine skews the figures, calls/s at 64 in flight most.
         "load_average_1m": round(os.getloadavg()[0], 2),
         "packages": {p: _version(p) for p in PACKAGES},
-        # The loop of the bench process and of every server but A's (toolcall.eventloop).
-        "event_loop": eventloop.name(),
+        # The clients (the bench process) and D's and E's servers run on asyncio's
+        # loop; our services, SDK plugins and A-tuned on this one (toolcall.eventloop).
+        "toolcall_event_loop": eventloop.name(),
         # gRPC core settings of the bench process and of every server but A's (toolcall.grpc_env).
         "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
     }

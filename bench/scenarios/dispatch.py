@@ -4,6 +4,8 @@ The bench process plays the LLMService: it holds the tool's ``ToolSpec`` (as
 its Watch-fed view would) and calls ``Dispatcher.invoke(spec,
 raw_arguments=...)`` with the model's argument string: parse, validate, build
 the request, one gRPC hop to a real SDK plugin process, shape the result.
+It does so on asyncio's loop, where the real LLMService runs on uvloop: if
+anything, B is measured slower than a chat dispatches.
 B dials the plugin over TCP loopback, B-uds over a unix socket. The tool is
 an ``async def``; B-sync serves the same tool as a plain ``def``, which the
 SDK runs in its thread pool (what that hop costs).

@@ -5,7 +5,7 @@ any caller must; the server answers a prebuilt reply. A's server runs on
 gRPC's and asyncio's defaults; A-tuned's on toolcall's runtime choices
 (uvloop, gRPC's iomgr poller), so the two side by side show what those
 choices buy before any of toolcall's own code runs. The client is the bench
-process, which plays the LLMService and runs on toolcall's runtime.
+process: asyncio's loop, toolcall's gRPC settings (it imports toolcall).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ body, answered with ``{"output": ..., "is_error": false}``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,7 +15,6 @@ from pydantic import BaseModel
 
 from bench.payload import CALLBACK_REPLY
 from bench.servers._uvicorn import serve
-from toolcall import eventloop
 
 
 class CallbackRequest(BaseModel):
@@ -33,4 +33,4 @@ async def tool_invoke(body: CallbackRequest) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    eventloop.run(serve(app))
+    asyncio.run(serve(app))

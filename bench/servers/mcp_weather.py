@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mcp.server import MCPServer
 
 from bench.payload import DESCRIPTION, OUTPUT
 from bench.servers._uvicorn import serve
-from toolcall import eventloop
 
 server: MCPServer[Any] = MCPServer("bench-weather", log_level="WARNING")
 
@@ -22,4 +22,4 @@ async def get_weather(city: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    eventloop.run(serve(server.streamable_http_app()))
+    asyncio.run(serve(server.streamable_http_app()))
