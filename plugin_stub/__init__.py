@@ -14,6 +14,8 @@
 See docs/plugins.md for the full guide.
 """
 
+# First, before anything here imports grpc: toolcall sets gRPC's settings (toolcall/grpc_env.py).
+import toolcall  # noqa: F401
 from plugin_stub.callback_server import shape_result
 from plugin_stub.context import CallContext
 from plugin_stub.decorator import ToolMeta, llm_tool, tool_meta
