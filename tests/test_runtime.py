@@ -52,7 +52,7 @@ def test_grpc_works_with_the_settings() -> None:
 import asyncio
 import toolcall
 from toolcall import eventloop
-from toolcall.clients import channel, wait_healthy
+from toolcall.clients import wait_healthy
 from toolcall.serving import ServiceHost
 
 async def main():

@@ -135,16 +135,9 @@ near_values = (
     | st.lists(st.fixed_dictionaries({"x": st.integers(), "y": st.integers()}), max_size=3)
     | st.lists(st.text(max_size=3), max_size=4)
 )
+NEAR_KEYS = ["days", "unit", "code", "word", "n_a", "items", "ratio", "choice", "flag", "tags"]
 near_objects = st.fixed_dictionaries(
-    {},
-    optional={
-        "city": st.text(max_size=9),
-        **{
-            k: near_values
-            for k in ["days", "unit", "code", "word", "n_a", "items", "ratio", "choice", "flag"]
-        },
-        "tags": near_values,
-    },
+    {}, optional={"city": st.text(max_size=9), **dict.fromkeys(NEAR_KEYS, near_values)}
 )
 
 
