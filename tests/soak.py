@@ -33,8 +33,8 @@ from pathlib import Path
 import grpc
 
 from tests.test_plugin_support import free_port
+from toolcall.cli.stack import Stack
 from toolcall.clients import channel
-from toolcall.stack import Stack
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 SYNC_PROMPT = "What is the weather in Paris?"

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from tests.test_plugin_support import free_port
-from toolcall.stack import Stack
+from toolcall.cli.stack import Stack
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 REPO = Path(__file__).resolve().parents[1]

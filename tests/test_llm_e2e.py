@@ -57,8 +57,8 @@ class Stack:
 async def stack(tmp_path: Path, tool_plugin: str) -> AsyncIterator[Stack]:
     async with llm_env(tmp_path, tool_plugin) as env:
         plugins = [
-            await spawn_plugin("examples.weather_plugin", env.registry.target),
-            await spawn_plugin("examples.network_plugin", env.registry.target),
+            await spawn_plugin("toolcall_examples.weather_plugin", env.registry.target),
+            await spawn_plugin("toolcall_examples.network_plugin", env.registry.target),
         ]
         try:
             for name in ("get_weather", "get_forecast", "ping"):

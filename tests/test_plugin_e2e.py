@@ -62,7 +62,9 @@ async def test_weather_plugin_process_registers_serves_and_clears_on_sigterm(
     registry: str, stub: registry_pb2_grpc.ToolRegistryAsyncStub, tmp_path: Path
 ) -> None:
     # A long TTL: the tools must vanish because of SIGTERM, not lease expiry.
-    with PluginProcess("examples.weather_plugin", registry, tmp_path, lease_ttl="30") as plugin:
+    with PluginProcess(
+        "toolcall_examples.weather_plugin", registry, tmp_path, lease_ttl="30"
+    ) as plugin:
         tools = await wait_for(lambda: list_tools(stub, source="plugin:weather"), len, 15)
         assert names(tools) == {"get_weather", "get_forecast"}
         weather = next(t.tool for t in tools if t.tool.name == "get_weather")
@@ -103,7 +105,7 @@ async def test_killed_plugin_tools_vanish_when_the_lease_expires(
     registry: str, stub: registry_pb2_grpc.ToolRegistryAsyncStub, tmp_path: Path
 ) -> None:
     with PluginProcess(
-        "examples.weather_plugin", registry, tmp_path, lease_ttl=SHORT_TTL
+        "toolcall_examples.weather_plugin", registry, tmp_path, lease_ttl=SHORT_TTL
     ) as plugin:
         await wait_for(lambda: list_tools(stub, source="plugin:weather"), len, 15)
         # Outlive a few TTLs: KeepAlive holds the lease.
@@ -124,7 +126,9 @@ async def test_plugin_re_registers_after_registry_restart_and_waits_for_a_late_r
     port = free_port()
     address = f"127.0.0.1:{port}"
     # The plugin starts first: it must keep retrying until the registry is up.
-    with PluginProcess("examples.weather_plugin", address, tmp_path, lease_ttl=SHORT_TTL) as plugin:
+    with PluginProcess(
+        "toolcall_examples.weather_plugin", address, tmp_path, lease_ttl=SHORT_TTL
+    ) as plugin:
         await asyncio.sleep(0.5)
         with RegistryProcess(address, tmp_path / "reg1") as first:
             await first.healthy()
@@ -150,7 +154,7 @@ async def test_async_network_plugin(
     registry: str, stub: registry_pb2_grpc.ToolRegistryAsyncStub, tmp_path: Path
 ) -> None:
     env = {"TOOLCALL_PING_DELAY": "0.2"}
-    with PluginProcess("examples.network_plugin", registry, tmp_path, extra_env=env):
+    with PluginProcess("toolcall_examples.network_plugin", registry, tmp_path, extra_env=env):
         tools = await wait_for(lambda: list_tools(stub, source="plugin:network"), len, 15)
         ping = tools[0].tool
         assert ping.name == "ping"

@@ -15,11 +15,11 @@ import sys
 import uuid
 
 from toolcall import config
-from toolcall.cli_chat import EventPrinter
+from toolcall.cli.chat import EventPrinter
+from toolcall.cli.stack import add_arguments as add_stack_arguments
+from toolcall.cli.stack import stack_from_args, wait_for_signal
 from toolcall.clients import channel
 from toolcall.jsonvalue import value_to_json
-from toolcall.stack import add_arguments as add_stack_arguments
-from toolcall.stack import stack_from_args, wait_for_signal
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
 
 SYNC_QUESTION = "What is the weather in Paris?"

@@ -23,8 +23,7 @@ from toolcall import config
 from toolcall.clients import channel, wait_healthy
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_PLUGINS = ("examples.weather_plugin", "examples.network_plugin")
+EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +69,6 @@ class Stack:
             TOOLCALL_DATA_DIR=str(self.data_dir),
             PYTHONUNBUFFERED="1",
         )
-        # Example plugins are imported from the checkout, not from site-packages.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -83,7 +80,6 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT,
             )
         self.procs.append((name, proc))
 

@@ -22,11 +22,14 @@ from toolcall.serving import setup_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("registry_service.main", "serve the ToolRegistry service"),
     "llm": ("llm_service.main", "serve the LLMService"),
-    "up": ("toolcall.stack", "run the whole stack: registry, LLMService, example plugins"),
-    "demo": ("toolcall.demo", "run the stack and a scripted conversation that shows every feature"),
-    "tools": ("toolcall.cli_tools", "list, invoke and clear registered tools"),
-    "chat": ("toolcall.cli_chat", "chat with the LLMService; streams the reply and tool calls"),
-    "subscribe": ("toolcall.cli_subscribe", "print async tool results of a session as they arrive"),
+    "up": ("toolcall.cli.stack", "run the whole stack: registry, LLMService, example plugins"),
+    "demo": (
+        "toolcall.cli.demo",
+        "run the stack and a scripted conversation showing every feature",
+    ),
+    "tools": ("toolcall.cli.tools", "list, invoke and clear registered tools"),
+    "chat": ("toolcall.cli.chat", "chat with the LLMService; streams the reply and tool calls"),
+    "subscribe": ("toolcall.cli.subscribe", "print async tool results of a session as they arrive"),
 }
 
 
@@ -71,6 +74,3 @@ def main(argv: list[str] | None = None) -> int:
 
 
 CLIENT_COMMANDS = {"tools", "chat", "subscribe"}
-
-if __name__ == "__main__":
-    sys.exit(main())
