@@ -32,7 +32,7 @@ from pathlib import Path
 
 import grpc
 
-from tests.test_plugin_support import free_port
+from tests.support.plugins import free_port
 from toolcall.cli.stack import Stack
 from toolcall.clients import channel
 from toolcall.v1 import llm_pb2, llm_pb2_grpc

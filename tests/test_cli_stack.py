@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.test_plugin_support import free_port
+from tests.support.plugins import free_port
 from toolcall.cli.stack import Stack
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 

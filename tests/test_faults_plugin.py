@@ -1,7 +1,7 @@
 """Faults of a plugin process: killed mid-call, hung, answering too much.
 
 The stack is real: a registry and an LLMService in-process, the fault plugin
-(an SDK plugin, tests/test_faults_support.py) as a separate process that is
+(an SDK plugin, tests/support/faults.py) as a separate process that is
 SIGKILLed or SIGSTOPped in the middle of calls. The caller always gets an
 answer within the tool's timeout, the chat still answers, and the history
 keeps exactly one result per call.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_faults_support import fault_stack, invoke
+from tests.support.faults import fault_stack, invoke
 from toolcall import config
 from toolcall.v1 import llm_pb2
 

@@ -1,7 +1,7 @@
 """Faults of the model provider: HTTP errors, timeouts, garbage, a dead endpoint.
 
 The real provider SDKs talk to local servers speaking the OpenAI and Gemini
-wire formats (tests/fake_providers.py). Whatever the provider does - in the
+wire formats (tests/support/fake_providers.py). Whatever the provider does - in the
 first round or after a tool already ran, streamed or not - the caller gets a
 clear status with a readable message, the session's history is exactly what
 it was, and the next turn works.
@@ -16,7 +16,7 @@ import anyio
 import grpc
 import pytest
 
-from tests.fake_providers import (
+from tests.support.fake_providers import (
     FakeGemini,
     FakeOpenAI,
     FakeServer,
@@ -25,9 +25,9 @@ from tests.fake_providers import (
     Reply,
     Stall,
 )
+from tests.support.fuzz import assert_no_traceback
 from tests.support.llm_env import LLMEnv, llm_env, tool_plugin
-from tests.test_fuzz_support import assert_no_traceback
-from tests.test_plugin_support import free_port
+from tests.support.plugins import free_port
 from toolcall.v1 import llm_pb2
 
 __all__ = ["tool_plugin"]

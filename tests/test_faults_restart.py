@@ -25,9 +25,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.faults import MODULE, TOOL_NAMES, user
 from tests.support.llm_env import llm_settings, running_llm
-from tests.test_faults_support import MODULE, TOOL_NAMES, user
-from tests.test_plugin_support import (
+from tests.support.plugins import (
     ChildProcess,
     PluginProcess,
     RegistryProcess,

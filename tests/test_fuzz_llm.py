@@ -30,8 +30,7 @@ from hypothesis import strategies as st
 
 from llm_service import LLMServiceHost, start_llm
 from registry_service import RegistryHost
-from tests.support.llm_env import llm_settings, start_test_registry, tool_plugin
-from tests.test_fuzz_support import (
+from tests.support.fuzz import (
     EXAMPLES,
     FUZZ,
     INVALID,
@@ -54,6 +53,7 @@ from tests.test_fuzz_support import (
     texts,
     undecodable_payloads,
 )
+from tests.support.llm_env import llm_settings, start_test_registry, tool_plugin
 from toolcall.clients import channel
 from toolcall.jsonvalue import to_struct
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2

@@ -24,8 +24,7 @@ from hypothesis import example, given, reject, settings
 from hypothesis import strategies as st
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
-from tests.support.llm_env import tool_plugin
-from tests.test_fuzz_support import (
+from tests.support.fuzz import (
     ACCEPTED_ADDRESSES,
     EXAMPLES,
     FUZZ,
@@ -57,6 +56,7 @@ from tests.test_fuzz_support import (
     texts,
     undecodable_payloads,
 )
+from tests.support.llm_env import tool_plugin
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_struct, from_value, to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2

@@ -11,7 +11,7 @@ import pytest
 
 from llm_service.messages import Message
 from llm_service.providers.gemini import SIGNATURE
-from tests.fake_providers import FakeGemini, Garbage, HTTPError, Reply, Stall
+from tests.support.fake_providers import FakeGemini, Garbage, HTTPError, Reply, Stall
 from tests.support.llm_env import LLMEnv, fake_gemini, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 

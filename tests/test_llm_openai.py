@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.fake_providers import FakeOpenAI, Garbage, HTTPError, Reply, Stall
+from tests.support.fake_providers import FakeOpenAI, Garbage, HTTPError, Reply, Stall
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2

@@ -12,7 +12,7 @@ import pytest
 
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
-from tests.fake_providers import FakeOpenAI, Reply
+from tests.support.fake_providers import FakeOpenAI, Reply
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2

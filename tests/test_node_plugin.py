@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_plugin_support import (
+from tests.support.plugins import (
     REPO_ROOT,
     ChildProcess,
     child_env,

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from plugin_stub import Plugin, llm_tool
-from tests.test_plugin_support import (
+from tests.support.plugins import (
     PluginProcess,
     RegistryProcess,
     free_port,

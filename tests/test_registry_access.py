@@ -19,7 +19,7 @@ from registry_service.access import (
     bearer_token_ok,
     is_local_peer,
 )
-from tests.test_registry_support import running_registry, tool
+from tests.support.registry import running_registry, tool
 from toolcall.v1 import registry_pb2
 
 SERVICE = "toolcall.v1.ToolRegistry"

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.test_registry_support import NUMBER_SCHEMA, running_plugin, running_registry, tool
+from tests.support.registry import NUMBER_SCHEMA, running_plugin, running_registry, tool
 from toolcall.jsonvalue import from_value, to_struct
 from toolcall.v1 import registry_pb2, tools_pb2
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.test_registry_support import read, running_registry, tool
+from tests.support.registry import read, running_registry, tool
 from toolcall.errors import bad_request_violations
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 

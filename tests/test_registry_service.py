@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.test_registry_support import NUMBER_SCHEMA, running_registry, tool
+from tests.support.registry import NUMBER_SCHEMA, running_registry, tool
 from toolcall.errors import bad_request_violations
 from toolcall.v1 import registry_pb2
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from registry_service.store import Entry
-from tests.test_registry_support import read, running_registry, tool
+from tests.support.registry import read, running_registry, tool
 from toolcall.tools import ToolSpec
 from toolcall.v1 import registry_pb2
 

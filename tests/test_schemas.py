@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.test_fuzz_support import FUZZ
+from tests.support.fuzz import FUZZ
 from toolcall.schemas import PATTERN_TIMEOUT_S, _compiled, _fast_check, compile_validator
 
 # Backtracks exponentially in Python's re on "aaa...a!" (seconds at ~30 chars).

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
-from tests.test_fuzz_support import (
+from tests.support.fuzz import (
     ACCEPTED_ADDRESSES,
     INVALID,
     OK,

@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from tests.test_plugin_support import REPO_ROOT, child_env
+from tests.support.plugins import REPO_ROOT, child_env
 
 
 def test_soak_smoke() -> None:

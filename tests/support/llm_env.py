@@ -20,7 +20,7 @@ import pytest
 
 from llm_service import LLMServiceHost, LLMSettings, start_llm
 from registry_service import RegistryHost, RegistrySettings, start_registry
-from tests.fake_providers import FakeGemini, FakeOpenAI
+from tests.support.fake_providers import FakeGemini, FakeOpenAI
 from toolcall.clients import channel
 from toolcall.jsonvalue import to_struct
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2

@@ -1,7 +1,5 @@
 """Helpers of the fuzz and security tests: outcomes, checks, adversarial strategies.
 
-(No tests here; the name keeps it next to the tests that use it.)
-
 Hypothesis drives plain (sync) test functions - its stateful machines are sync
 too - so the servers under test run on an event loop in a background thread
 (an anyio blocking portal). ``Loop.rpc`` sends one request into that loop and

@@ -1,7 +1,4 @@
-"""Helpers shared by the plugin end-to-end tests: registries and plugin processes.
-
-(No tests here; the name keeps it next to the tests that use it.)
-"""
+"""Helpers shared by the plugin end-to-end tests: registries and plugin processes."""
 
 from __future__ import annotations
 

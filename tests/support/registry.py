@@ -1,7 +1,6 @@
 """Helpers for the registry tests: a registry on loopback and a tiny plugin.
 
-(No tests here; the name keeps it next to the tests that use it.) The plugin
-side is a real grpc.aio ToolCallback server in the test process, so tests can
+The plugin side is a real grpc.aio ToolCallback server in the test process, so tests can
 see exactly what reached it (arguments, deadline, cancellation).
 """
 

@@ -1,6 +1,4 @@
-"""Helpers of the fault tests, and the plugin they break: ``python -m tests.test_faults_support``.
-
-(No tests here; the name keeps it next to the tests that use it.)
+"""Helpers of the fault tests, and the plugin they break: ``python -m tests.support.faults``.
 
 ``FaultPlugin`` is a real SDK plugin. Its tools leave marker files in
 ``$TOOLCALL_FAULTS_DIR`` so a test knows when a call is in flight, and their
@@ -28,11 +26,11 @@ from llm_service import LLMServiceHost
 from plugin_stub import Plugin, llm_tool
 from registry_service import RegistryHost
 from tests.support.llm_env import llm_settings, running_llm, start_test_registry
-from tests.test_plugin_support import PluginProcess, wait_for
+from tests.support.plugins import PluginProcess, wait_for
 from toolcall.clients import channel
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
 
-MODULE = "tests.test_faults_support"
+MODULE = "tests.support.faults"
 TOOL_NAMES = ("big_output", "echo", "ping_later", "slow_echo", "slow_ping_later")
 
 
