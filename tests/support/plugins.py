@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from toolcall.clients import wait_healthy
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
