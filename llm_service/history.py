@@ -447,17 +447,29 @@ class HistoryStore:
         row = self.db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return _task(row) if row else None
 
-    async def unacked_results(self, session_id: str) -> list[TaskRecord]:
-        """Finished, not yet acknowledged tasks of a session, oldest first."""
-        return await self._run(self._unacked, session_id)
+    async def unacked_results(
+        self, session_id: str, *, after: tuple[float, str] | None = None, limit: int = 0
+    ) -> list[TaskRecord]:
+        """Finished, not yet acknowledged tasks of a session, oldest first.
 
-    def _unacked(self, session_id: str) -> list[TaskRecord]:
-        rows = self.db.execute(
-            "SELECT * FROM tasks WHERE session_id = ? AND acked = 0 AND status != 'running'"
-            " ORDER BY finished_at, task_id",
-            (session_id,),
-        ).fetchall()
-        return [_task(r) for r in rows]
+        ``after``: only those after this (finished_at, task_id); ``limit`` > 0:
+        at most that many (a page).
+        """
+        return await self._run(self._unacked, session_id, after, limit)
+
+    def _unacked(
+        self, session_id: str, after: tuple[float, str] | None, limit: int
+    ) -> list[TaskRecord]:
+        sql = "SELECT * FROM tasks WHERE session_id = ? AND acked = 0 AND status != 'running'"
+        args: list[Any] = [session_id]
+        if after is not None:
+            sql += " AND (finished_at, task_id) > (?, ?)"
+            args += [after[0], after[1]]
+        sql += " ORDER BY finished_at, task_id"
+        if limit > 0:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_task(r) for r in self.db.execute(sql, args).fetchall()]
 
     async def ack_tasks(self, session_id: str, task_ids: list[str]) -> int:
         """Marks finished tasks acknowledged; returns how many were newly marked."""

@@ -3,10 +3,12 @@
 One implementation serves Chat and ChatStream: ``Orchestrator.run`` yields
 events (text deltas, tool calls starting and finishing, the turn's result,
 usage); Chat keeps only the result. Tool calls of one round run concurrently
-(bounded per chat by ``max_parallel_tools``) and go straight to the plugin
-through ``Dispatcher.invoke`` - one hop, no registry in between. Every tool
-failure (bad JSON, schema violation, unknown tool, plugin error, timeout) is
-fed back to the model as an error result it can recover from.
+(bounded per chat by ``max_parallel_tools``, async ones while they start;
+running async tasks are bounded per session and in total) and go straight
+to the plugin through ``Dispatcher.invoke`` - one hop, no registry between.
+Every tool failure (bad JSON, schema violation, unknown tool, plugin error,
+timeout, too many async tasks) is fed back to the model as an error result
+it can recover from.
 
 A turn is stored only when it completes: the new messages, the assistant's
 tool calls, the tool results and the final answer go into the history in one
@@ -34,7 +36,7 @@ from llm_service.messages import (
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
 from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
-from llm_service.tasks import AsyncTasks
+from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.dispatch import (
     ArgumentsError,
     Dispatcher,
@@ -255,7 +257,9 @@ class Orchestrator:
                 available = ", ".join(t.name for t in self._view.tools_for(req.role)) or "(none)"
                 result = error_result(f"unknown tool '{call.name}'; available: {available}")
             elif spec.is_async:
-                result, task_id = await self._start_async(spec, call, req)
+                # Starting counts against the per-chat cap like a sync call.
+                async with turn.semaphore:
+                    result, task_id = await self._start_async(spec, call, req)
             else:
                 async with turn.semaphore:
                     remaining = None if req.deadline is None else req.deadline - time.monotonic()
@@ -269,6 +273,8 @@ class Orchestrator:
                     )
         except asyncio.CancelledError:
             raise
+        except TaskLimitError as exc:  # too many async tasks running: the model is told
+            result = error_result(f"RESOURCE_EXHAUSTED: {exc}")
         except Exception as exc:  # a bug on our side: the model still gets an answer
             log.exception("tool call %s (%s) failed", call.call_id, call.name)
             result = error_result(f"INTERNAL: {type(exc).__name__}: {exc}")

@@ -41,7 +41,14 @@ class LLMServiceHost(ServiceHost):
         self.view = RegistryView(settings.registry_address)
         self.dispatcher = Dispatcher()
         self.providers = Providers(settings)
-        self.tasks = AsyncTasks(self.store, self.dispatcher)
+        self.tasks = AsyncTasks(
+            self.store,
+            self.dispatcher,
+            max_per_session=settings.max_async_tasks_per_session,
+            max_total=settings.max_async_tasks,
+            subscribe_buffer=settings.subscribe_buffer,
+            subscribe_buffer_bytes=settings.subscribe_buffer_bytes,
+        )
         self.orchestrator = Orchestrator(
             settings,
             view=self.view,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
+import functools
 import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -20,7 +22,7 @@ from llm_service.providers import PROVIDER_NAMES, ProviderError
 from llm_service.providers.base import ErrorKind
 from llm_service.registry_view import RegistryView
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
-from llm_service.tasks import AsyncTasks
+from llm_service.tasks import AsyncTasks, SubscriberLimitError, SubscriberTooSlow
 from toolcall import config
 from toolcall.errors import abort_invalid
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
@@ -131,6 +133,41 @@ def chat_violations(
     return bad
 
 
+async def _send(
+    context: grpc.aio.ServicerContext,
+    response: llm_pb2.SubscribeResponse,
+    stop: asyncio.Event,
+    ack: Callable[[], Awaitable[object]] | None,
+) -> bool:
+    """Writes ``response`` then runs ``ack``; False (the write abandoned) if ``stop`` is set first.
+
+    A client that stops reading blocks the write (HTTP/2 flow control); the
+    subscription's queue then overflows and sets ``stop``, so the stream can
+    end with a status instead of waiting for the client forever. The ack runs
+    in the same task as the write, so a client that cancels right after
+    reading still has the result acknowledged.
+    """
+
+    async def write_then_ack() -> None:
+        await context.write(response)
+        if ack is not None:
+            await ack()
+
+    sending = asyncio.ensure_future(write_then_ack())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((sending, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not sending.done():
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        return False
+    await sending  # its errors (a failing database) are the stream's
+    return True
+
+
 @contextlib.asynccontextmanager
 async def store_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
     """A database failure inside becomes a status with its reason, not UNKNOWN."""
@@ -231,15 +268,36 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
         await context.abort(code, message)
 
-    async def Subscribe(
+    # Writes with context.write (not yield) so a write blocked by a client that
+    # stopped reading can be abandoned: a coroutine, which the stub's type misses.
+    async def Subscribe(  # type: ignore[override]
         self, request: llm_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[llm_pb2.SubscribeResponse]:
+    ) -> None:
         if bad := session_violation("session_id", request.session_id):
             await abort_invalid(context, bad)
-        results = self._tasks.results(request.session_id, auto_ack=request.auto_ack)
-        async with store_errors(context), contextlib.aclosing(results):
-            async for task in results:
-                yield llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
+        try:
+            subscription = self._tasks.subscribe(request.session_id)
+        except SubscriberLimitError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise AssertionError("unreachable") from None
+        try:
+            results = subscription.results(auto_ack=False)  # acked below, once written
+            async with store_errors(context), contextlib.aclosing(results):
+                async for task in results:
+                    response = llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
+                    ack = (
+                        functools.partial(self._store.ack_tasks, task.session_id, [task.task_id])
+                        if request.auto_ack
+                        else None
+                    )
+                    if not await _send(context, response, subscription.overflowed, ack):
+                        raise subscription.too_slow()
+        except SubscriberTooSlow as exc:
+            # Dropped, not buffered without end; nothing is lost: every
+            # unacknowledged result is sent again on the next Subscribe.
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        finally:
+            self._tasks.unsubscribe(subscription)
         # Results only end when the service stops; say so, so clients resubscribe.
         await context.abort(grpc.StatusCode.UNAVAILABLE, "LLMService is stopping; subscribe again")
 

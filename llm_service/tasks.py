@@ -6,11 +6,19 @@ model gets an acknowledgement); the call runs through the same
 result is stored, pushed to every live ``results`` stream of the session, and
 appended to the session's history as a system note so the next turn sees it.
 Stored results are re-sent to each new subscriber until acknowledged.
+
+Bounds: running tasks per session and in total (``start`` raises
+``TaskLimitError`` beyond them); subscribers per session
+(``MAX_SUBSCRIBERS_PER_SESSION``); results queued for one subscriber
+(``Subscription``: entries and bytes; past either the subscriber is dropped
+and told so, and a new Subscribe sends every unacknowledged result again);
+stored results are read in pages of ``STORED_PAGE``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -29,7 +37,32 @@ log = logging.getLogger(__name__)
 
 RESTARTED_ERROR = "service restarted before the task finished"
 STOPPED_ERROR = "service stopped before the task finished"
-_CLOSED = None  # queue sentinel: the service is stopping
+MAX_SUBSCRIBERS_PER_SESSION = 16
+STORED_PAGE = 100
+# What a queued result weighs beyond its output, error and arguments.
+TASK_OVERHEAD_BYTES = 256
+
+
+class TaskLimitError(Exception):
+    """Too many async tasks are running (of the session, or in total)."""
+
+
+class SubscriberLimitError(Exception):
+    """The session has ``MAX_SUBSCRIBERS_PER_SESSION`` Subscribe streams already."""
+
+
+class SubscriberTooSlow(Exception):
+    """The subscriber did not read fast enough; its queue went over a bound."""
+
+
+def task_bytes(task: TaskRecord) -> int:
+    """What a finished task weighs in a subscriber's queue."""
+    return (
+        TASK_OVERHEAD_BYTES
+        + len(json.dumps(task.output, ensure_ascii=False).encode())
+        + len(task.error.encode())
+        + len(json.dumps(task.arguments, ensure_ascii=False).encode())
+    )
 
 
 def new_task_id() -> str:
@@ -44,25 +77,149 @@ def result_note(task: TaskRecord) -> str:
     return f"Result of async task {task.task_id} ({task.tool_name}): {output}"
 
 
+class Subscription:
+    """One Subscribe stream: stored unacknowledged results, then live ones.
+
+    Live results wait in a queue bounded by ``max_items`` and ``max_bytes``;
+    when a push would go over either, the queue is emptied (the results stay
+    stored, unacknowledged) and ``overflowed`` is set: the stream must end,
+    and the next Subscribe sends them again.
+    """
+
+    def __init__(
+        self, tasks: AsyncTasks, session_id: str, *, max_items: int, max_bytes: int
+    ) -> None:
+        self._tasks = tasks
+        self.session_id = session_id
+        self.max_items = max(1, max_items)
+        self.max_bytes = max(1, max_bytes)
+        self._queue: collections.deque[tuple[TaskRecord, int]] = collections.deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self.overflowed = asyncio.Event()
+        self.closed = False
+
+    def push(self, task: TaskRecord, size: int) -> None:
+        if self.closed or self.overflowed.is_set():
+            return
+        if len(self._queue) >= self.max_items or self._queued_bytes + size > self.max_bytes:
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.overflowed.set()
+        else:
+            self._queue.append((task, size))
+            self._queued_bytes += size
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+
+    def too_slow(self) -> SubscriberTooSlow:
+        return SubscriberTooSlow(
+            f"this subscriber fell behind by more than {self.max_items} results or "
+            f"{self.max_bytes} bytes (TOOLCALL_SUBSCRIBE_BUFFER, TOOLCALL_SUBSCRIBE_BUFFER_BYTES); "
+            "subscribe again: unacknowledged results are sent again"
+        )
+
+    async def _next_live(self) -> TaskRecord | None:
+        """The next queued result; None once closed. Raises SubscriberTooSlow."""
+        while True:
+            if self.overflowed.is_set():
+                raise self.too_slow()
+            if self._queue:
+                task, size = self._queue.popleft()
+                self._queued_bytes -= size
+                return task
+            if self.closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def results(self, *, auto_ack: bool) -> AsyncGenerator[TaskRecord, None]:
+        """Stored unacknowledged results (in pages), then live ones, until closed.
+
+        Raises SubscriberTooSlow when the queue went over its bounds.
+        """
+        store = self._tasks.store
+        after: tuple[float, str] = (float("-inf"), "")
+        while True:
+            page = await store.unacked_results(self.session_id, after=after, limit=STORED_PAGE)
+            for task in page:
+                yield task
+                if auto_ack:
+                    await store.ack_tasks(self.session_id, [task.task_id])
+            if page:
+                after = (page[-1].finished_at or 0.0, page[-1].task_id)
+            if len(page) < STORED_PAGE:
+                break
+        # Results queued while the store was read were stored first, so the
+        # pages above held the ones that finished up to ``after``: skip them.
+        already_sent = len(self._queue)
+        while (live := await self._next_live()) is not None:
+            if already_sent > 0:
+                already_sent -= 1
+                if (live.finished_at or 0.0, live.task_id) <= after:
+                    continue
+            yield live
+            if auto_ack:
+                await store.ack_tasks(self.session_id, [live.task_id])
+
+
 class AsyncTasks:
-    def __init__(self, store: HistoryStore, dispatcher: Dispatcher) -> None:
-        self._store = store
+    def __init__(
+        self,
+        store: HistoryStore,
+        dispatcher: Dispatcher,
+        *,
+        max_per_session: int = 64,
+        max_total: int = 1024,
+        subscribe_buffer: int = 256,
+        subscribe_buffer_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.store = store
         self._dispatcher = dispatcher
+        self.max_per_session = max(1, max_per_session)
+        self.max_total = max(1, max_total)
+        self._subscribe_buffer = subscribe_buffer
+        self._subscribe_buffer_bytes = subscribe_buffer_bytes
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._listeners: dict[str, set[asyncio.Queue[TaskRecord | None]]] = {}
+        # Tasks starting or running, per session and in total (the caps' counts).
+        self._running_by_session: collections.Counter[str] = collections.Counter()
+        self._running_total = 0
+        self._listeners: dict[str, set[Subscription]] = {}
         self._closing = False
 
     async def recover(self) -> None:
         """At startup: tasks left running by a previous process can never finish."""
-        for task in await self._store.fail_running_tasks(RESTARTED_ERROR):
+        for task in await self.store.fail_running_tasks(RESTARTED_ERROR):
             log.warning(
                 "task %s (%s) was running at shutdown; marked failed", task.task_id, task.tool_name
             )
             await self._add_note(task)
 
+    def running(self, session_id: str | None = None) -> int:
+        """Tasks running now: of one session, or in total."""
+        return self._running_total if session_id is None else self._running_by_session[session_id]
+
+    def check_room(self, session_id: str) -> None:
+        """Raises TaskLimitError when no further task of ``session_id`` may start now."""
+        if self._running_by_session[session_id] >= self.max_per_session:
+            raise TaskLimitError(
+                f"this session already has {self.max_per_session} async tasks running "
+                "(TOOLCALL_MAX_ASYNC_TASKS_PER_SESSION); try again when some have finished"
+            )
+        if self._running_total >= self.max_total:
+            raise TaskLimitError(
+                f"the service already runs {self.max_total} async tasks "
+                "(TOOLCALL_MAX_ASYNC_TASKS); try again later"
+            )
+
     async def start(
         self, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any], session_id: str, role: str
     ) -> TaskRecord:
+        """Stores the task and starts it; raises TaskLimitError when over a bound."""
+        self.check_room(session_id)
         task = TaskRecord(
             task_id=new_task_id(),
             session_id=session_id,
@@ -72,11 +229,29 @@ class AsyncTasks:
             arguments=arguments,
             created_at=time.time(),
         )
-        await self._store.insert_task(task)
+        # Counted from before the insert, so concurrent starts cannot all pass the check.
+        self._running_by_session[session_id] += 1
+        self._running_total += 1
+        try:
+            await self.store.insert_task(task)
+        except BaseException:
+            self._release(session_id)
+            raise
         runner = asyncio.create_task(self._run(spec, call, task), name=f"async-tool-{task.task_id}")
         self._running[task.task_id] = runner
-        runner.add_done_callback(lambda _: self._running.pop(task.task_id, None))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(task.task_id, None)
+            self._release(session_id)
+
+        runner.add_done_callback(done)
         return task
+
+    def _release(self, session_id: str) -> None:
+        self._running_total -= 1
+        self._running_by_session[session_id] -= 1
+        if self._running_by_session[session_id] <= 0:
+            del self._running_by_session[session_id]
 
     async def _run(self, spec: ToolSpec, call: ToolCall, task: TaskRecord) -> None:
         try:
@@ -104,56 +279,66 @@ class AsyncTasks:
     async def _finish(self, task: TaskRecord) -> None:
         task.finished_at = time.time()
         try:
-            await self._store.finish_task(task)
+            await self.store.finish_task(task)
         except Exception:
             log.exception("cannot store the result of task %s", task.task_id)
-        for queue in self._listeners.get(task.session_id, ()):
-            queue.put_nowait(task)
+        size = task_bytes(task)
+        for subscription in self._listeners.get(task.session_id, ()):
+            subscription.push(task, size)
         await self._add_note(task)
 
     async def _add_note(self, task: TaskRecord) -> None:
         note = Message(role="system", content=result_note(task))
         try:
-            async with self._store.session_lock(task.session_id):
-                await self._store.append(task.session_id, [note])
+            async with self.store.session_lock(task.session_id):
+                await self.store.append(task.session_id, [note])
         except Exception:
             log.exception("cannot add the result of task %s to the history", task.task_id)
 
+    def subscribe(self, session_id: str) -> Subscription:
+        """A new subscription; raises SubscriberLimitError. ``unsubscribe`` it when done."""
+        listeners = self._listeners.setdefault(session_id, set())
+        if len(listeners) >= MAX_SUBSCRIBERS_PER_SESSION:
+            raise SubscriberLimitError(
+                f"session already has {MAX_SUBSCRIBERS_PER_SESSION} Subscribe streams; "
+                "end one first"
+            )
+        subscription = Subscription(
+            self,
+            session_id,
+            max_items=self._subscribe_buffer,
+            max_bytes=self._subscribe_buffer_bytes,
+        )
+        if self._closing:
+            subscription.close()
+        # Listen before reading the store so nothing finishing in between is missed.
+        listeners.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.close()
+        listeners = self._listeners.get(subscription.session_id)
+        if listeners is not None:
+            listeners.discard(subscription)
+            if not listeners:
+                del self._listeners[subscription.session_id]
+
     async def results(self, session_id: str, *, auto_ack: bool) -> AsyncGenerator[TaskRecord, None]:
         """Stored unacknowledged results, then live ones, until the service stops."""
-        queue: asyncio.Queue[TaskRecord | None] = asyncio.Queue()
-        # Listen before reading the store so nothing finishing in between is missed.
-        self._listeners.setdefault(session_id, set()).add(queue)
-        sent: set[str] = set()
+        subscription = self.subscribe(session_id)
         try:
-            for task in await self._store.unacked_results(session_id):
-                sent.add(task.task_id)
-                yield task
-                if auto_ack:
-                    await self._store.ack_tasks(session_id, [task.task_id])
-            while not self._closing:
-                item = await queue.get()
-                if item is _CLOSED:
-                    break
-                if item.task_id in sent:
-                    continue
-                sent.add(item.task_id)
-                yield item
-                if auto_ack:
-                    await self._store.ack_tasks(session_id, [item.task_id])
+            async with contextlib.aclosing(subscription.results(auto_ack=auto_ack)) as items:
+                async for task in items:
+                    yield task
         finally:
-            listeners = self._listeners.get(session_id)
-            if listeners is not None:
-                listeners.discard(queue)
-                if not listeners:
-                    del self._listeners[session_id]
+            self.unsubscribe(subscription)
 
     def end_streams(self) -> None:
         """Ends every ``results`` stream (the service is stopping)."""
         self._closing = True
-        for queues in self._listeners.values():
-            for queue in queues:
-                queue.put_nowait(_CLOSED)
+        for subscriptions in self._listeners.values():
+            for subscription in subscriptions:
+                subscription.close()
 
     async def close(self, grace_s: float) -> None:
         """Lets running tasks finish for ``grace_s``, then cancels (and records) the rest."""

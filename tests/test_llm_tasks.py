@@ -65,6 +65,15 @@ async def history_with_note(env: LLMEnv, session: str, task_id: str) -> list[llm
         await asyncio.sleep(0.02)
 
 
+async def wait_finished(env: LLMEnv, task_id: str) -> None:
+    for _ in range(400):
+        got = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=task_id))
+        if got.task.status != llm_pb2.TASK_STATUS_RUNNING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task {task_id} still running")
+
+
 async def test_ack_then_result_pushed_and_stored(env: LLMEnv, fake_openai: FakeOpenAI) -> None:
     subscription = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a1"))
     started = time.monotonic()
@@ -286,3 +295,89 @@ async def test_stub_type_is_async(env: LLMEnv) -> None:
     stub: llm_pb2_grpc.LLMServiceAsyncStub = env.stub
     reply = await stub.GetHistory(llm_pb2.GetHistoryRequest(session_id="empty"))
     assert list(reply.messages) == []
+
+
+async def test_a_subscriber_that_stops_reading_is_dropped_and_loses_nothing(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        subscribe_buffer=8,
+    ) as env:
+        await env.register("big_bg", mode=ASYNC)
+        stalled = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="slow"))
+        n = 60  # 60 x 300 kB: far more than gRPC and TCP buffer for a stream
+        calls = [(f"c{i}", "big_bg", '{"bytes": 300000}') for i in range(n)]
+        fake_openai.add(Reply(tool_calls=calls), Reply(text="started"))
+        reply = await env.chat("slow", "go")
+        task_ids = {r.task_id for r in reply.tool_calls}
+        assert len(task_ids) == n and "" not in task_ids
+        for task_id in task_ids:  # all finished (and pushed to the stalled stream)
+            await wait_finished(env, task_id)
+
+        # The stalled stream got what the transport buffered, then a status.
+        got = 0
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while True:
+                await next_task(stalled)
+                got += 1
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "fell behind" in err.value.details() and "subscribe again" in err.value.details()
+        assert got < n
+
+        # A new Subscribe gets every result: none was acknowledged.
+        again = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="slow", auto_ack=True))
+        delivered = {(await next_task(again)).task_id for _ in range(n)}
+        again.cancel()
+        assert delivered == task_ids
+
+
+async def test_async_calls_count_against_the_caps_and_over_them_are_error_results(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        max_parallel_tools=4,
+        max_async_tasks_per_session=10,
+        max_async_tasks=12,
+    ) as env:
+        await env.register("sleep_bg", mode=ASYNC)
+        store = env.llm.store
+        inserting, peak = 0, 0
+        insert_task = store.insert_task
+
+        async def counted_insert(task: TaskRecord) -> None:
+            nonlocal inserting, peak
+            inserting += 1
+            peak = max(peak, inserting)
+            try:
+                await insert_task(task)
+            finally:
+                inserting -= 1
+
+        store.insert_task = counted_insert  # type: ignore[method-assign]
+        # One model answer with 200 async calls.
+        calls = [(f"c{i}", "sleep_bg", '{"seconds": 3}') for i in range(200)]
+        fake_openai.add(Reply(tool_calls=calls), Reply(text="started"))
+        reply = await env.chat("many", "go")
+        started = [r for r in reply.tool_calls if r.task_id]
+        refused = [r for r in reply.tool_calls if r.result.is_error]
+        assert len(started) == 10 and len(refused) == 190
+        assert "TOOLCALL_MAX_ASYNC_TASKS_PER_SESSION" in refused[0].result.error
+        assert refused[0].result.error.startswith("RESOURCE_EXHAUSTED: ")
+        assert peak <= 4  # starts ran under the per-chat cap
+        assert env.llm.tasks.running("many") == 10
+
+        # The total cap: 2 more fit, then the service is full for every session.
+        fake_openai.add(Reply(tool_calls=calls[:5]), Reply(text="started"))
+        reply = await env.chat("other", "go")
+        assert sum(1 for r in reply.tool_calls if r.task_id) == 2
+        errors = [r.result.error for r in reply.tool_calls if r.result.is_error]
+        assert len(errors) == 3 and "TOOLCALL_MAX_ASYNC_TASKS)" in errors[0]
+        assert env.llm.tasks.running() == 12

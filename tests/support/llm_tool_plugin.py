@@ -6,6 +6,7 @@ serving. What a call does depends on the tool name's first word (before
 
 - ``echo``:  returns the arguments, raw arguments, call id, session and role
 - ``sleep``: sleeps ``arguments.seconds`` (default 0.5), returns ``{"slept": s}``
+- ``big``:   returns ``{"pad": "x" * arguments.bytes}``
 - ``fail``:  a tool-level error (is_error) "boom"
 - ``crash``: a gRPC INTERNAL status
 """
@@ -45,6 +46,9 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
             started = time.monotonic()
             await asyncio.sleep(seconds)
             out = {"slept": seconds, "started": started}
+            return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "big":
+            out = {"pad": "x" * int(args.get("bytes", 1000))}
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
         if kind == "fail":
             return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="boom")
