@@ -142,6 +142,16 @@ class Orchestrator:
         self._providers = providers
         self._store = store
         self._tasks = tasks
+        # Session -> names of the sync tool calls its running turn waits on.
+        self._waiting_on_tools: dict[str, list[str]] = {}
+
+    def waiting_on_tools(self, session_id: str) -> list[str]:
+        """Sync tools the session's running turn is waiting on (empty: none).
+
+        A Chat for that session now would wait for the turn, and the turn for
+        the tools: if a tool is the one asking, neither ever gets there.
+        """
+        return self._waiting_on_tools.get(session_id, [])
 
     async def run(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
         """Runs one turn; raises ProviderError when the model cannot be reached."""
@@ -196,9 +206,13 @@ class Orchestrator:
                     break
                 calls = _unique_ids(answer.tool_calls)
                 new.append(Message("assistant", answer.text, tool_calls=calls))
-                async with contextlib.aclosing(self._dispatch_round(turn, calls)) as events:
-                    async for event in events:
-                        yield event
+                self._waiting_on_tools[req.session_id] = self._sync_names(req.role, calls)
+                try:
+                    async with contextlib.aclosing(self._dispatch_round(turn, calls)) as events:
+                        async for event in events:
+                            yield event
+                finally:
+                    self._waiting_on_tools.pop(req.session_id, None)
                 for record in turn.records[-len(calls) :]:
                     new.append(_tool_message(record))
                 tools = self._view.tools_for(req.role)  # new tools are visible next round
@@ -214,6 +228,14 @@ class Orchestrator:
             model=model,
         )
         yield usage
+
+    def _sync_names(self, role: str, calls: list[ToolCall]) -> list[str]:
+        names = []
+        for call in calls:
+            spec = self._view.get(role, call.name)
+            if spec is not None and not spec.is_async:
+                names.append(call.name)
+        return names
 
     def _fit(self, history: list[Message], turn: list[Message]) -> list[Message]:
         """The newest history that fits next to ``turn`` (system prompt and this turn's

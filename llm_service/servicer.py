@@ -214,6 +214,14 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             )
         if bad:
             await abort_invalid(context, bad)
+        if waiting := self._orchestrator.waiting_on_tools(r.session_id):
+            # Waiting for the session would deadlock when a tool is the caller.
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session '{r.session_id}' is in a turn waiting on its tool calls "
+                f"({', '.join(sorted(set(waiting)))[:200]}): a tool cannot chat in the session "
+                "that called it (use another session_id); other callers: retry when the turn ends",
+            )
         remaining = context.time_remaining()
         return TurnRequest(
             session_id=r.session_id,

@@ -405,3 +405,35 @@ async def test_slow_tool_times_out_as_an_error_result(env: LLMEnv, fake_openai: 
     assert record.result.is_error
     assert record.result.error.startswith("DEADLINE_EXCEEDED: plugin for tool 'sleep_slow'")
     assert reply.message.content == "late"
+
+
+async def test_a_tool_chatting_in_its_own_session_is_refused_at_once(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    await env.register("chat_back", timeout_s=20)
+    own = json.dumps({"address": env.llm.target})
+    other = json.dumps({"address": env.llm.target, "session": "elsewhere"})
+    fake_openai.add(
+        Reply(tool_calls=[("c1", "chat_back", own)]),
+        Reply(text="done"),
+        Reply(tool_calls=[("c2", "chat_back", other)]),
+        Reply(text="nested answer"),  # the tool's own chat, in another session
+        Reply(text="done again"),
+    )
+    started = time.monotonic()
+    reply = await env.chat("me", "ask yourself")
+    # Far below the tool's 20 s timeout, which it used to wait out.
+    assert time.monotonic() - started < 10
+    [record] = reply.tool_calls
+    out = from_value(record.result.output)
+    assert out["code"] == "FAILED_PRECONDITION", out
+    assert "session 'me' is in a turn waiting on its tool calls (chat_back)" in out["details"]
+    assert reply.message.content == "done"
+
+    # Another session is fine, and so is this one once the turn has ended.
+    reply = await env.chat("me", "ask another session")
+    assert from_value(reply.tool_calls[0].result.output) == {
+        "code": "OK",
+        "answer": "nested answer",
+    }
+    assert [m.content for m in await env.history("elsewhere")] == ["from a tool", "nested answer"]

@@ -9,6 +9,8 @@ serving. What a call does depends on the tool name's first word (before
 - ``big``:   returns ``{"pad": "x" * arguments.bytes}``
 - ``fail``:  a tool-level error (is_error) "boom"
 - ``crash``: a gRPC INTERNAL status
+- ``chat``:  calls LLMService.Chat at ``arguments.address`` for ``arguments.session``
+  (default: its own session); returns ``{"code", "details"|"answer"}``
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 import grpc
 
 from toolcall.jsonvalue import from_struct, to_value
-from toolcall.v1 import callback_pb2, callback_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc, llm_pb2, llm_pb2_grpc
 
 
 class Tools(callback_pb2_grpc.ToolCallbackServicer):
@@ -50,6 +52,9 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
         if kind == "big":
             out = {"pad": "x" * int(args.get("bytes", 1000))}
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "chat":
+            out = await chat(args["address"], args.get("session") or request.session_id)
+            return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
         if kind == "fail":
             return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="boom")
         if kind == "crash":
@@ -57,6 +62,19 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
         return callback_pb2.ToolCallbackInvokeResponse(
             is_error=True, error=f"no behaviour for {request.name}: {json.dumps(args)}"
         )
+
+
+async def chat(address: str, session_id: str) -> dict[str, str]:
+    message = llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_USER, content="from a tool")
+    async with grpc.aio.insecure_channel(address) as ch:
+        stub = llm_pb2_grpc.LLMServiceStub(ch)
+        try:
+            reply = await stub.Chat(
+                llm_pb2.ChatRequest(session_id=session_id, messages=[message]), timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            return {"code": exc.code().name, "details": exc.details() or ""}
+    return {"code": "OK", "answer": reply.message.content}
 
 
 async def main(address: str) -> None:
