@@ -289,6 +289,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             raise AssertionError("unreachable") from None
         try:
+            # Headers now: a client's wait_for_connection() returns once it listens.
+            await context.send_initial_metadata(())
             results = subscription.results(auto_ack=False)  # acked below, once written
             async with store_errors(context), contextlib.aclosing(results):
                 async for task in results:

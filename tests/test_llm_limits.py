@@ -214,3 +214,23 @@ async def test_database_write_failures_are_statuses_and_change_nothing(env: LLME
     err = await status_of(env.chat("w", "fourth"))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "deleted" in err.details()
+
+
+async def test_tool_results_that_push_a_turn_over_the_request_bound_end_it_clearly(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        max_request_bytes=50_000,
+    ) as env:
+        await env.register("big_out")
+        fake_openai.add(Reply(tool_calls=[("c1", "big_out", '{"bytes": 60000}')]))
+        err = await status_of(env.chat("grow", "go"))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "tool results weigh" in err.details()
+        assert "TOOLCALL_MAX_REQUEST_BYTES" in err.details()
+        assert len(fake_openai.requests) == 1  # the oversized request was never sent
+        assert await env.history("grow") == []

@@ -381,3 +381,29 @@ async def test_async_calls_count_against_the_caps_and_over_them_are_error_result
         errors = [r.result.error for r in reply.tool_calls if r.result.is_error]
         assert len(errors) == 3 and "TOOLCALL_MAX_ASYNC_TASKS)" in errors[0]
         assert env.llm.tasks.running() == 12
+
+
+async def test_subscribe_streams_per_session_are_bounded(env: LLMEnv) -> None:
+    streams = [env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="many")) for _ in range(16)]
+    for s in streams:
+        await s.wait_for_connection()
+    extra = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="many"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await next_task(extra)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "16 Subscribe streams" in err.value.details()
+    streams.pop().cancel()
+    # A freed place can be taken again (the service noticed the cancel).
+    for _ in range(100):
+        again = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="many"))
+        try:
+            await asyncio.wait_for(again.read(), 0.2)
+        except TimeoutError:
+            break  # open and waiting for results
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the cancelled stream's place was never freed")
+    again.cancel()
+    for s in streams:
+        s.cancel()
