@@ -97,6 +97,7 @@ async def _invoke(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.
     reply = await stub.Invoke(
         registry_pb2.InvokeRequest(name=args.name, raw_arguments=args.args, role=args.role),
         timeout=args.timeout,
+        metadata=auth_metadata(),  # Invoke runs code: gated like a change
     )
     print(json.dumps(from_value(reply.result.output), indent=2, ensure_ascii=False))
     if reply.result.is_error:
