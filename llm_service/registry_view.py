@@ -32,7 +32,9 @@ class RegistryView:
     def __init__(self, registry_address: str) -> None:
         self.registry_address = registry_address
         self._tools: Tools = {}
-        # Roles the registry serves (from List at each sync); None until known.
+        # Roles the registry serves (from each Watch's SYNCED event); None until
+        # the first sync. Never from List: a large registry's full List would
+        # not fit in one message, and role checks would silently stop.
         self.roles: frozenset[str] | None = None
         self.instance_id = ""
         self.revision = 0
@@ -125,10 +127,11 @@ class RegistryView:
             elif event.type == registry_pb2.EVENT_TYPE_REMOVED:
                 target.get(event.tool.role, {}).pop(event.tool.tool.name, None)
             elif event.type == registry_pb2.EVENT_TYPE_SYNCED and snapshot is not None:
-                roles = await self._fetch_roles(stub)
                 self._tools, snapshot = snapshot, None
-                if roles is not None:
-                    self.roles = roles
+                if event.HasField("registry"):
+                    self.roles = frozenset(event.registry.roles)
+                else:  # a registry older than RegistryInfo: keep the last known roles
+                    log.warning("the registry's SYNCED event carries no roles")
                 if event.instance_id != self.instance_id:
                     log.info(
                         "registry view synced with instance %s: %d tools",
@@ -142,17 +145,6 @@ class RegistryView:
             if snapshot is None:
                 async with self._changed:
                     self._changed.notify_all()
-
-    async def _fetch_roles(
-        self, stub: registry_pb2_grpc.ToolRegistryAsyncStub
-    ) -> frozenset[str] | None:
-        """Roles the registry serves; Watch does not carry them (one List per sync)."""
-        try:
-            reply = await stub.List(registry_pb2.ListRequest(), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("cannot read the registry's roles: %s", exc.details())
-            return None
-        return frozenset(reply.roles)
 
 
 def _watch_channel(address: str) -> grpc.aio.Channel:

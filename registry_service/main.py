@@ -43,6 +43,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and $TOOLCALL_TOKEN_FILE",
     )
     parser.add_argument(
+        "--max-tools",
+        type=int,
+        default=d.max_tools,
+        help="most (role, tool) entries held; Register past it is RESOURCE_EXHAUSTED "
+        "(default: $TOOLCALL_MAX_TOOLS or %(default)s)",
+    )
+    parser.add_argument(
+        "--max-definition-bytes",
+        type=int,
+        default=d.max_definition_bytes,
+        help="most bytes of serialized tool definitions held, over all entries "
+        "(default: $TOOLCALL_MAX_DEFINITION_BYTES or %(default)s)",
+    )
+    parser.add_argument(
         "--data-dir",
         default=None,
         help=f"directory of {DATA_FILE}, where tools registered without a lease are kept "
@@ -54,7 +68,13 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     if not roles:
         raise SystemExit("--roles must name at least one role")
-    settings = dataclasses.replace(RegistrySettings.from_env(), address=args.address, roles=roles)
+    settings = dataclasses.replace(
+        RegistrySettings.from_env(),
+        address=args.address,
+        roles=roles,
+        max_tools=args.max_tools,
+        max_definition_bytes=args.max_definition_bytes,
+    )
     if args.token is not None and args.token_file is not None:
         raise SystemExit("give --token or --token-file, not both")
     if args.token is not None:

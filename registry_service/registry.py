@@ -32,8 +32,18 @@ LEASE_EXPIRED = "lease expired"
 LEASE_REVOKED = "lease revoked"
 
 
+# Limits of one registry (RegistrySettings): every entry is held in memory,
+# in each watcher's view (the LLMService's), and in a full listing.
+DEFAULT_MAX_TOOLS = 25_000
+DEFAULT_MAX_DEFINITION_BYTES = 128 * 1024 * 1024
+
+
 class ToolNotFoundError(LookupError):
     pass
+
+
+class RegistryFullError(Exception):
+    """A registration would take the registry past ``max_tools`` or ``max_definition_bytes``."""
 
 
 @dataclass(slots=True)
@@ -69,8 +79,12 @@ class Registry(Generic[M]):
         dispatcher: Dispatcher | None = None,
         sweep_interval_s: float = 0.25,
         watch_queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_tools: int = DEFAULT_MAX_TOOLS,
+        max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES,
     ) -> None:
         self.instance_id = secrets.token_hex(8)
+        self.max_tools = max_tools
+        self.max_definition_bytes = max_definition_bytes
         self.store = ToolStore(roles)
         self.leases = LeaseTable()
         self.archive = archive
@@ -120,6 +134,18 @@ class Registry(Generic[M]):
             loaded += 1
         if stored:
             log.info("restored %d stored tools", loaded)
+        # Stored tools were acknowledged: all are loaded even past lowered
+        # limits; new registrations are refused until the registry is back under.
+        store = self.store
+        if len(store) > self.max_tools or store.definition_bytes > self.max_definition_bytes:
+            log.warning(
+                "the stored tools exceed the limits (%d entries of at most %d, %d definition "
+                "bytes of at most %d): registrations are refused until tools are removed",
+                len(self.store),
+                self.max_tools,
+                self.store.definition_bytes,
+                self.max_definition_bytes,
+            )
 
     def _forget_stats(self, change: Change) -> None:
         # Stats are per tool name; drop them once no role has the tool, so
@@ -161,12 +187,36 @@ class Registry(Generic[M]):
         else:
             roles = self.roles
         now = time.time()
-        for role in roles:
-            old = self.store.put(Entry.create(spec, role, lease_id, now))
+        entries = [Entry.create(spec, role, lease_id, now) for role in roles]
+        self._check_room(entries)
+        for entry in entries:
+            role = entry.role
+            old = self.store.put(entry)
             outcome.affected_roles.append(role)
             log.debug("%s %r in role %r", "replaced" if old else "registered", spec.name, role)
         await self._flush()
         return outcome
+
+    def _check_room(self, entries: list[Entry]) -> None:
+        """Raises RegistryFullError when adding ``entries`` (replacing same keys) breaks a limit."""
+        count, size = len(self.store), self.store.definition_bytes
+        for entry in entries:
+            old = self.store.find(entry.spec.name, entry.role)
+            count += old is None
+            size += entry.size - (old.size if old is not None else 0)
+        name = entries[0].spec.name
+        if count > self.max_tools and count > len(self.store):
+            raise RegistryFullError(
+                f"registering {name!r} in {len(entries)} role(s) would make {count} (role, tool) "
+                f"entries; this registry holds at most {self.max_tools} (TOOLCALL_MAX_TOOLS). "
+                "Unregister or clear tools first"
+            )
+        if size > self.max_definition_bytes and size > self.store.definition_bytes:
+            raise RegistryFullError(
+                f"registering {name!r} would make {size} bytes of tool definitions; this registry "
+                f"holds at most {self.max_definition_bytes} (TOOLCALL_MAX_DEFINITION_BYTES). "
+                "Unregister or clear tools first"
+            )
 
     async def unregister(self, name: str, role: str | None) -> list[Entry]:
         removed = self.store.unregister(name, role)
@@ -278,6 +328,7 @@ __all__ = [
     "Call",
     "Registration",
     "Registry",
+    "RegistryFullError",
     "ToolNotFoundError",
     "UnknownLeaseError",
     "UnknownRoleError",

@@ -33,6 +33,8 @@ class RegistryHost(ServiceHost):
             archive=ToolArchive(settings.resolved_data_path()),
             sweep_interval_s=settings.lease_sweep_interval_s,
             watch_queue_size=settings.watch_queue_size,
+            max_tools=settings.max_tools,
+            max_definition_bytes=settings.max_definition_bytes,
         )
         servicer = RegistryServicer(self.registry)
 

@@ -12,10 +12,10 @@ from typing import NoReturn
 
 import grpc
 
-from registry_service import wire
+from registry_service import paging, wire
 from registry_service.leases import UnknownLeaseError, ttl_error
-from registry_service.registry import Registry, ToolNotFoundError
-from registry_service.store import UnknownRoleError
+from registry_service.registry import Registry, RegistryFullError, ToolNotFoundError
+from registry_service.store import Entry, UnknownRoleError
 from registry_service.watch import Closed, Overflowed
 from toolcall.errors import abort_invalid
 from toolcall.jsonvalue import from_struct
@@ -76,6 +76,8 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             outcome = await self.registry.register(spec, request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
+        except RegistryFullError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return registry_pb2.RegisterResponse(
             ok=bool(outcome.affected_roles),
             registered=outcome.name,
@@ -114,14 +116,38 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     ) -> registry_pb2.ListResponse:
         await _printable(context, source=request.source)
         role = await _optional_role(request, context)
+        if err := paging.page_size_error(request.page_size):
+            await abort_invalid(context, [("page_size", err)])
+        after = None
+        if request.page_token:
+            try:
+                after = paging.decode_token(request.page_token, role, request.source)
+            except paging.PageTokenError as exc:
+                await abort_invalid(context, [("page_token", str(exc))])
         try:
-            entries = self.registry.entries(role, request.source)
+            self.registry.check_role(role)
         except UnknownRoleError as exc:
             await _not_found(context, exc)
         reply = registry_pb2.ListResponse(roles=self.registry.roles)
+        limit = paging.effective_page_size(request.page_size)
+        budget = paging.MAX_PAGE_BYTES
         stats = self.registry.dispatcher.stats
-        for entry in entries:
-            wire.fill_registered_tool(reply.tools.add(), entry, stats.get(entry.spec.name))
+        last: Entry | None = None
+        # Synchronous to the end: no change can happen while the page is built.
+        for entry in self.registry.store.iter_entries(role, request.source, after):
+            if len(reply.tools) == limit:
+                break
+            out = reply.tools.add()
+            wire.fill_registered_tool(out, entry, stats.get(entry.spec.name))
+            budget -= out.ByteSize()
+            if budget < 0 and len(reply.tools) > 1:
+                del reply.tools[-1]  # over the page's byte budget: it starts the next page
+                break
+            last = entry
+        else:
+            return reply  # the matches ran out: last page
+        if last is not None:
+            reply.next_page_token = paging.encode_token(last.key, role, request.source)
         return reply
 
     async def Invoke(
@@ -170,8 +196,16 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
                 )
                 wire.fill_registered_tool(event.tool, entry, stats.get(entry.spec.name))
                 yield event
+            # Roles and limits ride on SYNCED: a watcher never needs a List.
             yield registry_pb2.WatchResponse(
-                type=registry_pb2.EVENT_TYPE_SYNCED, revision=revision, instance_id=instance_id
+                type=registry_pb2.EVENT_TYPE_SYNCED,
+                revision=revision,
+                instance_id=instance_id,
+                registry=registry_pb2.RegistryInfo(
+                    roles=self.registry.roles,
+                    max_tools=self.registry.max_tools,
+                    max_definition_bytes=self.registry.max_definition_bytes,
+                ),
             )
             while True:
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry_service.registry import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_TOOLS
 from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
@@ -33,6 +34,10 @@ class RegistrySettings:
     watch_queue_size: int = DEFAULT_QUEUE_SIZE
     # Seconds in-flight calls get to finish on shutdown.
     grace_s: float = 5.0
+    # Most (role, tool) entries held; Register past it is RESOURCE_EXHAUSTED.
+    max_tools: int = DEFAULT_MAX_TOOLS
+    # Most bytes of serialized definitions held, over all entries.
+    max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES
 
     @classmethod
     def from_env(cls) -> RegistrySettings:
@@ -45,6 +50,10 @@ class RegistrySettings:
                 "LEASE_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL_S
             ),
             watch_queue_size=config.env_int("WATCH_QUEUE_SIZE", DEFAULT_QUEUE_SIZE),
+            max_tools=config.env_int("MAX_TOOLS", DEFAULT_MAX_TOOLS),
+            max_definition_bytes=config.env_int(
+                "MAX_DEFINITION_BYTES", DEFAULT_MAX_DEFINITION_BYTES
+            ),
         )
 
     def resolved_data_path(self) -> Path:
@@ -62,6 +71,10 @@ class RegistrySettings:
             bad.append("lease_sweep_interval_s must be between 0 and 10 seconds")
         if self.watch_queue_size < 1:
             bad.append("watch_queue_size must be at least 1")
+        if not 1 <= self.max_tools <= 2**32 - 1:  # RegistryInfo.max_tools is a uint32
+            bad.append("max_tools must be between 1 and 4294967295")
+        if self.max_definition_bytes < 1:
+            bad.append("max_definition_bytes must be at least 1")
         if self.address.startswith("unix:") and loopback_address_error(self.address):
             bad.append(f"address {self.address!r}: {loopback_address_error(self.address)}")
         return bad

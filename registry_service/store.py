@@ -9,8 +9,9 @@ expiry proportional to what they remove, not to the registry's size.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from toolcall.tools import ToolSpec
@@ -30,6 +31,8 @@ class Entry:
     # The definition as this role sees it (role field set); built once here
     # so List and Watch only copy it.
     definition: tools_pb2.ToolDefinition = field(default_factory=tools_pb2.ToolDefinition)
+    # Serialized size of ``definition``: what the registry's byte limit counts.
+    size: int = 0
 
     @property
     def key(self) -> Key:
@@ -48,6 +51,7 @@ class Entry:
             lease_id=lease_id,
             registered_at=time.time() if registered_at is None else registered_at,
             definition=definition,
+            size=definition.ByteSize(),
         )
 
 
@@ -75,9 +79,13 @@ class ToolStore:
         self._by_lease: dict[str, set[Key]] = defaultdict(set)
         self.revision = 0
         self._listeners: list[Callable[[Change], None]] = []
+        # Running totals, for the registry's limits (len() and definition_bytes).
+        self._count = 0
+        self.definition_bytes = 0
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._tables.values())
+        """(role, tool) entries held."""
+        return self._count
 
     def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
         """Calls ``listener`` on every change; returns the unsubscribe function."""
@@ -121,7 +129,11 @@ class ToolStore:
         old = table.get(entry.spec.name)
         if old is not None:
             self._unindex(old)
+            self._count -= 1
+            self.definition_bytes -= old.size
         table[entry.spec.name] = entry
+        self._count += 1
+        self.definition_bytes += entry.size
         self._index(entry)
         self._emit(False, entry, reason)
         return old
@@ -130,6 +142,8 @@ class ToolStore:
         role, name = key
         entry = self._tables.get(role, {}).pop(name, None)
         if entry is not None:
+            self._count -= 1
+            self.definition_bytes -= entry.size
             self._unindex(entry)
             self._emit(True, entry, reason)
         return entry
@@ -167,6 +181,30 @@ class ToolStore:
         if names is None:
             names = self._sorted[role] = sorted(self._tables[role])
         return names
+
+    def iter_entries(
+        self, role: str | None = None, source: str = "", after: Key | None = None
+    ) -> Iterator[Entry]:
+        """Matching entries sorted by role, then name, starting after key ``after``.
+
+        For one List page: the cost is the page, not the registry (a source
+        filter costs its tools). Consume it without awaiting: a change in
+        between would rebuild the sorted names it walks.
+        """
+        if source:
+            keys = sorted(k for k in self._by_source.get(source, ()) if role in (None, k[0]))
+            start = bisect_right(keys, after) if after is not None else 0
+            for r, n in keys[start:]:
+                yield self._tables[r][n]
+            return
+        for r in self.roles if role is None else [role]:
+            if after is not None and r < after[0]:
+                continue
+            names = self._sorted_names(r)
+            start = bisect_right(names, after[1]) if after is not None and r == after[0] else 0
+            table = self._tables[r]
+            for i in range(start, len(names)):
+                yield table[names[i]]
 
     def entries(self, role: str | None = None, source: str = "") -> list[Entry]:
         """Matching entries sorted by role, then name. Roles must be known."""

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolcall import config
-from toolcall.clients import channel, wait_healthy
-from toolcall.v1 import registry_pb2, registry_pb2_grpc
+from toolcall.clients import channel, list_all_tools, wait_healthy
+from toolcall.v1 import registry_pb2_grpc
 
 EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
 
@@ -118,8 +118,8 @@ class Stack:
             stub = registry_pb2_grpc.ToolRegistryStub(ch)
             while True:
                 self._check_alive()
-                reply = await stub.List(registry_pb2.ListRequest())
-                if len({t.tool.source for t in reply.tools}) >= expected:
+                tools, _ = await list_all_tools(stub)
+                if len({t.tool.source for t in tools}) >= expected:
                     return
                 if time.monotonic() > deadline:
                     raise TimeoutError("plugins did not register their tools within 20s")

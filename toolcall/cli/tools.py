@@ -7,7 +7,7 @@ import json
 import sys
 
 from toolcall import config
-from toolcall.clients import auth_metadata, channel
+from toolcall.clients import auth_metadata, channel, list_all_tools
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
@@ -58,7 +58,9 @@ def _safe(text: str) -> str:
 
 
 async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Namespace) -> int:
-    reply = await stub.List(registry_pb2.ListRequest(role=args.role, source=args.source))
+    tools, roles = await list_all_tools(
+        stub, registry_pb2.ListRequest(role=args.role, source=args.source)
+    )
     if args.json:
         rows = [
             {
@@ -71,9 +73,9 @@ async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
                 "errors": t.stats.errors,
                 "mean_latency_ms": round(t.stats.mean_latency_ms, 3),
             }
-            for t in reply.tools
+            for t in tools
         ]
-        print(json.dumps({"roles": list(reply.roles), "tools": rows}, indent=2))
+        print(json.dumps({"roles": roles, "tools": rows}, indent=2))
         return 0
     header = ("ROLE", "NAME", "MODE", "SOURCE", "CALLS", "ERRORS", "MEAN_MS")
     rows_t = [
@@ -89,13 +91,13 @@ async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
                 f"{t.stats.mean_latency_ms:.2f}",
             )
         )
-        for t in reply.tools
+        for t in tools
     ]
     widths = [max(len(r[i]) for r in [header, *rows_t]) for i in range(len(header))]
     for r in [header, *rows_t]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if not rows_t:
-        print(f"(no tools; roles served: {_safe(', '.join(reply.roles))})")
+        print(f"(no tools; roles served: {_safe(', '.join(roles))})")
     return 0
 
 

@@ -112,6 +112,9 @@ class ToolRegistryServicer:
         details naming the field (a missing tool names "tool"); an unknown
         lease_id is NOT_FOUND; an unknown role is not an error status but
         ok=false with the reason in failed_roles, and nothing is registered.
+        A registration that would take the registry past its limit of (role,
+        tool) entries or of total definition bytes (RegistryInfo) is
+        RESOURCE_EXHAUSTED, and nothing is registered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,8 +136,10 @@ class ToolRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Lists registered tools with their call statistics. An unknown role is
-        NOT_FOUND.
+        """Lists registered tools with their call statistics, one page at a time
+        (AIP-158): follow next_page_token until it is empty. An unknown role is
+        NOT_FOUND; a negative page_size or a page_token that is not from a List
+        reply with the same role and source is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,7 +161,8 @@ class ToolRegistryServicer:
 
     def Watch(self, request, context):
         """Streams registry changes. The stream starts with the current tools
-        (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+        (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED carrying the
+        registry's roles and limits (WatchResponse.registry), then live changes.
         A watcher that falls too many events behind has its stream ended with
         RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
         cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
