@@ -8,6 +8,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
 from toolcall import config
@@ -102,8 +103,8 @@ async def main(args: argparse.Namespace) -> int:
     host = RegistryHost(settings_from_args(args))
     try:
         await host.start()
-    except (OSError, RuntimeError, sqlite3.Error) as exc:
-        # Port taken, unwritable data dir...: one readable line, no traceback.
+    except (OSError, RuntimeError, sqlite3.Error, ArchiveError) as exc:
+        # Port taken, corrupt or read-only database...: one readable line, no traceback.
         log.error("cannot start the registry on %s: %s", args.address, exc)
         return 1
     await host.run_until_signal(started=True)

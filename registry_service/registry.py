@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from registry_service.archive import StoredTool, ToolArchive
+from registry_service.archive import ArchiveError, StoredTool, ToolArchive
 from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
-from registry_service.store import Change, Entry, ToolStore, UnknownRoleError
+from registry_service.store import Change, Entry, Key, ToolStore, UnknownRoleError
 from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
 from toolcall.dispatch import Dispatcher, ToolStats, new_call_id
 from toolcall.tools import DefinitionError, ToolSpec
@@ -95,6 +95,9 @@ class Registry(Generic[M]):
         )
         self.sweep_interval_s = sweep_interval_s
         self._sweeper: asyncio.Task[None] | None = None
+        # Register, Unregister and Clear one at a time: each checks, writes the
+        # archive, then applies, and no other change may come in between.
+        self._changing = asyncio.Lock()
 
     @property
     def roles(self) -> list[str]:
@@ -109,7 +112,6 @@ class Registry(Generic[M]):
         """Loads the archived tools, then starts following changes and sweeping leases."""
         if self.archive is not None:
             self._restore(await self.archive.open())
-            self.store.subscribe(self.archive.record)
         self.store.subscribe(self.hub.publish)
         self.store.subscribe(self._forget_stats)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-lease-sweeper")
@@ -188,13 +190,20 @@ class Registry(Generic[M]):
             roles = self.roles
         now = time.time()
         entries = [Entry.create(spec, role, lease_id, now) for role in roles]
-        self._check_room(entries)
-        for entry in entries:
-            role = entry.role
-            old = self.store.put(entry)
-            outcome.affected_roles.append(role)
-            log.debug("%s %r in role %r", "replaced" if old else "registered", spec.name, role)
-        await self._flush()
+        async with self._changing:
+            self._check_room(entries)
+            deleted = await self._persist(entries, [])
+            if lease_id and lease_id not in self.leases:
+                # The lease ended during the write: the rows it replaced are
+                # gone from the file, so their tools go from memory too.
+                self.store.remove(deleted, LEASE_EXPIRED)
+                raise UnknownLeaseError(lease_id)
+            for entry in entries:
+                old = self.store.put(entry)
+                outcome.affected_roles.append(entry.role)
+                log.debug(
+                    "%s %r in role %r", "replaced" if old else "registered", spec.name, entry.role
+                )
         return outcome
 
     def _check_room(self, entries: list[Entry]) -> None:
@@ -219,19 +228,27 @@ class Registry(Generic[M]):
             )
 
     async def unregister(self, name: str, role: str | None) -> list[Entry]:
-        removed = self.store.unregister(name, role)
-        await self._flush()
-        return removed
+        """Raises ArchiveError (nothing removed) when the removal cannot be stored."""
+        async with self._changing:
+            keys = self.store.unregister_keys(name, role)
+            await self._persist([], keys)
+            return self.store.remove(keys, "unregistered")
 
     async def clear(self, source: str, role: str | None) -> list[Entry]:
-        removed = self.store.clear(source, role)
-        await self._flush()
-        return removed
+        """Raises ArchiveError (nothing removed) when the removal cannot be stored."""
+        async with self._changing:
+            keys = self.store.clear_keys(source, role)
+            await self._persist([], keys)
+            return self.store.remove(keys, "cleared")
 
-    async def _flush(self) -> None:
-        # Leaseless changes are on disk before the RPC answers.
-        if self.archive is not None:
-            await self.archive.flush()
+    async def _persist(self, put: list[Entry], removed: list[Key]) -> list[Key]:
+        """Writes what the archive needs for this change, before memory changes: an
+        ArchiveError leaves both as they were. Returns the keys whose rows were deleted."""
+        if self.archive is None:
+            return []
+        puts, deletes = self.archive.changes_for(put, removed)
+        await self.archive.write(puts, deletes)
+        return deletes
 
     # -- reading ---------------------------------------------------------
 
@@ -325,6 +342,7 @@ class Registry(Generic[M]):
 __all__ = [
     "LEASE_EXPIRED",
     "LEASE_REVOKED",
+    "ArchiveError",
     "Call",
     "Registration",
     "Registry",

@@ -13,6 +13,7 @@ from typing import NoReturn
 import grpc
 
 from registry_service import paging, wire
+from registry_service.archive import ArchiveError
 from registry_service.leases import UnknownLeaseError, ttl_error
 from registry_service.registry import Registry, RegistryFullError, ToolNotFoundError
 from registry_service.store import Entry, UnknownRoleError
@@ -59,6 +60,12 @@ async def _not_found(context: grpc.aio.ServicerContext, exc: Exception) -> NoRet
     raise AssertionError("unreachable")  # abort always raises
 
 
+async def _unstored(context: grpc.aio.ServicerContext, exc: ArchiveError) -> NoReturn:
+    # Nothing changed (the write comes first); retrying is safe once the disk is fixed.
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing was changed")
+    raise AssertionError("unreachable")
+
+
 class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     def __init__(self, registry: Registry[registry_pb2.WatchResponse]) -> None:
         self.registry = registry
@@ -78,6 +85,8 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await _not_found(context, exc)
         except RegistryFullError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except ArchiveError as exc:
+            await _unstored(context, exc)
         return registry_pb2.RegisterResponse(
             ok=bool(outcome.affected_roles),
             registered=outcome.name,
@@ -94,7 +103,10 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await abort_invalid(context, [("name", "is required")])
         await _printable(context, name=request.name)
         role = await _optional_role(request, context)
-        removed = await self.registry.unregister(request.name, role)
+        try:
+            removed = await self.registry.unregister(request.name, role)
+        except ArchiveError as exc:
+            await _unstored(context, exc)
         return registry_pb2.UnregisterResponse(
             removed=len(removed), affected_roles=[e.role for e in removed]
         )
@@ -108,7 +120,10 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             )
         await _printable(context, source=request.source)
         role = await _optional_role(request, context)
-        removed = await self.registry.clear(request.source, role)
+        try:
+            removed = await self.registry.clear(request.source, role)
+        except ArchiveError as exc:
+            await _unstored(context, exc)
         return registry_pb2.ClearResponse(removed=len(removed))
 
     async def List(

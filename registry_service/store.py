@@ -151,13 +151,24 @@ class ToolStore:
     def _remove_all(self, keys: list[Key], reason: str) -> list[Entry]:
         return [e for k in keys if (e := self._remove(k, reason)) is not None]
 
-    def unregister(self, name: str, role: str | None) -> list[Entry]:
+    def unregister_keys(self, name: str, role: str | None) -> list[Key]:
+        """Keys ``unregister(name, role)`` would remove."""
         roles = self.roles if role is None else [role]
-        return self._remove_all([(r, name) for r in roles], "unregistered")
+        return [(r, name) for r in roles if name in self._tables.get(r, {})]
+
+    def clear_keys(self, source: str, role: str | None) -> list[Key]:
+        """Keys ``clear(source, role)`` would remove, sorted."""
+        return sorted(k for k in self._by_source.get(source, ()) if role is None or k[0] == role)
+
+    def remove(self, keys: list[Key], reason: str) -> list[Entry]:
+        """Removes the entries of ``keys`` that exist; returns them."""
+        return self._remove_all(keys, reason)
+
+    def unregister(self, name: str, role: str | None) -> list[Entry]:
+        return self._remove_all(self.unregister_keys(name, role), "unregistered")
 
     def clear(self, source: str, role: str | None) -> list[Entry]:
-        keys = [k for k in self._by_source.get(source, ()) if role is None or k[0] == role]
-        return self._remove_all(sorted(keys), "cleared")
+        return self._remove_all(self.clear_keys(source, role), "cleared")
 
     def remove_lease(self, lease_id: str, reason: str) -> list[Entry]:
         return self._remove_all(sorted(self._by_lease.get(lease_id, ())), reason)
