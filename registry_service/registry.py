@@ -256,11 +256,6 @@ class Registry(Generic[M]):
         if role is not None and (err := self.store.role_error(role)):
             raise UnknownRoleError(err)
 
-    def entries(self, role: str | None, source: str = "") -> list[Entry]:
-        """Raises UnknownRoleError for a role this registry does not serve."""
-        self.check_role(role)
-        return self.store.entries(role, source)
-
     def lookup(self, name: str, role: str | None) -> Entry:
         """Raises UnknownRoleError or ToolNotFoundError."""
         self.check_role(role)
