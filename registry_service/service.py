@@ -59,13 +59,16 @@ class RegistryHost(ServiceHost):
             await self.registry.close()
             raise
         log.info(
-            "registry %s on %s; roles: %s; token %s; %d stored tools from %s",
+            "registry %s on %s; roles: %s; token %s; %d stored tools from %s; "
+            "limits: %d tools, %d definition bytes",
             self.registry.instance_id,
             self.target,
             ", ".join(self.registry.roles),
-            "required for changes" if self.settings.token else "not required",
+            "required for changes and Invoke" if self.settings.token else "not required",
             len(self.registry.store),
             self.settings.resolved_data_path(),
+            self.registry.max_tools,
+            self.registry.max_definition_bytes,
         )
         return port
 
