@@ -8,7 +8,8 @@ argument                   environment                 default
 ``plugin_id``              ``TOOLCALL_PLUGIN_ID``      class attribute ``plugin_id``,
                                                        else the class name in snake case
 ``registry_address``       ``TOOLCALL_REGISTRY_ADDRESS``  ``127.0.0.1:48911``
-``token``                  ``TOOLCALL_TOKEN``          none
+``token``                  ``TOOLCALL_TOKEN`` or the   none
+                           file ``TOOLCALL_TOKEN_FILE``
 ``address`` (listen)       ``TOOLCALL_PLUGIN_ADDRESS``  ``127.0.0.1:0`` (ephemeral port)
 ``lease_ttl_s``            ``TOOLCALL_PLUGIN_LEASE_TTL``  6 seconds
 ``max_workers`` (threads)  ``TOOLCALL_PLUGIN_WORKERS``  min(32, CPUs + 4)
