@@ -41,6 +41,18 @@ CREATE TABLE IF NOT EXISTS tools (
 """
 
 
+def _read_only(stat: os.stat_result) -> str | None:
+    """Why a file with this mode counts as read-only: no write permission bit at all.
+
+    Checked by mode, not by trying, so ``chmod a-w`` stops root's writes too
+    (root may write anyway, and an operator who removed every write bit
+    means "do not change this file").
+    """
+    if not stat.st_mode & 0o222:
+        return "is read-only (no write permission bits)"
+    return None
+
+
 class ArchiveError(Exception):
     """The database cannot be opened or written; the message names the file and the cause."""
 
@@ -89,10 +101,12 @@ class ToolArchive:
                     "move it away to start with no stored tools"
                 )
             # Writable? A read-only file opens fine and fails only at the first write.
+            stat = os.stat(self.path)
+            if err := _read_only(stat):
+                raise ArchiveError(f"registry database {self.path} {err}")
             db.execute("BEGIN IMMEDIATE")
             db.execute("ROLLBACK")
             tools = list(self._read_all(db))
-            stat = os.stat(self.path)
         except ArchiveError:
             db.close()
             raise
@@ -157,6 +171,8 @@ class ToolArchive:
                 f"registry database {self.path} was deleted or replaced while the registry "
                 "ran; changes cannot be stored (restart the registry)"
             )
+        if err := _read_only(stat):
+            raise ArchiveError(f"registry database {self.path} {err}; changes cannot be stored")
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany("DELETE FROM tools WHERE role = ? AND name = ?", deletes)

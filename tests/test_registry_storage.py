@@ -7,9 +7,10 @@ while running took writes into an unlinked file; a corrupt file at startup
 was a line without the file's name, or (truncated) sometimes none. Now the
 write comes first, a failed one is UNAVAILABLE naming the file with nothing
 changed, and a corrupt or unwritable database stops startup with one line
-naming it. Full and read-only disks are real: a small tmpfs (root only; a
-file system cannot be made read-only while the registry holds the database
-open for writing, so read-only is tested at startup).
+naming it. Everything is a real file: deleted, ``chmod a-w`` (read-only for
+root too: no write bit counts as read-only), and a small tmpfs (root only)
+filled up or mounted read-only (only at startup: a file system cannot be
+remounted read-only while the registry holds the database open for writing).
 """
 
 from __future__ import annotations
@@ -120,35 +121,57 @@ async def test_a_full_disk_refuses_register_and_changes_nothing(
             assert await reg.names() == [("default", "big"), ("default", "small")]
 
 
+async def test_a_database_made_read_only_while_running_refuses_changes_then_recovers(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / DB
+    async with running_registry(tmp_path) as reg:
+        assert (await reg.register(tool("kept"))).ok
+        set_mode(db, 0o444)  # no write bit: read-only for root too
+        try:
+            await refused_unavailable(reg.register(tool("new")), str(db), "read-only")
+            await refused_unavailable(unregister(reg, "kept"), "read-only")
+            assert await reg.names() == [("default", "kept")]
+        finally:
+            set_mode(db, 0o644)
+        assert (await reg.register(tool("new"))).ok
+    async with running_registry(tmp_path) as reg:
+        assert await reg.names() == [("default", "kept"), ("default", "new")]
+
+
 async def test_a_read_only_database_at_startup_is_an_error_naming_the_file(
     tmp_path: Path,
 ) -> None:
     async with running_registry(tmp_path) as reg:
         assert (await reg.register(tool("kept"))).ok
     db = tmp_path / DB
-    if os.geteuid() == 0:  # root ignores file modes: make the file system read-only
-        with tmpfs(tmp_path / "disk") as disk:
-            (disk / DB).write_bytes(db.read_bytes())
-            remount(disk, "ro")
-            try:
-                with pytest.raises(ArchiveError, match=str(disk / DB)):
-                    async with running_registry(disk):
-                        pass
-            finally:
-                remount(disk, "rw")
-        return
-    set_modes(tmp_path, 0o555, 0o444)
+    set_mode(db, 0o444)
     try:
-        with pytest.raises(ArchiveError, match=str(db)):
+        with pytest.raises(ArchiveError, match=f"{db} is read-only"):
             async with running_registry(tmp_path):
                 pass
     finally:
-        set_modes(tmp_path, 0o755, 0o644)
+        set_mode(db, 0o644)
 
 
-def set_modes(directory: Path, dir_mode: int, file_mode: int) -> None:
-    (directory / DB).chmod(file_mode)
-    directory.chmod(dir_mode)
+async def test_a_read_only_file_system_at_startup_is_an_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    with tmpfs(tmp_path / "disk") as disk:
+        async with running_registry(disk) as reg:
+            assert (await reg.register(tool("kept"))).ok
+        # The registry has closed the file, so the mount can turn read-only.
+        remount(disk, "ro")
+        try:
+            with pytest.raises(ArchiveError, match=str(disk / DB)):
+                async with running_registry(disk):
+                    pass
+        finally:
+            remount(disk, "rw")
+
+
+def set_mode(path: Path, mode: int) -> None:
+    path.chmod(mode)
 
 
 def corrupt_garbage(db: Path) -> None:
