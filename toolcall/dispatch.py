@@ -258,7 +258,12 @@ class Dispatcher:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"DEADLINE_EXCEEDED: {where} did not answer within {timeout:g}s"
         if code == grpc.StatusCode.UNAVAILABLE:
-            return f"UNAVAILABLE: {where} is unreachable ({exc.details()})"
+            # gRPC's details say why the connect failed ("No such file or
+            # directory", "Connection refused"...): the caller chose the
+            # address, and the dial ran with this process's rights, so the
+            # details would tell it what exists on this host. The log keeps them.
+            log.debug("%s is unreachable: %s", where, exc.details())
+            return f"UNAVAILABLE: {where} is unreachable"
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return (
                 f"RESOURCE_EXHAUSTED: {where} returned more than the "
