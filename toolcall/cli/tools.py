@@ -67,7 +67,7 @@ async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
         ]
         print(json.dumps({"roles": list(reply.roles), "tools": rows}, indent=2))
         return 0
-    header = ("ROLE", "NAME", "MODE", "SOURCE", "CALLS", "ERRORS", "MEAN_MS")
+    header = ("ROLE", "NAME", "MODE", "SOURCE", "INVOKES", "ERRORS", "MEAN_MS")
     rows_t = [
         (
             t.role,

@@ -283,7 +283,9 @@ Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
 
 @_typing.final
 class ToolStats(_message.Message):
-    """Per-tool call statistics, counted where calls are dispatched."""
+    """Per-tool call statistics of the calls made through ToolRegistry.Invoke.
+    The LLMService calls plugins directly, so its calls are not counted here.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -293,7 +295,7 @@ class ToolStats(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     calls: _builtins.int
-    """Calls dispatched (including failed ones)."""
+    """Calls made through Invoke (including failed ones)."""
     errors: _builtins.int
     """Calls whose result had is_error=true."""
     mean_latency_ms: _builtins.float
@@ -344,7 +346,7 @@ class RegisteredTool(_message.Message):
 
     @_builtins.property
     def stats(self) -> Global___ToolStats:
-        """Call statistics of the tool (shared by all its roles)."""
+        """Statistics of the calls made through Invoke (shared by all its roles)."""
 
     def __init__(
         self,
