@@ -11,7 +11,8 @@ Failure handling:
   exponential backoff (0.1 s doubling, capped at 2 s), keeping the lease;
 * KeepAlive NOT_FOUND (the lease expired or the registry restarted): create a
   new lease and register everything again at once;
-* KeepAlive reports fewer tools than were registered: register them again;
+* KeepAlive reports fewer tools than were registered, in any role: register
+  them again (per role, so a tool removed from one of its roles is noticed);
 * a tool the registry refuses (INVALID_ARGUMENT, unknown role) is logged
   and not retried until it changes.
 
@@ -49,6 +50,7 @@ _TRANSIENT = (
 class _Registered:
     definition: tools_pb2.ToolDefinition
     ok: bool
+    roles: tuple[str, ...] = ()
 
 
 class Registrar:
@@ -228,16 +230,28 @@ class Registrar:
             timeout=self._rpc_timeout_s,
         )
         self._next_keepalive = time.monotonic() + (reply.ttl_seconds or self.lease_ttl_s) / 3
-        expected = sum(1 for r in self._registered.values() if r.ok)
-        if reply.tools < expected:
-            log.warning(
-                "registry holds %d of %d tools of %s; registering again",
-                reply.tools,
-                expected,
-                self.source,
-            )
+        if missing := self._missing(reply):
+            log.warning("registry lost tools of %s (%s); registering again", self.source, missing)
             self._registered.clear()
             self._reconciled_version = -1
+
+    def _missing(self, reply: registry_pb2.KeepAliveResponse) -> str:
+        """Where the registry holds fewer of our tools than we registered ('' if nowhere)."""
+        registered = [r for r in self._registered.values() if r.ok]
+        if reply.tools < len(registered):
+            return f"{reply.tools} of {len(registered)} tools"
+        if not reply.tools_per_role:
+            return ""  # a registry that does not count per role
+        expected: dict[str, int] = {}
+        for r in registered:
+            for role in r.roles:
+                expected[role] = expected.get(role, 0) + 1
+        short = [
+            f"{reply.tools_per_role.get(role, 0)} of {n} in role {role!r}"
+            for role, n in sorted(expected.items())
+            if reply.tools_per_role.get(role, 0) < n
+        ]
+        return "; ".join(short)
 
     async def _reconcile(self) -> None:
         version = self._tools.version
@@ -283,7 +297,9 @@ class Registrar:
                 definition.name,
                 "; ".join(f"{f.role}: {f.error}" for f in reply.failed_roles),
             )
-        self._registered[definition.name] = _Registered(definition, ok=reply.ok)
+        self._registered[definition.name] = _Registered(
+            definition, ok=reply.ok, roles=tuple(reply.affected_roles)
+        )
 
     async def _unregister(self, definition: tools_pb2.ToolDefinition) -> None:
         assert self._stub is not None

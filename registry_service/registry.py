@@ -275,9 +275,11 @@ class Registry(Generic[M]):
         log.info("lease %s for %s (ttl %gs)", lease.lease_id, holder or "?", lease.ttl_s)
         return lease
 
-    def keep_alive(self, lease_id: str) -> tuple[Lease, int]:
-        """Renews the lease; returns it and how many tools it holds."""
-        return self.leases.renew(lease_id), self.store.lease_tool_count(lease_id)
+    def keep_alive(self, lease_id: str) -> tuple[Lease, int, dict[str, int]]:
+        """Renews the lease; returns it, how many tools it holds, and how many per role."""
+        lease = self.leases.renew(lease_id)
+        store = self.store
+        return lease, store.lease_tool_count(lease_id), store.lease_tools_per_role(lease_id)
 
     def revoke_lease(self, lease_id: str) -> list[Entry]:
         lease = self.leases.revoke(lease_id)

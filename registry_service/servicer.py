@@ -195,10 +195,12 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         if not request.lease_id:
             await abort_invalid(context, [("lease_id", "is required")])
         try:
-            lease, tools = self.registry.keep_alive(request.lease_id)
+            lease, tools, per_role = self.registry.keep_alive(request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
-        return registry_pb2.KeepAliveResponse(ttl_seconds=lease.ttl_s, tools=tools)
+        return registry_pb2.KeepAliveResponse(
+            ttl_seconds=lease.ttl_s, tools=tools, tools_per_role=per_role
+        )
 
     async def RevokeLease(
         self, request: registry_pb2.RevokeLeaseRequest, context: grpc.aio.ServicerContext
