@@ -23,6 +23,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from llm_service.settings import LLMSettings
+from registry_service import RegistrySettings
 from tests.support.plugins import REPO_ROOT, RegistryProcess, free_port
 from tests.support.registry import Plugin, running_plugin, tool
 from toolcall.clients import channel
@@ -198,3 +200,24 @@ def test_every_client_channel_comes_from_the_one_factory_and_every_retry_from_on
             if re.search(r"backoff\s*\*\s*2|_next\s*\*\s*2", text, re.IGNORECASE):
                 offenders.append(f"{rel}: has its own backoff")
     assert offenders == []
+
+
+async def test_the_output_limit_comes_from_the_services_settings_not_the_dispatcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLCALL_MAX_TOOL_OUTPUT_BYTES", "20")
+    settings = RegistrySettings.from_env()
+    assert settings.max_tool_output_bytes == 20
+    assert LLMSettings.from_env().max_tool_output_bytes == 20
+    async with running_plugin() as (_, address):
+        echo = spec("echo", address)
+        # A library object reads no environment: its limit is what it is given.
+        library = Dispatcher()
+        owned = settings.dispatcher()
+        try:
+            assert not (await library.invoke(echo, raw_arguments="{}")).is_error
+            result = await owned.invoke(echo, raw_arguments="{}")
+            assert result.is_error and "the limit is 20 bytes" in result.error, result.error
+        finally:
+            await library.close()
+            await owned.close()
