@@ -57,6 +57,11 @@ def error_result(error: str, output: Any = None) -> tools_pb2.ToolResult:
 
 DEFAULT_MAX_CHANNELS = 256
 DEFAULT_CHANNEL_IDLE_S = 60.0
+# Memo of raw callback address -> canonical address (parsing costs ~18 us a
+# call): at most this many entries of at most _KEY_CACHE_MAX_CHARS characters
+# each (~1 MiB), emptied when full.
+_KEY_CACHE_ENTRIES = 1024
+_KEY_CACHE_MAX_CHARS = 512
 
 
 class _DispatcherLimits(Protocol):
@@ -118,14 +123,25 @@ class Dispatcher:
         self._retired: set[_Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._sweep_timer: asyncio.TimerHandle | None = None
+        self._keys: dict[str, str] = {}
 
     @property
     def open_channels(self) -> int:
         """Channels open now (pooled plus retired ones still finishing calls)."""
         return len(self._pool) + len(self._retired)
 
+    def _key(self, address: str) -> str:
+        key = self._keys.get(address)
+        if key is None:
+            key = canonical_address(address)
+            if len(address) <= _KEY_CACHE_MAX_CHARS:
+                if len(self._keys) >= _KEY_CACHE_ENTRIES:
+                    self._keys.clear()
+                self._keys[address] = key
+        return key
+
     def _acquire(self, address: str) -> _Channel:
-        key = canonical_address(address)
+        key = self._key(address)
         entry = self._pool.get(key)
         if entry is None:
             channel = open_channel(key, max_message_bytes=self._max_message_bytes)
@@ -149,7 +165,7 @@ class Dispatcher:
 
     def release(self, address: str) -> None:
         """The owner's word that no tool uses ``address`` any more: close its channel."""
-        entry = self._pool.pop(canonical_address(address), None)
+        entry = self._pool.pop(self._key(address), None)
         if entry is not None:
             self._retire(entry)
 
