@@ -26,7 +26,7 @@ import pytest
 from llm_service.settings import LLMSettings
 from registry_service import RegistrySettings
 from tests.support.plugins import REPO_ROOT, RegistryProcess, free_port
-from tests.support.registry import Plugin, running_plugin, tool
+from tests.support.registry import Plugin, running_plugin, running_registry, tool
 from toolcall.clients import channel
 from toolcall.dispatch import Dispatcher
 from toolcall.tools import ToolSpec
@@ -221,3 +221,25 @@ async def test_the_output_limit_comes_from_the_services_settings_not_the_dispatc
         finally:
             await library.close()
             await owned.close()
+
+
+async def test_the_registry_closes_a_channel_when_the_last_tool_using_it_goes(
+    tmp_path: Path,
+) -> None:
+    async with running_plugin() as (plugin, address), running_registry(tmp_path) as reg:
+        dispatcher = reg.host.registry.dispatcher
+        port = address.rpartition(":")[2]
+        await reg.register(tool("a", address))
+        await reg.register(tool("b", f"localhost:{port}"))
+        await reg.register(tool("c", address))
+        for name in ("a", "b", "c"):
+            reply = await reg.stub.Invoke(registry_pb2.InvokeRequest(name=name), timeout=5)
+            assert not reply.result.is_error, reply.result.error
+        assert dispatcher.open_channels == 2  # 127.0.0.1:port and localhost:port
+        await reg.stub.Unregister(registry_pb2.UnregisterRequest(name="a"), timeout=5)
+        await reg.stub.Unregister(registry_pb2.UnregisterRequest(name="b"), timeout=5)
+        assert dispatcher.open_channels == 1  # c still uses the first one
+        # Re-registering c elsewhere releases its old address too.
+        await reg.register(tool("c", f"localhost:{port}"))
+        assert dispatcher.open_channels == 0
+        assert len(plugin.calls) == 3
