@@ -13,7 +13,6 @@ from llm_service.registry_view import RegistryView
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks
-from toolcall.dispatch import Dispatcher
 from toolcall.serving import ServiceHost
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -33,7 +32,7 @@ class LLMServiceHost(ServiceHost):
         self.settings = settings
         self.store = HistoryStore(settings.resolved_db_path())
         self.view = RegistryView(settings.registry_address)
-        self.dispatcher = Dispatcher()
+        self.dispatcher = settings.dispatcher()
         self.providers = Providers(settings)
         self.tasks = AsyncTasks(self.store, self.dispatcher)
         self.orchestrator = Orchestrator(

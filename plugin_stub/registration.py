@@ -30,42 +30,19 @@ from dataclasses import dataclass
 import grpc
 
 from plugin_stub.local_tools import ToolTable
-from toolcall import config
+from toolcall.channels import Backoff, open_channel
 from toolcall.clients import auth_metadata
 from toolcall.errors import bad_request_violations
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S = 0.1
-BACKOFF_MAX_S = 2.0
 _TRANSIENT = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
-    # Reconnect quickly after a registry restart instead of backing off for minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
-
-class _Backoff:
-    def __init__(self) -> None:
-        self._next = BACKOFF_INITIAL_S
-
-    def reset(self) -> None:
-        self._next = BACKOFF_INITIAL_S
-
-    def delay(self) -> float:
-        current = self._next
-        self._next = min(self._next * 2, BACKOFF_MAX_S)
-        return current
 
 
 @dataclass(slots=True)
@@ -110,7 +87,7 @@ class Registrar:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._channel = grpc.aio.insecure_channel(self.registry_address, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(self.registry_address)
         self._stub = registry_pb2_grpc.ToolRegistryStub(self._channel)
         self._task = asyncio.create_task(self._run(), name=f"registrar:{self.source}")
 
@@ -170,7 +147,7 @@ class Registrar:
             self._channel = None
 
     async def _run(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         delay = 0.0
         while True:
             await self._sleep(delay)
@@ -201,7 +178,7 @@ class Registrar:
                     await self._wake.wait()
         self._wake.clear()
 
-    def _on_error(self, exc: grpc.aio.AioRpcError, backoff: _Backoff) -> float:
+    def _on_error(self, exc: grpc.aio.AioRpcError, backoff: Backoff) -> float:
         code = exc.code()
         if code == grpc.StatusCode.NOT_FOUND:
             log.warning(

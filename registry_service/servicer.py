@@ -107,9 +107,9 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         except UnknownRoleError as exc:
             await _not_found(context, exc)
         reply = registry_pb2.ListResponse(roles=self.registry.roles)
-        stats = self.registry.dispatcher.stats
+        stats = self.registry.stats
         for entry in entries:
-            wire.fill_registered_tool(reply.tools.add(), entry, stats.get(entry.spec.name))
+            wire.fill_registered_tool(reply.tools.add(), entry, stats(entry.spec.name))
         return reply
 
     async def Invoke(
@@ -146,8 +146,8 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await _not_found(context, exc)
         revision = self.registry.store.revision
         instance_id = self.registry.instance_id
+        stats = self.registry.stats
         try:
-            stats = self.registry.dispatcher.stats
             for entry in entries:
                 event = registry_pb2.WatchResponse(
                     type=registry_pb2.EVENT_TYPE_UPSERTED,
@@ -155,7 +155,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
                     revision=revision,
                     instance_id=instance_id,
                 )
-                wire.fill_registered_tool(event.tool, entry, stats.get(entry.spec.name))
+                wire.fill_registered_tool(event.tool, entry, stats(entry.spec.name))
                 yield event
             yield registry_pb2.WatchResponse(
                 type=registry_pb2.EVENT_TYPE_SYNCED, revision=revision, instance_id=instance_id
