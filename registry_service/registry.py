@@ -20,7 +20,8 @@ from registry_service.archive import StoredTool, ToolArchive
 from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
 from registry_service.store import Change, Entry, ToolStore, UnknownRoleError
 from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
-from toolcall.dispatch import Dispatcher, ToolStats, new_call_id
+from toolcall.dispatch import Dispatcher, ToolStats
+from toolcall.ids import new_call_id
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import tools_pb2
 
