@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from toolcall import eventloop
+from toolcall import config, eventloop
 from toolcall.serving import setup_logging
 
 # Subcommand -> (module, help). The module provides ``add_arguments(parser)``
@@ -68,9 +68,13 @@ def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
-    setup_logging(args.log_level or ("WARNING" if args.command in CLIENT_COMMANDS else None))
-    return run_async(importlib.import_module(args.module).main, args)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        setup_logging(args.log_level or ("WARNING" if args.command in CLIENT_COMMANDS else None))
+        return run_async(importlib.import_module(args.module).main, args)
+    except config.ConfigError as exc:  # e.g. an unreadable TOOLCALL_TOKEN_FILE
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 CLIENT_COMMANDS = {"tools", "chat", "subscribe"}

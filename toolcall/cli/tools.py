@@ -49,6 +49,14 @@ async def main(args: argparse.Namespace) -> int:
         return 0
 
 
+def _safe(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``), so a
+    registered value cannot drive the terminal (older registries stored any)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Namespace) -> int:
     reply = await stub.List(registry_pb2.ListRequest(role=args.role, source=args.source))
     if args.json:
@@ -69,14 +77,17 @@ async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
         return 0
     header = ("ROLE", "NAME", "MODE", "SOURCE", "CALLS", "ERRORS", "MEAN_MS")
     rows_t = [
-        (
-            t.role,
-            t.tool.name,
-            "async" if t.tool.mode == tools_pb2.TOOL_MODE_ASYNC else "sync",
-            t.tool.source or "-",
-            str(t.stats.calls),
-            str(t.stats.errors),
-            f"{t.stats.mean_latency_ms:.2f}",
+        tuple(
+            _safe(c)
+            for c in (
+                t.role,
+                t.tool.name,
+                "async" if t.tool.mode == tools_pb2.TOOL_MODE_ASYNC else "sync",
+                t.tool.source or "-",
+                str(t.stats.calls),
+                str(t.stats.errors),
+                f"{t.stats.mean_latency_ms:.2f}",
+            )
         )
         for t in reply.tools
     ]
@@ -84,7 +95,7 @@ async def _list(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
     for r in [header, *rows_t]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if not rows_t:
-        print(f"(no tools; roles served: {', '.join(reply.roles)})")
+        print(f"(no tools; roles served: {_safe(', '.join(reply.roles))})")
     return 0
 
 
@@ -97,9 +108,12 @@ async def _invoke(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.
     reply = await stub.Invoke(
         registry_pb2.InvokeRequest(name=args.name, raw_arguments=args.args, role=args.role),
         timeout=args.timeout,
+        metadata=auth_metadata(),  # Invoke runs code: gated like a change
     )
-    print(json.dumps(from_value(reply.result.output), indent=2, ensure_ascii=False))
+    # json.dumps escapes C0 controls itself; the rest (C1, bidi) is escaped per line.
+    text = json.dumps(from_value(reply.result.output), indent=2, ensure_ascii=False)
+    print("\n".join(_safe(line) for line in text.split("\n")))
     if reply.result.is_error:
-        print(f"error: {reply.result.error}", file=sys.stderr)
+        print(f"error: {_safe(reply.result.error)}", file=sys.stderr)
         return 1
     return 0
