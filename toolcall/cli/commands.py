@@ -7,15 +7,22 @@ readable line on stderr); 2 bad usage; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import eventloop
+from toolcall.clients import channel
 from toolcall.serving import setup_logging
+
+# What a toolcall address may serve, to name it when a command dials the wrong one.
+KNOWN_SERVICES = ("toolcall.v1.ToolRegistry", "toolcall.v1.LLMService", "toolcall.v1.ToolCallback")
 
 # Subcommand -> (module, help). The module provides ``add_arguments(parser)``
 # and ``async main(args) -> int``; modules are imported only when needed.
@@ -55,14 +62,55 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> str:
     return f"{exc.code().name}: {exc.details()}"
 
 
+async def services_at(target: str, timeout_s: float = 2.0) -> list[str]:
+    """Which of toolcall's services ``target`` serves, by its health service."""
+    async with channel(target) as ch:
+        # types-grpcio-health-checking declares no methods on HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(ch)
+
+        async def serves(name: str) -> bool:
+            try:
+                await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=timeout_s)
+            except grpc.aio.AioRpcError:
+                return False  # NOT_FOUND: not this one (or no health service at all)
+            return True
+
+        found = await asyncio.gather(*(serves(n) for n in KNOWN_SERVICES))
+    return [name for name, yes in zip(KNOWN_SERVICES, found, strict=True) if yes]
+
+
+def wrong_service(module: Any, target: str) -> str:
+    """``ADDRESS serves X, not Y`` when the command dialled another service's address."""
+    wanted = getattr(module, "SERVICE", "")
+    try:
+        served = eventloop.run(services_at(target))
+    except Exception:
+        return ""
+    if not wanted or wanted in served:
+        return ""
+    what = " and ".join(served) if served else "none of toolcall's services"
+    return f"{target} serves {what}, not {wanted}"
+
+
 def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
     try:
-        return int(eventloop.run(main(args)) or 0)
+        code = int(eventloop.run(main(args)) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is handled below, not at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``toolcall tools list | head -1``): quietly stop, as
+        # shell tools do; stdout goes to /dev/null so the exit flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except grpc.aio.AioRpcError as exc:
         target = getattr(args, "target", "server")
-        print(f"error: {describe_rpc_error(exc, target)}", file=sys.stderr)
+        message = describe_rpc_error(exc, target)
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            if mix_up := wrong_service(sys.modules.get(args.module), target):
+                message = f"{mix_up} ({message})"
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 
