@@ -23,11 +23,12 @@ protos: $(STAMP)
 check-protos: protos
 	git diff --exit-code -- toolcall/v1 || (echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1)
 
-## lint: ruff, mypy, buf lint and buf format
+## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 

@@ -15,9 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report
-from bench.runner import SCENARIOS, Settings, run
-from bench.targets import check_all
+from toolcall import grpc_env
+
+# Before bench's modules load grpc: this process and the servers it starts
+# (they inherit the variable) run with toolcall's gRPC settings.
+grpc_env.apply()
+
+from bench import machine, report  # noqa: E402
+from bench.runner import SCENARIOS, Settings, run  # noqa: E402
+from bench.targets import check_all  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
+from toolcall import config
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token",
-        default=d.token,
-        help="shared token required as 'authorization: Bearer <token>' on changes (default: "
-        "$TOOLCALL_TOKEN; empty requires none)",
+        default=None,
+        help="shared token required as 'authorization: Bearer <token>' on changes and Invoke; "
+        "visible to every local user in the process list, prefer --token-file (default: "
+        "$TOOLCALL_TOKEN or the content of $TOOLCALL_TOKEN_FILE; none requires no token)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the shared token (keep it mode 0600); overrides $TOOLCALL_TOKEN "
+        "and $TOOLCALL_TOKEN_FILE",
     )
     parser.add_argument(
         "--data-dir",
@@ -46,9 +54,23 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     if not roles:
         raise SystemExit("--roles must name at least one role")
-    settings = dataclasses.replace(
-        RegistrySettings.from_env(), address=args.address, roles=roles, token=args.token
-    )
+    settings = dataclasses.replace(RegistrySettings.from_env(), address=args.address, roles=roles)
+    if args.token is not None and args.token_file is not None:
+        raise SystemExit("give --token or --token-file, not both")
+    if args.token is not None:
+        if args.token:
+            log.warning(
+                "--token is visible to every local user in the process list; "
+                "use --token-file or TOOLCALL_TOKEN_FILE instead"
+            )
+        if err := config.token_error(args.token):
+            raise SystemExit(f"--token {err}")
+        settings.token = args.token
+    elif args.token_file is not None:
+        try:
+            settings.token = config.read_token_file(args.token_file)
+        except config.ConfigError as exc:
+            raise SystemExit(str(exc)) from None
     if args.data_dir:
         settings.data_path = Path(args.data_dir).expanduser() / DATA_FILE
     if problems := settings.problems():

@@ -22,7 +22,8 @@ from registry_service.stats import ToolStats
 from registry_service.store import Change, Entry, Key, ToolStore, UnknownRoleError
 from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
 from toolcall.address_policy import canonical_address
-from toolcall.dispatch import Dispatcher, new_call_id
+from toolcall.dispatch import Dispatcher
+from toolcall.ids import new_call_id
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import tools_pb2
 

@@ -19,7 +19,7 @@ from registry_service.store import UnknownRoleError
 from registry_service.watch import Closed, Overflowed
 from toolcall.errors import abort_invalid
 from toolcall.jsonvalue import from_struct
-from toolcall.tools import DefinitionError, ToolSpec
+from toolcall.tools import DefinitionError, ToolSpec, control_error
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,16 @@ async def _optional_role(request: RoleScoped, context: grpc.aio.ServicerContext)
         await abort_invalid(
             context, [("role", "must not be empty when set; leave it unset for all roles")]
         )
+    await _printable(context, role=request.role)
     return request.role
+
+
+async def _printable(context: grpc.aio.ServicerContext, **fields: str) -> None:
+    """INVALID_ARGUMENT naming each field that holds control characters (they would
+    reach logs and terminals, e.g. through ``toolcall tools list``)."""
+    bad = [(f, err) for f, value in fields.items() if (err := control_error(value))]
+    if bad:
+        await abort_invalid(context, bad)
 
 
 async def _not_found(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
@@ -81,6 +90,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     ) -> registry_pb2.UnregisterResponse:
         if not request.name:
             await abort_invalid(context, [("name", "is required")])
+        await _printable(context, name=request.name)
         role = await _optional_role(request, context)
         removed = await self.registry.unregister(request.name, role)
         return registry_pb2.UnregisterResponse(
@@ -94,6 +104,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await abort_invalid(
                 context, [("source", "is required (the source tag whose tools to remove)")]
             )
+        await _printable(context, source=request.source)
         role = await _optional_role(request, context)
         removed = await self.registry.clear(request.source, role)
         return registry_pb2.ClearResponse(removed=len(removed))
@@ -101,6 +112,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     async def List(
         self, request: registry_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListResponse:
+        await _printable(context, source=request.source)
         role = await _optional_role(request, context)
         try:
             entries = self.registry.entries(role, request.source)
@@ -117,6 +129,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     ) -> registry_pb2.InvokeResponse:
         if not request.name:
             await abort_invalid(context, [("name", "is required")])
+        await _printable(context, name=request.name)
         role = await _optional_role(request, context)
         try:
             entry = self.registry.lookup(request.name, role)

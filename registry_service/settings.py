@@ -14,6 +14,7 @@ from toolcall.dispatch import (
     Dispatcher,
     dispatcher_problems,
 )
+from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
 DATA_FILE = "registry.sqlite3"
@@ -80,6 +81,9 @@ class RegistrySettings:
         bad: list[str] = []
         if not self.roles or any(not r.strip() for r in self.roles):
             bad.append("roles must be a non-empty list of non-empty names")
+        for role in self.roles:
+            if err := control_error(role):
+                bad.append(f"role {role[:80]!r} {err}")
         if not 0 < self.lease_sweep_interval_s <= 10:
             bad.append("lease_sweep_interval_s must be between 0 and 10 seconds")
         if self.watch_queue_size < 1:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,32 +22,12 @@ import grpc
 from toolcall import config
 from toolcall.address_policy import canonical_address
 from toolcall.channels import open_channel
+from toolcall.ids import new_call_id
 from toolcall.jsonvalue import to_struct, to_value
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
-
-
-class ArgumentsError(ValueError):
-    """The model's argument string is not a JSON object."""
-
-
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """Parses a model's argument string; empty means no arguments."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ArgumentsError(f"arguments must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:20]
 
 
 def error_result(error: str, output: Any = None) -> tools_pb2.ToolResult:
@@ -213,14 +192,24 @@ class Dispatcher:
         session_id: str = "",
         role: str = "",
         timeout_s: float | None = None,
+        checked: bool = False,
     ) -> tools_pb2.ToolResult:
         """Calls ``spec``'s plugin. ``arguments`` wins over ``raw_arguments`` when given.
 
         ``timeout_s`` (the caller's remaining deadline) shortens the tool's own
-        timeout, never lengthens it.
+        timeout, never lengthens it. ``checked``: the caller has already run
+        ``spec.check_arguments`` on these arguments (the async path does, to
+        answer the model at once), so they are not checked again.
         """
         return await self._invoke(
-            spec, raw_arguments, arguments, call_id or new_call_id(), session_id, role, timeout_s
+            spec,
+            raw_arguments,
+            arguments,
+            call_id or new_call_id(),
+            session_id,
+            role,
+            timeout_s,
+            checked,
         )
 
     async def _invoke(
@@ -232,17 +221,12 @@ class Dispatcher:
         session_id: str,
         role: str,
         timeout_s: float | None,
+        checked: bool,
     ) -> tools_pb2.ToolResult:
-        if arguments is None:
-            try:
-                arguments = parse_arguments(raw_arguments)
-            except ArgumentsError as exc:
-                if not spec.accepts_raw_arguments:
-                    return error_result(f"INVALID_ARGUMENT: {exc}")
-                arguments = None
-        if arguments is not None:
-            if reason := spec.validate_arguments(arguments):
-                return error_result(f"INVALID_ARGUMENT: {reason}")
+        if not checked:
+            arguments, refused = spec.check_arguments(raw_arguments, arguments)
+            if refused:
+                return error_result(refused)
         request = callback_pb2.ToolCallbackInvokeRequest(
             name=spec.name,
             arguments=to_struct(arguments),

@@ -3,7 +3,10 @@
 Starts the registry, waits for it to be healthy, starts the LLMService, then
 the example plugins, and waits until their tools are registered. Ctrl-C (or
 SIGTERM) stops everything in reverse order: plugins first (they clear their
-tools), then the LLMService, then the registry.
+tools), then the LLMService, then the registry. The children run in their own
+process group, so a terminal's Ctrl-C (SIGINT to the whole foreground group)
+reaches only this supervisor; otherwise the registry would stop while the
+plugins still clear their tools.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                process_group=0,  # see the module docstring: stop order is ours
             )
         self.procs.append((name, proc))
 

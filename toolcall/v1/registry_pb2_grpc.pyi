@@ -30,11 +30,12 @@ class ToolRegistryStub:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -98,11 +99,12 @@ class ToolRegistryAsyncStub(ToolRegistryStub):
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -162,11 +164,12 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
