@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from toolcall import grpc_env
+
+# The test process and the processes it starts run on toolcall's gRPC runtime,
+# like the services: set before any test module imports grpc, and inherited.
+grpc_env.apply()
+
 
 @pytest.fixture
 def anyio_backend() -> str:
