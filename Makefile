@@ -18,6 +18,9 @@ venv: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=quiet:. --mypy_grpc_out=quiet:. protos/toolcall/v1/*.proto
+	# The protos with their comments, for server reflection (toolcall/serving.py).
+	$(PY) -m grpc_tools.protoc -Iprotos --include_source_info \
+		--descriptor_set_out=toolcall/v1/descriptors.binpb protos/toolcall/v1/*.proto
 
 ## check-protos: fail when the committed stubs differ from what the protos generate
 check-protos: protos
