@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -145,7 +145,18 @@ def documented_files() -> dict[str, bytes]:
         log.debug("no %s: reflection serves protos without comments", DESCRIPTORS)
         return {}
     files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    for f in files:
+        _clear_json_names(f.message_type)
     return {f.name: f.SerializeToString() for f in files}
+
+
+def _clear_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+    """As in the compiled stubs: protoc's descriptor set spells out each field's
+    json_name, and grpcurl then prints camelCase instead of the proto names."""
+    for message in messages:
+        for field in (*message.field, *message.extension):
+            field.ClearField("json_name")
+        _clear_json_names(message.nested_type)
 
 
 class DocumentedReflection(reflection.aio.ReflectionServicer):
