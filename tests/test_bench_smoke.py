@@ -40,7 +40,7 @@ def test_quick_run_writes_results_of_the_documented_shape(tmp_path: Path) -> Non
 
     # CPU per call of each process on the path: the client and the scenario's server(s).
     assert list(doc["cpu"]) == ["A", "B"]
-    for key, cpu in doc["cpu"].items():
+    for cpu in doc["cpu"].values():
         processes = {name for name in cpu if name.endswith("_us")}
         assert "client_us" in processes and len(processes) >= 2, cpu
         assert all(cpu[name] > 0 for name in processes), cpu
