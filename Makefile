@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/
+## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/, and
+## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=quiet:. --mypy_grpc_out=quiet:. protos/toolcall/v1/*.proto
+	$(PY) -m grpc_tools.protoc -Iprotos --include_source_info \
+		--descriptor_set_out=toolcall/v1/descriptors.binpb protos/toolcall/v1/*.proto
 
 ## check-protos: fail when the committed stubs differ from what the protos generate
 check-protos: protos

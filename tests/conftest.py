@@ -6,8 +6,8 @@ import pytest
 
 from toolcall import grpc_env
 
-# The test process and the processes it starts run on toolcall's gRPC runtime,
-# like the services: set before any test module imports grpc, and inherited.
+# The tests' in-process servers run on the gRPC settings toolcall's programs
+# use; here, before any test module loads grpc (children inherit them).
 grpc_env.apply()
 
 

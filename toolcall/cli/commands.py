@@ -1,7 +1,9 @@
 """The ``toolcall`` command's parser and dispatch (loaded by ``toolcall.cli.main``).
 
 Exit codes: 0 success; 1 the call failed or a tool returned an error (one
-readable line on stderr); 2 bad usage; 130 interrupted.
+readable line on stderr); 2 bad usage; 130 interrupted; 141 stdout's reader
+went away (as for a shell tool killed by SIGPIPE). stdout carries results
+only.
 """
 
 from __future__ import annotations
