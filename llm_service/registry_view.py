@@ -16,14 +16,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from toolcall import config
+from toolcall.channels import Backoff, open_channel
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-INITIAL_BACKOFF_S = 0.1
-MAX_BACKOFF_S = 2.0
 
 Tools = dict[str, dict[str, ToolSpec]]  # role -> name -> spec
 
@@ -90,15 +87,15 @@ class RegistryView:
             self._task = None
 
     async def _run(self) -> None:
-        backoff = INITIAL_BACKOFF_S
+        backoff = Backoff()
         while True:
             try:
-                async with _watch_channel(self.registry_address) as ch:
+                async with open_channel(self.registry_address) as ch:
                     stub: registry_pb2_grpc.ToolRegistryAsyncStub = (
                         registry_pb2_grpc.ToolRegistryStub(ch)
                     )
                     async for _ in self._follow(stub):
-                        backoff = INITIAL_BACKOFF_S  # got a snapshot: the registry is healthy
+                        backoff.reset()  # got a snapshot: the registry is healthy
                 log.warning("registry watch stream ended; reconnecting")
             except grpc.aio.AioRpcError as exc:
                 log.log(
@@ -107,14 +104,13 @@ class RegistryView:
                     self.registry_address,
                     exc.code().name,
                     exc.details(),
-                    backoff,
+                    backoff.peek(),
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("registry watch failed; reconnecting")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await asyncio.sleep(backoff.delay())
 
     async def _follow(self, stub: registry_pb2_grpc.ToolRegistryAsyncStub) -> AsyncIterator[None]:
         """Applies one Watch stream; yields once each time a snapshot is complete."""
@@ -145,19 +141,6 @@ class RegistryView:
             if snapshot is None:
                 async with self._changed:
                     self._changed.notify_all()
-
-
-def _watch_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-            # Notice a restarted registry within a second, not gRPC's default minutes.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ],
-    )
 
 
 def _upsert(target: Tools, entry: registry_pb2.RegisteredTool) -> None:

@@ -13,7 +13,6 @@ from llm_service.registry_view import RegistryView
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks
-from toolcall.dispatch import Dispatcher
 from toolcall.serving import ServiceHost
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -31,9 +30,15 @@ class LLMServiceHost(ServiceHost):
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
-        self.store = HistoryStore(settings.resolved_db_path())
+        self.store = HistoryStore(
+            settings.resolved_db_path(),
+            tail_messages=settings.max_history_messages,
+            tail_bytes=settings.max_request_bytes,
+            cache_sessions=settings.history_cache_sessions,
+            cache_bytes=settings.history_cache_bytes,
+        )
         self.view = RegistryView(settings.registry_address)
-        self.dispatcher = Dispatcher()
+        self.dispatcher = settings.dispatcher()
         self.providers = Providers(settings)
         self.tasks = AsyncTasks(self.store, self.dispatcher)
         self.orchestrator = Orchestrator(
@@ -60,9 +65,14 @@ class LLMServiceHost(ServiceHost):
         self.on_stop(self._close_parts)
 
     async def start(self) -> int:
-        await self.store.open()
+        """Raises ``StoreError`` when the database cannot be opened (see ``main``)."""
         try:
+            await self.store.open()
             await self.tasks.recover()
+        except BaseException:
+            await self._close_parts()
+            raise
+        try:
             self.view.start()
             port = await super().start()
         except BaseException:

@@ -15,13 +15,13 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.messages import Message, ToolCall
 from toolcall.dispatch import Dispatcher
+from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
 from toolcall.tools import ToolSpec
 
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 RESTARTED_ERROR = "service restarted before the task finished"
 STOPPED_ERROR = "service stopped before the task finished"
 _CLOSED = None  # queue sentinel: the service is stopping
-
-
-def new_task_id() -> str:
-    return "task_" + uuid.uuid4().hex[:20]
 
 
 def result_note(task: TaskRecord) -> str:
@@ -61,31 +57,43 @@ class AsyncTasks:
             await self._add_note(task)
 
     async def start(
-        self, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any], session_id: str, role: str
+        self,
+        spec: ToolSpec,
+        call: ToolCall,
+        arguments: dict[str, Any] | None,
+        session_id: str,
+        role: str,
     ) -> TaskRecord:
+        """Starts a call whose arguments ``spec.check_arguments`` has passed (None: raw only)."""
         task = TaskRecord(
             task_id=new_task_id(),
             session_id=session_id,
             tool_name=spec.name,
             call_id=call.call_id,
             role=role,
-            arguments=arguments,
+            arguments=arguments if arguments is not None else {},
             created_at=time.time(),
         )
         await self._store.insert_task(task)
-        runner = asyncio.create_task(self._run(spec, call, task), name=f"async-tool-{task.task_id}")
+        runner = asyncio.create_task(
+            self._run(spec, call, arguments, task), name=f"async-tool-{task.task_id}"
+        )
         self._running[task.task_id] = runner
         runner.add_done_callback(lambda _: self._running.pop(task.task_id, None))
         return task
 
-    async def _run(self, spec: ToolSpec, call: ToolCall, task: TaskRecord) -> None:
+    async def _run(
+        self, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any] | None, task: TaskRecord
+    ) -> None:
         try:
             result = await self._dispatcher.invoke(
                 spec,
                 raw_arguments=call.raw_arguments,
+                arguments=arguments,
                 call_id=call.call_id,
                 session_id=task.session_id,
                 role=task.role,
+                checked=True,
             )
         except asyncio.CancelledError:
             task.status, task.error = "failed", STOPPED_ERROR

@@ -18,9 +18,12 @@ from typing import Any, Generic, TypeVar
 
 from registry_service.archive import ArchiveError, StoredTool, ToolArchive
 from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
+from registry_service.stats import ToolStats
 from registry_service.store import Change, Entry, Key, ToolStore, UnknownRoleError
 from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
-from toolcall.dispatch import Dispatcher, ToolStats, new_call_id
+from toolcall.address_policy import canonical_address
+from toolcall.dispatch import Dispatcher
+from toolcall.ids import new_call_id
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import tools_pb2
 
@@ -89,6 +92,12 @@ class Registry(Generic[M]):
         self.leases = LeaseTable()
         self.archive = archive
         self.dispatcher = dispatcher or Dispatcher()
+        self._stats: dict[str, ToolStats] = {}
+        # Callback address of each entry and how many entries use it, so the
+        # dispatcher's channel to an address closes with its last tool.
+        self._addresses: dict[Key, str] = {}
+        self._address_users: dict[str, int] = {}
+        self.store.subscribe(self._track_address)
         self.hub: WatchHub[M] = WatchHub(
             lambda c: to_message(c, self.stats(c.entry.spec.name), self.instance_id),
             queue_size=watch_queue_size,
@@ -104,7 +113,8 @@ class Registry(Generic[M]):
         return self.store.roles
 
     def stats(self, name: str) -> ToolStats | None:
-        return self.dispatcher.stats.get(name)
+        """Calls made through ``invoke`` (the LLMService's direct calls are not seen here)."""
+        return self._stats.get(name)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -154,7 +164,26 @@ class Registry(Generic[M]):
         # churn of short-lived tools does not grow memory.
         name = change.entry.spec.name
         if change.removed and self.store.find(name, None) is None:
-            self.dispatcher.stats.pop(name, None)
+            self._stats.pop(name, None)
+
+    def _track_address(self, change: Change) -> None:
+        key = change.entry.key
+        old = self._addresses.pop(key, None)
+        new = None if change.removed else canonical_address(change.entry.spec.callback_address)
+        if old == new:
+            if new is not None:
+                self._addresses[key] = new
+            return
+        if new is not None:
+            self._addresses[key] = new
+            self._address_users[new] = self._address_users.get(new, 0) + 1
+        if old is not None:
+            left = self._address_users[old] - 1
+            if left:
+                self._address_users[old] = left
+            else:
+                del self._address_users[old]
+                self.dispatcher.release(old)
 
     def end_watches(self) -> None:
         """Ends every Watch stream (shutdown); watchers reconnect elsewhere or later."""
@@ -292,7 +321,15 @@ class Registry(Generic[M]):
             role=entry.role,
             timeout_s=timeout_s,
         )
-        return Call(result, call_id, (time.perf_counter() - started) * 1000.0)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        name = entry.spec.name
+        stats = self._stats.get(name)
+        # A tool removed during the call gets no stats back (they were dropped).
+        if stats is None and self.store.find(name, None) is not None:
+            stats = self._stats[name] = ToolStats()
+        if stats is not None:
+            stats.record(latency_ms, result.error if result.is_error else None)
+        return Call(result, call_id, latency_ms)
 
     # -- leases ----------------------------------------------------------
 
@@ -301,9 +338,11 @@ class Registry(Generic[M]):
         log.info("lease %s for %s (ttl %gs)", lease.lease_id, holder or "?", lease.ttl_s)
         return lease
 
-    def keep_alive(self, lease_id: str) -> tuple[Lease, int]:
-        """Renews the lease; returns it and how many tools it holds."""
-        return self.leases.renew(lease_id), self.store.lease_tool_count(lease_id)
+    def keep_alive(self, lease_id: str) -> tuple[Lease, int, dict[str, int]]:
+        """Renews the lease; returns it, how many tools it holds, and how many per role."""
+        lease = self.leases.renew(lease_id)
+        store = self.store
+        return lease, store.lease_tool_count(lease_id), store.lease_tools_per_role(lease_id)
 
     def revoke_lease(self, lease_id: str) -> list[Entry]:
         lease = self.leases.revoke(lease_id)

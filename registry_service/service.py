@@ -31,6 +31,7 @@ class RegistryHost(ServiceHost):
             settings.roles,
             to_message=wire.watch_event,
             archive=ToolArchive(settings.resolved_data_path()),
+            dispatcher=settings.dispatcher(),
             sweep_interval_s=settings.lease_sweep_interval_s,
             watch_queue_size=settings.watch_queue_size,
             max_tools=settings.max_tools,

@@ -146,14 +146,14 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         reply = registry_pb2.ListResponse(roles=self.registry.roles)
         limit = paging.effective_page_size(request.page_size)
         budget = paging.MAX_PAGE_BYTES
-        stats = self.registry.dispatcher.stats
+        stats = self.registry.stats
         last: Entry | None = None
         # Synchronous to the end: no change can happen while the page is built.
         for entry in self.registry.store.iter_entries(role, request.source, after):
             if len(reply.tools) == limit:
                 break
             out = reply.tools.add()
-            wire.fill_registered_tool(out, entry, stats.get(entry.spec.name))
+            wire.fill_registered_tool(out, entry, stats(entry.spec.name))
             budget -= out.ByteSize()
             if budget < 0 and len(reply.tools) > 1:
                 del reply.tools[-1]  # over the page's byte budget: it starts the next page
@@ -200,8 +200,8 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await _not_found(context, exc)
         revision = self.registry.store.revision
         instance_id = self.registry.instance_id
+        stats = self.registry.stats
         try:
-            stats = self.registry.dispatcher.stats
             for entry in entries:
                 event = registry_pb2.WatchResponse(
                     type=registry_pb2.EVENT_TYPE_UPSERTED,
@@ -209,7 +209,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
                     revision=revision,
                     instance_id=instance_id,
                 )
-                wire.fill_registered_tool(event.tool, entry, stats.get(entry.spec.name))
+                wire.fill_registered_tool(event.tool, entry, stats(entry.spec.name))
                 yield event
             # Roles and limits ride on SYNCED: a watcher never needs a List.
             yield registry_pb2.WatchResponse(
@@ -257,10 +257,12 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         if not request.lease_id:
             await abort_invalid(context, [("lease_id", "is required")])
         try:
-            lease, tools = self.registry.keep_alive(request.lease_id)
+            lease, tools, per_role = self.registry.keep_alive(request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
-        return registry_pb2.KeepAliveResponse(ttl_seconds=lease.ttl_s, tools=tools)
+        return registry_pb2.KeepAliveResponse(
+            ttl_seconds=lease.ttl_s, tools=tools, tools_per_role=per_role
+        )
 
     async def RevokeLease(
         self, request: registry_pb2.RevokeLeaseRequest, context: grpc.aio.ServicerContext

@@ -177,6 +177,13 @@ class ToolStore:
         """Distinct tool names bound to ``lease_id`` (a tool in two roles counts once)."""
         return len({name for _, name in self._by_lease.get(lease_id, ())})
 
+    def lease_tools_per_role(self, lease_id: str) -> dict[str, int]:
+        """Tools bound to ``lease_id`` in each role that has any."""
+        counts: dict[str, int] = {}
+        for role, _ in self._by_lease.get(lease_id, ()):
+            counts[role] = counts.get(role, 0) + 1
+        return counts
+
     def find(self, name: str, role: str | None) -> Entry | None:
         """The entry of ``name`` in ``role``; with no role, the first role that has it."""
         if role is not None:

@@ -103,6 +103,28 @@ async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
 
             stopped = time.monotonic()
             plugin.proc.send_signal(signal.SIGTERM)
-            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), lambda t: not t, 5)
-            assert time.monotonic() - stopped < 3  # cleared, not expired (TTL is 30 s)
+            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), lambda t: not t, 15)
+            # Cleared, not expired: expiry needs at least TTL - TTL/3 = 20 s.
+            assert time.monotonic() - stopped < 15
             assert plugin.proc.wait(10) == 0
+
+
+@pytest.mark.anyio
+async def test_node_plugin_registers_its_tools_again_after_tools_clear(
+    node_modules: Path, registry: str, tmp_path: Path
+) -> None:
+    # TTL 3 s: a KeepAlive every second reports how many tools the lease holds.
+    async with channel(registry) as ch:
+        stub = registry_pb2_grpc.ToolRegistryStub(ch)
+        with NodePlugin(registry, tmp_path, lease_ttl="3"):
+            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), len, 20)
+            cleared = await stub.Clear(
+                registry_pb2.ClearRequest(source="plugin:node_text"), timeout=5
+            )
+            assert cleared.removed == 2
+            assert not await list_tools(stub, source="plugin:node_text")
+            # Back by the next heartbeat (TTL/3 = 1 s); 10 s of margin.
+            tools = await wait_for(
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 10
+            )
+            assert {t.tool.name for t in tools} == {"word_count", "reverse"}

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import config
+from toolcall.channels import open_channel
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -20,14 +21,8 @@ def auth_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel with toolcall's message size limits (create it inside the loop)."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
-        ],
-    )
+    """A channel from toolcall's one factory (create it inside the loop)."""
+    return open_channel(address)
 
 
 async def list_all_tools(

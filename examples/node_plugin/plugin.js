@@ -3,7 +3,8 @@
 //
 // It serves ToolCallback.Invoke on a loopback port, takes a lease from the
 // registry, registers its tools under it, keeps the lease alive (every ttl/3)
-// and registers again when the lease is lost (registry restart or expiry).
+// and registers again when the lease is lost (registry restart or expiry) or
+// when KeepAlive reports fewer tools than it registered (a `tools clear`).
 // SIGTERM/SIGINT clear its tools and revoke the lease before it exits.
 //
 // Configuration (environment): TOOLCALL_REGISTRY_ADDRESS (127.0.0.1:48911),
@@ -28,7 +29,9 @@ const SOURCE = `plugin:${PLUGIN_ID}`;
 const log = (...args) => console.error(new Date().toISOString(), `[${PLUGIN_ID}]`, ...args);
 
 // proto-loader bundles google/protobuf/struct.proto; keepCase keeps the
-// proto field names (call_id, not callId).
+// proto field names (call_id, not callId); longs: String turns 64-bit fields
+// (ToolStats.calls and WatchResponse.revision are uint64) into exact strings
+// instead of Long objects.
 const packageDefinition = protoLoader.loadSync(
   ['toolcall/v1/callback.proto', 'toolcall/v1/registry.proto'],
   { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] },
@@ -147,9 +150,14 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const state = { leaseId: '', callbackAddress: '', stopping: false, loop: null };
 
-async function registerAll() {
+async function createLease() {
   const lease = await rpc('CreateLease', { ttl_seconds: LEASE_TTL_S, holder: SOURCE });
   state.leaseId = lease.lease_id;
+  log(`lease ${state.leaseId} from registry ${lease.instance_id}`);
+  return (Number(lease.ttl_seconds) || LEASE_TTL_S) / 3;
+}
+
+async function registerTools() {
   for (const [name, tool] of Object.entries(TOOLS)) {
     const reply = await rpc('Register', {
       lease_id: state.leaseId,
@@ -165,11 +173,13 @@ async function registerAll() {
     });
     if (!reply.ok) log(`tool ${name} not registered:`, JSON.stringify(reply.failed_roles));
   }
-  log(`registered ${Object.keys(TOOLS).join(', ')} under lease ${state.leaseId} (registry ${lease.instance_id})`);
-  return (Number(lease.ttl_seconds) || LEASE_TTL_S) / 3;
+  log(`registered ${Object.keys(TOOLS).join(', ')} under lease ${state.leaseId}`);
 }
 
 // Runs until stop: (re)registers when there is no lease, else keeps it alive.
+// KeepAliveResponse.tools counts the tools still bound to the lease: fewer
+// than ours means some were removed (`toolcall tools clear`, a replacement),
+// so they are registered again, as the Python SDK does.
 async function registrationLoop() {
   let backoffMs = 100;
   let intervalS = LEASE_TTL_S / 3;
@@ -177,9 +187,15 @@ async function registrationLoop() {
   while (!state.stopping) {
     try {
       if (!state.leaseId) {
-        intervalS = await registerAll();
+        intervalS = await createLease();
+        await registerTools();
       } else {
-        await rpc('KeepAlive', { lease_id: state.leaseId });
+        const reply = await rpc('KeepAlive', { lease_id: state.leaseId });
+        intervalS = (Number(reply.ttl_seconds) || LEASE_TTL_S) / 3;
+        if (reply.tools < Object.keys(TOOLS).length) {
+          log(`the registry holds ${reply.tools} of our ${Object.keys(TOOLS).length} tools; registering again`);
+          await registerTools();
+        }
       }
       backoffMs = 100;
       lastProblem = '';

@@ -17,7 +17,7 @@ import uuid
 from toolcall import config
 from toolcall.cli.chat import EventPrinter
 from toolcall.cli.stack import add_arguments as add_stack_arguments
-from toolcall.cli.stack import stack_from_args, wait_for_signal
+from toolcall.cli.stack import stack_from_args, stop_requested
 from toolcall.clients import channel, list_all_tools
 from toolcall.jsonvalue import value_to_json
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -101,9 +101,10 @@ async def main(args: argparse.Namespace) -> int:
         await run_script(stack.registry_address, stack.llm_address)
         heading("Demo complete")
         if not args.exit_after_demo:
+            stop = stop_requested()
             print("The stack stays up: try `toolcall tools list` or `toolcall chat '...'`.")
             print("Ctrl-C stops it.", flush=True)
-            await wait_for_signal()
+            await stop.wait()
     except (RuntimeError, TimeoutError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1

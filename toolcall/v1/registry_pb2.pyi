@@ -296,7 +296,9 @@ Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
 
 @_typing.final
 class ToolStats(_message.Message):
-    """Per-tool call statistics, counted where calls are dispatched."""
+    """Per-tool call statistics of the calls made through ToolRegistry.Invoke.
+    The LLMService calls plugins directly, so its calls are not counted here.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -306,7 +308,7 @@ class ToolStats(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     calls: _builtins.int
-    """Calls dispatched (including failed ones)."""
+    """Calls made through Invoke (including failed ones)."""
     errors: _builtins.int
     """Calls whose result had is_error=true."""
     mean_latency_ms: _builtins.float
@@ -357,7 +359,7 @@ class RegisteredTool(_message.Message):
 
     @_builtins.property
     def stats(self) -> Global___ToolStats:
-        """Call statistics of the tool (shared by all its roles)."""
+        """Statistics of the calls made through Invoke (shared by all its roles)."""
 
     def __init__(
         self,
@@ -691,8 +693,29 @@ class KeepAliveResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ToolsPerRoleEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    TOOLS_PER_ROLE_FIELD_NUMBER: _builtins.int
     ttl_seconds: _builtins.float
     """Time to live granted from now."""
     tools: _builtins.int
@@ -700,15 +723,23 @@ class KeepAliveResponse(_message.Message):
     two roles counts once). Fewer than the plugin registered means some were
     removed or replaced: register them again.
     """
+    @_builtins.property
+    def tools_per_role(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Tools bound to the lease, per role (roles with none are absent). Fewer in
+        a role than the plugin registered there means some were removed from that
+        role only, which the distinct count in tools cannot show.
+        """
+
     def __init__(
         self,
         *,
         ttl_seconds: _builtins.float = ...,
         tools: _builtins.int = ...,
+        tools_per_role: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools", "tools_per_role", b"tools_per_role", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
