@@ -11,7 +11,8 @@ Invoke and List never touch SQLite.
 
 At startup the file is checked (``PRAGMA quick_check``) and must be writable:
 a corrupt or read-only database is an ArchiveError naming the file, not a
-registry that starts empty or cannot store.
+registry that starts empty or cannot store. A file with no write permission
+bit (``chmod a-w``) counts as read-only, at startup and before each write.
 """
 
 from __future__ import annotations

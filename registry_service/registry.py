@@ -205,7 +205,9 @@ class Registry(Generic[M]):
     async def register(self, spec: ToolSpec, lease_id: str = "") -> Registration:
         """Adds or replaces ``spec`` in its role (unset: every role).
 
-        Raises UnknownLeaseError; an unknown role is reported in the outcome.
+        Raises UnknownLeaseError, RegistryFullError, or ArchiveError (the change
+        cannot be stored; nothing changed); an unknown role is reported in the
+        outcome.
         """
         if lease_id:
             self.leases.get(lease_id)
