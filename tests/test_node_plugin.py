@@ -73,7 +73,9 @@ async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
     async with channel(registry) as ch:
         stub = registry_pb2_grpc.ToolRegistryStub(ch)
         with NodePlugin(registry, tmp_path) as plugin:
-            tools = await wait_for(lambda: list_tools(stub, source="plugin:node_text"), len, 20)
+            tools = await wait_for(
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 20
+            )
             assert {t.tool.name for t in tools} == {"word_count", "reverse"}
             assert all(t.lease_id for t in tools)
             word_count = next(t.tool for t in tools if t.tool.name == "word_count")
@@ -117,7 +119,9 @@ async def test_node_plugin_registers_its_tools_again_after_tools_clear(
     async with channel(registry) as ch:
         stub = registry_pb2_grpc.ToolRegistryStub(ch)
         with NodePlugin(registry, tmp_path, lease_ttl="3"):
-            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), len, 20)
+            await wait_for(
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 20
+            )
             cleared = await stub.Clear(
                 registry_pb2.ClearRequest(source="plugin:node_text"), timeout=5
             )
