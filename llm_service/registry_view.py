@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
@@ -23,11 +23,14 @@ from toolcall.v1 import registry_pb2, registry_pb2_grpc
 log = logging.getLogger(__name__)
 
 Tools = dict[str, dict[str, ToolSpec]]  # role -> name -> spec
+# Called with (tools gone, tools added) each time the served tools change.
+ToolsChanged = Callable[[Iterable[ToolSpec], Iterable[ToolSpec]], None]
 
 
 class RegistryView:
-    def __init__(self, registry_address: str) -> None:
+    def __init__(self, registry_address: str, on_change: ToolsChanged | None = None) -> None:
         self.registry_address = registry_address
+        self._on_change = on_change
         self._tools: Tools = {}
         # Roles the registry serves (from each Watch's SYNCED event); None until
         # the first sync. Never from List: a large registry's full List would
@@ -118,12 +121,15 @@ class RegistryView:
         # wait_for_ready: a registry that is starting up is waited for, not failed.
         async for event in stub.Watch(registry_pb2.WatchRequest(), wait_for_ready=True):
             target = snapshot if snapshot is not None else self._tools
+            role, name = event.tool.role, event.tool.tool.name
+            before = self.get(role, name) if snapshot is None else None
             if event.type == registry_pb2.EVENT_TYPE_UPSERTED:
                 _upsert(target, event.tool)
             elif event.type == registry_pb2.EVENT_TYPE_REMOVED:
-                target.get(event.tool.role, {}).pop(event.tool.tool.name, None)
+                target.get(role, {}).pop(name, None)
             elif event.type == registry_pb2.EVENT_TYPE_SYNCED and snapshot is not None:
-                self._tools, snapshot = snapshot, None
+                gone, self._tools, snapshot = self._tools, snapshot, None
+                self._changed_tools(_specs(gone), _specs(self._tools))
                 if event.HasField("registry"):
                     self.roles = frozenset(event.registry.roles)
                 else:  # a registry older than RegistryInfo: keep the last known roles
@@ -137,10 +143,23 @@ class RegistryView:
                 self.instance_id = event.instance_id
                 self._synced.set()
                 yield
+            if snapshot is None and (after := self.get(role, name)) is not before:
+                self._changed_tools([before] if before else [], [after] if after else [])
             self.revision = event.revision
             if snapshot is None:
                 async with self._changed:
                     self._changed.notify_all()
+
+    def _changed_tools(self, gone: Iterable[ToolSpec], added: Iterable[ToolSpec]) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(gone, added)
+            except Exception:
+                log.exception("registry view change hook failed")
+
+
+def _specs(tools: Tools) -> list[ToolSpec]:
+    return [spec for by_name in tools.values() for spec in by_name.values()]
 
 
 def _upsert(target: Tools, entry: registry_pb2.RegisteredTool) -> None:

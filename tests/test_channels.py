@@ -7,6 +7,10 @@ cleared. Afterwards the registry's file descriptors (``/proc/<pid>/fd``) and
 idle CPU (``/proc/<pid>/stat``) must be back near their baseline. Before,
 every spelling and every port held a connection forever and every dead
 address was redialled every second.
+
+The LLMService tests churn tools over real plugin processes through a
+registry and chats: its channels close as soon as no tool in any role uses
+the address (removal, address change, a new snapshot), not after the idle close.
 """
 
 from __future__ import annotations
@@ -15,22 +19,36 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from registry_service import RegistrySettings
-from tests.support.plugins import REPO_ROOT, RegistryProcess, free_port
+from tests.support.fake_providers import FakeOpenAI, Reply
+from tests.support.llm_env import (
+    fake_openai,
+    llm_env,
+    llm_settings,
+    running_llm,
+    start_test_registry,
+    tool_plugin_process,
+    user,
+)
+from tests.support.plugins import REPO_ROOT, RegistryProcess, free_port, wait_for
 from tests.support.registry import Plugin, running_plugin, running_registry, tool
 from toolcall.clients import channel
 from toolcall.dispatch import Dispatcher
 from toolcall.tools import ToolSpec
-from toolcall.v1 import callback_pb2_grpc, registry_pb2, registry_pb2_grpc
+from toolcall.v1 import callback_pb2_grpc, llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
+
+__all__ = ["fake_openai"]
 
 pytestmark = pytest.mark.anyio
 
@@ -243,3 +261,155 @@ async def test_the_registry_closes_a_channel_when_the_last_tool_using_it_goes(
         await reg.register(tool("c", f"localhost:{port}"))
         assert dispatcher.open_channels == 0
         assert len(plugin.calls) == 3
+
+
+# -- the LLMService's channels -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plugin_sockets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Three test plugin processes, each on its own unix socket."""
+    sock_dir = tmp_path_factory.mktemp("plugins")
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(tool_plugin_process(f"unix:{sock_dir}/p{i}.sock")) for i in range(3)
+        ]
+
+
+def respelled(address: str) -> str:
+    """Another spelling of a unix socket address (same socket, same channel)."""
+    return "unix://" + address.removeprefix("unix:")
+
+
+async def seen(view: RegistryView, role: str, name: str, address: str | None) -> None:
+    """Waits until the view has ``name`` in ``role`` at ``address`` (None: not at all)."""
+
+    async def current() -> str | None:
+        spec = view.get(role, name)
+        return None if spec is None else spec.callback_address
+
+    await wait_for(current, lambda now: now == address, 5)
+
+
+async def call_tool(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, openai: FakeOpenAI, name: str, role: str = ""
+) -> None:
+    """One chat in which the model calls ``name`` once; the plugin must have answered."""
+    session = f"s-{role}-{name}-{secrets.token_hex(4)}"
+    openai.add(Reply(tool_calls=[("c1", name, "{}")]), Reply(text="done"))
+    request = llm_pb2.ChatRequest(session_id=session, messages=[user("call it")], role=role)
+    reply = await stub.Chat(request, timeout=20)
+    assert reply.message.content == "done"
+    history = await stub.GetHistory(llm_pb2.GetHistoryRequest(session_id=session), timeout=5)
+    [result] = [m for m in history.messages if m.tool_call_id]
+    assert '"call_id":"c1"' in result.content, result.content  # the echo plugin answered
+
+
+async def test_the_llm_service_closes_a_channel_once_no_tool_in_any_role_uses_its_address(
+    tmp_path: Path, plugin_sockets: list[str], fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        plugin_sockets[0],
+        openai=fake_openai,
+        default_provider="openai",
+        roles=("default", "ops"),
+        callback_channel_idle_s=3600.0,  # nothing closes by idling in this test
+    ) as env:
+        view, dispatcher, pid = env.llm.view, env.llm.dispatcher, os.getpid()
+
+        async def register(name: str, address: str, role: str) -> None:
+            reply = await env.registry_stub.Register(
+                registry_pb2.RegisterRequest(tool=tool(name, address, role=role)), timeout=5
+            )
+            assert reply.ok, reply
+            await seen(view, role, name, address)
+
+        async def unregister(name: str, role: str) -> None:
+            await env.registry_stub.Unregister(
+                registry_pb2.UnregisterRequest(name=name, role=role), timeout=5
+            )
+            await seen(view, role, name, None)
+
+        # Warm up (provider client, first channel) so the baseline holds what
+        # any LLMService that has served a tool call keeps.
+        await register("echo_warm", plugin_sockets[0], "default")
+        await call_tool(env.stub, fake_openai, "echo_warm", "default")
+        await unregister("echo_warm", "default")
+        assert dispatcher.open_channels == 0
+        await asyncio.sleep(0.5)
+        base_fds = fd_count(pid)
+
+        for r, address in enumerate(plugin_sockets):
+            name, other = f"echo_{r}", plugin_sockets[(r + 1) % len(plugin_sockets)]
+            await register(name, address, "default")
+            await register(name, respelled(address), "ops")
+            await call_tool(env.stub, fake_openai, name, "default")
+            await call_tool(env.stub, fake_openai, name, "ops")
+            assert dispatcher.open_channels == 1  # two spellings, one socket
+            await unregister(name, "default")
+            assert dispatcher.open_channels == 1  # role ops still uses it
+            # Moving the last tool elsewhere (an UPSERT) releases the old address.
+            await register(name, other, "ops")
+            assert dispatcher.open_channels == 0
+            await call_tool(env.stub, fake_openai, name, "ops")
+            assert dispatcher.open_channels == 1
+            await unregister(name, "ops")
+            assert dispatcher.open_channels == 0
+
+        # Closes run in the background; the plugins are all still up, so a
+        # channel left open would still hold its connection (an fd).
+        async def fds() -> int:
+            return fd_count(pid)
+
+        await wait_for(fds, lambda n: n <= base_fds + 2, 5)
+
+
+async def test_a_new_registry_snapshot_releases_the_addresses_it_no_longer_has(
+    tmp_path: Path, plugin_sockets: list[str], fake_openai: FakeOpenAI
+) -> None:
+    p0, p1, _ = plugin_sockets
+    # The next registry run's tools, stored ahead: its first snapshot holds
+    # echo_z at another spelling of p1, and no tool at p0.
+    staged = await start_test_registry(tmp_path / "r2.sqlite3")
+    try:
+        async with channel(staged.target) as ch:
+            await register_at(registry_pb2_grpc.ToolRegistryStub(ch), "echo_z", respelled(p1))
+    finally:
+        await staged.stop()
+
+    address = f"127.0.0.1:{free_port()}"
+    settings = llm_settings(
+        tmp_path,
+        address,
+        openai_base_url=fake_openai.base_url,
+        default_provider="openai",
+        callback_channel_idle_s=3600.0,
+    )
+    registry = await start_test_registry(tmp_path / "r1.sqlite3", address)
+    try:
+        async with running_llm(settings) as llm, channel(llm.target) as lch:
+            stub = llm_pb2_grpc.LLMServiceStub(lch)
+            async with channel(address) as rch:
+                rstub = registry_pb2_grpc.ToolRegistryStub(rch)
+                await register_at(rstub, "echo_x", p0)
+                await register_at(rstub, "echo_y", p1)
+            await seen(llm.view, "default", "echo_y", p1)
+            await call_tool(stub, fake_openai, "echo_x")
+            await call_tool(stub, fake_openai, "echo_y")
+            assert llm.dispatcher.open_channels == 2
+
+            await registry.stop()
+            registry = await start_test_registry(tmp_path / "r2.sqlite3", address)
+            await seen(llm.view, "default", "echo_x", None)
+            assert llm.view.get("default", "echo_z") is not None
+            assert llm.dispatcher.open_channels == 1  # p0's closed; echo_z keeps p1's
+            await call_tool(stub, fake_openai, "echo_z")
+            assert llm.dispatcher.open_channels == 1
+    finally:
+        await registry.stop()
+
+
+async def register_at(stub: registry_pb2_grpc.ToolRegistryAsyncStub, name: str, at: str) -> None:
+    reply = await stub.Register(registry_pb2.RegisterRequest(tool=tool(name, at)), timeout=5)
+    assert reply.ok, reply
