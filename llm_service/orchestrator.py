@@ -37,13 +37,8 @@ from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Pro
 from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks, TaskLimitError
-from toolcall.dispatch import (
-    ArgumentsError,
-    Dispatcher,
-    error_result,
-    new_call_id,
-    parse_arguments,
-)
+from toolcall.dispatch import Dispatcher, error_result
+from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
@@ -306,16 +301,10 @@ class Orchestrator:
         self, spec: ToolSpec, call: ToolCall, req: TurnRequest
     ) -> tuple[tools_pb2.ToolResult, str]:
         # Bad arguments are reported now, while the model can still fix them,
-        # instead of in a failed task later.
-        try:
-            arguments = parse_arguments(call.raw_arguments)
-        except ArgumentsError as exc:
-            if not spec.accepts_raw_arguments:
-                return error_result(f"INVALID_ARGUMENT: {exc}"), ""
-            arguments = {}
-        else:
-            if reason := spec.validate_arguments(arguments):
-                return error_result(f"INVALID_ARGUMENT: {reason}"), ""
+        # instead of in a failed task later; the task passes them on unchecked.
+        arguments, refused = spec.check_arguments(call.raw_arguments)
+        if refused:
+            return error_result(refused), ""
         task = await self._tasks.start(spec, call, arguments, req.session_id, req.role)
         ack = {
             "status": "accepted",

@@ -23,13 +23,13 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.messages import Message, ToolCall
 from toolcall.dispatch import Dispatcher
+from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
 from toolcall.tools import ToolSpec
 
@@ -63,10 +63,6 @@ def task_bytes(task: TaskRecord) -> int:
         + len(task.error.encode())
         + len(json.dumps(task.arguments, ensure_ascii=False).encode())
     )
-
-
-def new_task_id() -> str:
-    return "task_" + uuid.uuid4().hex[:20]
 
 
 def result_note(task: TaskRecord) -> str:
@@ -216,9 +212,17 @@ class AsyncTasks:
             )
 
     async def start(
-        self, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any], session_id: str, role: str
+        self,
+        spec: ToolSpec,
+        call: ToolCall,
+        arguments: dict[str, Any] | None,
+        session_id: str,
+        role: str,
     ) -> TaskRecord:
-        """Stores the task and starts it; raises TaskLimitError when over a bound."""
+        """Starts a call whose arguments ``spec.check_arguments`` has passed (None: raw only).
+
+        Raises TaskLimitError when over a bound.
+        """
         self.check_room(session_id)
         task = TaskRecord(
             task_id=new_task_id(),
@@ -226,7 +230,7 @@ class AsyncTasks:
             tool_name=spec.name,
             call_id=call.call_id,
             role=role,
-            arguments=arguments,
+            arguments=arguments if arguments is not None else {},
             created_at=time.time(),
         )
         # Counted from before the insert, so concurrent starts cannot all pass the check.
@@ -237,7 +241,9 @@ class AsyncTasks:
         except BaseException:
             self._release(session_id)
             raise
-        runner = asyncio.create_task(self._run(spec, call, task), name=f"async-tool-{task.task_id}")
+        runner = asyncio.create_task(
+            self._run(spec, call, arguments, task), name=f"async-tool-{task.task_id}"
+        )
         self._running[task.task_id] = runner
 
         def done(_: asyncio.Task[None]) -> None:
@@ -253,14 +259,18 @@ class AsyncTasks:
         if self._running_by_session[session_id] <= 0:
             del self._running_by_session[session_id]
 
-    async def _run(self, spec: ToolSpec, call: ToolCall, task: TaskRecord) -> None:
+    async def _run(
+        self, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any] | None, task: TaskRecord
+    ) -> None:
         try:
             result = await self._dispatcher.invoke(
                 spec,
                 raw_arguments=call.raw_arguments,
+                arguments=arguments,
                 call_id=call.call_id,
                 session_id=task.session_id,
                 role=task.role,
+                checked=True,
             )
         except asyncio.CancelledError:
             task.status, task.error = "failed", STOPPED_ERROR

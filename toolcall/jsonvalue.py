@@ -3,16 +3,61 @@
 ``Struct.update`` runs in the protobuf C runtime, so building messages goes
 through it; reading back is a small recursive walk. JSON has one number type;
 protobuf stores doubles, so integral numbers come back as ``int``.
+
+``shape_error`` says whether a value can make that trip at all: JSON has no
+NaN or Infinity (Python's ``json`` writes them, other parsers refuse them),
+a double carries integers exactly only up to 2**53, and protobuf refuses
+messages nested over 100 levels.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 _MAX_SAFE_INT = 2**53
+# JSON's "\ud800" escapes decode to lone surrogates; protobuf strings are UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def shape_error(value: Any, max_depth: int) -> str | None:
+    """Why ``value`` cannot travel as JSON and protobuf unchanged, or None (linear, no recursion).
+
+    The reason starts with ": " so callers can prefix it with what the value is.
+    """
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v, depth = pop()
+        kind = type(v)
+        if kind is dict or kind is list:
+            if depth > max_depth:
+                return f": nest deeper than {max_depth} levels"
+            if kind is dict:
+                for key, item in v.items():
+                    if type(key) is str and not key.isascii() and _SURROGATE.search(key):
+                        return ": hold a lone UTF-16 surrogate, which UTF-8 cannot carry"
+                    push((item, depth + 1))
+            else:
+                for item in v:
+                    push((item, depth + 1))
+        elif kind is str:
+            if not v.isascii() and _SURROGATE.search(v):
+                return ": hold a lone UTF-16 surrogate, which UTF-8 cannot carry"
+        elif kind is float:
+            if not math.isfinite(v):
+                return f": hold {v!r}, which JSON cannot carry (no NaN or Infinity)"
+        elif kind is int:
+            if not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
+                return (
+                    ": hold an integer beyond ±2**53, which cannot be carried exactly "
+                    "(send it as a string)"
+                )
+    return None
 
 
 def to_struct(obj: dict[str, Any] | None) -> struct_pb2.Struct:

@@ -10,10 +10,16 @@ validating arguments - a request to any URL a registrant chose, made by the
 registry or LLMService (SSRF) - so validators are built with an empty
 reference registry that never retrieves anything.
 
-Patterns (``pattern``, ``patternProperties``) are matched with the ``regex``
-module under a time limit: the strings they run on come from the model, and
-a backtracking pattern such as ``^(a|aa)+$`` would otherwise let a 30-character
-argument block the service's event loop for seconds.
+Patterns (``pattern``, ``patternProperties``) are bounded at Register and
+matched under a time limit (``toolcall.patterns``).
+
+Every argument check is bounded: the arguments' shape first (nesting depth,
+numbers JSON and protobuf can carry: ``toolcall.jsonvalue.shape_error``), then
+jsonschema-rs (linear), then - only when it says no - the Python validator
+under a budget of ``VALIDATION_BUDGET_S`` (``toolcall.schema_keywords``):
+one check keeps the event loop for at most linear time in the arguments plus
+100 ms, and a check that runs out of budget refuses the arguments with a
+reason that says so.
 
 Arguments are validated on both sides of every call (by the caller, and by
 an SDK plugin again), so validation is on the hot path. jsonschema-rs (Rust)
@@ -31,24 +37,37 @@ decides).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import jsonschema_rs
-import regex
 from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema.exceptions import SchemaError, best_match
 from referencing import Registry
 from referencing.exceptions import Unresolvable
+
+from toolcall import patterns
+from toolcall.boundedcache import BoundedCache
+from toolcall.jsonvalue import shape_error
+from toolcall.patterns import PATTERN_TIMEOUT_S
+from toolcall.schema_keywords import BOUNDED, BudgetExceeded, budget, budgeted
 
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_SCHEMA_DEPTH = 32
 
-PATTERN_TIMEOUT_S = 0.05
+# Arguments nest at most this deep (JSON levels): deeper ones could not reach
+# a plugin anyway (protobuf refuses messages nested over 100 levels; a JSON
+# level costs up to three), and recursion over them must stay far from
+# Python's limit.
+MAX_ARGUMENT_DEPTH = 32
+
+# Python-validator time one argument check may spend (see the docstring).
+VALIDATION_BUDGET_S = 0.1
+
+__all__ = ["PATTERN_TIMEOUT_S"]
 
 # Returns None when the arguments are valid, else a readable reason.
 ArgumentValidator = Callable[[dict[str, Any]], str | None]
@@ -97,10 +116,14 @@ def parameters_schema_error(schema: dict[str, Any]) -> str | None:
 
 MAX_CACHED_SCHEMA_BYTES = 16 * 1024
 
+# Verdicts kept: at most 1024, and at most 4 MiB of schema text (the key).
+_VERDICTS: BoundedCache[str, str | None] = BoundedCache(
+    max_entries=1024, max_bytes=4 * 1024 * 1024, size=lambda key, verdict: len(key) + 200
+)
 
-@functools.lru_cache(maxsize=1024)
+
 def _cached_meta_schema_error(key: str) -> str | None:
-    return _meta_schema_error(json.loads(key))
+    return _VERDICTS.get_or_make(key, lambda: _meta_schema_error(json.loads(key)))
 
 
 def _meta_schema_error(schema: dict[str, Any]) -> str | None:
@@ -112,6 +135,8 @@ def _meta_schema_error(schema: dict[str, Any]) -> str | None:
         where = ("/".join(str(p) for p in exc.path) or "(root)")[:200]
         return f"is not a valid JSON Schema at {where}: {exc.message[:300]}"
     if err := _outside_reference_error(schema):
+        return err
+    if err := _patterns_error(schema):
         return err
     # Catches references that loop or lead nowhere from the root (an empty
     # object walks every top-level "$ref"); deeper ones fail at call time.
@@ -138,6 +163,58 @@ def _outside_reference_error(schema: Any, path: str = "") -> str | None:
     return None
 
 
+# Keywords whose value is a schema, a list of schemas, or a map of names to schemas.
+_SUBSCHEMA = frozenset(
+    {
+        "items", "additionalItems", "additionalProperties", "unevaluatedItems",
+        "unevaluatedProperties", "contains", "propertyNames", "not", "if", "then", "else",
+    }
+)  # fmt: skip
+_SUBSCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+_SUBSCHEMA_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+
+def _schema_patterns(schema: Any, path: str) -> Any:
+    """(where, pattern) for every regular expression of ``schema`` (not of its const/enum data)."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(schema.get("pattern"), str):
+        yield f"{path}/pattern", schema["pattern"]
+    if isinstance(schema.get("patternProperties"), dict):
+        for key in schema["patternProperties"]:
+            yield f"{path}/patternProperties", key
+    for keyword, value in schema.items():
+        if keyword in _SUBSCHEMA and isinstance(value, dict):
+            yield from _schema_patterns(value, f"{path}/{keyword}")
+        elif keyword in _SUBSCHEMA_LISTS and isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _schema_patterns(item, f"{path}/{keyword}/{i}")
+        elif keyword in _SUBSCHEMA_MAPS and isinstance(value, dict):
+            for name, item in value.items():
+                yield from _schema_patterns(item, f"{path}/{keyword}/{str(name)[:50]}")
+
+
+def _patterns_error(schema: dict[str, Any]) -> str | None:
+    """Refuses patterns that would compile too big (``toolcall.patterns``); compiles the rest."""
+    total = 0
+    for where, pattern in _schema_patterns(schema, ""):
+        where = where.lstrip("/")[:200]
+        try:
+            total += patterns.pattern_units(pattern)
+        except ValueError:
+            pass  # reported by pattern_error below
+        if err := patterns.pattern_error(pattern):
+            return f"has a pattern at {where} that {err}"
+        if total > patterns.MAX_SCHEMA_PATTERN_UNITS:
+            return (
+                f"has patterns too large together once their counted repetitions are expanded "
+                f"(over {patterns.MAX_SCHEMA_PATTERN_UNITS} units, reached at {where})"
+            )
+    return None
+
+
 # References are resolved within the schema only; nothing is ever fetched.
 _NO_RETRIEVAL: Registry[Any] = Registry()
 
@@ -153,48 +230,15 @@ def _evaluation_error(validator: Draft202012Validator, arguments: Any) -> str | 
     return None
 
 
-class PatternTimeout(ValueError):
-    pass
-
-
-def _search(pattern: str, text: str) -> bool:
-    try:
-        return regex.search(pattern, text, timeout=PATTERN_TIMEOUT_S) is not None
-    except TimeoutError:
-        raise PatternTimeout(
-            f"matching pattern {pattern[:100]!r} took longer than "
-            f"{PATTERN_TIMEOUT_S * 1000:g} ms; the argument is refused"
-        ) from None
-
-
-def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
-    if validator.is_type(instance, "string"):
-        try:
-            if not _search(pattern, instance):
-                yield ValidationError(f"{instance[:100]!r} does not match {pattern[:100]!r}")
-        except PatternTimeout as exc:
-            yield ValidationError(str(exc))
-
-
-def _pattern_properties(
-    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
-) -> Any:
-    if not validator.is_type(instance, "object"):
-        return
-    for pattern, subschema in patterns.items():
-        for key, value in instance.items():
-            try:
-                matched = _search(pattern, key)
-            except PatternTimeout as exc:
-                yield ValidationError(str(exc))
-                continue
-            if matched:
-                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
-
-
-# Draft 2020-12 with time-bounded pattern matching.
+# Draft 2020-12 where every keyword checks the argument check's deadline, and
+# the super-linear ones are replaced by bounded versions (toolcall.schema_keywords).
 ArgumentsValidator = validators.extend(
-    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    Draft202012Validator,
+    {
+        keyword: budgeted(BOUNDED.get(keyword) or check)
+        for keyword, check in Draft202012Validator.VALIDATORS.items()
+        if check is not None
+    },
 )
 
 
@@ -246,40 +290,85 @@ def _fast_check(schema: dict[str, Any]) -> FastCheck | None:
     return fast.is_valid
 
 
-@functools.lru_cache(maxsize=4096)
+# Compiled validators kept (for schemas of tools that come and go): at most
+# 256, and at most 64 MiB by estimate. A compiled schema holds ~22x its JSON
+# text (parsed dict, jsonschema and jsonschema-rs structures: 1.6 MB of RSS
+# for a 73 KB schema), plus its patterns' compiled size. Tools that are still
+# registered keep their own validator; the bound is on what removed ones leave.
+MAX_CACHED_VALIDATORS = 256
+MAX_CACHED_VALIDATOR_BYTES = 64 * 1024 * 1024
+VALIDATOR_BYTES_PER_SCHEMA_BYTE = 24
+
+
+def _validator_bytes(canonical: str, _: Any) -> int:
+    units = 0
+    for _where, pattern in _schema_patterns(json.loads(canonical), ""):
+        try:
+            units += patterns.pattern_units(pattern)
+        except ValueError:
+            units += len(pattern)
+    return len(canonical) * VALIDATOR_BYTES_PER_SCHEMA_BYTE + units * patterns.BYTES_PER_UNIT
+
+
+_VALIDATORS: BoundedCache[str, tuple[Any, FastCheck | None]] = BoundedCache(
+    max_entries=MAX_CACHED_VALIDATORS,
+    max_bytes=MAX_CACHED_VALIDATOR_BYTES,
+    size=_validator_bytes,
+)
+
+
 def _compiled(canonical: str) -> tuple[Any, FastCheck | None]:
-    schema = json.loads(canonical)
-    return ArgumentsValidator(schema, registry=_NO_RETRIEVAL), _fast_check(schema)
+    def make() -> tuple[Any, FastCheck | None]:
+        schema = json.loads(canonical)
+        return ArgumentsValidator(schema, registry=_NO_RETRIEVAL), _fast_check(schema)
+
+    return _VALIDATORS.get_or_make(canonical, make)
+
+
+def _shape_error(arguments: Any) -> str | None:
+    if reason := shape_error(arguments, MAX_ARGUMENT_DEPTH):
+        return f"arguments{reason}"
+    return None
 
 
 def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
     """A validator for arguments of a tool with this (already checked) schema."""
     if not schema or schema == EMPTY_PARAMETERS:
-        return _accept_object
+        return _shape_error
     validator: Draft202012Validator
     validator, fast = _compiled(json.dumps(schema, sort_keys=True))
 
     def validate(arguments: dict[str, Any]) -> str | None:
+        if reason := shape_error(arguments, MAX_ARGUMENT_DEPTH):
+            return f"arguments{reason}"
         if fast is not None:
             try:
                 if fast(arguments):
                     return None
-            except Exception:  # a value it cannot convert (a huge int, NaN): Python decides
+            except Exception:  # a value it cannot convert: Python decides
                 pass
         try:
-            if validator.is_valid(arguments):  # the usual case, cheaper than best_match
-                return None
-            error = best_match(validator.iter_errors(arguments))
+            with budget(VALIDATION_BUDGET_S):
+                # Without a fast path, valid is the usual case and is_valid is
+                # cheaper than best_match; after a fast "no", invalid is.
+                if fast is None and validator.is_valid(arguments):
+                    return None
+                error = best_match(validator.iter_errors(arguments))
+        except BudgetExceeded:
+            return (
+                f"arguments: checking them against the tool's schema took longer than "
+                f"{VALIDATION_BUDGET_S * 1000:g} ms; they are refused (send smaller arguments)"
+            )
         except (Unresolvable, RecursionError):
-            reason = _evaluation_error(validator, arguments)
+            try:
+                with budget(VALIDATION_BUDGET_S):
+                    reason = _evaluation_error(validator, arguments)
+            except BudgetExceeded:
+                reason = "its evaluation ran out of time"
             return f"the tool's parameter schema cannot be evaluated: {reason}"
         if error is None:
             return None
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        return f"arguments{path}: {error.message}"
+        return f"arguments{path[:200]}: {error.message[:500]}"
 
     return validate
-
-
-def _accept_object(arguments: dict[str, Any]) -> str | None:
-    return None

@@ -2,11 +2,14 @@
 
 The registry, the LLMService's view of the registry and the plugin SDK all use
 ``ToolSpec``; ``ToolSpec.from_definition`` is the one place where a
-``ToolDefinition`` is validated.
+``ToolDefinition`` is validated, and ``ToolSpec.check_arguments`` the one
+place where a call's arguments are parsed and validated (the registry's
+Invoke, the LLMService's sync and async calls).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +43,45 @@ class DefinitionError(ValueError):
         super().__init__("; ".join(f"{f} {r}" for f, r in violations))
 
 
+class ArgumentsError(ValueError):
+    """The model's argument string is not a JSON object."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """Parses a model's argument string; empty means no arguments. ArgumentsError if not an object.
+
+    Strict JSON: NaN and Infinity are refused, and so is anything Python's
+    parser cannot take (integers over 4300 digits, nesting past its recursion
+    limit) - with a reason, never an escaping ValueError or RecursionError.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise ArgumentsError(f"arguments are not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise ArgumentsError("arguments are not valid JSON: they nest too deeply") from None
+    if not isinstance(value, dict):
+        raise ArgumentsError(f"arguments must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def control_error(value: str) -> str | None:
+    """Why ``value`` cannot be a name, role or source: it holds a character a
+    terminal would act on (ESC, CR, bidi overrides...), or None."""
+    for i, ch in enumerate(value):
+        if not ch.isprintable():  # Cc, Cf, Zl, Zp, Cs, Co, Cn and spaces other than " "
+            return f"must not contain control or non-printable characters (U+{ord(ch):04X} at {i})"
+    return None
+
+
 def name_error(name: str) -> str | None:
     if NAME_PATTERN.match(name):
         return None
@@ -65,6 +107,26 @@ class ToolSpec:
     def is_async(self) -> bool:
         return self.mode == ASYNC
 
+    def check_arguments(
+        self, raw_arguments: str = "", arguments: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """(arguments, None) when the call may go ahead, else (None, "INVALID_ARGUMENT: ...").
+
+        ``arguments`` wins over ``raw_arguments`` when given. The arguments
+        come back as None when the raw string is not a JSON object and the
+        tool takes raw arguments: they travel as the string alone.
+        """
+        if arguments is None:
+            try:
+                arguments = parse_arguments(raw_arguments)
+            except ArgumentsError as exc:
+                if self.accepts_raw_arguments:
+                    return None, None
+                return None, f"INVALID_ARGUMENT: {exc}"
+        if reason := self.validate_arguments(arguments):
+            return None, f"INVALID_ARGUMENT: {reason}"
+        return arguments, None
+
     @classmethod
     def from_definition(cls, d: tools_pb2.ToolDefinition) -> ToolSpec:
         """Checks every rule and returns the spec, or raises DefinitionError."""
@@ -80,8 +142,12 @@ class ToolSpec:
             bad.append(("tool.callback_address", err))
         if d.HasField("role") and not d.role:
             bad.append(("tool.role", "must not be empty when set; leave it unset for all roles"))
+        elif err := control_error(d.role):
+            bad.append(("tool.role", err))
         if len(d.source) > MAX_SOURCE_CHARS:
             bad.append(("tool.source", f"is longer than {MAX_SOURCE_CHARS} characters"))
+        elif err := control_error(d.source):
+            bad.append(("tool.source", err))
         timeout = d.timeout_seconds
         if timeout != timeout or timeout < 0 or timeout > config.MAX_TOOL_TIMEOUT_S:
             bad.append(

@@ -26,7 +26,7 @@ from llm_service.providers.base import (
     TextChunk,
     http_error,
 )
-from toolcall.dispatch import new_call_id
+from toolcall.ids import new_call_id
 
 SIGNATURE = "gemini_thought_signature"
 

@@ -22,7 +22,7 @@ from llm_service.providers.base import (
     TextChunk,
     http_error,
 )
-from toolcall.dispatch import new_call_id
+from toolcall.ids import new_call_id
 
 # OpenAI function names allow [a-zA-Z0-9_-]; toolcall names may also hold dots.
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
