@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak bench clean
+.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -45,6 +45,9 @@ run: $(STAMP)
 
 soak: $(STAMP)
 	$(VENV)/bin/python -m tests.soak
+
+soak-hostile: $(STAMP)
+	$(VENV)/bin/python -m tests.soak --hostile
 
 bench: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[bench]'

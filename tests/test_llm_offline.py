@@ -13,9 +13,11 @@ import pytest
 from llm_service.messages import Message
 from llm_service.providers.base import ModelTurn, ProviderRequest, TextChunk
 from llm_service.providers.offline import (
+    MAX_READ_CHARS,
     OfflineProvider,
     fill_arguments,
     pick_tool,
+    respond,
     string_argument,
 )
 from tests.support.llm_env import LLMEnv, llm_env, tool_plugin
@@ -194,3 +196,16 @@ async def test_offline_end_to_end_sync_and_async(env: LLMEnv) -> None:
     nothing = await env.chat("off", "Tell me a joke")
     assert not nothing.tool_calls
     assert "Available tools: echo_city" in nothing.message.content
+
+
+def test_the_rules_read_a_bounded_prefix_of_a_huge_message() -> None:
+    filler = "lorem ipsum " * (MAX_READ_CHARS // 12 + 1)
+    tools = [WEATHER, FORECAST]
+
+    def turn(text: str) -> ModelTurn:
+        return respond(ProviderRequest("rules-v1", [Message("user", text)], tools))
+
+    # Within the prefix a tool is found; past it (here: after 4 MiB) it is not read.
+    assert turn("weather in Paris " + filler).tool_calls[0].name == "get_weather"
+    late = filler * 256 + " weather in Paris"
+    assert len(late) > 4_000_000 and not turn(late).tool_calls
