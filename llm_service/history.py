@@ -196,7 +196,8 @@ class HistoryStore:
             raise store_error(self.path, exc) from exc
 
     async def open(self) -> None:
-        """Opens (or creates) the database; a file that is not one is a "corrupt" StoreError."""
+        """Opens (or creates) the database; a file that is not one, or fails
+        ``PRAGMA quick_check``, is a "corrupt" StoreError."""
         try:
             await self._run(self._open)
         except OSError as exc:
@@ -213,6 +214,12 @@ class HistoryStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            # Damage anywhere in the file is found now (~75 ms per 100 MB), not
+            # by whichever request first reads the damaged page.
+            problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                found = " ".join("; ".join(problems).split())[:300]  # one line
+                raise StoreError("corrupt", f"database {self.path}: damaged ({found})")
         except BaseException:
             db.close()
             raise

@@ -3,6 +3,7 @@ the model allow-list, a corrupt or unwritable database."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -144,23 +145,38 @@ async def test_models_outside_the_allow_list_are_refused_naming_the_allowed(
 # -- the database ---------------------------------------------------------
 
 
-def test_a_corrupt_database_at_start_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+async def damaged_database(tmp_path: Path, how: str) -> Path:
     db = tmp_path / "llm.sqlite3"
-    db.write_bytes(b"this is not a sqlite database " * 200)
+    if how == "not a database":
+        db.write_bytes(b"this is not a sqlite database " * 200)
+        return db
+    store = HistoryStore(db)
+    await store.open()
+    for i in range(40):
+        await store.append(f"s{i}", [Message("user", f"{i} " + "x" * 20_000)])
+    await store._run(lambda: store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+    await store.close()
+    data = bytearray(db.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:  # a garbage page among the messages' (the header, schema and tasks intact)
+        page = (len(data) * 3 // 4) // 4096 * 4096
+        data[page : page + 4096] = b"\xa5" * 4096
+    db.write_bytes(bytes(data))
+    return db
+
+
+@pytest.mark.parametrize("how", ["not a database", "truncated", "garbage pages"])
+async def test_a_corrupt_database_at_start_is_one_line_and_a_nonzero_exit(
+    tmp_path: Path, how: str
+) -> None:
+    db = await damaged_database(tmp_path, how)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLCALL_LOG_LEVEL": "WARNING"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "toolcall.cli",
-            "llm",
-            "--address",
-            "127.0.0.1:0",
-            "--registry",
-            "127.0.0.1:1",
-            "--data-dir",
-            str(tmp_path),
-        ],
+    argv = [sys.executable, "-m", "toolcall.cli", "llm", "--address", "127.0.0.1:0"]
+    argv += ["--registry", "127.0.0.1:1", "--data-dir", str(tmp_path)]
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        argv,
         capture_output=True,
         text=True,
         timeout=60,
