@@ -75,6 +75,17 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
     )
     if args.data_dir:
         settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
+    for name, value, least in (
+        ("TOOLCALL_MAX_REQUEST_BYTES", settings.max_request_bytes, 1024),
+        ("TOOLCALL_HISTORY_CACHE_SESSIONS", settings.history_cache_sessions, 0),
+        ("TOOLCALL_HISTORY_CACHE_BYTES", settings.history_cache_bytes, 0),
+        ("TOOLCALL_SUBSCRIBE_BUFFER", settings.subscribe_buffer, 1),
+        ("TOOLCALL_SUBSCRIBE_BUFFER_BYTES", settings.subscribe_buffer_bytes, 1024),
+        ("TOOLCALL_MAX_ASYNC_TASKS_PER_SESSION", settings.max_async_tasks_per_session, 1),
+        ("TOOLCALL_MAX_ASYNC_TASKS", settings.max_async_tasks, 1),
+    ):
+        if value < least:
+            raise SystemExit(f"{name} must be at least {least}, got {value}")
     return settings
 
 

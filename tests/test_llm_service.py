@@ -207,6 +207,24 @@ def test_cli_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         llm_main.settings_from_args(parser.parse_args(["--max-tool-rounds", "0"]))
 
 
+def test_bounds_from_the_environment_are_read_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOOLCALL_ALLOWED_MODELS", " gpt-4o*, ,gemini-2.5-flash ")
+    monkeypatch.setenv("TOOLCALL_MAX_REQUEST_BYTES", "100000")
+    monkeypatch.setenv("TOOLCALL_SUBSCRIBE_BUFFER", "7")
+    monkeypatch.setenv("TOOLCALL_MAX_ASYNC_TASKS_PER_SESSION", "3")
+    parser = argparse.ArgumentParser()
+    llm_main.add_arguments(parser)
+    settings = llm_main.settings_from_args(parser.parse_args([]))
+    assert settings.allowed_models == ("gpt-4o*", "gemini-2.5-flash")
+    assert settings.max_request_bytes == 100_000 and settings.subscribe_buffer == 7
+    assert settings.max_async_tasks_per_session == 3
+    monkeypatch.setenv("TOOLCALL_MAX_REQUEST_BYTES", "0")
+    with pytest.raises(SystemExit, match="TOOLCALL_MAX_REQUEST_BYTES must be at least 1024"):
+        llm_main.settings_from_args(parser.parse_args([]))
+
+
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TOOLCALL_OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-fallback")
