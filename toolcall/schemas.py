@@ -16,7 +16,7 @@ matched under a time limit (``toolcall.patterns``).
 Every argument check is bounded: the arguments' shape first (nesting depth,
 numbers JSON and protobuf can carry: ``toolcall.jsonvalue.shape_error``), then
 jsonschema-rs (linear), then - only when it says no - the Python validator
-under a budget of ``VALIDATION_BUDGET_S`` (``toolcall.schema_keywords``):
+under a CPU budget of ``VALIDATION_BUDGET_S`` (``toolcall.schema_keywords``):
 one check keeps the event loop for at most linear time in the arguments plus
 100 ms, and a check that runs out of budget refuses the arguments with a
 reason that says so.
@@ -37,6 +37,7 @@ decides).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +65,7 @@ MAX_SCHEMA_DEPTH = 32
 # Python's limit.
 MAX_ARGUMENT_DEPTH = 32
 
-# Python-validator time one argument check may spend (see the docstring).
+# Python-validator CPU time one argument check may spend (see the docstring).
 VALIDATION_BUDGET_S = 0.1
 
 __all__ = ["PATTERN_TIMEOUT_S"]
@@ -353,7 +354,9 @@ def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
                 # cheaper than best_match; after a fast "no", invalid is.
                 if fast is None and validator.is_valid(arguments):
                     return None
-                error = best_match(validator.iter_errors(arguments))
+                # The first errors are enough to word a reason; all of them can
+                # be one per item of a big argument.
+                error = best_match(itertools.islice(validator.iter_errors(arguments), 32))
         except BudgetExceeded:
             return (
                 f"arguments: checking them against the tool's schema took longer than "
