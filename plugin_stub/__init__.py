@@ -18,7 +18,7 @@ See docs/plugins.md for the full guide.
 import toolcall  # noqa: F401
 from plugin_stub.callback_server import shape_result
 from plugin_stub.context import CallContext
-from plugin_stub.decorator import ToolMeta, llm_tool, tool_meta
+from plugin_stub.decorator import ToolMeta, ToolOptions, llm_tool, tool_meta
 from plugin_stub.local_tools import ToolConflictError
 from plugin_stub.plugin import Plugin
 from plugin_stub.schema_inference import SchemaInferenceError, infer_parameters
@@ -29,6 +29,7 @@ __all__ = [
     "SchemaInferenceError",
     "ToolConflictError",
     "ToolMeta",
+    "ToolOptions",
     "infer_parameters",
     "llm_tool",
     "shape_result",
