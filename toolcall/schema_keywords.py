@@ -96,6 +96,7 @@ def budgeted(keyword: Keyword) -> Keyword:
 
 
 def _search(pattern: str, text: str) -> bool:
+    check_deadline()
     return patterns.search(pattern, text, min(patterns.PATTERN_TIMEOUT_S, remaining()))
 
 

@@ -294,8 +294,9 @@ def _fast_check(schema: dict[str, Any]) -> FastCheck | None:
 # Compiled validators kept (for schemas of tools that come and go): at most
 # 256, and at most 64 MiB by estimate. A compiled schema holds ~22x its JSON
 # text (parsed dict, jsonschema and jsonschema-rs structures: 1.6 MB of RSS
-# for a 73 KB schema), plus its patterns' compiled size. Tools that are still
-# registered keep their own validator; the bound is on what removed ones leave.
+# for a 73 KB schema), plus jsonschema-rs's compiled patterns (counted like
+# ours, ``BYTES_PER_UNIT``). Tools that are still registered keep their own
+# validator; the bound is on what removed ones leave.
 MAX_CACHED_VALIDATORS = 256
 MAX_CACHED_VALIDATOR_BYTES = 64 * 1024 * 1024
 VALIDATOR_BYTES_PER_SCHEMA_BYTE = 24
