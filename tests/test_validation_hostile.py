@@ -7,6 +7,7 @@ bounded check takes ~0.1 s) and far below what the unbounded code took
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from tests.support.fuzz import FUZZ, schemas
 from tests.support.lag import loop_lag
 from tests.support.llm_env import fake_openai, llm_env, tool_plugin
 from tests.support.registry import running_plugin, running_registry, tool
-from toolcall import patterns
+from toolcall import patterns, tools
 from toolcall import schemas as schema_module
 from toolcall.errors import bad_request_violations
 from toolcall.jsonvalue import to_struct
@@ -33,7 +34,7 @@ from toolcall.schemas import (
     parameters_schema_error,
 )
 from toolcall.tools import DefinitionError, ToolSpec, parse_arguments
-from toolcall.v1 import registry_pb2, tools_pb2
+from toolcall.v1 import llm_pb2, registry_pb2, tools_pb2
 
 __all__ = ["fake_openai", "tool_plugin"]
 
@@ -331,6 +332,41 @@ async def test_odd_model_arguments_are_error_results_in_a_chat(
             assert record.result.error.startswith("INVALID_ARGUMENT: "), record.result.error
             assert not record.task_id  # no async task was started
         assert lag.worst_s < BOUNDED_S, lag.worst_s
+
+
+@pytest.mark.anyio
+async def test_an_async_call_is_checked_once_in_the_llm_service(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: parsed and validated when the call came in, and again when the
+    # task ran (then a third time in the plugin, another process).
+    checks: list[Any] = []
+    real = tools.compile_validator
+
+    def counting(schema: dict[str, Any]) -> Any:
+        validate = real(schema)
+
+        def count(arguments: Any) -> str | None:
+            checks.append(arguments)
+            return validate(arguments)
+
+        return count
+
+    monkeypatch.setattr(tools, "compile_validator", counting)
+    async with llm_env(tmp_path, tool_plugin, openai=fake_openai, default_provider="openai") as env:
+        seconds = {"type": "object", "properties": {"seconds": {"type": "number"}}}
+        await env.register("sleep_bg", mode=tools_pb2.TOOL_MODE_ASYNC, parameters=seconds)
+        fake_openai.add(
+            Reply(tool_calls=[("c1", "sleep_bg", '{"seconds": 0.05}')]), Reply(text="ok")
+        )
+        subscription = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="once"))
+        reply = await env.chat("once", "go")
+        [record] = reply.tool_calls
+        assert record.task_id and not record.result.is_error
+        done = await asyncio.wait_for(subscription.read(), 10)
+        assert done.task.status == llm_pb2.TASK_STATUS_SUCCEEDED, done
+        subscription.cancel()
+    assert checks == [{"seconds": 0.05}]
 
 
 def test_parse_arguments_refuses_non_json_with_a_reason() -> None:
