@@ -145,6 +145,28 @@ def test_super_linear_keywords_are_answered_within_the_budget(case: str) -> None
     assert elapsed < BOUNDED_S, (case, elapsed)
 
 
+def exponential_refs(levels: int) -> dict[str, Any]:
+    """Each level an anyOf of two $refs to the next: 2**levels paths, none valid for {}."""
+    defs: dict[str, Any] = {
+        f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(levels)
+    }
+    defs[f"d{levels}"] = {"type": "string"}
+    return {"type": "object", "$defs": defs, "allOf": [{"$ref": "#/$defs/d0"}]}
+
+
+def test_a_schema_whose_refs_branch_exponentially_is_refused_at_register() -> None:
+    # 16 levels: 8.4 s to register before (and 28 s per call); 22 levels ran
+    # out of memory. Register evaluates {} under the call's budget now.
+    started = time.perf_counter()
+    with pytest.raises(DefinitionError, match="took longer than 100 ms"):
+        ToolSpec.from_definition(tool("t", parameters=exponential_refs(16)))
+    assert time.perf_counter() - started < BOUNDED_S
+    started = time.perf_counter()
+    assert "took longer" in (parameters_schema_error(exponential_refs(40)) or "")
+    assert time.perf_counter() - started < BOUNDED_S
+
+
 def test_linear_unique_items_keep_jsonschemas_equality() -> None:
     schema = {
         "type": "object",

@@ -31,12 +31,14 @@ def shape_error(value: Any, max_depth: int) -> str | None:
     """
     if type(value) is not dict and type(value) is not list:
         return shape_error([value], max_depth + 1)
-    level, depth = [value], 0
+    level: list[Any] = [value]
+    depth = 0
     while level:
         depth += 1
         if depth > max_depth:
             return f": nest deeper than {max_depth} levels"
-        deeper = []
+        deeper: list[Any] = []
+        items: Any
         for container in level:
             kind = type(container)
             if kind is dict:

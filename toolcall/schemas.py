@@ -141,7 +141,9 @@ def _meta_schema_error(schema: dict[str, Any]) -> str | None:
         return err
     # Catches references that loop or lead nowhere from the root (an empty
     # object walks every top-level "$ref"); deeper ones fail at call time.
-    if reason := _evaluation_error(Draft202012Validator(schema, registry=_NO_RETRIEVAL), {}):
+    # Under the same budget as a call: a schema whose $refs branch
+    # exponentially could otherwise take minutes and gigabytes on {} alone.
+    if reason := _evaluation_error(ArgumentsValidator(schema, registry=_NO_RETRIEVAL), {}):
         return f"cannot be evaluated: {reason}"
     return None
 
@@ -220,14 +222,24 @@ def _patterns_error(schema: dict[str, Any]) -> str | None:
 _NO_RETRIEVAL: Registry[Any] = Registry()
 
 
-def _evaluation_error(validator: Draft202012Validator, arguments: Any) -> str | None:
-    """Why ``validator`` cannot evaluate ``arguments`` at all (not: why they are invalid)."""
+def _evaluation_error(validator: Any, arguments: Any) -> str | None:
+    """Why ``validator`` cannot evaluate ``arguments`` at all (not: why they are invalid).
+
+    ``validator`` is an ``ArgumentsValidator``: the evaluation is bounded by
+    ``VALIDATION_BUDGET_S``.
+    """
     try:
-        validator.is_valid(arguments)
+        with budget(VALIDATION_BUDGET_S):
+            validator.is_valid(arguments)
     except Unresolvable as exc:
         return f"unresolvable $ref: {str(exc)[:200]}"
     except RecursionError:
         return "its $refs loop without end"
+    except BudgetExceeded:
+        return (
+            f"evaluating it took longer than {VALIDATION_BUDGET_S * 1000:g} ms "
+            "(its $refs or anyOf/oneOf branch too much)"
+        )
     return None
 
 
@@ -364,11 +376,7 @@ def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
                 f"{VALIDATION_BUDGET_S * 1000:g} ms; they are refused (send smaller arguments)"
             )
         except (Unresolvable, RecursionError):
-            try:
-                with budget(VALIDATION_BUDGET_S):
-                    reason = _evaluation_error(validator, arguments)
-            except BudgetExceeded:
-                reason = "its evaluation ran out of time"
+            reason = _evaluation_error(validator, arguments)
             return f"the tool's parameter schema cannot be evaluated: {reason}"
         if error is None:
             return None
