@@ -14,20 +14,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/
+## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/, and
+## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=quiet:. --mypy_grpc_out=quiet:. protos/toolcall/v1/*.proto
+	$(PY) -m grpc_tools.protoc -Iprotos --include_source_info \
+		--descriptor_set_out=toolcall/v1/descriptors.binpb protos/toolcall/v1/*.proto
 
 ## check-protos: fail when the committed stubs differ from what the protos generate
 check-protos: protos
 	git diff --exit-code -- toolcall/v1 || (echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1)
 
-## lint: ruff, mypy, buf lint and buf format
+## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 

@@ -15,9 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report
-from bench.runner import SCENARIOS, Settings, run
-from bench.targets import check_all
+from toolcall import grpc_env
+
+# Before bench's modules load grpc: this process and the servers it starts
+# (they inherit the variable) run with toolcall's gRPC settings.
+grpc_env.apply()
+
+from bench import machine, report  # noqa: E402
+from bench.runner import SCENARIOS, Settings, run  # noqa: E402
+from bench.targets import check_all  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -82,11 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failed,
         # Each round's figures, to judge how steady the medians are.
         "rounds": outcome.rounds,
+        # CPU per call of each process on the path (bench/cpu.py): steadier than wall clock.
+        "cpu": outcome.cpu,
+        "machine_during_run": outcome.machine_during_run,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     titles = {k: s.title for k, s in SCENARIOS.items()}
-    sections = [report.table(figures, titles), report.extras(figures)]
+    sections = [
+        report.table(figures, titles),
+        report.extras(figures),
+        report.cpu(outcome.cpu, outcome.machine_during_run),
+    ]
     if args.markdown:
         sections.append(report.markdown(figures, titles))
     for section in sections:

@@ -64,13 +64,18 @@ async def concurrent(call: Call, calls: int, concurrency: int = CONCURRENCY) -> 
     return calls / (time.perf_counter() - started)
 
 
+def calls_made(calls: int, warmup: int) -> int:
+    """How many calls ``measure`` makes in all: warm-up, sequential, concurrent."""
+    return warmup + calls + max(calls, CONCURRENCY * 4)
+
+
 async def measure(call: Call, *, calls: int, warmup: int) -> Sample:
     for _ in range(warmup):
         await call()
     gc.collect()
     latencies, seq_per_s = await sequential(call, calls)
     gc.collect()
-    c64_per_s = await concurrent(call, max(calls, CONCURRENCY * 4))
+    c64_per_s = await concurrent(call, calls_made(calls, warmup) - warmup - calls)
     latencies.sort()
     return Sample(
         p50_us=percentile(latencies, 50),

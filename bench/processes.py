@@ -28,6 +28,10 @@ READY_PREFIX = "READY "
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Servers running now, pid -> name: the runner reads their CPU time (bench/cpu.py).
+LIVE: dict[int, str] = {}
+
+
 class ServerFailed(RuntimeError):
     """A server under test did not start."""
 
@@ -94,6 +98,7 @@ class ServerProcess:
                 env=self.env,
                 cwd=REPO_ROOT,
             )
+        LIVE[self._proc.pid] = self.name
         try:
             async with asyncio.timeout(self.startup_timeout_s):
                 if self.healthy_at:
@@ -136,6 +141,8 @@ class ServerProcess:
     async def stop(self, grace_s: float = 5.0) -> None:
         proc, self._proc = self._proc, None
         drain, self._drain = self._drain, None
+        if proc is not None:
+            LIVE.pop(proc.pid, None)
         if proc is not None and proc.returncode is None:
             proc.terminate()
             try:

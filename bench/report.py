@@ -80,3 +80,24 @@ def verdicts(targets: Mapping[str, Mapping[str, Any]]) -> str:
     for name, result in targets.items():
         lines.append(f"{result['status'].upper():7}  {name}  ({result['detail']})")
     return "\n".join(lines)
+
+
+def cpu(per_scenario: Mapping[str, Mapping[str, float]], machine: Mapping[str, float]) -> str:
+    """CPU µs per call of each process on a path, and how busy the machine was meanwhile."""
+    lines = []
+    for key, fig in per_scenario.items():
+        processes = "  ".join(
+            f"{name.removesuffix('_us')} {value:.0f}"
+            for name, value in fig.items()
+            if name.endswith("_us")
+        )
+        total = sum(v for n, v in fig.items() if n.endswith("_us"))
+        share = f"machine busy {fig.get('busy_pct', 0):g}%, steal {fig.get('steal_pct', 0):g}%"
+        lines.append(f"{key}: CPU µs/call {processes}  (total {total:.0f}; {share})")
+    if machine:
+        lines.append(
+            f"whole run: machine busy {machine.get('busy_pct', 0):g}%, "
+            f"steal {machine.get('steal_pct', 0):g}%, load (1 min) "
+            f"{machine.get('load_1m_before', 0):g} -> {machine.get('load_1m_after', 0):g}"
+        )
+    return "\n".join(lines)

@@ -5,6 +5,10 @@ checked), then each round times every scenario in turn, starting from a
 different one each round so none always runs first or last. A scenario's
 figures are the medians over the rounds. G (registry at scale) runs on its own
 after the others are stopped, so the idle servers do not share its CPU.
+Around each timed round the CPU time of the client and of the scenario's own
+server processes is read (bench/cpu.py): ``cpu`` holds the medians of their
+µs per call and of the machine's busy and steal share during the scenario's
+rounds; ``machine_during_run`` the same share over all rounds, and the load.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import shutil
+import statistics
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from bench.harness import Sample, combine, measure
-from bench.processes import short_tmp_dir
+from bench.cpu import CpuMeter, MachineTimes, machine_share
+from bench.harness import Sample, calls_made, combine, measure
+from bench.processes import LIVE, short_tmp_dir
 from bench.scenarios.base import BenchEnv, Call
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,11 @@ class Outcome:
     figures: dict[str, dict[str, float]] = field(default_factory=dict)
     rounds: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    # Per timed scenario: µs of CPU per call of the client and each server, and the
+    # machine's busy/steal % while it ran (medians over the rounds).
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Busy and steal share of all cores over the timed rounds, load before and after.
+    machine_during_run: dict[str, float] = field(default_factory=dict)
 
 
 async def run(keys: Sequence[str], settings: Settings) -> Outcome:
@@ -115,25 +127,44 @@ async def _run_timed(keys: Sequence[str], env: BenchEnv, settings: Settings, out
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
     async with contextlib.AsyncExitStack() as stack:
         calls: dict[str, Call] = {}
+        servers: dict[str, dict[str, int]] = {}
         for key in keys:
             log.info("starting %s", key)
+            before = set(LIVE)
             try:
                 opener = cast(Opener, _load(SCENARIOS[key]))
                 calls[key] = await stack.enter_async_context(opener(env))
             except Exception as exc:  # one broken scenario must not cost the others
                 log.error("scenario %s could not start: %s", key, exc)
                 out.failed[key] = f"{type(exc).__name__}: {exc}"
+            # The servers this scenario started: the processes on its call path.
+            servers[key] = {LIVE[pid]: pid for pid in set(LIVE) - before}
         keys = [k for k in keys if k in calls]
+        cpu: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
+        machine_before, load_before = MachineTimes.now(), os.getloadavg()[0]
         for round_no in range(settings.rounds):
             order = [*keys[round_no % len(keys) :], *keys[: round_no % len(keys)]]
             for key in order:
+                meter = CpuMeter(servers[key])
+                meter.start()
                 sample = await measure(calls[key], calls=settings.calls, warmup=settings.warmup)
+                cpu[key].append(meter.per_call_us(calls_made(settings.calls, settings.warmup)))
                 samples[key].append(sample)
                 extra = getattr(calls[key], "extra_figures", None)
                 if extra is not None:
                     extras[key].append(await extra())
                 log.info("round %d %s: %s", round_no + 1, key, sample.as_dict())
+        out.machine_during_run = {
+            **machine_share(machine_before, MachineTimes.now()),
+            "load_1m_before": round(load_before, 2),
+            "load_1m_after": round(os.getloadavg()[0], 2),
+        }
     for key in keys:
+        names = {name for figures in cpu[key] for name in figures}
+        out.cpu[key] = {
+            name: round(statistics.median(f[name] for f in cpu[key] if name in f), 1)
+            for name in sorted(names, key=lambda n: (n != "client_us", n))  # client first
+        }
         out.rounds[key] = [s.as_dict() for s in samples[key]]
         figures = out.figures[key] = combine(samples[key]).as_dict()
         for name in extras[key][0] if extras[key] else ():

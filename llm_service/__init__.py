@@ -7,8 +7,6 @@
 See docs/llm.md.
 """
 
-# First, before anything here imports grpc: toolcall sets gRPC's settings (toolcall/grpc_env.py).
-import toolcall  # noqa: F401
 from llm_service.service import LLMServiceHost, start_llm
 from llm_service.settings import LLMSettings
 

@@ -4,12 +4,25 @@ All database work runs on one dedicated thread, so the event loop never
 blocks on disk and the connection is never shared between threads. A chat
 turn costs one read (only for a session not in the in-memory cache) and one
 write transaction for all of its messages.
+
+Bounds: the cache keeps, per session, only the newest messages a provider
+request can hold (``tail_messages`` and ``tail_bytes``), for at most
+``cache_sessions`` sessions and ``cache_bytes`` in total (least recently used
+evicted first); reads that are not served by the cache stop at the bound they
+were asked for, so no request loads a whole session.
+
+Failures: every database error becomes a ``StoreError`` whose ``kind`` says
+what went wrong (the servicer turns it into a status); a write that fails
+changes nothing, in the file or in the cache. Before each write the file is
+checked: deleted, replaced or made read-only (no write permission bits, which
+also stops root) is an error instead of writes that would be lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 import weakref
@@ -20,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from llm_service.messages import Message, ToolCall
+from llm_service.messages import Message, ToolCall, message_bytes
 
 T = TypeVar("T")
 TaskState = Literal["running", "succeeded", "failed"]
@@ -54,7 +67,38 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_session ON tasks (session_id, acked, status);
 """
 
-CACHED_SESSIONS = 256
+DEFAULT_CACHE_SESSIONS = 256
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_TAIL_MESSAGES = 200
+DEFAULT_TAIL_BYTES = 2 * 1024 * 1024
+
+StoreErrorKind = Literal["full", "readonly", "corrupt", "unavailable"]
+
+
+class StoreError(Exception):
+    """The database could not do what was asked; nothing was changed.
+
+    ``kind``: "full" (disk or database full), "readonly" (the file is
+    read-only, deleted or replaced), "corrupt" (not a database / malformed),
+    "unavailable" (any other database error).
+    """
+
+    def __init__(self, kind: StoreErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: StoreErrorKind = kind
+        self.message = message
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    name = getattr(exc, "sqlite_errorname", "")
+    kind: StoreErrorKind = "unavailable"
+    if name.startswith("SQLITE_FULL"):
+        kind = "full"
+    elif name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        kind = "readonly"
+    elif name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        kind = "corrupt"
+    return StoreError(kind, f"database {path}: {exc}")
 
 
 @dataclass(slots=True)
@@ -108,38 +152,72 @@ def _message(row: sqlite3.Row) -> Message:
 
 @dataclass(slots=True)
 class _Cached:
-    """A session's messages and the id of the last row they include."""
+    """The newest messages of a session and the id of the last row they include."""
 
     messages: list[Message]
     last_id: int
+    nbytes: int = 0
+    # False when older messages of the session were left out.
+    complete: bool = True
 
 
 class HistoryStore:
-    """Sessions' messages and async tasks; every method is a coroutine."""
+    """Sessions' messages and async tasks; every method is a coroutine.
 
-    def __init__(self, path: Path) -> None:
+    Raises ``StoreError`` when the database fails.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        tail_messages: int = DEFAULT_TAIL_MESSAGES,
+        tail_bytes: int = DEFAULT_TAIL_BYTES,
+        cache_sessions: int = DEFAULT_CACHE_SESSIONS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] = (0, 0)
+        # Bounds of the cache (see the module docstring).
+        self.tail_messages = max(1, tail_messages)
+        self.tail_bytes = max(1, tail_bytes)
+        self.cache_sessions = max(0, cache_sessions)
+        self.cache_bytes = max(0, cache_bytes)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cached_bytes = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from exc
 
     async def open(self) -> None:
-        await self._run(self._open)
+        """Opens (or creates) the database; a file that is not one is a "corrupt" StoreError."""
+        try:
+            await self._run(self._open)
+        except OSError as exc:
+            raise StoreError("unavailable", f"database {self.path}: {exc}") from exc
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: commits survive a crash of this process; only an OS
-        # crash can lose the last commits. No fsync on the chat path.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: commits survive a crash of this process; only an OS
+            # crash can lose the last commits. No fsync on the chat path.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         self._db = db
 
     @property
@@ -147,6 +225,32 @@ class HistoryStore:
         if self._db is None:
             raise RuntimeError("history store is not open")
         return self._db
+
+    def _writable(self) -> sqlite3.Connection:
+        """The connection, once the file is known to still be the one opened and writable.
+
+        SQLite keeps writing to a deleted file (lost at the next start) and
+        root ignores permissions, so both are checked here (one stat).
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreError(
+                "readonly", f"database {self.path} was deleted; restart the service"
+            ) from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise StoreError("readonly", f"database {self.path} was replaced; restart the service")
+        if not st.st_mode & 0o222 or not os.access(self.path, os.W_OK):
+            raise StoreError("readonly", f"database {self.path} is read-only")
+        return self.db
+
+    @property
+    def cached_sessions(self) -> int:
+        return len(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
 
     async def close(self) -> None:
         if self._db is not None:
@@ -163,30 +267,92 @@ class HistoryStore:
 
     # -- messages ---------------------------------------------------------
 
-    async def messages(self, session_id: str, limit: int = 0) -> list[Message]:
-        """A session's history, oldest first (a copy); ``limit`` > 0: only the newest."""
+    async def recent(self, session_id: str) -> list[Message]:
+        """The newest messages of a session (a copy, oldest first), at most
+        ``tail_messages`` of them weighing at most ``tail_bytes``: what a turn sends."""
         cached = self._cache.get(session_id)
         if cached is None:
-            cached = await self._run(self._load, session_id)
-            self._remember(session_id, cached)
-        self._cache.move_to_end(session_id)
-        messages = self._cache[session_id].messages
-        return messages[-limit:] if limit > 0 else list(messages)
+            cached = await self._run(self._load, session_id, self.tail_messages, self.tail_bytes)
+            cached = self._remember(session_id, cached)
+        else:
+            self._cache.move_to_end(session_id)
+        return list(cached.messages)
 
-    def _remember(self, session_id: str, loaded: _Cached) -> None:
+    async def messages(self, session_id: str, limit: int = 0) -> list[Message]:
+        """A session's newest ``limit`` messages (0: all), oldest first, not byte-bounded."""
+        return (await self.page(session_id, limit))[0]
+
+    async def page(
+        self, session_id: str, limit: int = 0, max_bytes: int = 0
+    ) -> tuple[list[Message], bool]:
+        """The newest ``limit`` messages (0: all) weighing at most ``max_bytes`` (0: any),
+        oldest first, and whether older ones asked for were left out for the byte bound.
+
+        Served by the cache when it holds them; read from the database otherwise
+        (without filling the cache: one large read must not evict the working set).
+        """
+        cached = self._cache.get(session_id)
+        if cached is not None and (cached.complete or 0 < limit <= len(cached.messages)):
+            kept = cached.messages[-limit:] if limit > 0 else cached.messages
+            total, first = 0, len(kept)
+            while first > 0:
+                total += message_bytes(kept[first - 1])
+                if 0 < max_bytes < total:
+                    break
+                first -= 1
+            return list(kept[first:]), first > 0
+        loaded = await self._run(self._load, session_id, limit, max_bytes)
+        # Left out for the byte bound: fewer messages than asked for (or than exist).
+        cut = not loaded.complete and not 0 < limit <= len(loaded.messages)
+        return loaded.messages, cut
+
+    def _remember(self, session_id: str, loaded: _Cached) -> _Cached:
         # Loads and appends finish in any order; the copy with the most rows wins.
         current = self._cache.get(session_id)
         if current is None or current.last_id < loaded.last_id:
+            self._forget(session_id)
             self._cache[session_id] = loaded
+            self._cached_bytes += loaded.nbytes
+            current = loaded
         self._cache.move_to_end(session_id)
-        while len(self._cache) > CACHED_SESSIONS:
-            self._cache.popitem(last=False)
+        self._evict()
+        return current
 
-    def _load(self, session_id: str) -> _Cached:
-        rows = self.db.execute(
-            "SELECT * FROM messages WHERE session_id = ? ORDER BY id", (session_id,)
-        ).fetchall()
-        return _Cached([_message(r) for r in rows], rows[-1]["id"] if rows else 0)
+    def _forget(self, session_id: str) -> None:
+        old = self._cache.pop(session_id, None)
+        if old is not None:
+            self._cached_bytes -= old.nbytes
+
+    def _evict(self) -> None:
+        """Least recently used sessions go until both bounds hold."""
+        while self._cache and (
+            len(self._cache) > self.cache_sessions or self._cached_bytes > self.cache_bytes
+        ):
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+
+    def _load(self, session_id: str, limit: int, max_bytes: int) -> _Cached:
+        """Reads newest first and stops at the bounds, so a huge session is never read whole."""
+        cur = self.db.execute(
+            "SELECT * FROM messages WHERE session_id = ? ORDER BY id DESC", (session_id,)
+        )
+        out: list[Message] = []
+        total, last_id, complete = 0, 0, True
+        for row in cur:
+            last_id = last_id or row["id"]
+            if 0 < limit <= len(out):
+                complete = False
+                break
+            m = _message(row)
+            size = message_bytes(m)
+            if max_bytes > 0 and total + size > max_bytes:
+                complete = False
+                break
+            out.append(m)
+            total += size
+        cur.close()
+        out.reverse()
+        return _Cached(out, last_id, total, complete)
 
     async def append(self, session_id: str, messages: list[Message]) -> None:
         """Stores ``messages`` in one transaction (all or nothing)."""
@@ -198,8 +364,28 @@ class HistoryStore:
         if cached is not None and cached.last_id < first_id:
             cached.messages.extend(messages)
             cached.last_id = last_id
+            added = sum(message_bytes(m) for m in messages)
+            cached.nbytes += added
+            self._cached_bytes += added
+            self._trim_tail(cached)
+            self._evict()
+
+    def _trim_tail(self, cached: _Cached) -> None:
+        drop, freed = 0, 0
+        while drop < len(cached.messages) and (
+            len(cached.messages) - drop > self.tail_messages
+            or cached.nbytes - freed > self.tail_bytes
+        ):
+            freed += message_bytes(cached.messages[drop])
+            drop += 1
+        if drop:
+            del cached.messages[:drop]
+            cached.nbytes -= freed
+            self._cached_bytes -= freed
+            cached.complete = False
 
     def _append(self, session_id: str, messages: list[Message]) -> tuple[int, int]:
+        db = self._writable()
         rows = [
             (
                 session_id,
@@ -213,10 +399,10 @@ class HistoryStore:
             for m in messages
         ]
         ids: list[int] = []
-        with self.db:
-            self.db.execute("BEGIN")
+        with db:
+            db.execute("BEGIN")
             for row in rows:
-                cur = self.db.execute(
+                cur = db.execute(
                     "INSERT INTO messages (session_id, role, content, tool_calls, tool_call_id,"
                     " name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     row,
@@ -230,7 +416,7 @@ class HistoryStore:
         await self._run(self._insert_task, task)
 
     def _insert_task(self, t: TaskRecord) -> None:
-        self.db.execute(
+        self._writable().execute(
             "INSERT INTO tasks (task_id, session_id, tool_name, call_id, role, arguments,"
             " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -249,7 +435,7 @@ class HistoryStore:
         await self._run(self._finish_task, task)
 
     def _finish_task(self, t: TaskRecord) -> None:
-        self.db.execute(
+        self._writable().execute(
             "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ? WHERE task_id = ?",
             (t.status, json.dumps(t.output), t.error, t.finished_at, t.task_id),
         )
@@ -278,9 +464,10 @@ class HistoryStore:
         return await self._run(self._ack, session_id, task_ids)
 
     def _ack(self, session_id: str, task_ids: list[str]) -> int:
-        with self.db:
-            self.db.execute("BEGIN")
-            cur = self.db.executemany(
+        db = self._writable()
+        with db:
+            db.execute("BEGIN")
+            cur = db.executemany(
                 "UPDATE tasks SET acked = 1 WHERE session_id = ? AND task_id = ?"
                 " AND acked = 0 AND status != 'running'",
                 [(session_id, t) for t in dict.fromkeys(task_ids)],
@@ -293,10 +480,11 @@ class HistoryStore:
 
     def _fail_running(self, error: str) -> list[TaskRecord]:
         now = time.time()
-        with self.db:
-            self.db.execute("BEGIN")
-            rows = self.db.execute("SELECT * FROM tasks WHERE status = 'running'").fetchall()
-            self.db.execute(
+        db = self._writable()
+        with db:
+            db.execute("BEGIN")
+            rows = db.execute("SELECT * FROM tasks WHERE status = 'running'").fetchall()
+            db.execute(
                 "UPDATE tasks SET status = 'failed', error = ?, output = 'null', finished_at = ?"
                 " WHERE status = 'running'",
                 (error, now),

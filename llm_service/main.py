@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
+from llm_service.history import StoreError
 from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 
@@ -76,6 +78,22 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
     return settings
 
 
+STORE_ADVICE = {
+    "corrupt": "it is damaged or not an LLMService database: move it aside (a new one is "
+    "created; its history and tasks are lost) or restore a backup, then start again",
+    "readonly": "make it (and its directory) writable, then start again",
+    "full": "free disk space, then start again",
+    "unavailable": "check the file and its directory, then start again",
+}
+
+
 async def main(args: argparse.Namespace) -> int:
-    await LLMServiceHost(settings_from_args(args)).run_until_signal()
+    host = LLMServiceHost(settings_from_args(args))
+    try:
+        await host.start()
+    except StoreError as exc:
+        # One readable line instead of a traceback: the operator's next step.
+        print(f"error: cannot open {exc.message}; {STORE_ADVICE[exc.kind]}", file=sys.stderr)
+        return 1
+    await host.run_until_signal(started=True)
     return 0

@@ -42,6 +42,20 @@ class Message:
     created_at: float = field(default_factory=time.time)
 
 
+# Bytes a message is counted as beyond its text (role, ids, framing): keeps
+# many tiny messages from slipping under a byte bound.
+MESSAGE_OVERHEAD_BYTES = 64
+
+
+def message_bytes(m: Message) -> int:
+    """What a message weighs against byte bounds: its UTF-8 text plus a fixed overhead."""
+    n = MESSAGE_OVERHEAD_BYTES + len(m.content.encode()) + len(m.tool_call_id) + len(m.name)
+    for c in m.tool_calls:
+        n += 16 + len(c.call_id) + len(c.name) + len(c.raw_arguments.encode())
+        n += sum(len(k) + len(v) for k, v in c.extra.items())
+    return n
+
+
 def tool_result_content(output: Any, error: str | None) -> str:
     """A tool message's content: the output as JSON, or ``{"error": ...}`` on failure."""
     value = {"error": error} if error is not None else output
@@ -56,9 +70,17 @@ def parse_tool_content(content: str) -> Any:
         return content
 
 
-def trim_history(messages: list[Message], limit: int) -> list[Message]:
-    """The newest ``limit`` messages (0: all), never starting inside a tool-call exchange."""
+def trim_history(messages: list[Message], limit: int, max_bytes: int = 0) -> list[Message]:
+    """The newest ``limit`` messages (0: all) weighing at most ``max_bytes`` (0: any).
+
+    Oldest messages go first; the result never starts inside a tool-call exchange.
+    """
     kept = messages[-limit:] if limit > 0 else messages
+    if max_bytes > 0:
+        total, first = 0, len(kept)
+        while first > 0 and total + (size := message_bytes(kept[first - 1])) <= max_bytes:
+            total, first = total + size, first - 1
+        kept = kept[first:]
     start = 0
     # A tool result or an assistant message whose results were cut off would
     # be rejected by providers; start at the first plain message instead.

@@ -24,8 +24,14 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from llm_service.history import HistoryStore
-from llm_service.messages import Message, ToolCall, tool_result_content, trim_history
-from llm_service.providers import ModelTurn, ProviderRequest, Providers, TextChunk
+from llm_service.messages import (
+    Message,
+    ToolCall,
+    message_bytes,
+    tool_result_content,
+    trim_history,
+)
+from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
 from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks
@@ -146,7 +152,7 @@ class Orchestrator:
         # One turn at a time per session, so histories never interleave.
         async with self._store.session_lock(req.session_id):
             limit = self._settings.max_history_messages
-            history = trim_history(await self._store.messages(req.session_id, limit), limit)
+            history = trim_history(await self._store.recent(req.session_id), limit)
             new: list[Message] = list(req.messages)
             tools = self._view.tools_for(req.role)
             limit_reached = False
@@ -154,7 +160,7 @@ class Orchestrator:
                 answer: ModelTurn | None = None
                 request = ProviderRequest(
                     model=model,
-                    messages=system + history + new,
+                    messages=system + self._fit(history, system + new) + new,
                     tools=tools,
                     temperature=req.temperature,
                     stream=req.stream,
@@ -201,6 +207,23 @@ class Orchestrator:
             model=model,
         )
         yield usage
+
+    def _fit(self, history: list[Message], turn: list[Message]) -> list[Message]:
+        """The newest history that fits next to ``turn`` (system prompt and this turn's
+        messages) in ``max_request_bytes``; the oldest goes first.
+
+        Raises ProviderError ("rejected": INVALID_ARGUMENT) when the turn's own
+        messages and tool results alone are over the bound.
+        """
+        bound = self._settings.max_request_bytes
+        budget = bound - sum(message_bytes(m) for m in turn)
+        if budget < 0:
+            raise ProviderError(
+                "rejected",
+                f"this turn's messages and tool results weigh {bound - budget} bytes, over the "
+                f"{bound} bytes a provider request may hold (TOOLCALL_MAX_REQUEST_BYTES)",
+            )
+        return trim_history(history, 0, budget) if budget else []
 
     async def _dispatch_round(
         self, turn: _Turn, calls: list[ToolCall]

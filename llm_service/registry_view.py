@@ -12,27 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
-from toolcall import config
+from toolcall.channels import Backoff, open_channel
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-INITIAL_BACKOFF_S = 0.1
-MAX_BACKOFF_S = 2.0
-
 Tools = dict[str, dict[str, ToolSpec]]  # role -> name -> spec
+# Called with (tools gone, tools added) each time the served tools change.
+ToolsChanged = Callable[[Iterable[ToolSpec], Iterable[ToolSpec]], None]
 
 
 class RegistryView:
-    def __init__(self, registry_address: str) -> None:
+    def __init__(self, registry_address: str, on_change: ToolsChanged | None = None) -> None:
         self.registry_address = registry_address
+        self._on_change = on_change
         self._tools: Tools = {}
-        # Roles the registry serves (from List at each sync); None until known.
+        # Roles the registry serves (from each Watch's SYNCED event); None until
+        # the first sync. Never from List: a large registry's full List would
+        # not fit in one message, and role checks would silently stop.
         self.roles: frozenset[str] | None = None
         self.instance_id = ""
         self.revision = 0
@@ -88,15 +90,15 @@ class RegistryView:
             self._task = None
 
     async def _run(self) -> None:
-        backoff = INITIAL_BACKOFF_S
+        backoff = Backoff()
         while True:
             try:
-                async with _watch_channel(self.registry_address) as ch:
+                async with open_channel(self.registry_address) as ch:
                     stub: registry_pb2_grpc.ToolRegistryAsyncStub = (
                         registry_pb2_grpc.ToolRegistryStub(ch)
                     )
                     async for _ in self._follow(stub):
-                        backoff = INITIAL_BACKOFF_S  # got a snapshot: the registry is healthy
+                        backoff.reset()  # got a snapshot: the registry is healthy
                 log.warning("registry watch stream ended; reconnecting")
             except grpc.aio.AioRpcError as exc:
                 log.log(
@@ -105,14 +107,13 @@ class RegistryView:
                     self.registry_address,
                     exc.code().name,
                     exc.details(),
-                    backoff,
+                    backoff.peek(),
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("registry watch failed; reconnecting")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await asyncio.sleep(backoff.delay())
 
     async def _follow(self, stub: registry_pb2_grpc.ToolRegistryAsyncStub) -> AsyncIterator[None]:
         """Applies one Watch stream; yields once each time a snapshot is complete."""
@@ -120,15 +121,19 @@ class RegistryView:
         # wait_for_ready: a registry that is starting up is waited for, not failed.
         async for event in stub.Watch(registry_pb2.WatchRequest(), wait_for_ready=True):
             target = snapshot if snapshot is not None else self._tools
+            role, name = event.tool.role, event.tool.tool.name
+            before = self.get(role, name) if snapshot is None else None
             if event.type == registry_pb2.EVENT_TYPE_UPSERTED:
                 _upsert(target, event.tool)
             elif event.type == registry_pb2.EVENT_TYPE_REMOVED:
-                target.get(event.tool.role, {}).pop(event.tool.tool.name, None)
+                target.get(role, {}).pop(name, None)
             elif event.type == registry_pb2.EVENT_TYPE_SYNCED and snapshot is not None:
-                roles = await self._fetch_roles(stub)
-                self._tools, snapshot = snapshot, None
-                if roles is not None:
-                    self.roles = roles
+                gone, self._tools, snapshot = self._tools, snapshot, None
+                self._changed_tools(_specs(gone), _specs(self._tools))
+                if event.HasField("registry"):
+                    self.roles = frozenset(event.registry.roles)
+                else:  # a registry older than RegistryInfo: keep the last known roles
+                    log.warning("the registry's SYNCED event carries no roles")
                 if event.instance_id != self.instance_id:
                     log.info(
                         "registry view synced with instance %s: %d tools",
@@ -138,34 +143,23 @@ class RegistryView:
                 self.instance_id = event.instance_id
                 self._synced.set()
                 yield
+            if snapshot is None and (after := self.get(role, name)) is not before:
+                self._changed_tools([before] if before else [], [after] if after else [])
             self.revision = event.revision
             if snapshot is None:
                 async with self._changed:
                     self._changed.notify_all()
 
-    async def _fetch_roles(
-        self, stub: registry_pb2_grpc.ToolRegistryAsyncStub
-    ) -> frozenset[str] | None:
-        """Roles the registry serves; Watch does not carry them (one List per sync)."""
-        try:
-            reply = await stub.List(registry_pb2.ListRequest(), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("cannot read the registry's roles: %s", exc.details())
-            return None
-        return frozenset(reply.roles)
+    def _changed_tools(self, gone: Iterable[ToolSpec], added: Iterable[ToolSpec]) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(gone, added)
+            except Exception:
+                log.exception("registry view change hook failed")
 
 
-def _watch_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-            # Notice a restarted registry within a second, not gRPC's default minutes.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ],
-    )
+def _specs(tools: Tools) -> list[ToolSpec]:
+    return [spec for by_name in tools.values() for spec in by_name.values()]
 
 
 def _upsert(target: Tools, entry: registry_pb2.RegisteredTool) -> None:

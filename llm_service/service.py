@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import grpc
 
@@ -13,13 +14,58 @@ from llm_service.registry_view import RegistryView
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks
+from toolcall.address_policy import canonical_address
 from toolcall.dispatch import Dispatcher
 from toolcall.serving import ServiceHost
+from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
+
+
+class AddressUsers:
+    """Counts the view's tools per callback address; releases a channel with the last one.
+
+    Without it the LLMService's channels to removed plugins stayed open until
+    the dispatcher's idle close. Bound: one entry per distinct address among
+    the view's tools (so as many as the registry serves, no more).
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        # raw address -> (canonical address, tools using that spelling): each
+        # spelling is canonicalised once, not once per tool change.
+        self._spellings: dict[str, tuple[str, int]] = {}
+        self._users: dict[str, int] = {}  # canonical address -> spellings in use
+
+    def changed(self, gone: Iterable[ToolSpec], added: Iterable[ToolSpec]) -> None:
+        # Added first: a tool replaced at the same address keeps its channel.
+        for spec in added:
+            self._add(spec.callback_address)
+        for spec in gone:
+            self._drop(spec.callback_address)
+
+    def _add(self, address: str) -> None:
+        key, count = self._spellings.get(address, ("", 0))
+        if not count:
+            key = canonical_address(address)
+            self._users[key] = self._users.get(key, 0) + 1
+        self._spellings[address] = (key, count + 1)
+
+    def _drop(self, address: str) -> None:
+        key, count = self._spellings.pop(address, ("", 0))
+        if count > 1:
+            self._spellings[address] = (key, count - 1)
+            return
+        if not count:
+            return
+        left = self._users.pop(key) - 1
+        if left:
+            self._users[key] = left
+        else:
+            self._dispatcher.release(key)
 
 
 class LLMServiceHost(ServiceHost):
@@ -31,9 +77,17 @@ class LLMServiceHost(ServiceHost):
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
-        self.store = HistoryStore(settings.resolved_db_path())
-        self.view = RegistryView(settings.registry_address)
-        self.dispatcher = Dispatcher()
+        self.store = HistoryStore(
+            settings.resolved_db_path(),
+            tail_messages=settings.max_history_messages,
+            tail_bytes=settings.max_request_bytes,
+            cache_sessions=settings.history_cache_sessions,
+            cache_bytes=settings.history_cache_bytes,
+        )
+        self.dispatcher = settings.dispatcher()
+        self.view = RegistryView(
+            settings.registry_address, on_change=AddressUsers(self.dispatcher).changed
+        )
         self.providers = Providers(settings)
         self.tasks = AsyncTasks(self.store, self.dispatcher)
         self.orchestrator = Orchestrator(
@@ -60,9 +114,14 @@ class LLMServiceHost(ServiceHost):
         self.on_stop(self._close_parts)
 
     async def start(self) -> int:
-        await self.store.open()
+        """Raises ``StoreError`` when the database cannot be opened (see ``main``)."""
         try:
+            await self.store.open()
             await self.tasks.recover()
+        except BaseException:
+            await self._close_parts()
+            raise
+        try:
             self.view.start()
             port = await super().start()
         except BaseException:

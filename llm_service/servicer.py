@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import math
 import re
@@ -12,13 +13,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from llm_service import wire
-from llm_service.history import HistoryStore
+from llm_service.history import HistoryStore, StoreError, StoreErrorKind
+from llm_service.messages import Message, message_bytes
 from llm_service.orchestrator import Orchestrator, TurnRequest, TurnResult
 from llm_service.providers import PROVIDER_NAMES, ProviderError
 from llm_service.providers.base import ErrorKind
 from llm_service.registry_view import RegistryView
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from llm_service.tasks import AsyncTasks
+from toolcall import config
 from toolcall.errors import abort_invalid
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
 ROLE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 MAX_MODEL_CHARS = 128
+# GetHistory answers at most this many bytes of messages (newest kept): the
+# response fits in one gRPC message with room for its framing; ``truncated``
+# says when it cut.
+MAX_HISTORY_RESPONSE_BYTES = config.MAX_MESSAGE_BYTES - 64 * 1024
 
 STATUS: dict[ErrorKind, grpc.StatusCode] = {
     "not_configured": grpc.StatusCode.FAILED_PRECONDITION,
@@ -39,7 +46,28 @@ STATUS: dict[ErrorKind, grpc.StatusCode] = {
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
+STORE_STATUS: dict[StoreErrorKind, grpc.StatusCode] = {
+    "full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "readonly": grpc.StatusCode.FAILED_PRECONDITION,
+    "corrupt": grpc.StatusCode.DATA_LOSS,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+}
+
 Violations = list[tuple[str, str]]
+
+
+def store_status(exc: StoreError) -> tuple[grpc.StatusCode, str]:
+    return STORE_STATUS[exc.kind], f"the LLMService could not store or read: {exc.message}"
+
+
+def model_allowed(model: str, allowed: tuple[str, ...]) -> bool:
+    return not allowed or any(fnmatch.fnmatchcase(model, p) for p in allowed)
+
+
+def request_bytes(system_prompt: str, messages: list[Message]) -> int:
+    """What a turn's first provider request weighs before any history."""
+    system = message_bytes(Message("system", system_prompt)) if system_prompt else 0
+    return system + sum(message_bytes(m) for m in messages)
 
 
 def session_violation(field: str, session_id: str) -> Violations:
@@ -51,7 +79,11 @@ def session_violation(field: str, session_id: str) -> Violations:
 
 
 def chat_violations(
-    r: llm_pb2.ChatRequest, known_roles: frozenset[str] | None, prefix: str = ""
+    r: llm_pb2.ChatRequest,
+    known_roles: frozenset[str] | None,
+    prefix: str = "",
+    *,
+    allowed_models: tuple[str, ...] = (),
 ) -> Violations:
     bad = session_violation(prefix + "session_id", r.session_id)
     if r.role and not ROLE.match(r.role):
@@ -81,6 +113,15 @@ def chat_violations(
         )
     if len(r.model) > MAX_MODEL_CHARS:
         bad.append((prefix + "model", f"is longer than {MAX_MODEL_CHARS} characters"))
+    elif r.model and not model_allowed(r.model, allowed_models):
+        bad.append(
+            (
+                prefix + "model",
+                f"model '{r.model}' is not allowed here; allowed models: "
+                + ", ".join(allowed_models)
+                + " (or none, for the provider's configured model)",
+            )
+        )
     if r.HasField("temperature") and not (
         math.isfinite(r.temperature) and 0.0 <= r.temperature <= 2.0
     ):
@@ -88,6 +129,15 @@ def chat_violations(
     if not 0 <= r.max_tool_rounds <= MAX_TOOL_ROUNDS_LIMIT:
         bad.append((prefix + "max_tool_rounds", f"must be between 0 and {MAX_TOOL_ROUNDS_LIMIT}"))
     return bad
+
+
+@contextlib.asynccontextmanager
+async def store_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """A database failure inside becomes a status with its reason, not UNKNOWN."""
+    try:
+        yield
+    except StoreError as exc:
+        await context.abort(*store_status(exc))
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
@@ -114,13 +164,24 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         stream: bool,
         prefix: str,
     ) -> TurnRequest:
-        if bad := chat_violations(r, self._view.roles, prefix):
+        s = self._settings
+        bad = chat_violations(r, self._view.roles, prefix, allowed_models=s.allowed_models)
+        messages = [] if bad else [wire.message_from_proto(m) for m in r.messages]
+        if messages and (size := request_bytes(s.system_prompt, messages)) > s.max_request_bytes:
+            bad.append(
+                (
+                    prefix + "messages",
+                    f"weigh {size} bytes with the system prompt; a provider request holds at "
+                    f"most {s.max_request_bytes} bytes (TOOLCALL_MAX_REQUEST_BYTES)",
+                )
+            )
+        if bad:
             await abort_invalid(context, bad)
         remaining = context.time_remaining()
         return TurnRequest(
             session_id=r.session_id,
-            role=r.role or self._settings.default_role,
-            messages=[wire.message_from_proto(m) for m in r.messages],
+            role=r.role or s.default_role,
+            messages=messages,
             provider=r.provider,
             model=r.model,
             temperature=r.temperature if r.HasField("temperature") else None,
@@ -140,6 +201,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                         return wire.turn_to_proto(event)
         except ProviderError as exc:
             code, message = STATUS[exc.kind], exc.message
+        except StoreError as exc:
+            code, message = store_status(exc)
+            message += "; the turn was not stored"
         except Exception as exc:
             log.exception("chat turn of session %s failed", turn.session_id)
             code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
@@ -159,6 +223,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             return
         except ProviderError as exc:
             code, message = STATUS[exc.kind], exc.message
+        except StoreError as exc:
+            code, message = store_status(exc)
+            message += "; the turn was not stored"
         except Exception as exc:
             log.exception("chat turn of session %s failed", turn.session_id)
             code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
@@ -170,7 +237,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         if bad := session_violation("session_id", request.session_id):
             await abort_invalid(context, bad)
         results = self._tasks.results(request.session_id, auto_ack=request.auto_ack)
-        async with contextlib.aclosing(results):
+        async with store_errors(context), contextlib.aclosing(results):
             async for task in results:
                 yield llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
         # Results only end when the service stops; say so, so clients resubscribe.
@@ -184,7 +251,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             bad.append(("task_ids", "at least one task id is required"))
         if bad:
             await abort_invalid(context, bad)
-        n = await self._store.ack_tasks(request.session_id, list(request.task_ids))
+        async with store_errors(context):
+            n = await self._store.ack_tasks(request.session_id, list(request.task_ids))
         return llm_pb2.AckTasksResponse(acknowledged=n)
 
     async def GetTask(
@@ -192,7 +260,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> llm_pb2.GetTaskResponse:
         if not request.task_id:
             await abort_invalid(context, [("task_id", "is required")])
-        task = await self._store.get_task(request.task_id)
+        async with store_errors(context):
+            task = await self._store.get_task(request.task_id)
         if task is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
             raise AssertionError("unreachable")
@@ -206,5 +275,10 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             bad.append(("limit", "must not be negative"))
         if bad:
             await abort_invalid(context, bad)
-        messages = await self._store.messages(request.session_id, request.limit)
-        return llm_pb2.GetHistoryResponse(messages=[wire.message_to_proto(m) for m in messages])
+        async with store_errors(context):
+            messages, truncated = await self._store.page(
+                request.session_id, request.limit, MAX_HISTORY_RESPONSE_BYTES
+            )
+        return llm_pb2.GetHistoryResponse(
+            messages=[wire.message_to_proto(m) for m in messages], truncated=truncated
+        )

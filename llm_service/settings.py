@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolcall import config
+from toolcall.dispatch import (
+    DEFAULT_CHANNEL_IDLE_S,
+    DEFAULT_MAX_CHANNELS,
+    Dispatcher,
+    dispatcher_problems,
+)
 
 DEFAULT_PROVIDER = "offline"
 DEFAULT_MAX_TOOL_ROUNDS = 8
@@ -16,6 +22,14 @@ DEFAULT_PROVIDER_TIMEOUT_S = 60.0
 DEFAULT_PROVIDER_MAX_RETRIES = 1
 DEFAULT_MAX_HISTORY_MESSAGES = 200
 DEFAULT_TASK_GRACE_S = 5.0
+# As much as one gRPC message may carry: every single request message fits.
+DEFAULT_MAX_REQUEST_BYTES = config.MAX_MESSAGE_BYTES
+DEFAULT_HISTORY_CACHE_SESSIONS = 256
+DEFAULT_HISTORY_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_SUBSCRIBE_BUFFER = 256
+DEFAULT_SUBSCRIBE_BUFFER_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_ASYNC_TASKS_PER_SESSION = 64
+DEFAULT_MAX_ASYNC_TASKS = 1024
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 DEFAULT_SYSTEM_PROMPT = (
@@ -45,6 +59,24 @@ class LLMSettings:
     db_path: Path | None = None
     # Messages of a session's history sent to the provider (the newest ones).
     max_history_messages: int = DEFAULT_MAX_HISTORY_MESSAGES
+    # Bytes of the messages of one provider request (system prompt, history,
+    # the turn's messages and tool results); the oldest history goes first.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Bounds of the in-memory history cache (sessions, and bytes in total).
+    history_cache_sessions: int = DEFAULT_HISTORY_CACHE_SESSIONS
+    history_cache_bytes: int = DEFAULT_HISTORY_CACHE_BYTES
+    # Models a request may name (fnmatch patterns); empty: any. A request
+    # naming none uses the provider's configured model, always allowed.
+    allowed_models: tuple[str, ...] = ()
+    # Results queued for one Subscribe stream that is not reading; over
+    # either bound the stream ends with RESOURCE_EXHAUSTED (nothing is lost:
+    # unacknowledged results are sent again on the next Subscribe).
+    subscribe_buffer: int = DEFAULT_SUBSCRIBE_BUFFER
+    subscribe_buffer_bytes: int = DEFAULT_SUBSCRIBE_BUFFER_BYTES
+    # Async tool tasks running at once, per session and in total; a call
+    # over either gets an is_error result at once.
+    max_async_tasks_per_session: int = DEFAULT_MAX_ASYNC_TASKS_PER_SESSION
+    max_async_tasks: int = DEFAULT_MAX_ASYNC_TASKS
     # First message of every provider request; empty sends none.
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     provider_timeout_s: float = DEFAULT_PROVIDER_TIMEOUT_S
@@ -59,6 +91,12 @@ class LLMSettings:
     # On shutdown, how long running async tool tasks may take to finish
     # before they are cancelled and marked failed.
     task_grace_s: float = DEFAULT_TASK_GRACE_S
+    # Largest tool output (serialized) passed on to the model.
+    max_tool_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES
+    # Channels to plugins kept open at once (least recently used closes
+    # first), and how long an unused one stays open.
+    max_callback_channels: int = DEFAULT_MAX_CHANNELS
+    callback_channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S
     grace_s: float = 5.0
 
     @classmethod
@@ -74,6 +112,22 @@ class LLMSettings:
             max_history_messages=config.env_int(
                 "MAX_HISTORY_MESSAGES", DEFAULT_MAX_HISTORY_MESSAGES
             ),
+            max_request_bytes=config.env_int("MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
+            history_cache_sessions=config.env_int(
+                "HISTORY_CACHE_SESSIONS", DEFAULT_HISTORY_CACHE_SESSIONS
+            ),
+            history_cache_bytes=config.env_int("HISTORY_CACHE_BYTES", DEFAULT_HISTORY_CACHE_BYTES),
+            allowed_models=tuple(
+                m for m in (x.strip() for x in config.env("ALLOWED_MODELS").split(",")) if m
+            ),
+            subscribe_buffer=config.env_int("SUBSCRIBE_BUFFER", DEFAULT_SUBSCRIBE_BUFFER),
+            subscribe_buffer_bytes=config.env_int(
+                "SUBSCRIBE_BUFFER_BYTES", DEFAULT_SUBSCRIBE_BUFFER_BYTES
+            ),
+            max_async_tasks_per_session=config.env_int(
+                "MAX_ASYNC_TASKS_PER_SESSION", DEFAULT_MAX_ASYNC_TASKS_PER_SESSION
+            ),
+            max_async_tasks=config.env_int("MAX_ASYNC_TASKS", DEFAULT_MAX_ASYNC_TASKS),
             system_prompt=os.environ.get("TOOLCALL_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             provider_timeout_s=config.env_float("PROVIDER_TIMEOUT", DEFAULT_PROVIDER_TIMEOUT_S),
             provider_max_retries=config.env_int(
@@ -88,6 +142,22 @@ class LLMSettings:
             ),
             gemini_model=config.env("GEMINI_MODEL", DEFAULT_GEMINI_MODEL),
             task_grace_s=config.env_float("TASK_GRACE", DEFAULT_TASK_GRACE_S),
+            max_tool_output_bytes=config.env_int(
+                "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
+            ),
+            max_callback_channels=config.env_int("MAX_CALLBACK_CHANNELS", DEFAULT_MAX_CHANNELS),
+            callback_channel_idle_s=config.env_float(
+                "CALLBACK_CHANNEL_IDLE", DEFAULT_CHANNEL_IDLE_S
+            ),
+        )
+
+    def dispatcher(self) -> Dispatcher:
+        if problems := dispatcher_problems(self):
+            raise ValueError("; ".join(problems))
+        return Dispatcher(
+            max_output_bytes=self.max_tool_output_bytes,
+            max_channels=self.max_callback_channels,
+            channel_idle_s=self.callback_channel_idle_s,
         )
 
     def resolved_db_path(self) -> Path:

@@ -14,14 +14,27 @@
 See docs/plugins.md for the full guide.
 """
 
-# First, before anything here imports grpc: toolcall sets gRPC's settings (toolcall/grpc_env.py).
-import toolcall  # noqa: F401
-from plugin_stub.callback_server import shape_result
+from typing import TYPE_CHECKING, Any
+
 from plugin_stub.context import CallContext
 from plugin_stub.decorator import ToolMeta, ToolOptions, llm_tool, tool_meta
 from plugin_stub.local_tools import ToolConflictError
 from plugin_stub.plugin import Plugin
 from plugin_stub.schema_inference import SchemaInferenceError, infer_parameters
+
+# Importing plugin_stub does not load grpc, so that ``Plugin.run()`` can still
+# apply gRPC's settings (toolcall/grpc_env.py); shape_result's module needs grpc.
+if TYPE_CHECKING:
+    from plugin_stub.callback_server import shape_result
+
+
+def __getattr__(name: str) -> Any:
+    if name == "shape_result":
+        from plugin_stub.callback_server import shape_result
+
+        return shape_result
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CallContext",

@@ -8,7 +8,8 @@ argument                   environment                 default
 ``plugin_id``              ``TOOLCALL_PLUGIN_ID``      class attribute ``plugin_id``,
                                                        else the class name in snake case
 ``registry_address``       ``TOOLCALL_REGISTRY_ADDRESS``  ``127.0.0.1:48911``
-``token``                  ``TOOLCALL_TOKEN``          none
+``token``                  ``TOOLCALL_TOKEN`` or the   none
+                           file ``TOOLCALL_TOKEN_FILE``
 ``address`` (listen)       ``TOOLCALL_PLUGIN_ADDRESS``  ``127.0.0.1:0`` (ephemeral port)
 ``lease_ttl_s``            ``TOOLCALL_PLUGIN_LEASE_TTL``  6 seconds
 ``max_workers`` (threads)  ``TOOLCALL_PLUGIN_WORKERS``  min(32, CPUs + 4)
@@ -25,19 +26,22 @@ import re
 import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
-import grpc
-
-from plugin_stub.callback_server import CallbackServicer, ToolRunner
 from plugin_stub.decorator import ToolOptions, make_meta, tool_meta
 from plugin_stub.local_tools import LocalTool, ToolTable
-from plugin_stub.registration import Registrar
-from toolcall import config, eventloop
+from toolcall import config, eventloop, grpc_env
 from toolcall.address_policy import loopback_address_error
-from toolcall.serving import ServiceHost, setup_logging
 from toolcall.tools import NAME_PATTERN
-from toolcall.v1 import callback_pb2, callback_pb2_grpc
+from toolcall.v1 import callback_pb2
+
+# grpc loads when a plugin starts, not when plugin_stub is imported, so that
+# ``run()`` can still apply gRPC's settings (toolcall/grpc_env.py).
+if TYPE_CHECKING:
+    import grpc
+
+    from plugin_stub.registration import Registrar
+    from toolcall.serving import ServiceHost
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +171,11 @@ class Plugin:
         """Starts the callback server and registration; returns the callback address."""
         if self._host is not None:
             raise RuntimeError(f"plugin {self.plugin_id!r} is already running")
+        from plugin_stub.callback_server import CallbackServicer, ToolRunner
+        from plugin_stub.registration import Registrar
+        from toolcall.serving import ServiceHost
+        from toolcall.v1 import callback_pb2_grpc
+
         self._executor = ThreadPoolExecutor(
             max_workers=self.max_workers, thread_name_prefix=f"tool-{self.plugin_id}"
         )
@@ -250,9 +259,16 @@ class Plugin:
     def run(self, log_level: str | None = None) -> None:
         """Blocking entry point: ``serve()`` on a new event loop, with logging set up.
 
-        The loop is uvloop where installed (``toolcall.eventloop``).
+        Applies toolcall's gRPC settings first (one WARNING when the program
+        loaded grpc before, see ``toolcall.grpc_env``). The loop is uvloop
+        where installed (``toolcall.eventloop``).
         """
+        grpc_env.apply()
+        from toolcall.serving import setup_logging
+
         setup_logging(log_level)
+        if grpc_env.missed():
+            log.warning(grpc_env.TOO_LATE)
         eventloop.run(self.serve())
 
     async def __aenter__(self) -> Plugin:

@@ -11,7 +11,8 @@ Failure handling:
   exponential backoff (0.1 s doubling, capped at 2 s), keeping the lease;
 * KeepAlive NOT_FOUND (the lease expired or the registry restarted): create a
   new lease and register everything again at once;
-* KeepAlive reports fewer tools than were registered: register them again;
+* KeepAlive reports fewer tools than were registered, in any role: register
+  them again (per role, so a tool removed from one of its roles is noticed);
 * a tool the registry refuses (INVALID_ARGUMENT, unknown role) is logged
   and not retried until it changes.
 
@@ -30,48 +31,26 @@ from dataclasses import dataclass
 import grpc
 
 from plugin_stub.local_tools import ToolTable
-from toolcall import config
+from toolcall.channels import Backoff, open_channel
 from toolcall.clients import auth_metadata
 from toolcall.errors import bad_request_violations
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S = 0.1
-BACKOFF_MAX_S = 2.0
 _TRANSIENT = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
-    # Reconnect quickly after a registry restart instead of backing off for minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
-
-class _Backoff:
-    def __init__(self) -> None:
-        self._next = BACKOFF_INITIAL_S
-
-    def reset(self) -> None:
-        self._next = BACKOFF_INITIAL_S
-
-    def delay(self) -> float:
-        current = self._next
-        self._next = min(self._next * 2, BACKOFF_MAX_S)
-        return current
 
 
 @dataclass(slots=True)
 class _Registered:
     definition: tools_pb2.ToolDefinition
     ok: bool
+    roles: tuple[str, ...] = ()
 
 
 class Registrar:
@@ -110,7 +89,7 @@ class Registrar:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._channel = grpc.aio.insecure_channel(self.registry_address, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(self.registry_address)
         self._stub = registry_pb2_grpc.ToolRegistryStub(self._channel)
         self._task = asyncio.create_task(self._run(), name=f"registrar:{self.source}")
 
@@ -170,7 +149,7 @@ class Registrar:
             self._channel = None
 
     async def _run(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         delay = 0.0
         while True:
             await self._sleep(delay)
@@ -201,7 +180,7 @@ class Registrar:
                     await self._wake.wait()
         self._wake.clear()
 
-    def _on_error(self, exc: grpc.aio.AioRpcError, backoff: _Backoff) -> float:
+    def _on_error(self, exc: grpc.aio.AioRpcError, backoff: Backoff) -> float:
         code = exc.code()
         if code == grpc.StatusCode.NOT_FOUND:
             log.warning(
@@ -251,16 +230,28 @@ class Registrar:
             timeout=self._rpc_timeout_s,
         )
         self._next_keepalive = time.monotonic() + (reply.ttl_seconds or self.lease_ttl_s) / 3
-        expected = sum(1 for r in self._registered.values() if r.ok)
-        if reply.tools < expected:
-            log.warning(
-                "registry holds %d of %d tools of %s; registering again",
-                reply.tools,
-                expected,
-                self.source,
-            )
+        if missing := self._missing(reply):
+            log.warning("registry lost tools of %s (%s); registering again", self.source, missing)
             self._registered.clear()
             self._reconciled_version = -1
+
+    def _missing(self, reply: registry_pb2.KeepAliveResponse) -> str:
+        """Where the registry holds fewer of our tools than we registered ('' if nowhere)."""
+        registered = [r for r in self._registered.values() if r.ok]
+        if reply.tools < len(registered):
+            return f"{reply.tools} of {len(registered)} tools"
+        if not reply.tools_per_role:
+            return ""  # a registry that does not count per role
+        expected: dict[str, int] = {}
+        for r in registered:
+            for role in r.roles:
+                expected[role] = expected.get(role, 0) + 1
+        short = [
+            f"{reply.tools_per_role.get(role, 0)} of {n} in role {role!r}"
+            for role, n in sorted(expected.items())
+            if reply.tools_per_role.get(role, 0) < n
+        ]
+        return "; ".join(short)
 
     async def _reconcile(self) -> None:
         version = self._tools.version
@@ -306,7 +297,9 @@ class Registrar:
                 definition.name,
                 "; ".join(f"{f.role}: {f.error}" for f in reply.failed_roles),
             )
-        self._registered[definition.name] = _Registered(definition, ok=reply.ok)
+        self._registered[definition.name] = _Registered(
+            definition, ok=reply.ok, roles=tuple(reply.affected_roles)
+        )
 
     async def _unregister(self, definition: tools_pb2.ToolDefinition) -> None:
         assert self._stub is not None

@@ -4,8 +4,6 @@
 registry`` runs it from the command line (``registry_service.main``).
 """
 
-# First, before anything here imports grpc: toolcall sets gRPC's settings (toolcall/grpc_env.py).
-import toolcall  # noqa: F401
 from registry_service.service import RegistryHost, start_registry
 from registry_service.settings import RegistrySettings
 

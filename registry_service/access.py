@@ -1,8 +1,9 @@
-"""Who may change the registry: local peers only, plus an optional shared token.
+"""Who may change the registry or run tools: local peers only, plus an optional shared token.
 
 Both gates apply to the mutating RPCs (Register, Unregister, Clear,
-CreateLease, KeepAlive, RevokeLease) and are enforced in one place, the
-``MutationGate`` interceptor. Reading (List, Watch, Invoke, health,
+CreateLease, KeepAlive, RevokeLease) and to Invoke, which runs plugin code
+with caller-chosen arguments, session_id and role. They are enforced in one
+place, the ``MutationGate`` interceptor. Reading (List, Watch, health,
 reflection) needs neither.
 
 Local means the connection itself is local: a unix socket, or a TCP peer in
@@ -30,6 +31,8 @@ Resp = TypeVar("Resp")
 MUTATING_METHODS = frozenset(
     {"Register", "Unregister", "Clear", "CreateLease", "KeepAlive", "RevokeLease"}
 )
+# Invoke executes code: gated like a change, not served like a read.
+GATED_METHODS = MUTATING_METHODS | {"Invoke"}
 
 
 def is_local_peer(peer: str) -> bool:
@@ -69,27 +72,27 @@ def bearer_token_ok(metadata: Iterable[tuple[str, Any]] | None, token: str) -> b
 def access_error(
     peer: str, metadata: Iterable[tuple[str, Any]] | None, token: str
 ) -> tuple[grpc.StatusCode, str] | None:
-    """Why a mutating call from ``peer`` is refused, or None when it may proceed."""
+    """Why a gated call from ``peer`` is refused, or None when it may proceed."""
     if not is_local_peer(peer):
         return (
             grpc.StatusCode.PERMISSION_DENIED,
-            f"changes to the registry are only accepted from local peers "
-            f"(loopback or unix socket), not from {peer}",
+            f"changes to the registry and Invoke are only accepted from local peers "
+            f"(loopback or unix socket), not from {peer[:120]}",
         )
     if token and not bearer_token_ok(metadata, token):
         return (
             grpc.StatusCode.UNAUTHENTICATED,
             "this registry requires 'authorization: Bearer <token>' metadata for changes "
-            "(TOOLCALL_TOKEN); it was missing or wrong",
+            "and Invoke (TOOLCALL_TOKEN or TOOLCALL_TOKEN_FILE); it was missing or wrong",
         )
     return None
 
 
 class MutationGate(grpc.aio.ServerInterceptor):
-    """Applies ``access_error`` to the mutating methods of ``service``."""
+    """Applies ``access_error`` to the gated methods (changes and Invoke) of ``service``."""
 
     def __init__(self, service: str, token: str) -> None:
-        self._methods = frozenset(f"/{service}/{m}" for m in MUTATING_METHODS)
+        self._methods = frozenset(f"/{service}/{m}" for m in GATED_METHODS)
         self._token = token
 
     async def intercept_service(
@@ -104,7 +107,7 @@ class MutationGate(grpc.aio.ServerInterceptor):
             return handler
         # grpc.aio handlers are coroutine functions; the stubs type them as sync.
         behavior: Any = handler.unary_unary
-        if behavior is None:  # every mutating RPC is unary; be safe if that changes
+        if behavior is None:  # every gated RPC is unary; be safe if that changes
             return handler
         token = self._token
 

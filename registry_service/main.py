@@ -8,8 +8,10 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
+from toolcall import config
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token",
-        default=d.token,
-        help="shared token required as 'authorization: Bearer <token>' on changes (default: "
-        "$TOOLCALL_TOKEN; empty requires none)",
+        default=None,
+        help="shared token required as 'authorization: Bearer <token>' on changes and Invoke; "
+        "visible to every local user in the process list, prefer --token-file (default: "
+        "$TOOLCALL_TOKEN or the content of $TOOLCALL_TOKEN_FILE; none requires no token)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the shared token (keep it mode 0600); overrides $TOOLCALL_TOKEN "
+        "and $TOOLCALL_TOKEN_FILE",
+    )
+    parser.add_argument(
+        "--max-tools",
+        type=int,
+        default=d.max_tools,
+        help="most (role, tool) entries held; Register past it is RESOURCE_EXHAUSTED "
+        "(default: $TOOLCALL_MAX_TOOLS or %(default)s)",
+    )
+    parser.add_argument(
+        "--max-definition-bytes",
+        type=int,
+        default=d.max_definition_bytes,
+        help="most bytes of serialized tool definitions held, over all entries "
+        "(default: $TOOLCALL_MAX_DEFINITION_BYTES or %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -47,8 +70,28 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
     if not roles:
         raise SystemExit("--roles must name at least one role")
     settings = dataclasses.replace(
-        RegistrySettings.from_env(), address=args.address, roles=roles, token=args.token
+        RegistrySettings.from_env(),
+        address=args.address,
+        roles=roles,
+        max_tools=args.max_tools,
+        max_definition_bytes=args.max_definition_bytes,
     )
+    if args.token is not None and args.token_file is not None:
+        raise SystemExit("give --token or --token-file, not both")
+    if args.token is not None:
+        if args.token:
+            log.warning(
+                "--token is visible to every local user in the process list; "
+                "use --token-file or TOOLCALL_TOKEN_FILE instead"
+            )
+        if err := config.token_error(args.token):
+            raise SystemExit(f"--token {err}")
+        settings.token = args.token
+    elif args.token_file is not None:
+        try:
+            settings.token = config.read_token_file(args.token_file)
+        except config.ConfigError as exc:
+            raise SystemExit(str(exc)) from None
     if args.data_dir:
         settings.data_path = Path(args.data_dir).expanduser() / DATA_FILE
     if problems := settings.problems():
@@ -60,8 +103,8 @@ async def main(args: argparse.Namespace) -> int:
     host = RegistryHost(settings_from_args(args))
     try:
         await host.start()
-    except (OSError, RuntimeError, sqlite3.Error) as exc:
-        # Port taken, unwritable data dir...: one readable line, no traceback.
+    except (OSError, RuntimeError, sqlite3.Error, ArchiveError) as exc:
+        # Port taken, corrupt or read-only database...: one readable line, no traceback.
         log.error("cannot start the registry on %s: %s", args.address, exc)
         return 1
     await host.run_until_signal(started=True)

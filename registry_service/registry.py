@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from registry_service.archive import StoredTool, ToolArchive
+from registry_service.archive import ArchiveError, StoredTool, ToolArchive
 from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
-from registry_service.store import Change, Entry, ToolStore, UnknownRoleError
+from registry_service.stats import ToolStats
+from registry_service.store import Change, Entry, Key, ToolStore, UnknownRoleError
 from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
-from toolcall.dispatch import Dispatcher, ToolStats
+from toolcall.address_policy import canonical_address
+from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_call_id
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import tools_pb2
@@ -33,8 +35,18 @@ LEASE_EXPIRED = "lease expired"
 LEASE_REVOKED = "lease revoked"
 
 
+# Limits of one registry (RegistrySettings): every entry is held in memory,
+# in each watcher's view (the LLMService's), and in a full listing.
+DEFAULT_MAX_TOOLS = 25_000
+DEFAULT_MAX_DEFINITION_BYTES = 128 * 1024 * 1024
+
+
 class ToolNotFoundError(LookupError):
     pass
+
+
+class RegistryFullError(Exception):
+    """A registration would take the registry past ``max_tools`` or ``max_definition_bytes``."""
 
 
 @dataclass(slots=True)
@@ -70,25 +82,39 @@ class Registry(Generic[M]):
         dispatcher: Dispatcher | None = None,
         sweep_interval_s: float = 0.25,
         watch_queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_tools: int = DEFAULT_MAX_TOOLS,
+        max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES,
     ) -> None:
         self.instance_id = secrets.token_hex(8)
+        self.max_tools = max_tools
+        self.max_definition_bytes = max_definition_bytes
         self.store = ToolStore(roles)
         self.leases = LeaseTable()
         self.archive = archive
         self.dispatcher = dispatcher or Dispatcher()
+        self._stats: dict[str, ToolStats] = {}
+        # Callback address of each entry and how many entries use it, so the
+        # dispatcher's channel to an address closes with its last tool.
+        self._addresses: dict[Key, str] = {}
+        self._address_users: dict[str, int] = {}
+        self.store.subscribe(self._track_address)
         self.hub: WatchHub[M] = WatchHub(
             lambda c: to_message(c, self.stats(c.entry.spec.name), self.instance_id),
             queue_size=watch_queue_size,
         )
         self.sweep_interval_s = sweep_interval_s
         self._sweeper: asyncio.Task[None] | None = None
+        # Register, Unregister and Clear one at a time: each checks, writes the
+        # archive, then applies, and no other change may come in between.
+        self._changing = asyncio.Lock()
 
     @property
     def roles(self) -> list[str]:
         return self.store.roles
 
     def stats(self, name: str) -> ToolStats | None:
-        return self.dispatcher.stats.get(name)
+        """Calls made through ``invoke`` (the LLMService's direct calls are not seen here)."""
+        return self._stats.get(name)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -96,7 +122,6 @@ class Registry(Generic[M]):
         """Loads the archived tools, then starts following changes and sweeping leases."""
         if self.archive is not None:
             self._restore(await self.archive.open())
-            self.store.subscribe(self.archive.record)
         self.store.subscribe(self.hub.publish)
         self.store.subscribe(self._forget_stats)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-lease-sweeper")
@@ -121,13 +146,44 @@ class Registry(Generic[M]):
             loaded += 1
         if stored:
             log.info("restored %d stored tools", loaded)
+        # Stored tools were acknowledged: all are loaded even past lowered
+        # limits; new registrations are refused until the registry is back under.
+        store = self.store
+        if len(store) > self.max_tools or store.definition_bytes > self.max_definition_bytes:
+            log.warning(
+                "the stored tools exceed the limits (%d entries of at most %d, %d definition "
+                "bytes of at most %d): registrations are refused until tools are removed",
+                len(self.store),
+                self.max_tools,
+                self.store.definition_bytes,
+                self.max_definition_bytes,
+            )
 
     def _forget_stats(self, change: Change) -> None:
         # Stats are per tool name; drop them once no role has the tool, so
         # churn of short-lived tools does not grow memory.
         name = change.entry.spec.name
         if change.removed and self.store.find(name, None) is None:
-            self.dispatcher.stats.pop(name, None)
+            self._stats.pop(name, None)
+
+    def _track_address(self, change: Change) -> None:
+        key = change.entry.key
+        old = self._addresses.pop(key, None)
+        new = None if change.removed else canonical_address(change.entry.spec.callback_address)
+        if old == new:
+            if new is not None:
+                self._addresses[key] = new
+            return
+        if new is not None:
+            self._addresses[key] = new
+            self._address_users[new] = self._address_users.get(new, 0) + 1
+        if old is not None:
+            left = self._address_users[old] - 1
+            if left:
+                self._address_users[old] = left
+            else:
+                del self._address_users[old]
+                self.dispatcher.release(old)
 
     def end_watches(self) -> None:
         """Ends every Watch stream (shutdown); watchers reconnect elsewhere or later."""
@@ -149,7 +205,9 @@ class Registry(Generic[M]):
     async def register(self, spec: ToolSpec, lease_id: str = "") -> Registration:
         """Adds or replaces ``spec`` in its role (unset: every role).
 
-        Raises UnknownLeaseError; an unknown role is reported in the outcome.
+        Raises UnknownLeaseError, RegistryFullError, or ArchiveError (the change
+        cannot be stored; nothing changed); an unknown role is reported in the
+        outcome.
         """
         if lease_id:
             self.leases.get(lease_id)
@@ -162,38 +220,72 @@ class Registry(Generic[M]):
         else:
             roles = self.roles
         now = time.time()
-        for role in roles:
-            old = self.store.put(Entry.create(spec, role, lease_id, now))
-            outcome.affected_roles.append(role)
-            log.debug("%s %r in role %r", "replaced" if old else "registered", spec.name, role)
-        await self._flush()
+        entries = [Entry.create(spec, role, lease_id, now) for role in roles]
+        async with self._changing:
+            self._check_room(entries)
+            deleted = await self._persist(entries, [])
+            if lease_id and lease_id not in self.leases:
+                # The lease ended during the write: the rows it replaced are
+                # gone from the file, so their tools go from memory too.
+                self.store.remove(deleted, LEASE_EXPIRED)
+                raise UnknownLeaseError(lease_id)
+            for entry in entries:
+                old = self.store.put(entry)
+                outcome.affected_roles.append(entry.role)
+                log.debug(
+                    "%s %r in role %r", "replaced" if old else "registered", spec.name, entry.role
+                )
         return outcome
 
+    def _check_room(self, entries: list[Entry]) -> None:
+        """Raises RegistryFullError when adding ``entries`` (replacing same keys) breaks a limit."""
+        count, size = len(self.store), self.store.definition_bytes
+        for entry in entries:
+            old = self.store.find(entry.spec.name, entry.role)
+            count += old is None
+            size += entry.size - (old.size if old is not None else 0)
+        name = entries[0].spec.name
+        if count > self.max_tools and count > len(self.store):
+            raise RegistryFullError(
+                f"registering {name!r} in {len(entries)} role(s) would make {count} (role, tool) "
+                f"entries; this registry holds at most {self.max_tools} (TOOLCALL_MAX_TOOLS). "
+                "Unregister or clear tools first"
+            )
+        if size > self.max_definition_bytes and size > self.store.definition_bytes:
+            raise RegistryFullError(
+                f"registering {name!r} would make {size} bytes of tool definitions; this registry "
+                f"holds at most {self.max_definition_bytes} (TOOLCALL_MAX_DEFINITION_BYTES). "
+                "Unregister or clear tools first"
+            )
+
     async def unregister(self, name: str, role: str | None) -> list[Entry]:
-        removed = self.store.unregister(name, role)
-        await self._flush()
-        return removed
+        """Raises ArchiveError (nothing removed) when the removal cannot be stored."""
+        async with self._changing:
+            keys = self.store.unregister_keys(name, role)
+            await self._persist([], keys)
+            return self.store.remove(keys, "unregistered")
 
     async def clear(self, source: str, role: str | None) -> list[Entry]:
-        removed = self.store.clear(source, role)
-        await self._flush()
-        return removed
+        """Raises ArchiveError (nothing removed) when the removal cannot be stored."""
+        async with self._changing:
+            keys = self.store.clear_keys(source, role)
+            await self._persist([], keys)
+            return self.store.remove(keys, "cleared")
 
-    async def _flush(self) -> None:
-        # Leaseless changes are on disk before the RPC answers.
-        if self.archive is not None:
-            await self.archive.flush()
+    async def _persist(self, put: list[Entry], removed: list[Key]) -> list[Key]:
+        """Writes what the archive needs for this change, before memory changes: an
+        ArchiveError leaves both as they were. Returns the keys whose rows were deleted."""
+        if self.archive is None:
+            return []
+        puts, deletes = self.archive.changes_for(put, removed)
+        await self.archive.write(puts, deletes)
+        return deletes
 
     # -- reading ---------------------------------------------------------
 
     def check_role(self, role: str | None) -> None:
         if role is not None and (err := self.store.role_error(role)):
             raise UnknownRoleError(err)
-
-    def entries(self, role: str | None, source: str = "") -> list[Entry]:
-        """Raises UnknownRoleError for a role this registry does not serve."""
-        self.check_role(role)
-        return self.store.entries(role, source)
 
     def lookup(self, name: str, role: str | None) -> Entry:
         """Raises UnknownRoleError or ToolNotFoundError."""
@@ -231,7 +323,15 @@ class Registry(Generic[M]):
             role=entry.role,
             timeout_s=timeout_s,
         )
-        return Call(result, call_id, (time.perf_counter() - started) * 1000.0)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        name = entry.spec.name
+        stats = self._stats.get(name)
+        # A tool removed during the call gets no stats back (they were dropped).
+        if stats is None and self.store.find(name, None) is not None:
+            stats = self._stats[name] = ToolStats()
+        if stats is not None:
+            stats.record(latency_ms, result.error if result.is_error else None)
+        return Call(result, call_id, latency_ms)
 
     # -- leases ----------------------------------------------------------
 
@@ -240,9 +340,11 @@ class Registry(Generic[M]):
         log.info("lease %s for %s (ttl %gs)", lease.lease_id, holder or "?", lease.ttl_s)
         return lease
 
-    def keep_alive(self, lease_id: str) -> tuple[Lease, int]:
-        """Renews the lease; returns it and how many tools it holds."""
-        return self.leases.renew(lease_id), self.store.lease_tool_count(lease_id)
+    def keep_alive(self, lease_id: str) -> tuple[Lease, int, dict[str, int]]:
+        """Renews the lease; returns it, how many tools it holds, and how many per role."""
+        lease = self.leases.renew(lease_id)
+        store = self.store
+        return lease, store.lease_tool_count(lease_id), store.lease_tools_per_role(lease_id)
 
     def revoke_lease(self, lease_id: str) -> list[Entry]:
         lease = self.leases.revoke(lease_id)
@@ -276,9 +378,11 @@ class Registry(Generic[M]):
 __all__ = [
     "LEASE_EXPIRED",
     "LEASE_REVOKED",
+    "ArchiveError",
     "Call",
     "Registration",
     "Registry",
+    "RegistryFullError",
     "ToolNotFoundError",
     "UnknownLeaseError",
     "UnknownRoleError",

@@ -31,8 +31,11 @@ class RegistryHost(ServiceHost):
             settings.roles,
             to_message=wire.watch_event,
             archive=ToolArchive(settings.resolved_data_path()),
+            dispatcher=settings.dispatcher(),
             sweep_interval_s=settings.lease_sweep_interval_s,
             watch_queue_size=settings.watch_queue_size,
+            max_tools=settings.max_tools,
+            max_definition_bytes=settings.max_definition_bytes,
         )
         servicer = RegistryServicer(self.registry)
 
@@ -57,13 +60,16 @@ class RegistryHost(ServiceHost):
             await self.registry.close()
             raise
         log.info(
-            "registry %s on %s; roles: %s; token %s; %d stored tools from %s",
+            "registry %s on %s; roles: %s; token %s; %d stored tools from %s; "
+            "limits: %d tools, %d definition bytes",
             self.registry.instance_id,
             self.target,
             ", ".join(self.registry.roles),
-            "required for changes" if self.settings.token else "not required",
+            "required for changes and Invoke" if self.settings.token else "not required",
             len(self.registry.store),
             self.settings.resolved_data_path(),
+            self.registry.max_tools,
+            self.registry.max_definition_bytes,
         )
         return port
 

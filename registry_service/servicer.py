@@ -12,14 +12,15 @@ from typing import NoReturn
 
 import grpc
 
-from registry_service import wire
+from registry_service import paging, wire
+from registry_service.archive import ArchiveError
 from registry_service.leases import UnknownLeaseError, ttl_error
-from registry_service.registry import Registry, ToolNotFoundError
-from registry_service.store import UnknownRoleError
+from registry_service.registry import Registry, RegistryFullError, ToolNotFoundError
+from registry_service.store import Entry, UnknownRoleError
 from registry_service.watch import Closed, Overflowed
 from toolcall.errors import abort_invalid
 from toolcall.jsonvalue import from_struct
-from toolcall.tools import DefinitionError, ToolSpec
+from toolcall.tools import DefinitionError, ToolSpec, control_error
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,27 @@ async def _optional_role(request: RoleScoped, context: grpc.aio.ServicerContext)
         await abort_invalid(
             context, [("role", "must not be empty when set; leave it unset for all roles")]
         )
+    await _printable(context, role=request.role)
     return request.role
+
+
+async def _printable(context: grpc.aio.ServicerContext, **fields: str) -> None:
+    """INVALID_ARGUMENT naming each field that holds control characters (they would
+    reach logs and terminals, e.g. through ``toolcall tools list``)."""
+    bad = [(f, err) for f, value in fields.items() if (err := control_error(value))]
+    if bad:
+        await abort_invalid(context, bad)
 
 
 async def _not_found(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
     await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     raise AssertionError("unreachable")  # abort always raises
+
+
+async def _unstored(context: grpc.aio.ServicerContext, exc: ArchiveError) -> NoReturn:
+    # Nothing changed (the write comes first); retrying is safe once the disk is fixed.
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing was changed")
+    raise AssertionError("unreachable")
 
 
 class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
@@ -67,6 +83,10 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             outcome = await self.registry.register(spec, request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
+        except RegistryFullError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except ArchiveError as exc:
+            await _unstored(context, exc)
         return registry_pb2.RegisterResponse(
             ok=bool(outcome.affected_roles),
             registered=outcome.name,
@@ -81,8 +101,12 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     ) -> registry_pb2.UnregisterResponse:
         if not request.name:
             await abort_invalid(context, [("name", "is required")])
+        await _printable(context, name=request.name)
         role = await _optional_role(request, context)
-        removed = await self.registry.unregister(request.name, role)
+        try:
+            removed = await self.registry.unregister(request.name, role)
+        except ArchiveError as exc:
+            await _unstored(context, exc)
         return registry_pb2.UnregisterResponse(
             removed=len(removed), affected_roles=[e.role for e in removed]
         )
@@ -94,22 +118,51 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await abort_invalid(
                 context, [("source", "is required (the source tag whose tools to remove)")]
             )
+        await _printable(context, source=request.source)
         role = await _optional_role(request, context)
-        removed = await self.registry.clear(request.source, role)
+        try:
+            removed = await self.registry.clear(request.source, role)
+        except ArchiveError as exc:
+            await _unstored(context, exc)
         return registry_pb2.ClearResponse(removed=len(removed))
 
     async def List(
         self, request: registry_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListResponse:
+        await _printable(context, source=request.source)
         role = await _optional_role(request, context)
+        if err := paging.page_size_error(request.page_size):
+            await abort_invalid(context, [("page_size", err)])
+        after = None
+        if request.page_token:
+            try:
+                after = paging.decode_token(request.page_token, role, request.source)
+            except paging.PageTokenError as exc:
+                await abort_invalid(context, [("page_token", str(exc))])
         try:
-            entries = self.registry.entries(role, request.source)
+            self.registry.check_role(role)
         except UnknownRoleError as exc:
             await _not_found(context, exc)
         reply = registry_pb2.ListResponse(roles=self.registry.roles)
-        stats = self.registry.dispatcher.stats
-        for entry in entries:
-            wire.fill_registered_tool(reply.tools.add(), entry, stats.get(entry.spec.name))
+        limit = paging.effective_page_size(request.page_size)
+        budget = paging.MAX_PAGE_BYTES
+        stats = self.registry.stats
+        last: Entry | None = None
+        # Synchronous to the end: no change can happen while the page is built.
+        for entry in self.registry.store.iter_entries(role, request.source, after):
+            if len(reply.tools) == limit:
+                break
+            out = reply.tools.add()
+            wire.fill_registered_tool(out, entry, stats(entry.spec.name))
+            budget -= out.ByteSize()
+            if budget < 0 and len(reply.tools) > 1:
+                del reply.tools[-1]  # over the page's byte budget: it starts the next page
+                break
+            last = entry
+        else:
+            return reply  # the matches ran out: last page
+        if last is not None:
+            reply.next_page_token = paging.encode_token(last.key, role, request.source)
         return reply
 
     async def Invoke(
@@ -117,6 +170,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     ) -> registry_pb2.InvokeResponse:
         if not request.name:
             await abort_invalid(context, [("name", "is required")])
+        await _printable(context, name=request.name)
         role = await _optional_role(request, context)
         try:
             entry = self.registry.lookup(request.name, role)
@@ -146,8 +200,8 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await _not_found(context, exc)
         revision = self.registry.store.revision
         instance_id = self.registry.instance_id
+        stats = self.registry.stats
         try:
-            stats = self.registry.dispatcher.stats
             for entry in entries:
                 event = registry_pb2.WatchResponse(
                     type=registry_pb2.EVENT_TYPE_UPSERTED,
@@ -155,10 +209,18 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
                     revision=revision,
                     instance_id=instance_id,
                 )
-                wire.fill_registered_tool(event.tool, entry, stats.get(entry.spec.name))
+                wire.fill_registered_tool(event.tool, entry, stats(entry.spec.name))
                 yield event
+            # Roles and limits ride on SYNCED: a watcher never needs a List.
             yield registry_pb2.WatchResponse(
-                type=registry_pb2.EVENT_TYPE_SYNCED, revision=revision, instance_id=instance_id
+                type=registry_pb2.EVENT_TYPE_SYNCED,
+                revision=revision,
+                instance_id=instance_id,
+                registry=registry_pb2.RegistryInfo(
+                    roles=self.registry.roles,
+                    max_tools=self.registry.max_tools,
+                    max_definition_bytes=self.registry.max_definition_bytes,
+                ),
             )
             while True:
                 try:
@@ -195,10 +257,12 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         if not request.lease_id:
             await abort_invalid(context, [("lease_id", "is required")])
         try:
-            lease, tools = self.registry.keep_alive(request.lease_id)
+            lease, tools, per_role = self.registry.keep_alive(request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
-        return registry_pb2.KeepAliveResponse(ttl_seconds=lease.ttl_s, tools=tools)
+        return registry_pb2.KeepAliveResponse(
+            ttl_seconds=lease.ttl_s, tools=tools, tools_per_role=per_role
+        )
 
     async def RevokeLease(
         self, request: registry_pb2.RevokeLeaseRequest, context: grpc.aio.ServicerContext

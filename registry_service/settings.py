@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry_service.registry import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_TOOLS
 from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
+from toolcall.dispatch import (
+    DEFAULT_CHANNEL_IDLE_S,
+    DEFAULT_MAX_CHANNELS,
+    Dispatcher,
+    dispatcher_problems,
+)
+from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
 DATA_FILE = "registry.sqlite3"
@@ -30,8 +38,18 @@ class RegistrySettings:
     lease_sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
     # Events a Watch stream may fall behind before it is ended (RESOURCE_EXHAUSTED).
     watch_queue_size: int = DEFAULT_QUEUE_SIZE
+    # Largest tool output (serialized) Invoke passes on.
+    max_tool_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES
+    # Channels to plugins kept open at once (least recently used closes
+    # first), and how long an unused one stays open.
+    max_callback_channels: int = DEFAULT_MAX_CHANNELS
+    callback_channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S
     # Seconds in-flight calls get to finish on shutdown.
     grace_s: float = 5.0
+    # Most (role, tool) entries held; Register past it is RESOURCE_EXHAUSTED.
+    max_tools: int = DEFAULT_MAX_TOOLS
+    # Most bytes of serialized definitions held, over all entries.
+    max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES
 
     @classmethod
     def from_env(cls) -> RegistrySettings:
@@ -44,6 +62,24 @@ class RegistrySettings:
                 "LEASE_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL_S
             ),
             watch_queue_size=config.env_int("WATCH_QUEUE_SIZE", DEFAULT_QUEUE_SIZE),
+            max_tools=config.env_int("MAX_TOOLS", DEFAULT_MAX_TOOLS),
+            max_definition_bytes=config.env_int(
+                "MAX_DEFINITION_BYTES", DEFAULT_MAX_DEFINITION_BYTES
+            ),
+            max_tool_output_bytes=config.env_int(
+                "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
+            ),
+            max_callback_channels=config.env_int("MAX_CALLBACK_CHANNELS", DEFAULT_MAX_CHANNELS),
+            callback_channel_idle_s=config.env_float(
+                "CALLBACK_CHANNEL_IDLE", DEFAULT_CHANNEL_IDLE_S
+            ),
+        )
+
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            max_output_bytes=self.max_tool_output_bytes,
+            max_channels=self.max_callback_channels,
+            channel_idle_s=self.callback_channel_idle_s,
         )
 
     def resolved_data_path(self) -> Path:
@@ -54,10 +90,18 @@ class RegistrySettings:
         bad: list[str] = []
         if not self.roles or any(not r.strip() for r in self.roles):
             bad.append("roles must be a non-empty list of non-empty names")
+        for role in self.roles:
+            if err := control_error(role):
+                bad.append(f"role {role[:80]!r} {err}")
         if not 0 < self.lease_sweep_interval_s <= 10:
             bad.append("lease_sweep_interval_s must be between 0 and 10 seconds")
         if self.watch_queue_size < 1:
             bad.append("watch_queue_size must be at least 1")
+        if not 1 <= self.max_tools <= 2**32 - 1:  # RegistryInfo.max_tools is a uint32
+            bad.append("max_tools must be between 1 and 4294967295")
+        if self.max_definition_bytes < 1:
+            bad.append("max_definition_bytes must be at least 1")
+        bad.extend(dispatcher_problems(self))
         if self.address.startswith("unix:") and loopback_address_error(self.address):
             bad.append(f"address {self.address!r}: {loopback_address_error(self.address)}")
         return bad

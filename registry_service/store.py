@@ -9,8 +9,9 @@ expiry proportional to what they remove, not to the registry's size.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from toolcall.tools import ToolSpec
@@ -30,6 +31,8 @@ class Entry:
     # The definition as this role sees it (role field set); built once here
     # so List and Watch only copy it.
     definition: tools_pb2.ToolDefinition = field(default_factory=tools_pb2.ToolDefinition)
+    # Serialized size of ``definition``: what the registry's byte limit counts.
+    size: int = 0
 
     @property
     def key(self) -> Key:
@@ -48,6 +51,7 @@ class Entry:
             lease_id=lease_id,
             registered_at=time.time() if registered_at is None else registered_at,
             definition=definition,
+            size=definition.ByteSize(),
         )
 
 
@@ -75,9 +79,13 @@ class ToolStore:
         self._by_lease: dict[str, set[Key]] = defaultdict(set)
         self.revision = 0
         self._listeners: list[Callable[[Change], None]] = []
+        # Running totals, for the registry's limits (len() and definition_bytes).
+        self._count = 0
+        self.definition_bytes = 0
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._tables.values())
+        """(role, tool) entries held."""
+        return self._count
 
     def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
         """Calls ``listener`` on every change; returns the unsubscribe function."""
@@ -121,7 +129,11 @@ class ToolStore:
         old = table.get(entry.spec.name)
         if old is not None:
             self._unindex(old)
+            self._count -= 1
+            self.definition_bytes -= old.size
         table[entry.spec.name] = entry
+        self._count += 1
+        self.definition_bytes += entry.size
         self._index(entry)
         self._emit(False, entry, reason)
         return old
@@ -130,6 +142,8 @@ class ToolStore:
         role, name = key
         entry = self._tables.get(role, {}).pop(name, None)
         if entry is not None:
+            self._count -= 1
+            self.definition_bytes -= entry.size
             self._unindex(entry)
             self._emit(True, entry, reason)
         return entry
@@ -137,13 +151,24 @@ class ToolStore:
     def _remove_all(self, keys: list[Key], reason: str) -> list[Entry]:
         return [e for k in keys if (e := self._remove(k, reason)) is not None]
 
-    def unregister(self, name: str, role: str | None) -> list[Entry]:
+    def unregister_keys(self, name: str, role: str | None) -> list[Key]:
+        """Keys ``unregister(name, role)`` would remove."""
         roles = self.roles if role is None else [role]
-        return self._remove_all([(r, name) for r in roles], "unregistered")
+        return [(r, name) for r in roles if name in self._tables.get(r, {})]
+
+    def clear_keys(self, source: str, role: str | None) -> list[Key]:
+        """Keys ``clear(source, role)`` would remove, sorted."""
+        return sorted(k for k in self._by_source.get(source, ()) if role is None or k[0] == role)
+
+    def remove(self, keys: list[Key], reason: str) -> list[Entry]:
+        """Removes the entries of ``keys`` that exist; returns them."""
+        return self._remove_all(keys, reason)
+
+    def unregister(self, name: str, role: str | None) -> list[Entry]:
+        return self._remove_all(self.unregister_keys(name, role), "unregistered")
 
     def clear(self, source: str, role: str | None) -> list[Entry]:
-        keys = [k for k in self._by_source.get(source, ()) if role is None or k[0] == role]
-        return self._remove_all(sorted(keys), "cleared")
+        return self._remove_all(self.clear_keys(source, role), "cleared")
 
     def remove_lease(self, lease_id: str, reason: str) -> list[Entry]:
         return self._remove_all(sorted(self._by_lease.get(lease_id, ())), reason)
@@ -151,6 +176,13 @@ class ToolStore:
     def lease_tool_count(self, lease_id: str) -> int:
         """Distinct tool names bound to ``lease_id`` (a tool in two roles counts once)."""
         return len({name for _, name in self._by_lease.get(lease_id, ())})
+
+    def lease_tools_per_role(self, lease_id: str) -> dict[str, int]:
+        """Tools bound to ``lease_id`` in each role that has any."""
+        counts: dict[str, int] = {}
+        for role, _ in self._by_lease.get(lease_id, ()):
+            counts[role] = counts.get(role, 0) + 1
+        return counts
 
     def find(self, name: str, role: str | None) -> Entry | None:
         """The entry of ``name`` in ``role``; with no role, the first role that has it."""
@@ -167,6 +199,30 @@ class ToolStore:
         if names is None:
             names = self._sorted[role] = sorted(self._tables[role])
         return names
+
+    def iter_entries(
+        self, role: str | None = None, source: str = "", after: Key | None = None
+    ) -> Iterator[Entry]:
+        """Matching entries sorted by role, then name, starting after key ``after``.
+
+        For one List page: the cost is the page, not the registry (a source
+        filter costs its tools). Consume it without awaiting: a change in
+        between would rebuild the sorted names it walks.
+        """
+        if source:
+            keys = sorted(k for k in self._by_source.get(source, ()) if role in (None, k[0]))
+            start = bisect_right(keys, after) if after is not None else 0
+            for r, n in keys[start:]:
+                yield self._tables[r][n]
+            return
+        for r in self.roles if role is None else [role]:
+            if after is not None and r < after[0]:
+                continue
+            names = self._sorted_names(r)
+            start = bisect_right(names, after[1]) if after is not None and r == after[0] else 0
+            table = self._tables[r]
+            for i in range(start, len(names)):
+                yield table[names[i]]
 
     def entries(self, role: str | None = None, source: str = "") -> list[Entry]:
         """Matching entries sorted by role, then name. Roles must be known."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from registry_service.stats import ToolStats
 from registry_service.store import Change, Entry
-from toolcall.dispatch import ToolStats
 from toolcall.v1 import registry_pb2
 
 UPSERTED = registry_pb2.EVENT_TYPE_UPSERTED

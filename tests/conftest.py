@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from toolcall import grpc_env
+
+# The tests' in-process servers run on the gRPC settings toolcall's programs
+# use; here, before any test module loads grpc (children inherit them).
+grpc_env.apply()
+
 
 @pytest.fixture
 def anyio_backend() -> str:

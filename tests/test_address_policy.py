@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolcall.address_policy import loopback_address_error
+from toolcall.address_policy import canonical_address, loopback_address_error
 
 ACCEPTED = [
     "127.0.0.1:1",
@@ -70,6 +70,8 @@ REFUSED = {
     "unix authority form": "unix://host/tmp/x.sock",
     "abstract unix socket": "unix-abstract:x",
     "empty unix path": "unix:",
+    "unix path climbing with ..": "unix:/tmp/a/../x.sock",
+    "unix path ending in ..": "unix:/tmp/..",
     "unix path too long": "unix:/" + "a" * 107,
     # malformed input
     "empty": "",
@@ -108,3 +110,35 @@ def test_reasons_say_what_is_wrong() -> None:
     assert "absolute" in (loopback_address_error("unix:rel.sock") or "")
     assert "scheme" in (loopback_address_error("http://127.0.0.1:1") or "")
     assert "[::1]" in (loopback_address_error("[::ffff:127.0.0.1]:80") or "")
+
+
+SPELLINGS = {
+    "unix:/tmp/x.sock": [
+        "unix:/tmp/x.sock",
+        "unix:///tmp/x.sock",
+        "unix:/./tmp/x.sock",
+        "unix:/tmp//x.sock",
+        "unix:/tmp/./x.sock",
+        "unix:///./tmp/.//x.sock",
+    ],
+    "[::1]:80": ["[::1]:80", "[0::1]:80", "[0:0:0:0:0:0:0:1]:80", "[::0:1]:080", "[::1]:0080"],
+    "127.0.0.1:5000": ["127.0.0.1:5000", "127.0.0.1:05000"],
+    "localhost:80": ["localhost:80", "localhost:080"],
+}
+
+
+@pytest.mark.parametrize("canonical", list(SPELLINGS))
+def test_every_spelling_of_one_socket_has_one_canonical_form(canonical: str) -> None:
+    for spelling in SPELLINGS[canonical]:
+        assert loopback_address_error(spelling) is None, spelling
+        assert canonical_address(spelling) == canonical, spelling
+
+
+def test_distinct_sockets_keep_distinct_canonical_forms() -> None:
+    distinct = ["127.0.0.1:80", "127.0.0.2:80", "[::1]:80", "localhost:80", "unix:/tmp/x.sock"]
+    assert len({canonical_address(a) for a in distinct}) == len(distinct)
+
+
+@pytest.mark.parametrize("address", list(REFUSED.values()), ids=list(REFUSED))
+def test_refused_addresses_are_their_own_canonical_form(address: str) -> None:
+    assert canonical_address(address) == address

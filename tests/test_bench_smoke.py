@@ -37,6 +37,16 @@ def test_quick_run_writes_results_of_the_documented_shape(tmp_path: Path) -> Non
         assert figures["p50_us"] <= figures["p99_us"]
 
     assert {k: len(v) for k, v in doc["rounds"].items()} == {"A": 1, "B": 1}
+
+    # CPU per call of each process on the path: the client and the scenario's server(s).
+    assert list(doc["cpu"]) == ["A", "B"]
+    for cpu in doc["cpu"].values():
+        processes = {name for name in cpu if name.endswith("_us")}
+        assert "client_us" in processes and len(processes) >= 2, cpu
+        assert all(cpu[name] > 0 for name in processes), cpu
+        assert 0 <= cpu["steal_pct"] <= 100 and 0 < cpu["busy_pct"] <= 100, cpu
+    assert set(doc["machine_during_run"]) >= {"busy_pct", "steal_pct", "load_1m_before"}
+    assert "CPU µs/call client" in proc.stdout and "steal" in proc.stdout
     assert doc["failed"] == {}
 
     targets = doc["targets"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -96,6 +98,64 @@ def test_tools_list_shows_example_plugins(stack: Stack) -> None:
     rows = json.loads(as_json.stdout)["tools"]
     modes = {r["name"]: r["mode"] for r in rows}
     assert modes["ping"] == "TOOL_MODE_ASYNC" and modes["get_weather"] == "TOOL_MODE_SYNC"
+    ping = next(r for r in rows if r["name"] == "ping")
+    assert ping["ack_message"] and ping["timeout_seconds"] > 0 and ping["description"]
+    assert ping["parameters"]["properties"]["host"]["type"] == "string"
+
+
+def test_tools_show_prints_description_schema_timeout_and_ack_message(stack: Stack) -> None:
+    reg = ("tools", "--registry", stack.registry_address)
+    shown = toolcall(*reg, "show", "ping")
+    assert shown.returncode == 0, shown.stderr
+    assert "Started ping" in shown.stdout or "ack_message:" in shown.stdout
+    assert re.search(r"^timeout_seconds:\s+\d", shown.stdout, re.M), shown.stdout
+    assert '"host"' in shown.stdout and "TOOL_MODE_ASYNC" in shown.stdout
+    as_json = json.loads(toolcall(*reg, "show", "get_weather", "--json").stdout)
+    assert as_json["timeout_seconds"] == 5 and as_json["parameters"]["required"] == ["city"]
+    assert as_json["description"].startswith("Current weather")
+    missing = toolcall(*reg, "show", "no_such_tool")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith("error: NOT_FOUND")
+
+
+def test_registry_address_is_accepted_after_the_action_too(stack: Stack) -> None:
+    after = toolcall("tools", "list", "--json", "--registry", stack.registry_address)
+    assert after.returncode == 0, after.stderr
+    assert "get_weather" in {r["name"] for r in json.loads(after.stdout)["tools"]}
+    invoked = toolcall(
+        "tools", "invoke", "get_weather", "--args", '{"city": "Paris"}',
+        "--registry", stack.registry_address,
+    )  # fmt: skip
+    assert invoked.returncode == 0 and json.loads(invoked.stdout)["city"] == "Paris"
+
+
+def test_a_closed_pipe_ends_the_cli_quietly(stack: Stack) -> None:
+    # ``toolcall tools list --json | grep -q x``: the reader is gone before the write.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolcall.cli", "tools", "list", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        env=dict(os.environ, TOOLCALL_REGISTRY_ADDRESS=stack.registry_address),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert proc.returncode == 141
+
+
+def test_dialling_the_other_services_address_says_which_service_it_is(stack: Stack) -> None:
+    tools = toolcall("tools", "list", "--registry", stack.llm_address)
+    assert tools.returncode == 1
+    assert f"{stack.llm_address} serves toolcall.v1.LLMService, not toolcall.v1.ToolRegistry" in (
+        tools.stderr
+    )
+    sub = toolcall("subscribe", "--session", "x", "--llm", stack.registry_address)
+    assert sub.returncode == 1
+    assert "serves toolcall.v1.ToolRegistry, not toolcall.v1.LLMService" in sub.stderr
 
 
 def test_tools_invoke_success_error_and_usage_exit_codes(stack: Stack) -> None:
@@ -108,6 +168,11 @@ def test_tools_invoke_success_error_and_usage_exit_codes(stack: Stack) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: ") and "Atlantis" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
+    assert failed.stdout == ""  # errors go to stderr only (it printed ``null``)
+
+    late = toolcall(*reg, "get_weather", "--args", '{"city": "Paris"}', "--timeout", "0.000001")
+    assert late.returncode == 1 and late.stdout == ""
+    assert "DEADLINE_EXCEEDED" in late.stderr and "--timeout 1e-06s" in late.stderr
 
     schema = toolcall(*reg, "get_weather", "--args", '{"town": "Paris"}')
     assert schema.returncode == 1 and "INVALID_ARGUMENT" in schema.stderr
@@ -137,8 +202,12 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     assert "accepted as task" in started.stdout
     pushed = toolcall("subscribe", *llm, "--session", "cli-async", "--ack", "--count", "1")
     assert pushed.returncode == 0, pushed.stderr
-    task = json.loads(pushed.stdout.splitlines()[0])
-    assert task["toolName"] == "ping" and task["status"] == "TASK_STATUS_SUCCEEDED"
+    line = pushed.stdout.splitlines()[0]
+    task = json.loads(line)
+    # snake_case and whole numbers, as grpcurl and the docs show them
+    assert task["tool_name"] == "ping" and task["status"] == "TASK_STATUS_SUCCEEDED"
+    assert task["result"]["output"]["packets"] == 4
+    assert re.search(r'"packets": 4[,}]', line), line  # not 4.0 (map order varies)
 
 
 def test_grpcurl_commands_from_the_readme(stack: Stack) -> None:
@@ -204,3 +273,35 @@ def test_tools_clear_removes_tools_of_a_source(stack: Stack) -> None:
     assert "manual_echo" not in names and "get_weather" in names
     missing = toolcall(*reg, "clear", "--source", "")
     assert missing.returncode == 1 and "INVALID_ARGUMENT" in missing.stderr
+
+
+def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
+    addresses = ["--registry-address", f"127.0.0.1:{free_port()}"]
+    addresses += ["--llm-address", f"127.0.0.1:{free_port()}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolcall.cli", "up", "--data-dir", str(tmp_path), *addresses],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "stack is up" in line:
+                break
+        else:
+            pytest.fail(f"toolcall up exited with {proc.wait()}")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
+    for name in ("weather_plugin.log", "network_plugin.log"):
+        assert "cleared" in logs[name], logs[name]
+        assert "WARNING" not in logs[name] and "ERROR" not in logs[name], logs[name]

@@ -224,9 +224,9 @@ def broken_rules(d: tools_pb2.ToolDefinition) -> set[str]:
         bad.add("tool.description")
     if d.callback_address in REFUSED_ADDRESSES:
         bad.add("tool.callback_address")
-    if d.HasField("role") and not d.role:
+    if d.HasField("role") and not (d.role and d.role.isprintable()):
         bad.add("tool.role")
-    if len(d.source) > 128:
+    if len(d.source) > 128 or not d.source.isprintable():  # no control characters
         bad.add("tool.source")
     if not 0 <= d.timeout_seconds <= 300:  # NaN fails too
         bad.add("tool.timeout_seconds")
@@ -329,6 +329,11 @@ def test_invoke(world: World, data: st.DataObject) -> None:
 # -- Unregister / Clear -----------------------------------------------------------
 
 
+def bad_role(role: str | None) -> bool:
+    """A set role must be non-empty and free of control characters."""
+    return role is not None and not (role and role.isprintable())
+
+
 @FUZZ
 @given(name=st.one_of(st.sampled_from(["t1", "t2", "t3"]), names()), role=ROLE_VALUES)
 def test_unregister(world: World, name: str, role: str | None) -> None:
@@ -338,7 +343,7 @@ def test_unregister(world: World, name: str, role: str | None) -> None:
     out = world.rpc("Unregister", request)
     check_status(out, {OK, INVALID}, request)
     if out.code == INVALID:
-        assert not name or (role is not None and not role), out
+        assert not name.isprintable() or not name or bad_role(role), out
         return
     gone = sorted(k for k in world.model.tools if k[1] == name and (role is None or k[0] == role))
     assert out.reply.removed == len(gone), (gone, out.reply)
@@ -355,7 +360,7 @@ def test_clear(world: World, source: str, role: str | None) -> None:
     out = world.rpc("Clear", request)
     check_status(out, {OK, INVALID}, request)
     if out.code == INVALID:
-        assert not source or (role is not None and not role), out
+        assert not source.isprintable() or not source or bad_role(role), out
         return
     gone = [
         k

@@ -45,11 +45,11 @@ async def test_append_during_a_load_is_not_lost(tmp_path: Path) -> None:
     await store.append("s", [Message("user", "one")])
     store._cache.clear()
     for _ in range(20):
-        loading = asyncio.create_task(store.messages("s"))
+        loading = asyncio.create_task(store.recent("s"))
         await asyncio.sleep(0)  # the load is queued on the database thread first
         await store.append("s", [Message("user", "more")])
         await loading
-        n = len(await store.messages("s"))
+        n = len(await store.recent("s"))
         store._cache.clear()
         assert n == len(await store.messages("s"))  # the cache matches the database
     await store.close()

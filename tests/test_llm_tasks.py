@@ -57,7 +57,10 @@ async def history_with_note(env: LLMEnv, session: str, task_id: str) -> list[llm
     deadline = time.monotonic() + 5
     while True:
         history = await env.history(session)
-        if any(task_id in m.content for m in history) or time.monotonic() > deadline:
+        # The note is a system message; the turn's tool message (the
+        # acknowledgement) names the task id too, so match the role as well.
+        noted = any(m.role == llm_pb2.MESSAGE_ROLE_SYSTEM and task_id in m.content for m in history)
+        if noted or time.monotonic() > deadline:
             return history
         await asyncio.sleep(0.02)
 

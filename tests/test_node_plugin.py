@@ -1,7 +1,13 @@
-"""The Node.js plugin (examples/node_plugin) registers and is invoked through the registry."""
+"""The Node.js plugin (examples/node_plugin) registers and is invoked through the registry.
+
+It also keeps its tools registered as the Python SDK does: after a ``tools
+clear``, and after a tool is removed from one of its roles only (KeepAlive's
+``tools_per_role``; the distinct-name count alone never shows that).
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -19,10 +25,12 @@ from tests.support.plugins import (
     registry_in_process,
     wait_for,
 )
+from tests.support.registry import running_registry
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_value, to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
+SOURCE = "plugin:node_text"
 NODE_DIR = REPO_ROOT / "examples" / "node_plugin"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
 
@@ -73,7 +81,9 @@ async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
     async with channel(registry) as ch:
         stub = registry_pb2_grpc.ToolRegistryStub(ch)
         with NodePlugin(registry, tmp_path) as plugin:
-            tools = await wait_for(lambda: list_tools(stub, source="plugin:node_text"), len, 20)
+            tools = await wait_for(
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 20
+            )
             assert {t.tool.name for t in tools} == {"word_count", "reverse"}
             assert all(t.lease_id for t in tools)
             word_count = next(t.tool for t in tools if t.tool.name == "word_count")
@@ -103,6 +113,81 @@ async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
 
             stopped = time.monotonic()
             plugin.proc.send_signal(signal.SIGTERM)
-            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), lambda t: not t, 5)
-            assert time.monotonic() - stopped < 3  # cleared, not expired (TTL is 30 s)
+            await wait_for(lambda: list_tools(stub, source="plugin:node_text"), lambda t: not t, 15)
+            # Cleared, not expired: expiry needs at least TTL - TTL/3 = 20 s.
+            assert time.monotonic() - stopped < 15
             assert plugin.proc.wait(10) == 0
+
+
+@pytest.mark.anyio
+async def test_node_plugin_registers_its_tools_again_after_tools_clear(
+    node_modules: Path, registry: str, tmp_path: Path
+) -> None:
+    # TTL 3 s: a KeepAlive every second reports how many tools the lease holds.
+    async with channel(registry) as ch:
+        stub = registry_pb2_grpc.ToolRegistryStub(ch)
+        with NodePlugin(registry, tmp_path, lease_ttl="3"):
+            await wait_for(
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 20
+            )
+            cleared = await stub.Clear(
+                registry_pb2.ClearRequest(source="plugin:node_text"), timeout=5
+            )
+            assert cleared.removed == 2
+            assert not await list_tools(stub, source="plugin:node_text")
+            # Back by the next heartbeat (TTL/3 = 1 s); 10 s of margin.
+            tools = await wait_for(
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 10
+            )
+            assert {t.tool.name for t in tools} == {"word_count", "reverse"}
+
+
+@pytest.mark.anyio
+async def test_node_plugin_registers_a_tool_again_in_the_one_role_it_was_removed_from(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    async with running_registry(tmp_path, roles=["default", "support"]) as reg:
+
+        async def placed() -> set[tuple[str, str]]:
+            return {(t.role, t.tool.name) for t in await list_tools(reg.stub, source=SOURCE)}
+
+        everywhere = {(r, n) for r in ("default", "support") for n in ("word_count", "reverse")}
+        # TTL 1.5 s: a KeepAlive every 0.5 s.
+        with NodePlugin(reg.target, tmp_path, lease_ttl="1.5"):
+            await wait_for(placed, lambda p: p == everywhere, 20)
+            reply = await reg.stub.Unregister(
+                registry_pb2.UnregisterRequest(name="reverse", role="support"), timeout=5
+            )
+            assert list(reply.affected_roles) == ["support"]
+            assert ("support", "reverse") not in await placed()
+            # Many heartbeats: the name count (2 of 2) alone looks complete for ever.
+            await wait_for(placed, lambda p: p == everywhere, 5)
+
+
+def test_node_plugin_falls_back_to_the_name_count_without_tools_per_role(
+    node_modules: Path,
+) -> None:
+    # A registry from before tools_per_role sends an empty map: only the
+    # distinct-name count can say something is missing.
+    script = """
+    const { missing, state } = require('./plugin.js');
+    state.registered = 2;
+    state.perRole = { default: 2, support: 2 };
+    console.log(JSON.stringify([
+      missing({ tools: 2, tools_per_role: {} }),
+      missing({ tools: 1, tools_per_role: {} }),
+      missing({ tools: 2, tools_per_role: { default: 2, support: 1 } }),
+      missing({ tools: 2, tools_per_role: { default: 2, support: 2 } }),
+    ]));
+    """
+    assert NODE is not None
+    done = subprocess.run(
+        [NODE, "-e", script], cwd=NODE_DIR, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [
+        "",
+        "1 of 2 tools",
+        "1 of 2 in role 'support'",
+        "",
+    ]

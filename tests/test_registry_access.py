@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from registry_service.access import (
-    MUTATING_METHODS,
+    GATED_METHODS,
     MutationGate,
     access_error,
     bearer_token_ok,
@@ -138,8 +138,8 @@ async def _continuation(details: Any) -> grpc.RpcMethodHandler[Any, Any]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("method", sorted(MUTATING_METHODS))
-async def test_gate_refuses_remote_peers_on_every_mutating_method(method: str) -> None:
+@pytest.mark.parametrize("method", sorted(GATED_METHODS))
+async def test_gate_refuses_remote_peers_on_every_mutating_method_and_invoke(method: str) -> None:
     gate = MutationGate(SERVICE, token="")
     handler = await gate.intercept_service(_continuation, Details(f"/{SERVICE}/{method}"))
     assert handler is not None and handler.unary_unary is not None
@@ -152,7 +152,7 @@ async def test_gate_refuses_remote_peers_on_every_mutating_method(method: str) -
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("method", ["List", "Watch", "Invoke"])
+@pytest.mark.parametrize("method", ["List", "Watch"])
 async def test_gate_leaves_reads_alone(method: str) -> None:
     gate = MutationGate(SERVICE, token="t")
     original = await _continuation(None)
@@ -189,7 +189,12 @@ async def test_token_gate_on_a_real_server(tmp_path: Path) -> None:
         ).lease_id
         # Reads need no token.
         assert await reg.names() == [("default", "t")]
-        reply = await reg.stub.Invoke(registry_pb2.InvokeRequest(name="t"))
+        # Invoke runs plugin code with caller-chosen session_id and role: it needs the token.
+        invoke = registry_pb2.InvokeRequest(name="t", session_id="someone-else", role="default")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await reg.stub.Invoke(invoke)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reply = await reg.stub.Invoke(invoke, metadata=good)
         assert reply.result.is_error  # reached the (absent) plugin: not refused
         removed = await reg.stub.Unregister(registry_pb2.UnregisterRequest(name="t"), metadata=good)
         assert removed.removed == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from pathlib import Path
@@ -10,7 +11,10 @@ import grpc
 import pytest
 
 from tests.support.registry import NUMBER_SCHEMA, running_plugin, running_registry, tool
+from toolcall.cli import tools as cli_tools
+from toolcall.dispatch import Dispatcher
 from toolcall.jsonvalue import from_value, to_struct
+from toolcall.tools import ToolSpec
 from toolcall.v1 import registry_pb2, tools_pb2
 
 pytestmark = pytest.mark.anyio
@@ -231,3 +235,26 @@ async def test_stats_survive_replacement_but_not_removal(tmp_path: Path) -> None
         await reg.stub.Unregister(registry_pb2.UnregisterRequest(name="echo"))
         await reg.register(tool("echo", address))
         assert await calls() == [0, 0]
+
+
+async def test_stats_count_the_calls_made_through_invoke_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The LLMService calls plugins directly: its calls are not the registry's to count."""
+    async with running_plugin() as (plugin, address), running_registry(tmp_path) as reg:
+        await reg.register(tool("echo", address))
+        await reg.stub.Invoke(registry_pb2.InvokeRequest(name="echo", raw_arguments="{}"))
+        direct = Dispatcher()  # what the LLMService's chat loop does: one hop to the plugin
+        try:
+            spec = ToolSpec.from_definition(tool("echo", address))
+            assert not (await direct.invoke(spec, raw_arguments="{}")).is_error
+        finally:
+            await direct.close()
+        assert len(plugin.calls) == 2
+        # The dispatcher keeps no per-tool counters that nobody reads.
+        assert not hasattr(direct, "stats")
+        args = argparse.Namespace(role=None, source="", json=False)
+        assert await cli_tools._list(reg.stub, args) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[4] == "INVOKES"
+    assert row.split()[4] == "1"

@@ -3,13 +3,17 @@
 Through the real Register RPC: every loopback callback form is accepted; every
 wildcard, private, public, mapped, numeric, DNS-name, scheme-prefixed and
 malformed form is refused with INVALID_ARGUMENT naming
-``tool.callback_address``. Parameter schemas must not be a second way out:
+``tool.callback_address``. A ``unix:`` callback that cannot be reached
+fails with one message whatever is at the path, so Invoke cannot probe the
+registry's filesystem. Parameter schemas must not be a second way out:
 a ``$ref`` to another document is refused, and nothing is ever fetched, not
 even while arguments are validated.
 """
 
 from __future__ import annotations
 
+import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -171,3 +175,23 @@ def test_hostile_references_are_refused_or_fail_as_a_result(
     assert result.reply.result.is_error
     assert "schema cannot be evaluated" in result.reply.result.error
     assert_no_traceback(result.reply.result.error)
+
+
+def test_unreachable_unix_callbacks_do_not_tell_what_is_at_the_path(registry: Registry) -> None:
+    """Missing, a file, a directory or a socket nobody listens on: the same answer."""
+    base = Path(tempfile.mkdtemp(prefix="tc-probe-", dir="/tmp"))
+    (base / "file").write_text("not a socket")
+    (base / "dir").mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(base / "stale.sock"))
+    stale.close()  # the socket file stays; connecting to it is refused
+    targets = ["missing", "file", "dir", "stale.sock"]
+    errors = {}
+    for target in targets:
+        address = f"unix:{base}/{target}"
+        assert registry.register(tool("probe", address)).code == OK
+        out = registry.invoke("probe", "{}")
+        assert out.code == OK and out.reply.result.is_error, out
+        errors[target] = out.reply.result.error.replace(address, "<address>")
+    assert len(set(errors.values())) == 1, errors
+    assert errors["missing"] == "UNAVAILABLE: plugin for tool 'probe' at <address> is unreachable"

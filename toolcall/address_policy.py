@@ -6,12 +6,19 @@ would turn it into an egress proxy (SSRF). Only these forms pass:
 * ``127.x.y.z:PORT`` (strict dotted quad, 127.0.0.0/8)
 * ``[::1]:PORT``
 * ``localhost:PORT`` (the literal name, lower case)
-* ``unix:/absolute/path`` (also ``unix:///absolute/path``)
+* ``unix:/absolute/path`` (also ``unix:///absolute/path``), without ``..``
 
 Everything else is refused with a reason: wildcard, private, public, mapped
 (``::ffff:...``) or numeric (``2130706433``, ``0x7f.1``, ``127.1``) hosts, DNS
 names, scheme or resolver prefixes (``dns:///``, ``ipv4:``, ``http://``),
-missing or out-of-range ports.
+missing or out-of-range ports. A unix path may not climb with ``..``: that
+would make two spellings of one path reach different sockets through a
+symlink, so ``canonical_address`` could not key channels by it.
+
+``canonical_address`` gives one spelling per socket (``unix:/a//./b`` and
+``unix:///a/b`` are ``unix:/a/b``; ``[0::1]:050`` is ``[::1]:50``), so the
+Dispatcher shares one channel between them instead of opening one per
+spelling.
 """
 
 from __future__ import annotations
@@ -76,4 +83,28 @@ def _unix_error(address: str) -> str | None:
         return "unix socket path must be absolute (unix:/absolute/path)"
     if len(path.encode()) > _MAX_UNIX_PATH:
         return f"unix socket path is longer than {_MAX_UNIX_PATH} bytes"
+    if ".." in path.split("/"):
+        return "unix socket path must not contain '..' segments"
     return None
+
+
+def canonical_address(address: str) -> str:
+    """One spelling of an accepted address (other addresses are returned unchanged).
+
+    Only lexically safe rewrites: repeated slashes and ``.`` segments go
+    (``..`` is refused by the policy), IPs and ports lose leading zeros and
+    take their shortest form. ``localhost`` stays a name: it may resolve to
+    ``[::1]`` as well as to ``127.0.0.1``.
+    """
+    if loopback_address_error(address) is not None:
+        return address
+    if address.startswith("unix:"):
+        path = address[len("unix:") :]
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        return "unix:/" + "/".join(parts)
+    host, _, port = address.rpartition(":")
+    if host.startswith("["):
+        host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+    elif host != "localhost":
+        host = str(ipaddress.IPv4Address(host))
+    return f"{host}:{int(port)}"

@@ -10,6 +10,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import config
+from toolcall.channels import open_channel
+from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 
 def auth_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
@@ -19,14 +21,34 @@ def auth_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel with toolcall's message size limits (create it inside the loop)."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
-        ],
-    )
+    """A channel from toolcall's one factory (create it inside the loop)."""
+    return open_channel(address)
+
+
+async def list_all_tools(
+    stub: registry_pb2_grpc.ToolRegistryAsyncStub,
+    request: registry_pb2.ListRequest | None = None,
+    *,
+    timeout_s: float | None = None,
+    max_tools: int = 1_000_000,
+) -> tuple[list[registry_pb2.RegisteredTool], list[str]]:
+    """Every tool ``ToolRegistry.List`` matches, following its pages; and the served roles.
+
+    ``timeout_s`` bounds each page. ``max_tools`` bounds what is kept in memory:
+    past it, RuntimeError (a registry caps its entries far below the default).
+    """
+    page = registry_pb2.ListRequest()
+    if request is not None:
+        page.CopyFrom(request)
+    tools: list[registry_pb2.RegisteredTool] = []
+    while True:
+        reply = await stub.List(page, timeout=timeout_s)
+        tools.extend(reply.tools)
+        if len(tools) > max_tools:
+            raise RuntimeError(f"the registry listed more than {max_tools} tools")
+        if not reply.next_page_token:
+            return tools, list(reply.roles)
+        page.page_token = reply.next_page_token
 
 
 async def wait_healthy(address: str, *, timeout_s: float = 15.0, service: str = "") -> None:

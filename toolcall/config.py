@@ -60,9 +60,62 @@ def llm_address() -> str:
     return env("LLM_ADDRESS", DEFAULT_LLM_ADDRESS)
 
 
+# A token file holds one short secret; anything larger is a wrong path.
+MAX_TOKEN_BYTES = 4096
+
+
+class ConfigError(ValueError):
+    """A setting cannot be used (unreadable token file, ...); the message names it."""
+
+
+def token_error(value: str) -> str | None:
+    """Why ``value`` cannot be sent as ``authorization: Bearer <value>``, or None."""
+    if not value.isascii() or not value.isprintable() or " " in value:
+        return "must be printable ASCII without spaces (it is sent in a gRPC header)"
+    return None
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in ``path``, surrounding whitespace removed; ConfigError when unusable.
+
+    An empty file is an error, not "no token": it would silently turn
+    authentication off.
+    """
+    p = Path(path).expanduser()
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {str(p)!r}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise ConfigError(f"token file {str(p)!r} is larger than {MAX_TOKEN_BYTES} bytes")
+    try:
+        value = raw.decode().strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {str(p)!r} is not UTF-8 text") from None
+    if not value:
+        raise ConfigError(f"token file {str(p)!r} is empty")
+    if err := token_error(value):
+        raise ConfigError(f"the token in {str(p)!r} {err}")
+    return value
+
+
 def token() -> str:
-    """Shared token for mutating registry RPCs; empty means none is required."""
-    return env("TOKEN")
+    """Shared token for the registry's gated RPCs; empty means none is required.
+
+    From ``TOOLCALL_TOKEN``, or read from the file named by
+    ``TOOLCALL_TOKEN_FILE`` (a file with mode 0600 is never in a process list
+    or inherited by child processes). Setting both is a ConfigError: which
+    one wins would be a guess.
+    """
+    value, path = env("TOKEN"), env("TOKEN_FILE")
+    if value and path:
+        raise ConfigError("set TOOLCALL_TOKEN or TOOLCALL_TOKEN_FILE, not both")
+    if path:
+        return read_token_file(path)
+    if value and (err := token_error(value)):
+        raise ConfigError(f"TOOLCALL_TOKEN {err}")
+    return value
 
 
 def data_dir() -> Path:

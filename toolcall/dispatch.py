@@ -13,12 +13,15 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from toolcall import config
+from toolcall.address_policy import canonical_address
+from toolcall.channels import open_channel
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import to_struct, to_value
 from toolcall.tools import ToolSpec
@@ -31,64 +34,153 @@ def error_result(error: str, output: Any = None) -> tools_pb2.ToolResult:
     return tools_pb2.ToolResult(output=to_value(output), is_error=True, error=error)
 
 
-@dataclass(slots=True)
-class ToolStats:
-    calls: int = 0
-    errors: int = 0
-    total_ms: float = 0.0
-    max_ms: float = 0.0
-    last_error: str = ""
+DEFAULT_MAX_CHANNELS = 256
+DEFAULT_CHANNEL_IDLE_S = 60.0
+# Memo of raw callback address -> canonical address (parsing costs ~18 us a
+# call): at most this many entries of at most _KEY_CACHE_MAX_CHARS characters
+# each (~1 MiB), emptied when full.
+_KEY_CACHE_ENTRIES = 1024
+_KEY_CACHE_MAX_CHARS = 512
 
-    def record(self, latency_ms: float, error: str | None) -> None:
-        self.calls += 1
-        self.total_ms += latency_ms
-        self.max_ms = max(self.max_ms, latency_ms)
-        if error is not None:
-            self.errors += 1
-            self.last_error = error
 
-    @property
-    def mean_ms(self) -> float:
-        return self.total_ms / self.calls if self.calls else 0.0
+class _DispatcherLimits(Protocol):
+    max_tool_output_bytes: int
+    max_callback_channels: int
+    callback_channel_idle_s: float
+
+
+def dispatcher_problems(limits: _DispatcherLimits) -> list[str]:
+    """Dispatcher limits in a service's settings that cannot work, as sentences."""
+    bad = []
+    if limits.max_tool_output_bytes < 1:
+        bad.append("max_tool_output_bytes must be at least 1")
+    if limits.max_callback_channels < 1:
+        bad.append("max_callback_channels must be at least 1")
+    if not limits.callback_channel_idle_s > 0:
+        bad.append("callback_channel_idle_s must be a positive number of seconds")
+    return bad
+
+
+@dataclass(slots=True, eq=False)
+class _Channel:
+    channel: grpc.aio.Channel
+    stub: callback_pb2_grpc.ToolCallbackAsyncStub
+    in_flight: int = 0
+    last_used: float = 0.0
+    # Out of the pool; closed when its last call ends.
+    retired: bool = False
 
 
 class Dispatcher:
-    """Calls plugins' ToolCallback services, one cached channel per address."""
+    """Calls plugins' ToolCallback services over a bounded pool of channels.
+
+    Channels are keyed by the canonical callback address, so every spelling
+    of one socket and every tool behind it share one channel (one file
+    descriptor on each side). A channel closes when its owner says the last
+    tool using it is gone (``release``), when it has been idle for
+    ``channel_idle_s``, or when more than ``max_channels`` are open (least
+    recently used first); a channel with calls in flight closes when they end.
+    Closing matters for dead addresses too: gRPC keeps redialling them.
+    """
 
     def __init__(
         self,
         *,
         max_message_bytes: int = config.MAX_MESSAGE_BYTES,
-        max_output_bytes: int | None = None,
+        max_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+        channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S,
     ) -> None:
+        if max_output_bytes < 1 or max_channels < 1 or not channel_idle_s > 0:
+            raise ValueError("Dispatcher limits must be positive")
         self._max_message_bytes = max_message_bytes
-        self._max_output_bytes = max_output_bytes or config.env_int(
-            "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
-        )
-        self._stubs: dict[str, callback_pb2_grpc.ToolCallbackAsyncStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
-        self.stats: dict[str, ToolStats] = {}
+        self._max_output_bytes = max_output_bytes
+        self._max_channels = max_channels
+        self._idle_s = channel_idle_s
+        # canonical address -> channel, least recently used first.
+        self._pool: OrderedDict[str, _Channel] = OrderedDict()
+        self._retired: set[_Channel] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._keys: dict[str, str] = {}
 
-    def _stub(self, address: str) -> callback_pb2_grpc.ToolCallbackAsyncStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", self._max_message_bytes),
-                    ("grpc.max_send_message_length", self._max_message_bytes),
-                    # Fail fast on a dead plugin instead of backing off for seconds.
-                    ("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
-                ],
-            )
-            self._channels.append(channel)
-            stub = self._stubs[address] = callback_pb2_grpc.ToolCallbackStub(channel)
-        return stub
+    @property
+    def open_channels(self) -> int:
+        """Channels open now (pooled plus retired ones still finishing calls)."""
+        return len(self._pool) + len(self._retired)
+
+    def _key(self, address: str) -> str:
+        key = self._keys.get(address)
+        if key is None:
+            key = canonical_address(address)
+            if len(address) <= _KEY_CACHE_MAX_CHARS:
+                if len(self._keys) >= _KEY_CACHE_ENTRIES:
+                    self._keys.clear()
+                self._keys[address] = key
+        return key
+
+    def _acquire(self, address: str) -> _Channel:
+        key = self._key(address)
+        entry = self._pool.get(key)
+        if entry is None:
+            channel = open_channel(key, max_message_bytes=self._max_message_bytes)
+            entry = self._pool[key] = _Channel(channel, callback_pb2_grpc.ToolCallbackStub(channel))
+            while len(self._pool) > self._max_channels:
+                self._retire(self._pool.popitem(last=False)[1])
+            if self._sweep_timer is None:
+                self._schedule_sweep()
+        else:
+            self._pool.move_to_end(key)
+        entry.in_flight += 1
+        entry.last_used = time.monotonic()
+        return entry
+
+    def _done(self, entry: _Channel) -> None:
+        entry.in_flight -= 1
+        entry.last_used = time.monotonic()
+        if entry.retired and entry.in_flight == 0:
+            self._retired.discard(entry)
+            self._close_later(entry)
+
+    def release(self, address: str) -> None:
+        """The owner's word that no tool uses ``address`` any more: close its channel."""
+        entry = self._pool.pop(self._key(address), None)
+        if entry is not None:
+            self._retire(entry)
+
+    def _retire(self, entry: _Channel) -> None:
+        entry.retired = True
+        if entry.in_flight:
+            self._retired.add(entry)
+        else:
+            self._close_later(entry)
+
+    def _close_later(self, entry: _Channel) -> None:
+        task = asyncio.get_running_loop().create_task(entry.channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweep_timer = loop.call_later(self._idle_s / 2, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        cutoff = time.monotonic() - self._idle_s
+        for key in [k for k, e in self._pool.items() if not e.in_flight and e.last_used <= cutoff]:
+            self._retire(self._pool.pop(key))
+        if self._pool:
+            self._schedule_sweep()
 
     async def close(self) -> None:
-        channels, self._channels, self._stubs = self._channels, [], {}
-        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+        entries = [*self._pool.values(), *self._retired]
+        self._pool.clear()
+        self._retired.clear()
+        closing = [e.channel.close() for e in entries]
+        await asyncio.gather(*closing, *self._closing, return_exceptions=True)
 
     async def invoke(
         self,
@@ -109,8 +201,7 @@ class Dispatcher:
         ``spec.check_arguments`` on these arguments (the async path does, to
         answer the model at once), so they are not checked again.
         """
-        started = time.perf_counter()
-        result = await self._invoke(
+        return await self._invoke(
             spec,
             raw_arguments,
             arguments,
@@ -120,12 +211,6 @@ class Dispatcher:
             timeout_s,
             checked,
         )
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        stats = self.stats.get(spec.name)
-        if stats is None:
-            stats = self.stats[spec.name] = ToolStats()
-        stats.record(latency_ms, result.error if result.is_error else None)
-        return result
 
     async def _invoke(
         self,
@@ -151,10 +236,13 @@ class Dispatcher:
             role=role,
         )
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
+        entry = self._acquire(spec.callback_address)
         try:
-            reply = await self._stub(spec.callback_address).Invoke(request, timeout=timeout)
+            reply = await entry.stub.Invoke(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
+        finally:
+            self._done(entry)
         if (size := reply.output.ByteSize()) > self._max_output_bytes:
             return error_result(
                 f"RESOURCE_EXHAUSTED: plugin for tool '{spec.name}' at {spec.callback_address} "
@@ -170,7 +258,12 @@ class Dispatcher:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"DEADLINE_EXCEEDED: {where} did not answer within {timeout:g}s"
         if code == grpc.StatusCode.UNAVAILABLE:
-            return f"UNAVAILABLE: {where} is unreachable ({exc.details()})"
+            # gRPC's details say why the connect failed ("No such file or
+            # directory", "Connection refused"...): the caller chose the
+            # address, and the dial ran with this process's rights, so the
+            # details would tell it what exists on this host. The log keeps them.
+            log.debug("%s is unreachable: %s", where, exc.details())
+            return f"UNAVAILABLE: {where} is unreachable"
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return (
                 f"RESOURCE_EXHAUSTED: {where} returned more than the "

@@ -3,21 +3,31 @@
 Health (``grpc.health.v1``) and reflection are always on, so
 ``grpcurl -plaintext 127.0.0.1:48911 list`` works; listening on a unix socket
 is ``unix:/path``; SIGTERM/SIGINT drain in-flight calls for ``grace`` seconds.
+
+Reflection serves toolcall's protos with their comments: the generated
+``_pb2`` modules carry descriptors without source info, so ``make protos``
+also writes ``toolcall/v1/descriptors.binpb`` (protoc ``--include_source_info``)
+and reflection answers with those files, so ``grpcurl describe`` shows the
+documentation written in ``protos/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from importlib import resources
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from toolcall import config
 
@@ -53,11 +63,13 @@ class ServiceHost:
         add_servicers(self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                *self.service_names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            DocumentedReflection(
+                (
+                    *self.service_names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
             ),
             self.server,
         )
@@ -115,6 +127,93 @@ class ServiceHost:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+
+DESCRIPTORS = "descriptors.binpb"
+
+
+@functools.cache
+def documented_files() -> dict[str, bytes]:
+    """toolcall's proto files with source info (comments), serialized, by file name.
+
+    Empty when ``toolcall/v1/descriptors.binpb`` is missing: reflection then
+    serves the descriptors without comments.
+    """
+    try:
+        data = resources.files("toolcall.v1").joinpath(DESCRIPTORS).read_bytes()
+    except OSError:
+        log.debug("no %s: reflection serves protos without comments", DESCRIPTORS)
+        return {}
+    files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    for f in files:
+        _clear_json_names(f.message_type)
+    return {f.name: f.SerializeToString() for f in files}
+
+
+def _clear_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+    """As in the compiled stubs: protoc's descriptor set spells out each field's
+    json_name, and grpcurl then prints camelCase instead of the proto names."""
+    for message in messages:
+        for field in (*message.field, *message.extension):
+            field.ClearField("json_name")
+        _clear_json_names(message.nested_type)
+
+
+class DocumentedReflection(reflection.aio.ReflectionServicer):
+    """Server reflection whose toolcall files carry their comments.
+
+    It also finds the file of a method (``toolcall.v1.ToolRegistry.Register``,
+    what ``grpcurl describe`` asks for), which protobuf's Python pool does not.
+    """
+
+    def __init__(self, service_names: Sequence[str]) -> None:
+        super().__init__(service_names)
+        self._documented = documented_files()
+
+    async def ServerReflectionInfo(  # type: ignore[override]  # stubs: a coroutine
+        self,
+        request_iterator: AsyncIterable[reflection_pb2.ServerReflectionRequest],
+        context: Any,
+    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        # One response per request, in order: at most one request is pending here.
+        pending: collections.deque[reflection_pb2.ServerReflectionRequest] = collections.deque()
+
+        async def requests() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            async for request in request_iterator:
+                pending.append(request)
+                yield method_to_service(request)
+
+        responses: Any = super().ServerReflectionInfo(requests(), context)
+        async for response in responses:
+            response.original_request.CopyFrom(pending.popleft())
+            if response.HasField("file_descriptor_response"):
+                protos = response.file_descriptor_response.file_descriptor_proto
+                for i, serialized in enumerate(protos):
+                    name = descriptor_pb2.FileDescriptorProto.FromString(serialized).name
+                    if name in self._documented:
+                        protos[i] = self._documented[name]
+            yield response
+
+
+def method_to_service(
+    request: reflection_pb2.ServerReflectionRequest,
+) -> reflection_pb2.ServerReflectionRequest:
+    """A file_containing_symbol request for a method, asked for its service instead."""
+    if not request.HasField("file_containing_symbol"):
+        return request
+    pool = descriptor_pool.Default()
+    symbol = request.file_containing_symbol
+    try:
+        pool.FindFileContainingSymbol(symbol)
+        return request
+    except KeyError:
+        service, _, method = symbol.rpartition(".")
+    try:
+        if method not in pool.FindServiceByName(service).methods_by_name:
+            return request
+    except KeyError:
+        return request
+    return reflection_pb2.ServerReflectionRequest(host=request.host, file_containing_symbol=service)
 
 
 def setup_logging(level: str | None = None) -> None:

@@ -73,6 +73,15 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     return value
 
 
+def control_error(value: str) -> str | None:
+    """Why ``value`` cannot be a name, role or source: it holds a character a
+    terminal would act on (ESC, CR, bidi overrides...), or None."""
+    for i, ch in enumerate(value):
+        if not ch.isprintable():  # Cc, Cf, Zl, Zp, Cs, Co, Cn and spaces other than " "
+            return f"must not contain control or non-printable characters (U+{ord(ch):04X} at {i})"
+    return None
+
+
 def name_error(name: str) -> str | None:
     if NAME_PATTERN.match(name):
         return None
@@ -133,8 +142,12 @@ class ToolSpec:
             bad.append(("tool.callback_address", err))
         if d.HasField("role") and not d.role:
             bad.append(("tool.role", "must not be empty when set; leave it unset for all roles"))
+        elif err := control_error(d.role):
+            bad.append(("tool.role", err))
         if len(d.source) > MAX_SOURCE_CHARS:
             bad.append(("tool.source", f"is longer than {MAX_SOURCE_CHARS} characters"))
+        elif err := control_error(d.source):
+            bad.append(("tool.source", err))
         timeout = d.timeout_seconds
         if timeout != timeout or timeout < 0 or timeout > config.MAX_TOOL_TIMEOUT_S:
             bad.append(

@@ -34,7 +34,7 @@ from bench.payload import DESCRIPTION, PARAMETERS, RAW_ARGUMENTS, TOOL_NAME
 from bench.processes import ServerProcess, rss_bytes
 from bench.scenarios import stack
 from bench.scenarios.base import BenchEnv
-from toolcall.clients import auth_metadata, channel
+from toolcall.clients import auth_metadata, channel, list_all_tools
 from toolcall.jsonvalue import to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
@@ -297,8 +297,8 @@ async def run(env: BenchEnv, *, quick: bool = False, rounds: int = 3) -> dict[st
 
 
 async def _callback_address(stub: Stub) -> str:
-    listed = await stub.List(registry_pb2.ListRequest(role="default"), timeout=10)
-    for entry in listed.tools:
+    listed, _ = await list_all_tools(stub, registry_pb2.ListRequest(role="default"), timeout_s=10)
+    for entry in listed:
         if entry.tool.name == TOOL_NAME:
             return entry.tool.callback_address
     raise RuntimeError(f"G: {TOOL_NAME} is not registered")

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from bench.payload import TOOL_NAME
 from bench.processes import ServerProcess, free_port, running
 from bench.scenarios.base import BenchEnv
-from toolcall.clients import channel
-from toolcall.v1 import registry_pb2, registry_pb2_grpc
+from toolcall.clients import channel, list_all_tools
+from toolcall.v1 import registry_pb2_grpc
 
 CLI = ["-m", "toolcall.cli"]
 
@@ -49,8 +49,8 @@ async def wait_listed(registry_address: str, tool: str, *, timeout_s: float) -> 
     async with channel(registry_address) as ch:
         stub: registry_pb2_grpc.ToolRegistryAsyncStub = registry_pb2_grpc.ToolRegistryStub(ch)
         while time.monotonic() < deadline:
-            listed = await stub.List(registry_pb2.ListRequest(), timeout=5)
-            if any(t.tool.name == tool for t in listed.tools):
+            listed, _ = await list_all_tools(stub, timeout_s=5)
+            if any(t.tool.name == tool for t in listed):
                 return
             await asyncio.sleep(0.05)
     raise TimeoutError(f"tool {tool!r} not registered at {registry_address} in {timeout_s:g}s")

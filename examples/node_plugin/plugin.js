@@ -3,7 +3,9 @@
 //
 // It serves ToolCallback.Invoke on a loopback port, takes a lease from the
 // registry, registers its tools under it, keeps the lease alive (every ttl/3)
-// and registers again when the lease is lost (registry restart or expiry).
+// and registers again when the lease is lost (registry restart or expiry) or
+// when KeepAlive reports fewer tools than it registered, in total or in any
+// role (a `tools clear`, a tool removed from one role only).
 // SIGTERM/SIGINT clear its tools and revoke the lease before it exits.
 //
 // Configuration (environment): TOOLCALL_REGISTRY_ADDRESS (127.0.0.1:48911),
@@ -28,7 +30,9 @@ const SOURCE = `plugin:${PLUGIN_ID}`;
 const log = (...args) => console.error(new Date().toISOString(), `[${PLUGIN_ID}]`, ...args);
 
 // proto-loader bundles google/protobuf/struct.proto; keepCase keeps the
-// proto field names (call_id, not callId).
+// proto field names (call_id, not callId); longs: String turns 64-bit fields
+// (ToolStats.calls and WatchResponse.revision are uint64) into exact strings
+// instead of Long objects.
 const packageDefinition = protoLoader.loadSync(
   ['toolcall/v1/callback.proto', 'toolcall/v1/registry.proto'],
   { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] },
@@ -145,11 +149,24 @@ function rpc(method, request, timeoutS = Math.max(1, LEASE_TTL_S / 3)) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-const state = { leaseId: '', callbackAddress: '', stopping: false, loop: null };
+// registered: tools the registry accepted; perRole: how many of them each
+// role holds (from RegisterResponse.affected_roles); partial: a registration
+// pass was cut short (a registry error), so the counts are not ours yet.
+const state = {
+  leaseId: '', callbackAddress: '', stopping: false, loop: null, registered: 0, perRole: {}, partial: false,
+};
 
-async function registerAll() {
+async function createLease() {
   const lease = await rpc('CreateLease', { ttl_seconds: LEASE_TTL_S, holder: SOURCE });
   state.leaseId = lease.lease_id;
+  log(`lease ${state.leaseId} from registry ${lease.instance_id}`);
+  return (Number(lease.ttl_seconds) || LEASE_TTL_S) / 3;
+}
+
+async function registerTools() {
+  state.registered = 0;
+  state.perRole = {};
+  state.partial = true;
   for (const [name, tool] of Object.entries(TOOLS)) {
     const reply = await rpc('Register', {
       lease_id: state.leaseId,
@@ -163,13 +180,36 @@ async function registerAll() {
         mode: 'TOOL_MODE_SYNC',
       },
     });
-    if (!reply.ok) log(`tool ${name} not registered:`, JSON.stringify(reply.failed_roles));
+    if (!reply.ok) {
+      log(`tool ${name} not registered:`, JSON.stringify(reply.failed_roles));
+      continue;
+    }
+    state.registered += 1;
+    for (const role of reply.affected_roles) state.perRole[role] = (state.perRole[role] || 0) + 1;
   }
-  log(`registered ${Object.keys(TOOLS).join(', ')} under lease ${state.leaseId} (registry ${lease.instance_id})`);
-  return (Number(lease.ttl_seconds) || LEASE_TTL_S) / 3;
+  state.partial = false;
+  log(`registered ${Object.keys(TOOLS).join(', ')} under lease ${state.leaseId}`);
 }
 
-// Runs until stop: (re)registers when there is no lease, else keeps it alive.
+// Where the registry holds fewer of our tools than we registered ('' if
+// nowhere). KeepAliveResponse.tools counts distinct names bound to the lease:
+// fewer means some were removed (`toolcall tools clear`, a replacement).
+// tools_per_role counts per role: a tool removed from one of its roles only
+// still has its name in the others, so only this count shows it. A registry
+// too old to send tools_per_role leaves the map empty: the name count alone.
+function missing(reply) {
+  const tools = Number(reply.tools) || 0;
+  if (tools < state.registered) return `${tools} of ${state.registered} tools`;
+  const perRole = reply.tools_per_role || {};
+  if (Object.keys(perRole).length === 0) return '';
+  return Object.entries(state.perRole)
+    .filter(([role, n]) => (perRole[role] || 0) < n)
+    .map(([role, n]) => `${perRole[role] || 0} of ${n} in role '${role}'`)
+    .join('; ');
+}
+
+// Runs until stop: (re)registers when there is no lease, else keeps it alive
+// and registers again when KeepAlive shows tools missing, as the Python SDK does.
 async function registrationLoop() {
   let backoffMs = 100;
   let intervalS = LEASE_TTL_S / 3;
@@ -177,9 +217,18 @@ async function registrationLoop() {
   while (!state.stopping) {
     try {
       if (!state.leaseId) {
-        intervalS = await registerAll();
+        intervalS = await createLease();
+        await registerTools();
+      } else if (state.partial) {
+        await registerTools();
       } else {
-        await rpc('KeepAlive', { lease_id: state.leaseId });
+        const reply = await rpc('KeepAlive', { lease_id: state.leaseId });
+        intervalS = (Number(reply.ttl_seconds) || LEASE_TTL_S) / 3;
+        const short = missing(reply);
+        if (short) {
+          log(`the registry lost some of our tools (${short}); registering again`);
+          await registerTools();
+        }
       }
       backoffMs = 100;
       lastProblem = '';
@@ -238,4 +287,4 @@ function main() {
 
 if (require.main === module) main();
 
-module.exports = { fromValue, fromStruct, toValue, toStruct, TOOLS };
+module.exports = { fromValue, fromStruct, toValue, toStruct, TOOLS, missing, state };

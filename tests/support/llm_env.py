@@ -28,11 +28,9 @@ from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, 
 PLUGIN = Path(__file__).with_name("llm_tool_plugin.py")
 
 
-@pytest.fixture(scope="module")
-def tool_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Callback address of a running test plugin process (unix socket)."""
-    sock = tmp_path_factory.mktemp("plugin") / "tools.sock"
-    address = f"unix:{sock}"
+@contextlib.contextmanager
+def tool_plugin_process(address: str) -> Iterator[str]:
+    """Runs the test plugin listening on ``address``; yields it once serving."""
     proc = subprocess.Popen(
         [sys.executable, str(PLUGIN), address], stdout=subprocess.PIPE, text=True
     )
@@ -44,6 +42,16 @@ def tool_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def tool_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Callback address of a running test plugin process (unix socket)."""
+    sock = tmp_path_factory.mktemp("plugin") / "tools.sock"
+    with tool_plugin_process(f"unix:{sock}") as address:
+        yield address
 
 
 @pytest.fixture
@@ -161,9 +169,10 @@ async def llm_env(
     *,
     openai: FakeOpenAI | None = None,
     gemini: FakeGemini | None = None,
+    roles: tuple[str, ...] = ("default",),
     **overrides: Any,
 ) -> AsyncIterator[LLMEnv]:
-    registry = await start_test_registry(tmp_path / "registry.sqlite3")
+    registry = await start_test_registry(tmp_path / "registry.sqlite3", roles=roles)
     try:
         if openai is not None:
             overrides.setdefault("openai_base_url", openai.base_url)

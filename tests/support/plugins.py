@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from toolcall.clients import wait_healthy
+from toolcall.clients import list_all_tools, wait_healthy
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +55,8 @@ async def wait_for(
 async def list_tools(
     stub: registry_pb2_grpc.ToolRegistryAsyncStub, *, source: str = ""
 ) -> list[registry_pb2.RegisteredTool]:
-    reply = await stub.List(registry_pb2.ListRequest(source=source), timeout=5)
-    return list(reply.tools)
+    tools, _ = await list_all_tools(stub, registry_pb2.ListRequest(source=source), timeout_s=5)
+    return tools
 
 
 @contextlib.asynccontextmanager

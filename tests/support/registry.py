@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
+from toolcall.clients import list_all_tools
 from toolcall.jsonvalue import from_struct, to_struct, to_value
 from toolcall.v1 import (
     callback_pb2,
@@ -64,8 +65,8 @@ class Registry:
         request = registry_pb2.ListRequest(source=source)
         if role is not None:
             request.role = role
-        reply = await self.stub.List(request, timeout=5)
-        return [(t.role, t.tool.name) for t in reply.tools]
+        tools, _ = await list_all_tools(self.stub, request, timeout_s=5)
+        return [(t.role, t.tool.name) for t in tools]
 
 
 def settings(tmp_path: Path, **overrides: Any) -> RegistrySettings:

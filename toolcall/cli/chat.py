@@ -12,6 +12,9 @@ from toolcall.clients import channel
 from toolcall.jsonvalue import value_to_json
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
+# The service this command talks to (named when an address serves another one).
+SERVICE = "toolcall.v1.LLMService"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("message", help="what the user says")

@@ -17,8 +17,8 @@ import uuid
 from toolcall import config
 from toolcall.cli.chat import EventPrinter
 from toolcall.cli.stack import add_arguments as add_stack_arguments
-from toolcall.cli.stack import stack_from_args, wait_for_signal
-from toolcall.clients import channel
+from toolcall.cli.stack import stack_from_args, stop_requested
+from toolcall.clients import channel, list_all_tools
 from toolcall.jsonvalue import value_to_json
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
 
@@ -59,8 +59,10 @@ async def run_script(registry_address: str, llm_address: str) -> None:
         llm = llm_pb2_grpc.LLMServiceStub(lch)
 
         heading(f"1. Tools visible to role '{config.DEFAULT_ROLE}' (ToolRegistry.List)")
-        listing = await registry.List(registry_pb2.ListRequest(role=config.DEFAULT_ROLE))
-        for t in listing.tools:
+        listing, _ = await list_all_tools(
+            registry, registry_pb2.ListRequest(role=config.DEFAULT_ROLE)
+        )
+        for t in listing:
             mode = "async" if t.tool.mode == tools_pb2.TOOL_MODE_ASYNC else "sync"
             print(f"  {t.tool.name:<14} {mode:<5} {t.tool.source:<24} {t.tool.description}")
 
@@ -99,9 +101,10 @@ async def main(args: argparse.Namespace) -> int:
         await run_script(stack.registry_address, stack.llm_address)
         heading("Demo complete")
         if not args.exit_after_demo:
+            stop = stop_requested()
             print("The stack stays up: try `toolcall tools list` or `toolcall chat '...'`.")
             print("Ctrl-C stops it.", flush=True)
-            await wait_for_signal()
+            await stop.wait()
     except (RuntimeError, TimeoutError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1

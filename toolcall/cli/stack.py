@@ -3,7 +3,10 @@
 Starts the registry, waits for it to be healthy, starts the LLMService, then
 the example plugins, and waits until their tools are registered. Ctrl-C (or
 SIGTERM) stops everything in reverse order: plugins first (they clear their
-tools), then the LLMService, then the registry.
+tools), then the LLMService, then the registry. The children run in their own
+process group, so a terminal's Ctrl-C (SIGINT to the whole foreground group)
+reaches only this supervisor; otherwise the registry would stop while the
+plugins still clear their tools.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolcall import config
-from toolcall.clients import channel, wait_healthy
-from toolcall.v1 import registry_pb2, registry_pb2_grpc
+from toolcall.clients import channel, list_all_tools, wait_healthy
+from toolcall.v1 import registry_pb2_grpc
 
 EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
 
@@ -80,6 +83,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                process_group=0,  # see the module docstring: stop order is ours
             )
         self.procs.append((name, proc))
 
@@ -118,8 +122,8 @@ class Stack:
             stub = registry_pb2_grpc.ToolRegistryStub(ch)
             while True:
                 self._check_alive()
-                reply = await stub.List(registry_pb2.ListRequest())
-                if len({t.tool.source for t in reply.tools}) >= expected:
+                tools, _ = await list_all_tools(stub)
+                if len({t.tool.source for t in tools}) >= expected:
                     return
                 if time.monotonic() > deadline:
                     raise TimeoutError("plugins did not register their tools within 20s")
@@ -147,24 +151,30 @@ def stack_from_args(args: argparse.Namespace) -> Stack:
     )
 
 
-async def wait_for_signal() -> None:
+def stop_requested() -> asyncio.Event:
+    """An event SIGTERM/SIGINT set; the handlers are in place when this returns.
+
+    Install it before telling the user Ctrl-C works: a signal in between would
+    interrupt instead of stopping the stack in order.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def main(args: argparse.Namespace) -> int:
     stack = stack_from_args(args)
     try:
         await stack.start()
+        stop = stop_requested()
         print(f"registry   {stack.registry_address}")
         print(f"llm        {stack.llm_address}")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
         print(f"logs       {stack.log_dir}")
         print("stack is up; Ctrl-C stops it", flush=True)
-        await wait_for_signal()
+        await stop.wait()
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,15 +1,24 @@
-"""``toolcall subscribe``: print a session's async tool results as JSON lines."""
+"""``toolcall subscribe``: print a session's async tool results as JSON lines.
+
+Each line is the task as grpcurl and the docs write it: snake_case field
+names, and whole numbers as integers (protobuf stores every JSON number in a
+tool's output as a double, so ``json_format`` alone would print ``4.0``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from google.protobuf import json_format
 
 from toolcall import config
 from toolcall.clients import channel
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
+
+# The service this command talks to (named when an address serves another one).
+SERVICE = "toolcall.v1.LLMService"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +41,20 @@ async def main(args: argparse.Namespace) -> int:
         stub = llm_pb2_grpc.LLMServiceStub(ch)
         request = llm_pb2.SubscribeRequest(session_id=args.session, auto_ack=args.ack)
         async for item in stub.Subscribe(request):
-            print(json.dumps(json_format.MessageToDict(item.task), ensure_ascii=False), flush=True)
+            task = json_format.MessageToDict(item.task, preserving_proto_field_name=True)
+            print(json.dumps(whole_numbers(task), ensure_ascii=False), flush=True)
             seen += 1
             if args.count and seen >= args.count:
                 break
     return 0
+
+
+def whole_numbers(obj: Any) -> Any:
+    """``obj`` with every integral float (below 2**53, exact in a double) as an int."""
+    if isinstance(obj, float):
+        return int(obj) if obj.is_integer() and abs(obj) < 2**53 else obj
+    if isinstance(obj, dict):
+        return {k: whole_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [whole_numbers(v) for v in obj]
+    return obj

@@ -121,7 +121,8 @@ class LLMServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHistory(self, request, context):
-        """Returns the stored messages of a session, oldest first.
+        """Returns the stored messages of a session, oldest first, at most 4 MiB
+        less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,7 +61,9 @@ class LLMServiceStub:
     GetTask: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetTaskRequest, _llm_pb2.GetTaskResponse]
     """Reports the status of one async task. Unknown id: NOT_FOUND."""
     GetHistory: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetHistoryRequest, _llm_pb2.GetHistoryResponse]
-    """Returns the stored messages of a session, oldest first."""
+    """Returns the stored messages of a session, oldest first, at most 4 MiB
+    less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
+    """
 
 @_typing.type_check_only
 class LLMServiceAsyncStub(LLMServiceStub):
@@ -96,7 +98,9 @@ class LLMServiceAsyncStub(LLMServiceStub):
     GetTask: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetTaskRequest, _llm_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Reports the status of one async task. Unknown id: NOT_FOUND."""
     GetHistory: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetHistoryRequest, _llm_pb2.GetHistoryResponse]  # type: ignore[assignment]
-    """Returns the stored messages of a session, oldest first."""
+    """Returns the stored messages of a session, oldest first, at most 4 MiB
+    less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
+    """
 
 class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLMService runs conversations: it offers the model the tools visible to the
@@ -164,6 +168,8 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_pb2.GetHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.GetHistoryResponse, _abc.Awaitable[_llm_pb2.GetHistoryResponse]]:
-        """Returns the stored messages of a session, oldest first."""
+        """Returns the stored messages of a session, oldest first, at most 4 MiB
+        less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
+        """
 
 def add_LLMServiceServicer_to_server(servicer: LLMServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

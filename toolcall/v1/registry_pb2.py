@@ -27,15 +27,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from toolcall.v1 import tools_pb2 as toolcall_dot_v1_dot_tools__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atoolcall/v1/registry.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17toolcall/v1/tools.proto\"N\n\x0fRegisterRequest\x12)\n\x04tool\x18\x01 \x01(\x0b\x32\x1b.toolcall.v1.ToolDefinition\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"*\n\x0bRoleFailure\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"z\n\x10RegisterResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\nregistered\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66\x66\x65\x63ted_roles\x18\x03 \x03(\t\x12.\n\x0c\x66\x61iled_roles\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.RoleFailure\"=\n\x11UnregisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x04role\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_role\"=\n\x12UnregisterResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\x12\x16\n\x0e\x61\x66\x66\x65\x63ted_roles\x18\x02 \x03(\t\":\n\x0c\x43learRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\x04role\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_role\" \n\rClearResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"9\n\x0bListRequest\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x02 \x01(\tB\x07\n\x05_role\"o\n\tToolStats\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x04\x12\x17\n\x0fmean_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x12\n\nlast_error\x18\x05 \x01(\t\"\xb5\x01\n\x0eRegisteredTool\x12)\n\x04tool\x18\x01 \x01(\x0b\x32\x1b.toolcall.v1.ToolDefinition\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x31\n\rregistered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05stats\x18\x05 \x01(\x0b\x32\x16.toolcall.v1.ToolStats\"I\n\x0cListResponse\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.toolcall.v1.RegisteredTool\x12\r\n\x05roles\x18\x02 \x03(\t\"\xa1\x01\n\rInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rraw_arguments\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x11\n\x04role\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nsession_id\x18\x06 \x01(\tB\x07\n\x05_role\"^\n\x0eInvokeResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.toolcall.v1.ToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"*\n\x0cWatchRequest\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_role\"\x97\x01\n\rWatchResponse\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.toolcall.v1.EventType\x12)\n\x04tool\x18\x02 \x01(\x0b\x32\x1b.toolcall.v1.RegisteredTool\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x04\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\"9\n\x12\x43reateLeaseRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06holder\x18\x02 \x01(\t\"Q\n\x13\x43reateLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x01\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"$\n\x10KeepAliveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"7\n\x11KeepAliveResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\x12\r\n\x05tools\x18\x02 \x01(\x05\"&\n\x12RevokeLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"&\n\x13RevokeLeaseResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05*o\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_UPSERTED\x10\x01\x12\x16\n\x12\x45VENT_TYPE_REMOVED\x10\x02\x12\x15\n\x11\x45VENT_TYPE_SYNCED\x10\x03\x32\x98\x05\n\x0cToolRegistry\x12G\n\x08Register\x12\x1c.toolcall.v1.RegisterRequest\x1a\x1d.toolcall.v1.RegisterResponse\x12M\n\nUnregister\x12\x1e.toolcall.v1.UnregisterRequest\x1a\x1f.toolcall.v1.UnregisterResponse\x12>\n\x05\x43lear\x12\x19.toolcall.v1.ClearRequest\x1a\x1a.toolcall.v1.ClearResponse\x12;\n\x04List\x12\x18.toolcall.v1.ListRequest\x1a\x19.toolcall.v1.ListResponse\x12\x41\n\x06Invoke\x12\x1a.toolcall.v1.InvokeRequest\x1a\x1b.toolcall.v1.InvokeResponse\x12@\n\x05Watch\x12\x19.toolcall.v1.WatchRequest\x1a\x1a.toolcall.v1.WatchResponse0\x01\x12P\n\x0b\x43reateLease\x12\x1f.toolcall.v1.CreateLeaseRequest\x1a .toolcall.v1.CreateLeaseResponse\x12J\n\tKeepAlive\x12\x1d.toolcall.v1.KeepAliveRequest\x1a\x1e.toolcall.v1.KeepAliveResponse\x12P\n\x0bRevokeLease\x12\x1f.toolcall.v1.RevokeLeaseRequest\x1a .toolcall.v1.RevokeLeaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atoolcall/v1/registry.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17toolcall/v1/tools.proto\"N\n\x0fRegisterRequest\x12)\n\x04tool\x18\x01 \x01(\x0b\x32\x1b.toolcall.v1.ToolDefinition\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"*\n\x0bRoleFailure\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"z\n\x10RegisterResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\nregistered\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66\x66\x65\x63ted_roles\x18\x03 \x03(\t\x12.\n\x0c\x66\x61iled_roles\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.RoleFailure\"=\n\x11UnregisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x04role\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_role\"=\n\x12UnregisterResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\x12\x16\n\x0e\x61\x66\x66\x65\x63ted_roles\x18\x02 \x03(\t\":\n\x0c\x43learRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\x04role\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_role\" \n\rClearResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"`\n\x0bListRequest\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x07\n\x05_role\"o\n\tToolStats\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x04\x12\x17\n\x0fmean_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x12\n\nlast_error\x18\x05 \x01(\t\"\xb5\x01\n\x0eRegisteredTool\x12)\n\x04tool\x18\x01 \x01(\x0b\x32\x1b.toolcall.v1.ToolDefinition\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x31\n\rregistered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05stats\x18\x05 \x01(\x0b\x32\x16.toolcall.v1.ToolStats\"b\n\x0cListResponse\x12*\n\x05tools\x18\x01 \x03(\x0b\x32\x1b.toolcall.v1.RegisteredTool\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"N\n\x0cRegistryInfo\x12\r\n\x05roles\x18\x01 \x03(\t\x12\x11\n\tmax_tools\x18\x02 \x01(\r\x12\x1c\n\x14max_definition_bytes\x18\x03 \x01(\x04\"\xa1\x01\n\rInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rraw_arguments\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x11\n\x04role\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nsession_id\x18\x06 \x01(\tB\x07\n\x05_role\"^\n\x0eInvokeResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.toolcall.v1.ToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"*\n\x0cWatchRequest\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_role\"\xc4\x01\n\rWatchResponse\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.toolcall.v1.EventType\x12)\n\x04tool\x18\x02 \x01(\x0b\x32\x1b.toolcall.v1.RegisteredTool\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x04\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12+\n\x08registry\x18\x06 \x01(\x0b\x32\x19.toolcall.v1.RegistryInfo\"9\n\x12\x43reateLeaseRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06holder\x18\x02 \x01(\t\"Q\n\x13\x43reateLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x01\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"$\n\x10KeepAliveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"\xb6\x01\n\x11KeepAliveResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\x12\r\n\x05tools\x18\x02 \x01(\x05\x12H\n\x0etools_per_role\x18\x03 \x03(\x0b\x32\x30.toolcall.v1.KeepAliveResponse.ToolsPerRoleEntry\x1a\x33\n\x11ToolsPerRoleEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"&\n\x12RevokeLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"&\n\x13RevokeLeaseResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05*o\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_UPSERTED\x10\x01\x12\x16\n\x12\x45VENT_TYPE_REMOVED\x10\x02\x12\x15\n\x11\x45VENT_TYPE_SYNCED\x10\x03\x32\x98\x05\n\x0cToolRegistry\x12G\n\x08Register\x12\x1c.toolcall.v1.RegisterRequest\x1a\x1d.toolcall.v1.RegisterResponse\x12M\n\nUnregister\x12\x1e.toolcall.v1.UnregisterRequest\x1a\x1f.toolcall.v1.UnregisterResponse\x12>\n\x05\x43lear\x12\x19.toolcall.v1.ClearRequest\x1a\x1a.toolcall.v1.ClearResponse\x12;\n\x04List\x12\x18.toolcall.v1.ListRequest\x1a\x19.toolcall.v1.ListResponse\x12\x41\n\x06Invoke\x12\x1a.toolcall.v1.InvokeRequest\x1a\x1b.toolcall.v1.InvokeResponse\x12@\n\x05Watch\x12\x19.toolcall.v1.WatchRequest\x1a\x1a.toolcall.v1.WatchResponse0\x01\x12P\n\x0b\x43reateLease\x12\x1f.toolcall.v1.CreateLeaseRequest\x1a .toolcall.v1.CreateLeaseResponse\x12J\n\tKeepAlive\x12\x1d.toolcall.v1.KeepAliveRequest\x1a\x1e.toolcall.v1.KeepAliveResponse\x12P\n\x0bRevokeLease\x12\x1f.toolcall.v1.RevokeLeaseRequest\x1a .toolcall.v1.RevokeLeaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toolcall.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1805
-  _globals['_EVENTTYPE']._serialized_end=1916
+  _globals['_KEEPALIVERESPONSE_TOOLSPERROLEENTRY']._loaded_options = None
+  _globals['_KEEPALIVERESPONSE_TOOLSPERROLEENTRY']._serialized_options = b'8\001'
+  _globals['_EVENTTYPE']._serialized_start=2122
+  _globals['_EVENTTYPE']._serialized_end=2233
   _globals['_REGISTERREQUEST']._serialized_start=131
   _globals['_REGISTERREQUEST']._serialized_end=209
   _globals['_ROLEFAILURE']._serialized_start=211
@@ -51,33 +53,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLEARRESPONSE']._serialized_start=565
   _globals['_CLEARRESPONSE']._serialized_end=597
   _globals['_LISTREQUEST']._serialized_start=599
-  _globals['_LISTREQUEST']._serialized_end=656
-  _globals['_TOOLSTATS']._serialized_start=658
-  _globals['_TOOLSTATS']._serialized_end=769
-  _globals['_REGISTEREDTOOL']._serialized_start=772
-  _globals['_REGISTEREDTOOL']._serialized_end=953
-  _globals['_LISTRESPONSE']._serialized_start=955
-  _globals['_LISTRESPONSE']._serialized_end=1028
-  _globals['_INVOKEREQUEST']._serialized_start=1031
-  _globals['_INVOKEREQUEST']._serialized_end=1192
-  _globals['_INVOKERESPONSE']._serialized_start=1194
-  _globals['_INVOKERESPONSE']._serialized_end=1288
-  _globals['_WATCHREQUEST']._serialized_start=1290
-  _globals['_WATCHREQUEST']._serialized_end=1332
-  _globals['_WATCHRESPONSE']._serialized_start=1335
-  _globals['_WATCHRESPONSE']._serialized_end=1486
-  _globals['_CREATELEASEREQUEST']._serialized_start=1488
-  _globals['_CREATELEASEREQUEST']._serialized_end=1545
-  _globals['_CREATELEASERESPONSE']._serialized_start=1547
-  _globals['_CREATELEASERESPONSE']._serialized_end=1628
-  _globals['_KEEPALIVEREQUEST']._serialized_start=1630
-  _globals['_KEEPALIVEREQUEST']._serialized_end=1666
-  _globals['_KEEPALIVERESPONSE']._serialized_start=1668
-  _globals['_KEEPALIVERESPONSE']._serialized_end=1723
-  _globals['_REVOKELEASEREQUEST']._serialized_start=1725
-  _globals['_REVOKELEASEREQUEST']._serialized_end=1763
-  _globals['_REVOKELEASERESPONSE']._serialized_start=1765
-  _globals['_REVOKELEASERESPONSE']._serialized_end=1803
-  _globals['_TOOLREGISTRY']._serialized_start=1919
-  _globals['_TOOLREGISTRY']._serialized_end=2583
+  _globals['_LISTREQUEST']._serialized_end=695
+  _globals['_TOOLSTATS']._serialized_start=697
+  _globals['_TOOLSTATS']._serialized_end=808
+  _globals['_REGISTEREDTOOL']._serialized_start=811
+  _globals['_REGISTEREDTOOL']._serialized_end=992
+  _globals['_LISTRESPONSE']._serialized_start=994
+  _globals['_LISTRESPONSE']._serialized_end=1092
+  _globals['_REGISTRYINFO']._serialized_start=1094
+  _globals['_REGISTRYINFO']._serialized_end=1172
+  _globals['_INVOKEREQUEST']._serialized_start=1175
+  _globals['_INVOKEREQUEST']._serialized_end=1336
+  _globals['_INVOKERESPONSE']._serialized_start=1338
+  _globals['_INVOKERESPONSE']._serialized_end=1432
+  _globals['_WATCHREQUEST']._serialized_start=1434
+  _globals['_WATCHREQUEST']._serialized_end=1476
+  _globals['_WATCHRESPONSE']._serialized_start=1479
+  _globals['_WATCHRESPONSE']._serialized_end=1675
+  _globals['_CREATELEASEREQUEST']._serialized_start=1677
+  _globals['_CREATELEASEREQUEST']._serialized_end=1734
+  _globals['_CREATELEASERESPONSE']._serialized_start=1736
+  _globals['_CREATELEASERESPONSE']._serialized_end=1817
+  _globals['_KEEPALIVEREQUEST']._serialized_start=1819
+  _globals['_KEEPALIVEREQUEST']._serialized_end=1855
+  _globals['_KEEPALIVERESPONSE']._serialized_start=1858
+  _globals['_KEEPALIVERESPONSE']._serialized_end=2040
+  _globals['_KEEPALIVERESPONSE_TOOLSPERROLEENTRY']._serialized_start=1989
+  _globals['_KEEPALIVERESPONSE_TOOLSPERROLEENTRY']._serialized_end=2040
+  _globals['_REVOKELEASEREQUEST']._serialized_start=2042
+  _globals['_REVOKELEASEREQUEST']._serialized_end=2080
+  _globals['_REVOKELEASERESPONSE']._serialized_start=2082
+  _globals['_REVOKELEASERESPONSE']._serialized_end=2120
+  _globals['_TOOLREGISTRY']._serialized_start=2236
+  _globals['_TOOLREGISTRY']._serialized_end=2900
 # @@protoc_insertion_point(module_scope)

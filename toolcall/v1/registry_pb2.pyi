@@ -261,19 +261,32 @@ class ListRequest(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """Only tools a conversation in this role sees. Unset lists every role."""
     source: _builtins.str
     """Only tools with this source. Empty: any source."""
+    page_size: _builtins.int
+    """Most tools to return in this page. 0 means 500; larger values are
+    lowered to 1000. A page also stops before 1 MiB, so it may hold fewer.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous reply, to get the next page. Empty: the
+    first page. Pages follow the sort order: a tool added or removed while
+    paging is seen at most once, and tools not changed meanwhile exactly once.
+    """
     def __init__(
         self,
         *,
         role: _builtins.str | None = ...,
         source: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "role", b"role"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "role", b"role", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "page_size", b"page_size", "page_token", b"page_token", "role", b"role", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__role: _TypeAlias = _typing.Literal["role"]  # noqa: Y015
     _WhichOneofArgType__role: _TypeAlias = _typing.Literal["_role", b"_role"]  # noqa: Y015
@@ -283,7 +296,9 @@ Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
 
 @_typing.final
 class ToolStats(_message.Message):
-    """Per-tool call statistics, counted where calls are dispatched."""
+    """Per-tool call statistics of the calls made through ToolRegistry.Invoke.
+    The LLMService calls plugins directly, so its calls are not counted here.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -293,7 +308,7 @@ class ToolStats(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     calls: _builtins.int
-    """Calls dispatched (including failed ones)."""
+    """Calls made through Invoke (including failed ones)."""
     errors: _builtins.int
     """Calls whose result had is_error=true."""
     mean_latency_ms: _builtins.float
@@ -344,7 +359,7 @@ class RegisteredTool(_message.Message):
 
     @_builtins.property
     def stats(self) -> Global___ToolStats:
-        """Call statistics of the tool (shared by all its roles)."""
+        """Statistics of the calls made through Invoke (shared by all its roles)."""
 
     def __init__(
         self,
@@ -371,9 +386,12 @@ class ListResponse(_message.Message):
 
     TOOLS_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page (ListRequest.page_token); empty on the last page."""
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegisteredTool]:
-        """Matching tools, sorted by role then name."""
+        """Matching tools of this page, sorted by role then name."""
 
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -384,14 +402,51 @@ class ListResponse(_message.Message):
         *,
         tools: _abc.Iterable[Global___RegisteredTool] | None = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["roles", b"roles", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "roles", b"roles", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListResponse: _TypeAlias = ListResponse  # noqa: Y015
+
+@_typing.final
+class RegistryInfo(_message.Message):
+    """What a registry serves and how much it holds, sent with
+    EVENT_TYPE_SYNCED so a watcher never needs a List.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLES_FIELD_NUMBER: _builtins.int
+    MAX_TOOLS_FIELD_NUMBER: _builtins.int
+    MAX_DEFINITION_BYTES_FIELD_NUMBER: _builtins.int
+    max_tools: _builtins.int
+    """Most (role, tool) entries it holds (a tool registered without a role
+    counts once per role).
+    """
+    max_definition_bytes: _builtins.int
+    """Most bytes of serialized tool definitions it holds, over all entries."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Roles this registry serves, sorted."""
+
+    def __init__(
+        self,
+        *,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        max_tools: _builtins.int = ...,
+        max_definition_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_definition_bytes", b"max_definition_bytes", "max_tools", b"max_tools", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryInfo: _TypeAlias = RegistryInfo  # noqa: Y015
 
 @_typing.final
 class InvokeRequest(_message.Message):
@@ -509,6 +564,7 @@ class WatchResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    REGISTRY_FIELD_NUMBER: _builtins.int
     type: Global___EventType.ValueType
     """What happened."""
     reason: _builtins.str
@@ -529,6 +585,10 @@ class WatchResponse(_message.Message):
     def tool(self) -> Global___RegisteredTool:
         """The tool concerned (unset for EVENT_TYPE_SYNCED)."""
 
+    @_builtins.property
+    def registry(self) -> Global___RegistryInfo:
+        """The registry's roles and limits; set on EVENT_TYPE_SYNCED only."""
+
     def __init__(
         self,
         *,
@@ -537,10 +597,11 @@ class WatchResponse(_message.Message):
         reason: _builtins.str = ...,
         revision: _builtins.int = ...,
         instance_id: _builtins.str = ...,
+        registry: Global___RegistryInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["tool", b"tool"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registry", b"registry", "tool", b"tool"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "reason", b"reason", "revision", b"revision", "tool", b"tool", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "reason", b"reason", "registry", b"registry", "revision", b"revision", "tool", b"tool", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -632,8 +693,29 @@ class KeepAliveResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ToolsPerRoleEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    TOOLS_PER_ROLE_FIELD_NUMBER: _builtins.int
     ttl_seconds: _builtins.float
     """Time to live granted from now."""
     tools: _builtins.int
@@ -641,15 +723,23 @@ class KeepAliveResponse(_message.Message):
     two roles counts once). Fewer than the plugin registered means some were
     removed or replaced: register them again.
     """
+    @_builtins.property
+    def tools_per_role(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Tools bound to the lease, per role (roles with none are absent). Fewer in
+        a role than the plugin registered there means some were removed from that
+        role only, which the distinct count in tools cannot show.
+        """
+
     def __init__(
         self,
         *,
         ttl_seconds: _builtins.float = ...,
         tools: _builtins.int = ...,
+        tools_per_role: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools", "tools_per_role", b"tools_per_role", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,11 +29,12 @@ class ToolRegistryStub:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -95,11 +96,12 @@ class ToolRegistryServicer:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -110,6 +112,9 @@ class ToolRegistryServicer:
         details naming the field (a missing tool names "tool"); an unknown
         lease_id is NOT_FOUND; an unknown role is not an error status but
         ok=false with the reason in failed_roles, and nothing is registered.
+        A registration that would take the registry past its limit of (role,
+        tool) entries or of total definition bytes (RegistryInfo) is
+        RESOURCE_EXHAUSTED, and nothing is registered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,8 +136,10 @@ class ToolRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Lists registered tools with their call statistics. An unknown role is
-        NOT_FOUND.
+        """Lists registered tools with their call statistics, one page at a time
+        (AIP-158): follow next_page_token until it is empty. An unknown role is
+        NOT_FOUND; a negative page_size or a page_token that is not from a List
+        reply with the same role and source is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,7 +161,8 @@ class ToolRegistryServicer:
 
     def Watch(self, request, context):
         """Streams registry changes. The stream starts with the current tools
-        (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+        (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED carrying the
+        registry's roles and limits (WatchResponse.registry), then live changes.
         A watcher that falls too many events behind has its stream ended with
         RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
         cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
@@ -250,11 +258,12 @@ class ToolRegistry:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """

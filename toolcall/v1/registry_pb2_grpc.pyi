@@ -30,11 +30,12 @@ class ToolRegistryStub:
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -49,6 +50,9 @@ class ToolRegistryStub:
     details naming the field (a missing tool names "tool"); an unknown
     lease_id is NOT_FOUND; an unknown role is not an error status but
     ok=false with the reason in failed_roles, and nothing is registered.
+    A registration that would take the registry past its limit of (role,
+    tool) entries or of total definition bytes (RegistryInfo) is
+    RESOURCE_EXHAUSTED, and nothing is registered.
     """
     Unregister: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UnregisterRequest, _registry_pb2.UnregisterResponse]
     """Removes a tool by name, from one role or from all roles. An empty name is
@@ -57,8 +61,10 @@ class ToolRegistryStub:
     Clear: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ClearRequest, _registry_pb2.ClearResponse]
     """Removes every tool registered with a given source."""
     List: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRequest, _registry_pb2.ListResponse]
-    """Lists registered tools with their call statistics. An unknown role is
-    NOT_FOUND.
+    """Lists registered tools with their call statistics, one page at a time
+    (AIP-158): follow next_page_token until it is empty. An unknown role is
+    NOT_FOUND; a negative page_size or a page_token that is not from a List
+    reply with the same role and source is INVALID_ARGUMENT.
     """
     Invoke: _grpc.UnaryUnaryMultiCallable[_registry_pb2.InvokeRequest, _registry_pb2.InvokeResponse]
     """Calls a tool: validates the arguments against its schema and forwards
@@ -72,7 +78,8 @@ class ToolRegistryStub:
     """
     Watch: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchRequest, _registry_pb2.WatchResponse]
     """Streams registry changes. The stream starts with the current tools
-    (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+    (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED carrying the
+    registry's roles and limits (WatchResponse.registry), then live changes.
     A watcher that falls too many events behind has its stream ended with
     RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
     cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
@@ -98,11 +105,12 @@ class ToolRegistryAsyncStub(ToolRegistryStub):
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -114,6 +122,9 @@ class ToolRegistryAsyncStub(ToolRegistryStub):
     details naming the field (a missing tool names "tool"); an unknown
     lease_id is NOT_FOUND; an unknown role is not an error status but
     ok=false with the reason in failed_roles, and nothing is registered.
+    A registration that would take the registry past its limit of (role,
+    tool) entries or of total definition bytes (RegistryInfo) is
+    RESOURCE_EXHAUSTED, and nothing is registered.
     """
     Unregister: _aio.UnaryUnaryMultiCallable[_registry_pb2.UnregisterRequest, _registry_pb2.UnregisterResponse]  # type: ignore[assignment]
     """Removes a tool by name, from one role or from all roles. An empty name is
@@ -122,8 +133,10 @@ class ToolRegistryAsyncStub(ToolRegistryStub):
     Clear: _aio.UnaryUnaryMultiCallable[_registry_pb2.ClearRequest, _registry_pb2.ClearResponse]  # type: ignore[assignment]
     """Removes every tool registered with a given source."""
     List: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRequest, _registry_pb2.ListResponse]  # type: ignore[assignment]
-    """Lists registered tools with their call statistics. An unknown role is
-    NOT_FOUND.
+    """Lists registered tools with their call statistics, one page at a time
+    (AIP-158): follow next_page_token until it is empty. An unknown role is
+    NOT_FOUND; a negative page_size or a page_token that is not from a List
+    reply with the same role and source is INVALID_ARGUMENT.
     """
     Invoke: _aio.UnaryUnaryMultiCallable[_registry_pb2.InvokeRequest, _registry_pb2.InvokeResponse]  # type: ignore[assignment]
     """Calls a tool: validates the arguments against its schema and forwards
@@ -137,7 +150,8 @@ class ToolRegistryAsyncStub(ToolRegistryStub):
     """
     Watch: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchRequest, _registry_pb2.WatchResponse]  # type: ignore[assignment]
     """Streams registry changes. The stream starts with the current tools
-    (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+    (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED carrying the
+    registry's roles and limits (WatchResponse.registry), then live changes.
     A watcher that falls too many events behind has its stream ended with
     RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
     cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.
@@ -162,11 +176,12 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
     """ToolRegistry owns tool definitions and dispatches calls to plugins.
 
     Mutating RPCs (Register, Unregister, Clear, CreateLease, KeepAlive,
-    RevokeLease) are accepted only from local callers (peer 127.0.0.0/8, ::1,
-    IPv4-mapped loopback or a unix socket): others get PERMISSION_DENIED, even
-    when the registry listens on a non-loopback address. When the registry is
-    started with a token, they also need "authorization: Bearer <token>"
-    metadata (UNAUTHENTICATED otherwise). List, Watch and Invoke need neither.
+    RevokeLease) and Invoke (it runs plugin code) are accepted only from local
+    callers (peer 127.0.0.0/8, ::1, IPv4-mapped loopback or a unix socket):
+    others get PERMISSION_DENIED, even when the registry listens on a
+    non-loopback address. When the registry is started with a token, they also
+    need "authorization: Bearer <token>" metadata (UNAUTHENTICATED otherwise).
+    List and Watch need neither.
 
     A role field that is set but empty is INVALID_ARGUMENT in every request.
     """
@@ -182,6 +197,9 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         details naming the field (a missing tool names "tool"); an unknown
         lease_id is NOT_FOUND; an unknown role is not an error status but
         ok=false with the reason in failed_roles, and nothing is registered.
+        A registration that would take the registry past its limit of (role,
+        tool) entries or of total definition bytes (RegistryInfo) is
+        RESOURCE_EXHAUSTED, and nothing is registered.
         """
 
     @_abc_1.abstractmethod
@@ -208,8 +226,10 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListResponse, _abc.Awaitable[_registry_pb2.ListResponse]]:
-        """Lists registered tools with their call statistics. An unknown role is
-        NOT_FOUND.
+        """Lists registered tools with their call statistics, one page at a time
+        (AIP-158): follow next_page_token until it is empty. An unknown role is
+        NOT_FOUND; a negative page_size or a page_token that is not from a List
+        reply with the same role and source is INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod
@@ -235,7 +255,8 @@ class ToolRegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.WatchResponse], _abc.AsyncIterator[_registry_pb2.WatchResponse]]:
         """Streams registry changes. The stream starts with the current tools
-        (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED, then live changes.
+        (EVENT_TYPE_UPSERTED each), then one EVENT_TYPE_SYNCED carrying the
+        registry's roles and limits (WatchResponse.registry), then live changes.
         A watcher that falls too many events behind has its stream ended with
         RESOURCE_EXHAUSTED, and on shutdown streams end with UNAVAILABLE: in both
         cases watch again to get a fresh snapshot. Unknown role: NOT_FOUND.

@@ -1,0 +1,193 @@
+"""``Dispatcher.invoke`` against a real ToolCallback server on loopback.
+
+The plugin is ``tests.support.registry.Plugin`` (echo, sleep, fail,
+report_error) in this process, so each test sees what reached it: the
+arguments, the deadline, the cancellation. Only the public behaviour is
+tested: results, error shapes, deadlines and the output cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.plugins import free_port
+from tests.support.registry import NUMBER_SCHEMA, Plugin, running_plugin, tool
+from toolcall.dispatch import Dispatcher
+from toolcall.jsonvalue import from_value
+from toolcall.tools import ToolSpec
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def plugin() -> AsyncIterator[tuple[Plugin, str]]:
+    async with running_plugin() as running:
+        yield running
+
+
+@pytest.fixture
+async def dispatcher() -> AsyncIterator[Dispatcher]:
+    d = Dispatcher(max_output_bytes=10_000)
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+def spec(name: str, address: str, **fields: Any) -> ToolSpec:
+    return ToolSpec.from_definition(tool(name, address, **fields))
+
+
+async def test_a_call_reaches_the_plugin_with_its_arguments_and_context(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    result = await dispatcher.invoke(
+        spec("echo", address, parameters=NUMBER_SCHEMA),
+        raw_arguments='{"x": 2}',
+        call_id="c1",
+        session_id="s1",
+        role="support",
+    )
+    assert not result.is_error, result.error
+    assert from_value(result.output) == {"args": {"x": 2}, "raw": '{"x": 2}', "role": "support"}
+    seen = server.calls[0].request
+    assert (seen.name, seen.call_id, seen.session_id) == ("echo", "c1", "s1")
+
+
+async def test_parsed_arguments_win_over_the_raw_string(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    _, address = plugin
+    result = await dispatcher.invoke(
+        spec("echo", address), raw_arguments='{"x": 1}', arguments={"x": 3}
+    )
+    assert from_value(result.output)["args"] == {"x": 3}
+
+
+async def test_a_call_without_a_call_id_gets_one(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    await dispatcher.invoke(spec("echo", address))
+    assert server.calls[0].request.call_id
+
+
+@pytest.mark.parametrize("raw", ["{nope", "[1, 2]", '"text"', "3"])
+async def test_arguments_that_are_not_a_json_object_never_reach_the_plugin(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher, raw: str
+) -> None:
+    server, address = plugin
+    result = await dispatcher.invoke(spec("echo", address), raw_arguments=raw)
+    assert result.is_error and result.error.startswith("INVALID_ARGUMENT: "), result.error
+    assert not server.calls
+
+
+async def test_a_tool_that_accepts_raw_arguments_gets_the_string_as_is(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    result = await dispatcher.invoke(
+        spec("echo", address, accepts_raw_arguments=True), raw_arguments="not json"
+    )
+    assert not result.is_error, result.error
+    assert from_value(result.output)["raw"] == "not json"
+    assert server.calls[0].request.raw_arguments == "not json"
+
+
+async def test_arguments_failing_the_schema_never_reach_the_plugin(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    echo = spec("echo", address, parameters=NUMBER_SCHEMA)
+    for bad in ('{"x": "two"}', "{}", '{"x": 1, "y": 2}'):
+        result = await dispatcher.invoke(echo, raw_arguments=bad)
+        assert result.is_error and result.error.startswith("INVALID_ARGUMENT: "), result.error
+    assert not server.calls
+
+
+async def test_a_plugin_failure_is_an_error_result_naming_the_tool_and_plugin(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    _, address = plugin
+    failed = await dispatcher.invoke(spec("fail", address))
+    assert failed.is_error and failed.error.startswith("INTERNAL: ")
+    assert "'fail'" in failed.error and address in failed.error and "plugin blew up" in failed.error
+
+    reported = await dispatcher.invoke(spec("report_error", address))
+    assert reported.is_error and reported.error == "no such city"
+
+
+async def test_an_unreachable_plugin_is_unavailable_not_a_stall(dispatcher: Dispatcher) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    result = await dispatcher.invoke(spec("echo", address, timeout_seconds=20))
+    assert result.is_error and result.error.startswith("UNAVAILABLE: "), result.error
+    assert address in result.error
+
+
+async def test_the_tools_timeout_is_the_deadline_and_the_plugin_call_is_cancelled(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    started = time.monotonic()
+    result = await dispatcher.invoke(
+        spec("sleep", address, timeout_seconds=0.3), arguments={"seconds": 30}
+    )
+    elapsed = time.monotonic() - started
+    assert result.is_error and result.error.startswith("DEADLINE_EXCEEDED: ")
+    assert "0.3s" in result.error and "'sleep'" in result.error
+    # The plugin saw the deadline and was cancelled at it; the sleep would take 30 s.
+    remaining = server.calls[0].time_remaining
+    assert remaining is not None and 0 < remaining <= 0.3 + 0.1  # header rounding
+    await asyncio.wait_for(server.calls[0].cancelled.wait(), 10)
+    assert elapsed < 15
+
+
+async def test_the_callers_deadline_shortens_the_tools_timeout_but_never_lengthens_it(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    await dispatcher.invoke(spec("echo", address, timeout_seconds=30), timeout_s=0.5)
+    await dispatcher.invoke(spec("echo", address, timeout_seconds=1), timeout_s=100)
+    shorter, longer = (c.time_remaining for c in server.calls)
+    # The grpc-timeout header rounds up a little; 0.1 s of slack, far from 30 s / 100 s.
+    assert shorter is not None and shorter <= 0.5 + 0.1
+    assert longer is not None and longer <= 1 + 0.1
+
+    result = await dispatcher.invoke(
+        spec("sleep", address, timeout_seconds=30), arguments={"seconds": 30}, timeout_s=0.2
+    )
+    assert result.is_error and result.error.startswith("DEADLINE_EXCEEDED: ")
+    assert "0.2s" in result.error
+
+
+async def test_an_output_above_the_cap_is_a_clear_error(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    _, address = plugin
+    echo = spec("echo", address)
+    small = await dispatcher.invoke(echo, arguments={"text": "x" * 1_000})
+    assert not small.is_error, small.error
+    big = await dispatcher.invoke(echo, arguments={"text": "x" * 20_000})
+    assert big.is_error and big.error.startswith("RESOURCE_EXHAUSTED: ")
+    assert "10000 bytes" in big.error and "'echo'" in big.error
+    assert from_value(big.output) is None  # nothing of the oversized output is passed on
+
+
+async def test_cancelling_the_caller_cancels_the_plugin_call(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    call = asyncio.create_task(
+        dispatcher.invoke(spec("sleep", address, timeout_seconds=30), arguments={"seconds": 30})
+    )
+    await asyncio.wait_for(server.started.wait(), 10)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(server.calls[0].cancelled.wait(), 10)
