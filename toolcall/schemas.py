@@ -361,12 +361,13 @@ def _fast_check(schema: dict[str, Any]) -> FastCheck | None:
 
 # jsonschema-rs cannot be interrupted, and its work is the product of schema
 # and arguments: an enum of 2,000 objects against 100,000 items took 10.7 s,
-# an anyOf of 500 consts against 300,000 strings 2.6 s (7-17 ns per check).
-# So before it runs, its work is bounded from above: per depth, the most
-# checks one value there can cost (``_value_costs``) times the number of
-# values there. Past FAST_PATH_MAX_WORK (~0.1 s) it is skipped and the
-# Python validator decides under its budget.
-FAST_PATH_MAX_WORK = 5_000_000
+# an anyOf of 500 consts against 300,000 strings 2.6 s (7-40 ns per check,
+# the most with unevaluatedProperties). So before it runs, its work is
+# bounded from above: per depth, the most checks one value there can cost
+# (``_value_costs``) times the number of values there. Past
+# FAST_PATH_MAX_WORK (~0.1 s) it is skipped and the Python validator decides
+# under its budget.
+FAST_PATH_MAX_WORK = 3_000_000
 
 
 class FastCheck:
