@@ -294,6 +294,24 @@ def test_patterns_that_unroll_too_big_are_refused_with_their_path(pattern: str) 
     assert "patternProperties" in (parameters_schema_error(keys) or "")
 
 
+def test_the_largest_accepted_patterns_compile_quickly_and_small() -> None:
+    units = patterns.MAX_PATTERN_UNITS
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "pattern": f"^(?:x{{{units // 10 - 1}}}){{10}}$"},
+            "b": {"type": "string", "pattern": f"^(ab|cd){{{units // 4 - 1}}}$"},
+        },
+    }
+    before, started = rss_bytes(), time.perf_counter()
+    spec = ToolSpec.from_definition(tool("t", parameters=schema))  # jsonschema-rs compiles too
+    a, b = "x" * (units - 10), "ab" * (units // 4 - 1)
+    assert spec.validate_arguments({"a": a, "b": b}) is None
+    assert spec.validate_arguments({"a": "x"}) is not None
+    assert time.perf_counter() - started < BOUNDED_S
+    assert rss_bytes() - before < 64 * 1024 * 1024
+
+
 def test_patterns_together_over_the_schema_limit_are_refused() -> None:
     half = f"x{{{patterns.MAX_PATTERN_UNITS}}}"
     schema = {
