@@ -14,14 +14,13 @@ Patterns (``pattern``, ``patternProperties``) are bounded at Register and
 matched under a time limit (``toolcall.patterns``).
 
 Every argument check is bounded: the arguments' shape first (nesting depth,
-numbers JSON and protobuf can carry: ``toolcall.jsonvalue.shape_error``), then
-jsonschema-rs when its work, bounded from above before it runs
-(``FAST_PATH_MAX_WORK``), is small enough, then - only when it says no or
-did not run - the Python validator
-under a CPU budget of ``VALIDATION_BUDGET_S`` (``toolcall.schema_keywords``):
-one check keeps the event loop for at most linear time in the arguments plus
-100 ms, and a check that runs out of budget refuses the arguments with a
-reason that says so.
+values JSON and protobuf can carry: ``toolcall.jsonvalue.shape_error``), then
+jsonschema-rs when its work, bounded from above before it runs, is under
+``FAST_PATH_MAX_WORK`` (~0.1 s), then - only when it said no or did not run -
+the Python validator under a CPU budget of ``VALIDATION_BUDGET_S`` (100 ms,
+``toolcall.schema_keywords``). One check holds the event loop for at most
+linear time in the arguments (~25 ms per MB) plus those two bounds; a check
+that runs out of budget refuses the arguments with a reason that says so.
 
 Arguments are validated on both sides of every call (by the caller, and by
 an SDK plugin again), so validation is on the hot path. jsonschema-rs (Rust)
