@@ -17,7 +17,7 @@ See docs/plugins.md for the full guide.
 from typing import TYPE_CHECKING, Any
 
 from plugin_stub.context import CallContext
-from plugin_stub.decorator import ToolMeta, llm_tool, tool_meta
+from plugin_stub.decorator import ToolMeta, ToolOptions, llm_tool, tool_meta
 from plugin_stub.local_tools import ToolConflictError
 from plugin_stub.plugin import Plugin
 from plugin_stub.schema_inference import SchemaInferenceError, infer_parameters
@@ -42,6 +42,7 @@ __all__ = [
     "SchemaInferenceError",
     "ToolConflictError",
     "ToolMeta",
+    "ToolOptions",
     "infer_parameters",
     "llm_tool",
     "shape_result",

@@ -1,5 +1,8 @@
 """The plugin side of ``ToolCallback.Invoke``: validate, run the handler, shape the result.
 
+Arguments are checked again here (a caller may be anyone on loopback) by
+the same bounded routine as the registry's: ``toolcall.schemas``.
+
 Result rules: a plain return value is the output (it must be JSON-compatible);
 a dict with ``output`` and ``is_error`` keys is taken as the result itself
 (``error`` is its message); a raised exception becomes ``is_error`` with
@@ -54,6 +57,8 @@ def shape_result(value: Any) -> Response:
         return error_response(
             f"TypeError: result is not JSON serializable ({type(output).__name__})"
         )
+    except (OverflowError, RecursionError) as exc:  # an int past a double's range, deep nesting
+        return error_response(f"ValueError: result cannot be sent ({type(exc).__name__}: {exc})")
     return Response(output=out, is_error=is_error, error=error)
 
 

@@ -1,27 +1,56 @@
 """``@llm_tool``: marks a function or method as a tool and checks its definition at once.
 
-Every rule the registry would apply to the definition is checked here, at
-decoration time, so a bad name or schema fails when the module is imported
-rather than when the registry refuses it.
+The definition is checked by the registry's own rules
+(``ToolSpec.from_definition``), at decoration time, so a bad name or schema
+fails when the module is imported rather than when the registry refuses it -
+and the SDK can never drift from the registry. Only what the SDK adds is
+checked here: Python types of the options, a timeout that must be set (the
+registry reads 0 as "default"), ``mode`` as a word, ``ack_message`` only
+for async tools.
+
+The options are one type, ``ToolOptions``: ``@llm_tool(...)`` and
+``Plugin.register_llm_tool(name, handler, ...)`` take the same keywords.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from plugin_stub.context import CallContext
 from plugin_stub.schema_inference import infer_parameters, parse_docstring
 from toolcall import config
-from toolcall.schemas import parameters_schema_error
-from toolcall.tools import MAX_ACK_CHARS, MAX_DESCRIPTION_CHARS, name_error
+from toolcall.jsonvalue import to_struct
+from toolcall.tools import ASYNC, SYNC, DefinitionError, ToolSpec
+from toolcall.v1 import tools_pb2
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 Mode = Literal["sync", "async"]
 MODES = ("sync", "async")
 META_ATTRIBUTE = "__llm_tool__"
+
+# Stands in for the plugin's address while the definition is checked (the
+# real one is only known once the plugin listens).
+_CHECK_ADDRESS = "127.0.0.1:1"
+
+
+class ToolOptions(TypedDict, total=False):
+    """A tool's options besides its name (see ``llm_tool`` for what each means)."""
+
+    description: str
+    parameters: dict[str, Any] | None
+    timeout: float
+    role: str | None
+    mode: Mode
+    ack_message: str
+
+
+OPTION_NAMES = frozenset(ToolOptions.__annotations__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,51 +77,70 @@ class ToolMeta:
         }
 
 
-def make_meta(
-    func: Callable[..., Any],
-    *,
-    name: str | None = None,
-    description: str = "",
-    parameters: dict[str, Any] | None = None,
-    timeout: float = config.DEFAULT_TOOL_TIMEOUT_S,
-    role: str | None = None,
-    mode: str = "sync",
-    ack_message: str = "",
-) -> ToolMeta:
-    """Checks a tool's settings (ValueError naming the rule) and fills in inferred ones."""
+def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) -> ToolMeta:
+    """Checks a tool's options (ValueError naming the rule) and fills in inferred ones."""
     tool_name = name if name is not None else getattr(func, "__name__", "")
     where = f"llm_tool {tool_name!r}"
-    if err := name_error(tool_name):
-        raise ValueError(f"{where}: name {err}")
+    if unknown := set(options) - OPTION_NAMES:
+        raise TypeError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
+    timeout = options.get("timeout", config.DEFAULT_TOOL_TIMEOUT_S)
+    mode = options.get("mode", "sync")
+    role = options.get("role")
+    ack_message = options.get("ack_message", "")
+    description = options.get("description", "")
+    parameters = options.get("parameters")
+    # SDK-only rules; everything else is the registry's (below).
+    if not isinstance(tool_name, str):
+        raise ValueError(f"{where}: name must be a str")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ValueError(f"{where}: timeout must be a number of seconds, got {timeout!r}")
-    if math.isnan(timeout) or not 0 < timeout <= config.MAX_TOOL_TIMEOUT_S:
+    if math.isnan(timeout) or timeout <= 0:
         raise ValueError(
             f"{where}: timeout must be > 0 and <= {config.MAX_TOOL_TIMEOUT_S:g} seconds, "
             f"got {timeout!r}"
         )
     if mode not in MODES:
         raise ValueError(f"{where}: mode must be 'sync' or 'async', got {mode!r}")
-    if role is not None and not role:
-        raise ValueError(f"{where}: role must not be empty; use None for every role")
+    if role is not None and not isinstance(role, str):
+        raise ValueError(f"{where}: role must be a str or None")
+    if not isinstance(ack_message, str) or not isinstance(description, str):
+        raise ValueError(f"{where}: description and ack_message must be str")
     if ack_message and mode != "async":
         raise ValueError(f"{where}: ack_message is only used by mode='async' tools")
-    if len(ack_message) > MAX_ACK_CHARS:
-        raise ValueError(f"{where}: ack_message is longer than {MAX_ACK_CHARS} characters")
     if not description:
         description = parse_docstring(getattr(func, "__doc__", None) or "")[0]
-    if len(description) > MAX_DESCRIPTION_CHARS:
-        raise ValueError(f"{where}: description is longer than {MAX_DESCRIPTION_CHARS} characters")
+    if not description:
+        log.warning(
+            "%s has no description and no docstring: the model gets no hint what it does", where
+        )
     if parameters is None:
         parameters = infer_parameters(func, skip_types=(CallContext,))
     elif not isinstance(parameters, dict):
         raise ValueError(f"{where}: parameters must be a dict (a JSON Schema)")
-    if err := parameters_schema_error(parameters):
-        raise ValueError(f"{where}: parameters {err}")
+    definition = tools_pb2.ToolDefinition(
+        name=tool_name,
+        description=description,
+        callback_address=_CHECK_ADDRESS,
+        timeout_seconds=float(timeout),
+        mode=ASYNC if mode == "async" else SYNC,
+        ack_message=ack_message,
+    )
+    if role is not None:
+        definition.role = role
+    if parameters:
+        try:
+            definition.parameters.CopyFrom(to_struct(parameters))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise ValueError(f"{where}: parameters is not JSON: {exc}") from None
+    try:
+        spec = ToolSpec.from_definition(definition)
+    except DefinitionError as exc:
+        reasons = "; ".join(f"{f.removeprefix('tool.')} {r}" for f, r in exc.violations)
+        raise ValueError(f"{where}: {reasons}") from None
     return ToolMeta(
         name=tool_name,
         description=description,
-        parameters=parameters or {"type": "object", "properties": {}},
+        parameters=parameters or spec.parameters,
         timeout_s=float(timeout),
         role=role,
         mode="async" if mode == "async" else "sync",
@@ -105,16 +153,7 @@ def llm_tool(func: F, /) -> F: ...
 
 
 @overload
-def llm_tool(
-    *,
-    name: str | None = None,
-    description: str = "",
-    parameters: dict[str, Any] | None = None,
-    timeout: float = config.DEFAULT_TOOL_TIMEOUT_S,
-    role: str | None = None,
-    mode: Mode = "sync",
-    ack_message: str = "",
-) -> Callable[[F], F]: ...
+def llm_tool(*, name: str | None = None, **options: Unpack[ToolOptions]) -> Callable[[F], F]: ...
 
 
 def llm_tool(
@@ -122,36 +161,23 @@ def llm_tool(
     /,
     *,
     name: str | None = None,
-    description: str = "",
-    parameters: dict[str, Any] | None = None,
-    timeout: float = config.DEFAULT_TOOL_TIMEOUT_S,
-    role: str | None = None,
-    mode: Mode = "sync",
-    ack_message: str = "",
+    **options: Unpack[ToolOptions],
 ) -> Any:
     """Marks ``func`` as a tool the model may call; use bare or with options.
 
     ``name`` defaults to the function's name, ``description`` to the first
-    paragraph of its docstring and ``parameters`` to a schema inferred from
-    its signature (see ``plugin_stub.schema_inference``). ``timeout`` is the
-    per-call deadline in seconds (0 < timeout <= 300). ``role`` limits the tool
-    to one role (None: every role). ``mode="async"`` tools answer the model with
-    ``ack_message`` at once and deliver their result later. The function is
-    returned unchanged; it is called with the arguments as keyword arguments.
+    paragraph of its docstring (a tool with neither logs a warning: the model
+    would get no hint what it does) and ``parameters`` to a schema inferred
+    from its signature (see ``plugin_stub.schema_inference``). ``timeout`` is
+    the per-call deadline in seconds (0 < timeout <= 300, default 30).
+    ``role`` limits the tool to one role (None: every role).
+    ``mode="async"`` tools answer the model with ``ack_message`` at once and
+    deliver their result later. The function is returned unchanged; it is
+    called with the arguments as keyword arguments.
     """
 
     def mark(f: F) -> F:
-        meta = make_meta(
-            f,
-            name=name,
-            description=description,
-            parameters=parameters,
-            timeout=timeout,
-            role=role,
-            mode=mode,
-            ack_message=ack_message,
-        )
-        setattr(f, META_ATTRIBUTE, meta)
+        setattr(f, META_ATTRIBUTE, make_meta(f, name, options))
         return f
 
     return mark(func) if func is not None else mark

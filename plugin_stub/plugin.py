@@ -26,9 +26,9 @@ import re
 import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from plugin_stub.decorator import Mode, make_meta, tool_meta
+from plugin_stub.decorator import ToolOptions, make_meta, tool_meta
 from plugin_stub.local_tools import LocalTool, ToolTable
 from toolcall import config, eventloop, grpc_env
 from toolcall.address_policy import loopback_address_error
@@ -128,32 +128,14 @@ class Plugin:
         self._tools.add(LocalTool.build(meta, handler))
 
     def register_llm_tool(
-        self,
-        name: str,
-        handler: Callable[..., Any],
-        *,
-        description: str = "",
-        parameters: dict[str, Any] | None = None,
-        timeout: float = config.DEFAULT_TOOL_TIMEOUT_S,
-        role: str | None = None,
-        mode: Mode = "sync",
-        ack_message: str = "",
+        self, name: str, handler: Callable[..., Any], **options: Unpack[ToolOptions]
     ) -> dict[str, Any]:
         """Adds a tool at run time; registers it at once when the plugin is running.
 
-        Same rules as ``@llm_tool``. ToolConflictError when the name is taken.
-        Safe to call from handler threads.
+        Same options and rules as ``@llm_tool``. ToolConflictError when the
+        name is taken. Safe to call from handler threads.
         """
-        meta = make_meta(
-            handler,
-            name=name,
-            description=description,
-            parameters=parameters,
-            timeout=timeout,
-            role=role,
-            mode=mode,
-            ack_message=ack_message,
-        )
+        meta = make_meta(handler, name, options)
         self._tools.add(LocalTool.build(meta, handler))
         self._request_sync()
         return meta.as_dict()

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from plugin_stub import CallContext, Plugin, ToolConflictError, llm_tool
+from tests.support.lag import loop_lag
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_value, to_struct
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
@@ -106,6 +107,15 @@ class Probe(Plugin):
         return {"tool": ctx.tool, "call_id": ctx.call_id, "session": ctx.session_id, "x": x}
 
     @llm_tool
+    def tagged(self, tags: set[str]) -> int:
+        self.handler_ran = True
+        return len(tags)
+
+    @llm_tool
+    def huge_output(self) -> Any:
+        return {"n": 10**400}
+
+    @llm_tool
     def area(self, shape: Shape, size: float) -> dict[str, Any]:
         assert isinstance(shape, Shape)
         return {"shape": shape.value, "area": size * size * (3.0 if shape is Shape.CIRCLE else 1)}
@@ -182,6 +192,29 @@ async def test_arguments_failing_the_schema_never_reach_the_handler(
         assert reply.is_error, bad
         assert reply.error.startswith("INVALID_ARGUMENT: arguments"), reply.error
     assert not probe.handler_ran
+
+
+@pytest.mark.anyio
+async def test_hostile_arguments_are_refused_without_stalling_the_plugin(
+    probe: Probe, stub: Any
+) -> None:
+    # ~50 KB of one-key objects for a set[str]: 17 s of pairwise comparisons before.
+    unsortable = {"tags": [{"a": i} for i in range(4000)]}
+    async with loop_lag() as lag:
+        reply = await call(stub, "tagged", unsortable, timeout=30)
+    assert reply.is_error and reply.error.startswith("INVALID_ARGUMENT: arguments")
+    assert lag.worst_s < 1.0, lag.worst_s
+    for odd in ({"tags": [float("nan")]}, {"tags": ["a"], "x": float("inf")}):
+        reply = await call(stub, "tagged", odd)
+        assert reply.is_error and reply.error.startswith("INVALID_ARGUMENT: "), reply.error
+    assert not probe.handler_ran
+    assert from_value((await call(stub, "tagged", {"tags": ["a", "b"]})).output) == 2
+
+
+@pytest.mark.anyio
+async def test_an_output_protobuf_cannot_carry_is_an_error_result(stub: Any) -> None:
+    reply = await call(stub, "huge_output")
+    assert reply.is_error and reply.error.startswith("ValueError: result cannot be sent")
 
 
 @pytest.mark.anyio

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import enum
+import logging
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from plugin_stub import CallContext, SchemaInferenceError, infer_parameters, llm_tool, tool_meta
+from plugin_stub import (
+    CallContext,
+    Plugin,
+    SchemaInferenceError,
+    infer_parameters,
+    llm_tool,
+    tool_meta,
+)
+from plugin_stub.decorator import OPTION_NAMES
 from plugin_stub.schema_inference import parse_docstring
+from toolcall import tools
+from toolcall.tools import ToolSpec
 
 
 class Color(enum.Enum):
@@ -270,3 +281,54 @@ def test_uninferable_types_fail_clearly() -> None:
 
     with pytest.raises(SchemaInferenceError, match="dict keys must be str"):
         infer_parameters(g)
+
+
+def test_definitions_are_checked_by_the_registrys_own_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    original = ToolSpec.from_definition
+
+    def spy(definition: Any) -> ToolSpec:
+        checked.append(definition.name)
+        return original(definition)
+
+    monkeypatch.setattr(ToolSpec, "from_definition", staticmethod(spy))
+    llm_tool(name="ruled", description="Checked.")(lambda: None)
+    assert checked == ["ruled"]
+    # A rule changed in the core applies in the SDK at once.
+    monkeypatch.setattr(tools, "MAX_DESCRIPTION_CHARS", 10)
+    with pytest.raises(ValueError, match="description is longer than 10"):
+        llm_tool(name="t", description="x" * 11)(lambda: None)
+    # The registry's pattern limits too.
+    big = {"type": "object", "properties": {"x": {"type": "string", "pattern": "(a{1000}){1000}"}}}
+    with pytest.raises(ValueError, match="properties/x/pattern"):
+        llm_tool(name="t", parameters=big)(lambda: None)
+
+
+def test_a_tool_without_description_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    def undocumented() -> None: ...
+
+    with caplog.at_level(logging.WARNING, logger="plugin_stub.decorator"):
+        llm_tool(undocumented)
+    assert "'undocumented' has no description" in caplog.text
+    caplog.clear()
+
+    def documented() -> None:
+        """Does a thing."""
+
+    with caplog.at_level(logging.WARNING, logger="plugin_stub.decorator"):
+        llm_tool(documented)
+        llm_tool(description="Said here.")(undocumented)
+    assert caplog.text == ""
+
+
+def test_options_are_one_type_for_the_decorator_and_the_plugin() -> None:
+    assert OPTION_NAMES == {"description", "parameters", "timeout", "role", "mode", "ack_message"}
+    with pytest.raises(TypeError, match="unknown option"):
+        llm_tool(timout=3)(lambda: None)  # type: ignore[call-overload]
+    plugin = Plugin(registry_address="127.0.0.1:9")
+    with pytest.raises(TypeError, match="unknown option"):
+        plugin.register_llm_tool("t", lambda: None, timout=3)  # type: ignore[call-arg]
+    info = plugin.register_llm_tool("t", lambda: None, description="T.", timeout=5, mode="async")
+    assert (info["timeout"], info["mode"]) == (5.0, "async")

@@ -13,7 +13,6 @@ messages nested over 100 levels.
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
@@ -24,40 +23,59 @@ _MAX_SAFE_INT = 2**53
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def shape_error(value: Any, max_depth: int) -> str | None:
-    """Why ``value`` cannot travel as JSON and protobuf unchanged, or None (linear, no recursion).
+def shape_error(value: Any, max_depth: int, counts: list[int] | None = None) -> str | None:
+    """Why ``value`` cannot travel as JSON and protobuf unchanged, or None.
 
-    The reason starts with ": " so callers can prefix it with what the value is.
+    Linear and without recursion (level by level: ~0.1 µs per value). The
+    reason starts with ": " so callers can prefix it with what the value is.
+    ``counts``, when given, receives the number of values at each depth
+    (``[1, ...]`` for a container: itself, its items, theirs...).
     """
-    stack = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        v, depth = pop()
-        kind = type(v)
-        if kind is dict or kind is list:
-            if depth > max_depth:
-                return f": nest deeper than {max_depth} levels"
+    if type(value) is not dict and type(value) is not list:
+        return shape_error([value], max_depth + 1)
+    level: list[Any] = [value]
+    depth = 0
+    if counts is not None:
+        counts.append(1)
+    while level:
+        if counts is not None:
+            counts.append(sum(map(len, level)))
+        depth += 1
+        if depth > max_depth:
+            return f": nest deeper than {max_depth} levels"
+        deeper: list[Any] = []
+        items: Any
+        for container in level:
+            kind = type(container)
             if kind is dict:
-                for key, item in v.items():
+                for key in container:
                     if type(key) is str and not key.isascii() and _SURROGATE.search(key):
-                        return ": hold a lone UTF-16 surrogate, which UTF-8 cannot carry"
-                    push((item, depth + 1))
+                        return _SURROGATE_REASON
+                items = container.values()
+            elif kind is list:
+                items = container
             else:
-                for item in v:
-                    push((item, depth + 1))
-        elif kind is str:
-            if not v.isascii() and _SURROGATE.search(v):
-                return ": hold a lone UTF-16 surrogate, which UTF-8 cannot carry"
-        elif kind is float:
-            if not math.isfinite(v):
-                return f": hold {v!r}, which JSON cannot carry (no NaN or Infinity)"
-        elif kind is int:
-            if not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
-                return (
-                    ": hold an integer beyond ±2**53, which cannot be carried exactly "
-                    "(send it as a string)"
-                )
+                continue
+            for v in items:
+                t = type(v)
+                if t is dict or t is list:
+                    deeper.append(v)
+                elif t is str:
+                    if not v.isascii() and _SURROGATE.search(v):
+                        return _SURROGATE_REASON
+                elif t is float:
+                    if v - v != 0.0:  # inf - inf and nan - nan are nan
+                        return f": hold {v!r}, which JSON cannot carry (no NaN or Infinity)"
+                elif t is int and not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
+                    return (
+                        ": hold an integer beyond ±2**53, which cannot be carried exactly "
+                        "(send it as a string)"
+                    )
+        level = deeper
     return None
+
+
+_SURROGATE_REASON = ": hold a lone UTF-16 surrogate, which UTF-8 cannot carry"
 
 
 def to_struct(obj: dict[str, Any] | None) -> struct_pb2.Struct:

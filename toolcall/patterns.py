@@ -5,13 +5,13 @@ registers the tool, and the strings they run on come from the model: both
 are hostile.
 
 Compiling: the ``regex`` module unrolls counted repetitions. ``(a{1000}){1000}``
-(15 bytes) compiled to about 250 MB (~250 bytes per unrolled unit), and its
+(15 bytes) compiled to about 265 MB (250-400 bytes per unrolled unit), and its
 module cache keeps 500 compiled patterns whatever their size. So every
 pattern is parsed (``re``'s parser; ``check_schema`` has already made sure
 ``re`` accepts it) and its *units* - the pattern's size with every counted
 repetition multiplied out, nesting included - are bounded before anything
 compiles it: at most ``MAX_PATTERN_UNITS`` per pattern and
-``MAX_SCHEMA_PATTERN_UNITS`` per schema (about 2.5 and 5 MB compiled). That
+``MAX_SCHEMA_PATTERN_UNITS`` per schema (at most about 4 and 8 MB compiled). That
 also bounds jsonschema-rs's compile of the same pattern.
 
 Compiled patterns live in our own cache (``_PATTERNS``), bounded in entries
@@ -35,10 +35,11 @@ from toolcall.boundedcache import BoundedCache
 PATTERN_TIMEOUT_S = 0.05
 
 # Units: the size of a pattern with counted repetitions multiplied out
-# ("x{3}" is 3, "(ab){2}{5}" is 20, "x*" is 1). ~250 bytes each once compiled.
+# ("x{3}" is 3, "((ab){2}){5}" is 20, "x*" is 1). Compiled by regex: 300 bytes
+# each for "x{10000}", 400 for "(ab|cd){5000}"; estimated at 512.
 MAX_PATTERN_UNITS = 10_000
 MAX_SCHEMA_PATTERN_UNITS = 20_000
-BYTES_PER_UNIT = 256
+BYTES_PER_UNIT = 512
 
 # Compiled patterns kept: at most this many, and at most this many estimated bytes.
 MAX_CACHED_PATTERNS = 512
@@ -121,7 +122,11 @@ def compiled(pattern: str) -> Any:
 
 
 def search(pattern: str, text: str, timeout_s: float = PATTERN_TIMEOUT_S) -> bool:
-    """Whether ``pattern`` matches somewhere in ``text``; PatternTimeout past ``timeout_s``."""
+    """Whether ``pattern`` matches somewhere in ``text``; PatternTimeout past ``timeout_s``.
+
+    ``timeout_s`` counts matching only; a pattern evicted from the cache is
+    compiled again first (a few ms at most, by the unit bound).
+    """
     try:
         return compiled(pattern).search(text, timeout=max(timeout_s, 0.001)) is not None
     except TimeoutError:

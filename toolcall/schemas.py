@@ -14,12 +14,13 @@ Patterns (``pattern``, ``patternProperties``) are bounded at Register and
 matched under a time limit (``toolcall.patterns``).
 
 Every argument check is bounded: the arguments' shape first (nesting depth,
-numbers JSON and protobuf can carry: ``toolcall.jsonvalue.shape_error``), then
-jsonschema-rs (linear), then - only when it says no - the Python validator
-under a budget of ``VALIDATION_BUDGET_S`` (``toolcall.schema_keywords``):
-one check keeps the event loop for at most linear time in the arguments plus
-100 ms, and a check that runs out of budget refuses the arguments with a
-reason that says so.
+values JSON and protobuf can carry: ``toolcall.jsonvalue.shape_error``), then
+jsonschema-rs when its work, bounded from above before it runs, is under
+``FAST_PATH_MAX_WORK`` (~0.1 s), then - only when it said no or did not run -
+the Python validator under a CPU budget of ``VALIDATION_BUDGET_S`` (100 ms,
+``toolcall.schema_keywords``). One check holds the event loop for at most
+linear time in the arguments (~25 ms per MB) plus those two bounds; a check
+that runs out of budget refuses the arguments with a reason that says so.
 
 Arguments are validated on both sides of every call (by the caller, and by
 an SDK plugin again), so validation is on the hot path. jsonschema-rs (Rust)
@@ -37,13 +38,15 @@ decides).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import best_match
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
@@ -64,7 +67,7 @@ MAX_SCHEMA_DEPTH = 32
 # Python's limit.
 MAX_ARGUMENT_DEPTH = 32
 
-# Python-validator time one argument check may spend (see the docstring).
+# Python-validator CPU time one argument check may spend (see the docstring).
 VALIDATION_BUDGET_S = 0.1
 
 __all__ = ["PATTERN_TIMEOUT_S"]
@@ -126,21 +129,57 @@ def _cached_meta_schema_error(key: str) -> str | None:
     return _VERDICTS.get_or_make(key, lambda: _meta_schema_error(json.loads(key)))
 
 
-def _meta_schema_error(schema: dict[str, Any]) -> str | None:
+# The meta-schema check: jsonschema-rs first (0.6 ms for a 74 KB schema where
+# jsonschema took 0.47 s), trusted only to say yes. It checks the schema
+# against the 2020-12 meta-schema whatever its "$schema" says, as jsonschema
+# does, but not the "regex" format: _patterns_error parses every regular
+# expression with re's parser after it. Otherwise jsonschema decides and
+# words the reason, with the bounded keywords and under the budget of a call:
+# its uniqueItems over a "type" list of 2,000 objects took 5.7 s at Register.
+@functools.cache
+def _fast_meta_check() -> Callable[[Any], bool]:
+    return jsonschema_rs.Draft202012Validator(
+        Draft202012Validator.META_SCHEMA, offline=True
+    ).is_valid
+
+
+def _meta_schema_says_yes(schema: dict[str, Any]) -> bool:
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        # Clipped: jsonschema quotes the offending value, and a status message
-        # over gRPC's metadata limit would reach the caller as RESOURCE_EXHAUSTED.
-        where = ("/".join(str(p) for p in exc.path) or "(root)")[:200]
-        return f"is not a valid JSON Schema at {where}: {exc.message[:300]}"
+        return bool(_fast_meta_check()(schema))
+    except Exception:  # a value it cannot convert: jsonschema decides
+        return False
+
+
+def _meta_schema_error(schema: dict[str, Any]) -> str | None:
+    if not _meta_schema_says_yes(schema):
+        meta = ArgumentsValidator(
+            Draft202012Validator.META_SCHEMA,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+        )
+        try:
+            with budget(VALIDATION_BUDGET_S):
+                error = next(meta.iter_errors(schema), None)
+        except BudgetExceeded:
+            return (
+                "is not a valid JSON Schema (checking it against the meta-schema took longer "
+                f"than {VALIDATION_BUDGET_S * 1000:g} ms)"
+            )
+        except RecursionError:
+            return "is not a valid JSON Schema (it nests too deeply)"
+        if error is not None:
+            # Clipped: jsonschema quotes the offending value, and a status message
+            # over gRPC's metadata limit would reach the caller as RESOURCE_EXHAUSTED.
+            where = ("/".join(str(p) for p in error.path) or "(root)")[:200]
+            return f"is not a valid JSON Schema at {where}: {error.message[:300]}"
     if err := _outside_reference_error(schema):
         return err
     if err := _patterns_error(schema):
         return err
     # Catches references that loop or lead nowhere from the root (an empty
     # object walks every top-level "$ref"); deeper ones fail at call time.
-    if reason := _evaluation_error(Draft202012Validator(schema, registry=_NO_RETRIEVAL), {}):
+    # Under the same budget as a call: a schema whose $refs branch
+    # exponentially could otherwise take minutes and gigabytes on {} alone.
+    if reason := _evaluation_error(ArgumentsValidator(schema, registry=_NO_RETRIEVAL), {}):
         return f"cannot be evaluated: {reason}"
     return None
 
@@ -219,14 +258,24 @@ def _patterns_error(schema: dict[str, Any]) -> str | None:
 _NO_RETRIEVAL: Registry[Any] = Registry()
 
 
-def _evaluation_error(validator: Draft202012Validator, arguments: Any) -> str | None:
-    """Why ``validator`` cannot evaluate ``arguments`` at all (not: why they are invalid)."""
+def _evaluation_error(validator: Any, arguments: Any) -> str | None:
+    """Why ``validator`` cannot evaluate ``arguments`` at all (not: why they are invalid).
+
+    ``validator`` is an ``ArgumentsValidator``: the evaluation is bounded by
+    ``VALIDATION_BUDGET_S``.
+    """
     try:
-        validator.is_valid(arguments)
+        with budget(VALIDATION_BUDGET_S):
+            validator.is_valid(arguments)
     except Unresolvable as exc:
         return f"unresolvable $ref: {str(exc)[:200]}"
     except RecursionError:
         return "its $refs loop without end"
+    except BudgetExceeded:
+        return (
+            f"evaluating it took longer than {VALIDATION_BUDGET_S * 1000:g} ms "
+            "(its $refs or anyOf/oneOf branch too much)"
+        )
     return None
 
 
@@ -241,12 +290,31 @@ ArgumentsValidator = validators.extend(
     },
 )
 
+# jsonschema's validator classes are attrs classes; evolve copies their init fields.
+_EVOLVE_FIELDS = [(f.name, f.alias) for f in vars(ArgumentsValidator)["__attrs_attrs__"] if f.init]
+
+
+def _evolve(self: Any, **changes: Any) -> Any:
+    """jsonschema's ``evolve``, except that it always stays an ArgumentsValidator.
+
+    jsonschema's picks the class by the subschema's ``$schema``: a
+    subschema saying ``"$schema": ".../draft-07/schema#"`` (or a ``$ref`` to
+    a root saying 2020-12) was evaluated by the stock, unbounded validator -
+    12.6 s for a uniqueItems over 3,000 objects. A tool schema is Draft
+    2020-12 throughout.
+    """
+    changes.setdefault("schema", self.schema)
+    for attr_name, init_name in _EVOLVE_FIELDS:
+        if init_name not in changes:
+            changes[init_name] = getattr(self, attr_name)
+    return ArgumentsValidator(**changes)
+
+
+ArgumentsValidator.evolve = _evolve
+
 
 # Backtracking steps jsonschema-rs may take for one pattern before it says no.
 FAST_BACKTRACK_LIMIT = 100_000
-
-FastCheck = Callable[[Any], bool]
-
 
 REFERENCE_KEYWORDS = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
 
@@ -287,14 +355,121 @@ def _fast_check(schema: dict[str, Any]) -> FastCheck | None:
         )
     except Exception:  # e.g. a pattern its engine does not support: Python alone decides
         return None
-    return fast.is_valid
+    return FastCheck(fast.is_valid, _value_costs(schema, MAX_SCHEMA_DEPTH + 1))
+
+
+# jsonschema-rs cannot be interrupted, and its work is the product of schema
+# and arguments: an enum of 2,000 objects against 100,000 items took 10.7 s,
+# an anyOf of 500 consts against 300,000 strings 2.6 s (7-40 ns per check,
+# the most with unevaluatedProperties). So before it runs, its work is
+# bounded from above: per depth, the most checks one value there can cost
+# (``_value_costs``) times the number of values there. Past
+# FAST_PATH_MAX_WORK (~0.1 s) it is skipped and the Python validator decides
+# under its budget.
+FAST_PATH_MAX_WORK = 3_000_000
+
+
+class FastCheck:
+    """jsonschema-rs's verdict, and the most work it costs per value at each depth."""
+
+    __slots__ = ("costs", "is_valid")
+
+    def __init__(self, is_valid: Callable[[Any], bool], costs: list[int]) -> None:
+        self.is_valid = is_valid
+        self.costs = costs
+
+    def __call__(self, arguments: Any) -> bool:
+        return self.is_valid(arguments)
+
+    def work(self, counts: list[int]) -> int:
+        """Upper bound of its checks for arguments with ``counts`` values per depth."""
+        return sum(c * n for c, n in zip(self.costs, counts, strict=False))
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_size(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_size(v) for v in value)
+    return 1
+
+
+def _add(into: list[int], other: list[int], shift: int = 0) -> None:
+    for i, cost in enumerate(other, shift):
+        if i == len(into):
+            into.append(0)
+        into[i] += cost
+
+
+def _most(a: list[int], b: list[int]) -> list[int]:
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return [max(x, shorter[i]) if i < len(shorter) else x for i, x in enumerate(longer)]
+
+
+def _value_costs(schema: Any, depth_left: int) -> list[int]:
+    """The most checks a value at each relative depth can cost under ``schema`` (no $refs).
+
+    [0] is the value itself: one per subschema applying to it, plus its enum or
+    const data (an enum of scalars only is hashed by jsonschema-rs: 1).
+    Children: one ``properties`` entry applies to a key, every matching
+    ``patternProperties`` one may, ``additionalProperties`` only to the others;
+    ``prefixItems`` or ``items`` to an item, ``contains`` to all.
+    """
+    if not isinstance(schema, dict) or depth_left <= 0:
+        return [1]
+    own = 1 + (_size(schema["const"]) if "const" in schema else 0)
+    enum = schema.get("enum")
+    if isinstance(enum, list) and any(isinstance(e, dict | list) for e in enum):
+        own += sum(_size(e) for e in enum)
+    costs = [own]
+    nested = depth_left - 1
+    same_level = [schema.get(k) for k in ("not", "if", "then", "else")]
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        if isinstance(schema.get(keyword), list):
+            same_level.extend(schema[keyword])
+    if isinstance(schema.get("dependentSchemas"), dict):
+        same_level.extend(schema["dependentSchemas"].values())
+    for sub in same_level:
+        if sub is not None:
+            _add(costs, _value_costs(sub, nested))
+
+    def each(keyword: str) -> list[Any]:
+        value = schema.get(keyword)
+        if isinstance(value, dict):
+            return list(value.values())
+        return value if isinstance(value, list) else []
+
+    named: list[int] = [0]
+    for sub in each("properties"):
+        named = _most(named, _value_costs(sub, nested))
+    for sub in each("patternProperties"):
+        _add(named, _value_costs(sub, nested))
+    keys = (
+        _most(named, _value_costs(schema["additionalProperties"], nested))
+        if ("additionalProperties" in schema)
+        else named
+    )
+    items: list[int] = [0]
+    for sub in each("prefixItems"):
+        items = _most(items, _value_costs(sub, nested))
+    if "items" in schema:
+        items = _most(items, _value_costs(schema["items"], nested))
+    for keyword in ("unevaluatedProperties", "propertyNames"):
+        if keyword in schema:
+            _add(keys, _value_costs(schema[keyword], nested))
+    for keyword in ("contains", "unevaluatedItems"):
+        if keyword in schema:
+            _add(items, _value_costs(schema[keyword], nested))
+    _add(costs, _most(keys, items), 1)
+    return costs
 
 
 # Compiled validators kept (for schemas of tools that come and go): at most
 # 256, and at most 64 MiB by estimate. A compiled schema holds ~22x its JSON
 # text (parsed dict, jsonschema and jsonschema-rs structures: 1.6 MB of RSS
-# for a 73 KB schema), plus its patterns' compiled size. Tools that are still
-# registered keep their own validator; the bound is on what removed ones leave.
+# for a 73 KB schema), plus jsonschema-rs's compiled patterns (counted like
+# ours, ``BYTES_PER_UNIT``). Tools that are still registered keep their own
+# validator; the bound is on what removed ones leave.
 MAX_CACHED_VALIDATORS = 256
 MAX_CACHED_VALIDATOR_BYTES = 64 * 1024 * 1024
 VALIDATOR_BYTES_PER_SCHEMA_BYTE = 24
@@ -339,32 +514,33 @@ def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
     validator, fast = _compiled(json.dumps(schema, sort_keys=True))
 
     def validate(arguments: dict[str, Any]) -> str | None:
-        if reason := shape_error(arguments, MAX_ARGUMENT_DEPTH):
+        counts: list[int] = []
+        if reason := shape_error(arguments, MAX_ARGUMENT_DEPTH, counts):
             return f"arguments{reason}"
-        if fast is not None:
+        fast_said_no = False
+        if fast is not None and fast.work(counts) <= FAST_PATH_MAX_WORK:
             try:
                 if fast(arguments):
                     return None
+                fast_said_no = True
             except Exception:  # a value it cannot convert: Python decides
                 pass
         try:
             with budget(VALIDATION_BUDGET_S):
-                # Without a fast path, valid is the usual case and is_valid is
-                # cheaper than best_match; after a fast "no", invalid is.
-                if fast is None and validator.is_valid(arguments):
+                # Without a fast verdict, valid is the usual case and is_valid
+                # is cheaper than best_match; after a fast "no", invalid is.
+                if not fast_said_no and validator.is_valid(arguments):
                     return None
-                error = best_match(validator.iter_errors(arguments))
+                # The first errors are enough to word a reason; all of them can
+                # be one per item of a big argument.
+                error = best_match(itertools.islice(validator.iter_errors(arguments), 32))
         except BudgetExceeded:
             return (
                 f"arguments: checking them against the tool's schema took longer than "
                 f"{VALIDATION_BUDGET_S * 1000:g} ms; they are refused (send smaller arguments)"
             )
         except (Unresolvable, RecursionError):
-            try:
-                with budget(VALIDATION_BUDGET_S):
-                    reason = _evaluation_error(validator, arguments)
-            except BudgetExceeded:
-                reason = "its evaluation ran out of time"
+            reason = _evaluation_error(validator, arguments)
             return f"the tool's parameter schema cannot be evaluated: {reason}"
         if error is None:
             return None
