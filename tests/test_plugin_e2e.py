@@ -252,12 +252,14 @@ class Slow(Plugin):
         return "late"
 
 
-def documented_error(row_start: str) -> re.Pattern[str]:
-    """The error text docs/plugins.md's results table gives, placeholders as wildcards."""
+def documented_errors(row_start: str) -> list[re.Pattern[str]]:
+    """The error texts docs/plugins.md's results table gives, placeholders as wildcards."""
     table = (REPO / "docs" / "plugins.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith(row_start))
-    text = re.findall(r'`"([^`]*)"`', row)[0]
-    return re.compile(re.sub(r"<[a-z]+>", ".+?", re.escape(text).replace(r"\<", "<")) + "$")
+    return [
+        re.compile(re.sub(r"<[a-z]+>", ".+?", re.escape(text).replace(r"\<", "<")) + "$")
+        for text in re.findall(r'`"([^`]*)"`', row)
+    ]
 
 
 @pytest.mark.anyio
@@ -268,5 +270,8 @@ async def test_the_timeout_error_a_sync_call_shows_is_the_one_the_docs_give(
         await plugin.wait_registered(10)
         result = await invoke(stub, "overrun", {})
     assert result.is_error
-    assert documented_error("| runs past its timeout |").match(result.error), result.error
+    # The caller's deadline and the plugin's own timer race; the docs give both texts.
+    patterns = documented_errors("| runs past its timeout |")
+    assert len(patterns) == 2
+    assert any(p.match(result.error) for p in patterns), result.error
     assert "overrun" in result.error and "0.3s" in result.error
