@@ -86,6 +86,8 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
     ):
         if value < least:
             raise SystemExit(f"{name} must be at least {least}, got {value}")
+    if problems := settings.dispatch.problems():
+        raise SystemExit("; ".join(problems))
     return settings
 
 

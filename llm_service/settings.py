@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolcall import config
-from toolcall.dispatch import (
-    DEFAULT_CHANNEL_IDLE_S,
-    DEFAULT_MAX_CHANNELS,
-    Dispatcher,
-    dispatcher_problems,
-)
+from toolcall.dispatch import Dispatcher, DispatchLimits
 
 DEFAULT_PROVIDER = "offline"
 DEFAULT_MAX_TOOL_ROUNDS = 8
@@ -91,12 +86,8 @@ class LLMSettings:
     # On shutdown, how long running async tool tasks may take to finish
     # before they are cancelled and marked failed.
     task_grace_s: float = DEFAULT_TASK_GRACE_S
-    # Largest tool output (serialized) passed on to the model.
-    max_tool_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES
-    # Channels to plugins kept open at once (least recently used closes
-    # first), and how long an unused one stays open.
-    max_callback_channels: int = DEFAULT_MAX_CHANNELS
-    callback_channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S
+    # Tool output and plugin channel bounds (toolcall/dispatch.py).
+    dispatch: DispatchLimits = field(default_factory=DispatchLimits)
     grace_s: float = 5.0
 
     @classmethod
@@ -142,23 +133,11 @@ class LLMSettings:
             ),
             gemini_model=config.env("GEMINI_MODEL", DEFAULT_GEMINI_MODEL),
             task_grace_s=config.env_float("TASK_GRACE", DEFAULT_TASK_GRACE_S),
-            max_tool_output_bytes=config.env_int(
-                "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
-            ),
-            max_callback_channels=config.env_int("MAX_CALLBACK_CHANNELS", DEFAULT_MAX_CHANNELS),
-            callback_channel_idle_s=config.env_float(
-                "CALLBACK_CHANNEL_IDLE", DEFAULT_CHANNEL_IDLE_S
-            ),
+            dispatch=DispatchLimits.from_env(),
         )
 
     def dispatcher(self) -> Dispatcher:
-        if problems := dispatcher_problems(self):
-            raise ValueError("; ".join(problems))
-        return Dispatcher(
-            max_output_bytes=self.max_tool_output_bytes,
-            max_channels=self.max_callback_channels,
-            channel_idle_s=self.callback_channel_idle_s,
-        )
+        return self.dispatch.dispatcher()
 
     def resolved_db_path(self) -> Path:
         return self.db_path or config.data_dir() / "llm.sqlite3"

@@ -9,12 +9,7 @@ from registry_service.registry import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_
 from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
-from toolcall.dispatch import (
-    DEFAULT_CHANNEL_IDLE_S,
-    DEFAULT_MAX_CHANNELS,
-    Dispatcher,
-    dispatcher_problems,
-)
+from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
@@ -38,12 +33,8 @@ class RegistrySettings:
     lease_sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
     # Events a Watch stream may fall behind before it is ended (RESOURCE_EXHAUSTED).
     watch_queue_size: int = DEFAULT_QUEUE_SIZE
-    # Largest tool output (serialized) Invoke passes on.
-    max_tool_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES
-    # Channels to plugins kept open at once (least recently used closes
-    # first), and how long an unused one stays open.
-    max_callback_channels: int = DEFAULT_MAX_CHANNELS
-    callback_channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S
+    # Tool output and plugin channel bounds (toolcall/dispatch.py).
+    dispatch: DispatchLimits = field(default_factory=DispatchLimits)
     # Seconds in-flight calls get to finish on shutdown.
     grace_s: float = 5.0
     # Most (role, tool) entries held; Register past it is RESOURCE_EXHAUSTED.
@@ -66,21 +57,11 @@ class RegistrySettings:
             max_definition_bytes=config.env_int(
                 "MAX_DEFINITION_BYTES", DEFAULT_MAX_DEFINITION_BYTES
             ),
-            max_tool_output_bytes=config.env_int(
-                "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
-            ),
-            max_callback_channels=config.env_int("MAX_CALLBACK_CHANNELS", DEFAULT_MAX_CHANNELS),
-            callback_channel_idle_s=config.env_float(
-                "CALLBACK_CHANNEL_IDLE", DEFAULT_CHANNEL_IDLE_S
-            ),
+            dispatch=DispatchLimits.from_env(),
         )
 
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(
-            max_output_bytes=self.max_tool_output_bytes,
-            max_channels=self.max_callback_channels,
-            channel_idle_s=self.callback_channel_idle_s,
-        )
+        return self.dispatch.dispatcher()
 
     def resolved_data_path(self) -> Path:
         return self.data_path or config.data_dir() / DATA_FILE
@@ -101,7 +82,7 @@ class RegistrySettings:
             bad.append("max_tools must be between 1 and 4294967295")
         if self.max_definition_bytes < 1:
             bad.append("max_definition_bytes must be at least 1")
-        bad.extend(dispatcher_problems(self))
+        bad.extend(self.dispatch.problems())
         if self.address.startswith("unix:") and loopback_address_error(self.address):
             bad.append(f"address {self.address!r}: {loopback_address_error(self.address)}")
         return bad

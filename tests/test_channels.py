@@ -44,7 +44,7 @@ from tests.support.llm_env import (
 from tests.support.plugins import REPO_ROOT, RegistryProcess, free_port, wait_for
 from tests.support.registry import Plugin, running_plugin, running_registry, tool
 from toolcall.clients import channel
-from toolcall.dispatch import Dispatcher
+from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2_grpc, llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
 
@@ -225,8 +225,8 @@ async def test_the_output_limit_comes_from_the_services_settings_not_the_dispatc
 ) -> None:
     monkeypatch.setenv("TOOLCALL_MAX_TOOL_OUTPUT_BYTES", "20")
     settings = RegistrySettings.from_env()
-    assert settings.max_tool_output_bytes == 20
-    assert LLMSettings.from_env().max_tool_output_bytes == 20
+    assert settings.dispatch.max_tool_output_bytes == 20
+    assert LLMSettings.from_env().dispatch.max_tool_output_bytes == 20
     async with running_plugin() as (_, address):
         echo = spec("echo", address)
         # A library object reads no environment: its limit is what it is given.
@@ -314,7 +314,7 @@ async def test_the_llm_service_closes_a_channel_once_no_tool_in_any_role_uses_it
         openai=fake_openai,
         default_provider="openai",
         roles=("default", "ops"),
-        callback_channel_idle_s=3600.0,  # nothing closes by idling in this test
+        dispatch=DispatchLimits(callback_channel_idle_s=3600.0),  # nothing closes by idling
     ) as env:
         view, dispatcher, pid = env.llm.view, env.llm.dispatcher, os.getpid()
 
@@ -384,7 +384,7 @@ async def test_a_new_registry_snapshot_releases_the_addresses_it_no_longer_has(
         address,
         openai_base_url=fake_openai.base_url,
         default_provider="openai",
-        callback_channel_idle_s=3600.0,
+        dispatch=DispatchLimits(callback_channel_idle_s=3600.0),
     )
     registry = await start_test_registry(tmp_path / "r1.sqlite3", address)
     try:

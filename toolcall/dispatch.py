@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -43,22 +43,49 @@ _KEY_CACHE_ENTRIES = 1024
 _KEY_CACHE_MAX_CHARS = 512
 
 
-class _DispatcherLimits(Protocol):
-    max_tool_output_bytes: int
-    max_callback_channels: int
-    callback_channel_idle_s: float
+@dataclass(frozen=True, slots=True)
+class DispatchLimits:
+    """The Dispatcher's bounds; each service's settings carry one as ``dispatch``."""
 
+    # Largest tool output (serialized) passed on to a caller or a model.
+    max_tool_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES
+    # Channels to plugins kept open at once (least recently used closes
+    # first), and how long an unused one stays open.
+    max_callback_channels: int = DEFAULT_MAX_CHANNELS
+    callback_channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S
 
-def dispatcher_problems(limits: _DispatcherLimits) -> list[str]:
-    """Dispatcher limits in a service's settings that cannot work, as sentences."""
-    bad = []
-    if limits.max_tool_output_bytes < 1:
-        bad.append("max_tool_output_bytes must be at least 1")
-    if limits.max_callback_channels < 1:
-        bad.append("max_callback_channels must be at least 1")
-    if not limits.callback_channel_idle_s > 0:
-        bad.append("callback_channel_idle_s must be a positive number of seconds")
-    return bad
+    @classmethod
+    def from_env(cls) -> DispatchLimits:
+        """Read by the services' settings (the programs' edge), never by the Dispatcher."""
+        return cls(
+            max_tool_output_bytes=config.env_int(
+                "MAX_TOOL_OUTPUT_BYTES", config.MAX_TOOL_OUTPUT_BYTES
+            ),
+            max_callback_channels=config.env_int("MAX_CALLBACK_CHANNELS", DEFAULT_MAX_CHANNELS),
+            callback_channel_idle_s=config.env_float(
+                "CALLBACK_CHANNEL_IDLE", DEFAULT_CHANNEL_IDLE_S
+            ),
+        )
+
+    def problems(self) -> list[str]:
+        """Limits that cannot work, as sentences."""
+        bad = []
+        if self.max_tool_output_bytes < 1:
+            bad.append("max_tool_output_bytes must be at least 1")
+        if self.max_callback_channels < 1:
+            bad.append("max_callback_channels must be at least 1")
+        if not self.callback_channel_idle_s > 0:
+            bad.append("callback_channel_idle_s must be a positive number of seconds")
+        return bad
+
+    def dispatcher(self) -> Dispatcher:
+        if problems := self.problems():
+            raise ValueError("; ".join(problems))
+        return Dispatcher(
+            max_output_bytes=self.max_tool_output_bytes,
+            max_channels=self.max_callback_channels,
+            channel_idle_s=self.callback_channel_idle_s,
+        )
 
 
 @dataclass(slots=True, eq=False)
