@@ -9,38 +9,29 @@ only cancellation by the caller propagates as an exception.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from toolcall import config
-from toolcall.address_policy import canonical_address
-from toolcall.channels import open_channel
+from toolcall.callback_channels import (
+    DEFAULT_CHANNEL_IDLE_S,
+    DEFAULT_MAX_CHANNELS,
+    CallbackChannels,
+)
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import to_struct, to_value
 from toolcall.tools import ToolSpec
-from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
+from toolcall.v1 import callback_pb2, tools_pb2
 
 log = logging.getLogger(__name__)
 
 
 def error_result(error: str, output: Any = None) -> tools_pb2.ToolResult:
     return tools_pb2.ToolResult(output=to_value(output), is_error=True, error=error)
-
-
-DEFAULT_MAX_CHANNELS = 256
-DEFAULT_CHANNEL_IDLE_S = 60.0
-# Memo of raw callback address -> canonical address (parsing costs ~18 us a
-# call): at most this many entries of at most _KEY_CACHE_MAX_CHARS characters
-# each (~1 MiB), emptied when full.
-_KEY_CACHE_ENTRIES = 1024
-_KEY_CACHE_MAX_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,27 +79,10 @@ class DispatchLimits:
         )
 
 
-@dataclass(slots=True, eq=False)
-class _Channel:
-    channel: grpc.aio.Channel
-    stub: callback_pb2_grpc.ToolCallbackAsyncStub
-    in_flight: int = 0
-    last_used: float = 0.0
-    # Out of the pool; closed when its last call ends.
-    retired: bool = False
-
-
 class Dispatcher:
-    """Calls plugins' ToolCallback services over a bounded pool of channels.
-
-    Channels are keyed by the canonical callback address, so every spelling
-    of one socket and every tool behind it share one channel (one file
-    descriptor on each side). A channel closes when its owner says the last
-    tool using it is gone (``release``), when it has been idle for
-    ``channel_idle_s``, or when more than ``max_channels`` are open (least
-    recently used first); a channel with calls in flight closes when they end.
-    Closing matters for dead addresses too: gRPC keeps redialling them.
-    """
+    """Calls plugins' ToolCallback services over a bounded pool of channels
+    (``toolcall/callback_channels.py``: shared per socket, closed on
+    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``)."""
 
     def __init__(
         self,
@@ -118,96 +92,25 @@ class Dispatcher:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S,
     ) -> None:
-        if max_output_bytes < 1 or max_channels < 1 or not channel_idle_s > 0:
+        if max_output_bytes < 1:
             raise ValueError("Dispatcher limits must be positive")
         self._max_message_bytes = max_message_bytes
         self._max_output_bytes = max_output_bytes
-        self._max_channels = max_channels
-        self._idle_s = channel_idle_s
-        # canonical address -> channel, least recently used first.
-        self._pool: OrderedDict[str, _Channel] = OrderedDict()
-        self._retired: set[_Channel] = set()
-        self._closing: set[asyncio.Task[None]] = set()
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        self._keys: dict[str, str] = {}
+        self._channels = CallbackChannels(
+            max_channels=max_channels, idle_s=channel_idle_s, max_message_bytes=max_message_bytes
+        )
 
     @property
     def open_channels(self) -> int:
-        """Channels open now (pooled plus retired ones still finishing calls)."""
-        return len(self._pool) + len(self._retired)
-
-    def _key(self, address: str) -> str:
-        key = self._keys.get(address)
-        if key is None:
-            key = canonical_address(address)
-            if len(address) <= _KEY_CACHE_MAX_CHARS:
-                if len(self._keys) >= _KEY_CACHE_ENTRIES:
-                    self._keys.clear()
-                self._keys[address] = key
-        return key
-
-    def _acquire(self, address: str) -> _Channel:
-        key = self._key(address)
-        entry = self._pool.get(key)
-        if entry is None:
-            channel = open_channel(key, max_message_bytes=self._max_message_bytes)
-            entry = self._pool[key] = _Channel(channel, callback_pb2_grpc.ToolCallbackStub(channel))
-            while len(self._pool) > self._max_channels:
-                self._retire(self._pool.popitem(last=False)[1])
-            if self._sweep_timer is None:
-                self._schedule_sweep()
-        else:
-            self._pool.move_to_end(key)
-        entry.in_flight += 1
-        entry.last_used = time.monotonic()
-        return entry
-
-    def _done(self, entry: _Channel) -> None:
-        entry.in_flight -= 1
-        entry.last_used = time.monotonic()
-        if entry.retired and entry.in_flight == 0:
-            self._retired.discard(entry)
-            self._close_later(entry)
+        """Channels to plugins open now (see ``CallbackChannels``)."""
+        return self._channels.open_count
 
     def release(self, address: str) -> None:
         """The owner's word that no tool uses ``address`` any more: close its channel."""
-        entry = self._pool.pop(self._key(address), None)
-        if entry is not None:
-            self._retire(entry)
-
-    def _retire(self, entry: _Channel) -> None:
-        entry.retired = True
-        if entry.in_flight:
-            self._retired.add(entry)
-        else:
-            self._close_later(entry)
-
-    def _close_later(self, entry: _Channel) -> None:
-        task = asyncio.get_running_loop().create_task(entry.channel.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _schedule_sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sweep_timer = loop.call_later(self._idle_s / 2, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweep_timer = None
-        cutoff = time.monotonic() - self._idle_s
-        for key in [k for k, e in self._pool.items() if not e.in_flight and e.last_used <= cutoff]:
-            self._retire(self._pool.pop(key))
-        if self._pool:
-            self._schedule_sweep()
+        self._channels.release(address)
 
     async def close(self) -> None:
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
-            self._sweep_timer = None
-        entries = [*self._pool.values(), *self._retired]
-        self._pool.clear()
-        self._retired.clear()
-        closing = [e.channel.close() for e in entries]
-        await asyncio.gather(*closing, *self._closing, return_exceptions=True)
+        await self._channels.close()
 
     async def invoke(
         self,
@@ -263,13 +166,13 @@ class Dispatcher:
             role=role,
         )
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
-        entry = self._acquire(spec.callback_address)
+        entry = self._channels.acquire(spec.callback_address)
         try:
             reply = await entry.stub.Invoke(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
         finally:
-            self._done(entry)
+            self._channels.done(entry)
         if (size := reply.output.ByteSize()) > self._max_output_bytes:
             return error_result(
                 f"RESOURCE_EXHAUSTED: plugin for tool '{spec.name}' at {spec.callback_address} "
