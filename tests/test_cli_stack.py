@@ -191,6 +191,32 @@ def test_unreachable_registry_is_one_readable_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["registry"],
+        ["llm"],
+        ["up"],
+        ["demo"],
+        ["chat"],
+        ["subscribe"],
+        ["tools"],
+        ["tools", "list"],
+        ["tools", "show"],
+        ["tools", "invoke"],
+        ["tools", "clear"],
+    ],
+    ids=lambda c: " ".join(c) or "toolcall",
+)
+def test_every_command_and_tools_action_prints_its_help(command: list[str]) -> None:
+    result = toolcall(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: toolcall") and result.stderr == ""
+    if command[:1] == ["tools"]:
+        assert "--registry TARGET" in result.stdout
+
+
 def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -> None:
     llm = ("--llm", stack.llm_address)
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")

@@ -40,12 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clr = sub.add_parser("clear", help="remove every tool registered with a source")
     clr.add_argument("--source", required=True, help='source tag, e.g. "plugin:weather"')
     clr.add_argument("--role", help="only within this role")
+    # The default written out: with SUPPRESS, %(default)s would break --help.
+    after_help = registry_help.replace("%(default)s", config.registry_address())
     for action in (ls, show, inv, clr):
         # Also after the action (``tools list --registry X``); SUPPRESS keeps the
         # value given before it when this one is absent.
-        action.add_argument(
-            "--registry", dest="target", default=argparse.SUPPRESS, help=registry_help
-        )
+        action.add_argument("--registry", dest="target", default=argparse.SUPPRESS, help=after_help)
 
 
 async def main(args: argparse.Namespace) -> int:
