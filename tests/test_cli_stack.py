@@ -217,6 +217,16 @@ def test_every_command_and_tools_action_prints_its_help(command: list[str]) -> N
         assert "--registry TARGET" in result.stdout
 
 
+def test_an_unknown_log_level_is_a_usage_error_not_a_traceback() -> None:
+    flag = toolcall("--log-level", "LOUD", "tools", "list", "--registry", "127.0.0.1:1")
+    assert flag.returncode == 2 and "Traceback" not in flag.stderr, flag.stderr
+    assert flag.stderr.startswith("error: log level 'LOUD'") and "WARNING" in flag.stderr
+    env = dict(os.environ, TOOLCALL_LOG_LEVEL="verbose")
+    served = toolcall("registry", "--address", "127.0.0.1:1", env=env)
+    assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr
+    assert "TOOLCALL_LOG_LEVEL" in served.stderr
+
+
 def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -> None:
     llm = ("--llm", stack.llm_address)
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")

@@ -216,8 +216,15 @@ def method_to_service(
     return reflection_pb2.ServerReflectionRequest(host=request.host, file_containing_symbol=service)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def setup_logging(level: str | None = None) -> None:
-    logging.basicConfig(
-        level=(level or config.env("LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Raises config.ConfigError for a level logging does not know (not a traceback)."""
+    name = (level or config.env("LOG_LEVEL", "INFO")).strip().upper()
+    if name not in LOG_LEVELS:
+        raise config.ConfigError(
+            f"log level {name[:40]!r} (--log-level or TOOLCALL_LOG_LEVEL) is not one of "
+            + ", ".join(LOG_LEVELS)
+        )
+    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
