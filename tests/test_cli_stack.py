@@ -227,6 +227,15 @@ def test_an_unknown_log_level_is_a_usage_error_not_a_traceback() -> None:
     assert "TOOLCALL_LOG_LEVEL" in served.stderr
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_above_zero_is_a_usage_error(timeout: str) -> None:
+    # It was sent: 0 meant no deadline at all, -1 an instant DEADLINE_EXCEEDED.
+    unreachable = ("--registry", f"127.0.0.1:{free_port()}")
+    result = toolcall("tools", "invoke", "get_weather", "--timeout", timeout, *unreachable)
+    assert result.returncode == 2, result.stderr
+    assert "argument --timeout: must be more than 0 seconds" in result.stderr
+
+
 def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -> None:
     llm = ("--llm", stack.llm_address)
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")

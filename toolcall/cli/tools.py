@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inv.add_argument("name", help="tool name")
     inv.add_argument("--args", default="{}", help="arguments as a JSON object (default: {})")
     inv.add_argument("--role", help="use this role's definition of the tool")
-    inv.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    inv.add_argument(
+        "--timeout", type=seconds, default=None, help="deadline in seconds (more than 0)"
+    )
     clr = sub.add_parser("clear", help="remove every tool registered with a source")
     clr.add_argument("--source", required=True, help='source tag, e.g. "plugin:weather"')
     clr.add_argument("--role", help="only within this role")
@@ -46,6 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # Also after the action (``tools list --registry X``); SUPPRESS keeps the
         # value given before it when this one is absent.
         action.add_argument("--registry", dest="target", default=argparse.SUPPRESS, help=after_help)
+
+
+def seconds(text: str) -> float:
+    """A deadline: a finite number above 0 (gRPC reads 0 as no deadline at all)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
 
 
 async def main(args: argparse.Namespace) -> int:
