@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.plugins import free_port
 from toolcall.cli.stack import Stack
+from toolcall.clients import wait_healthy
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,6 +190,41 @@ def test_unreachable_registry_is_one_readable_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach")
     assert "Traceback" not in result.stderr
+    # ... that says what to do
+    assert "toolcall up" in result.stderr and "TOOLCALL_REGISTRY_ADDRESS" in result.stderr
+    chat = toolcall("chat", "--llm", f"127.0.0.1:{free_port()}", "hi")
+    assert chat.returncode == 1 and "--llm or TOOLCALL_LLM_ADDRESS" in chat.stderr
+
+
+def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
+    tmp_path: Path,
+) -> None:
+    # The LLMService answers UNAVAILABLE itself when the model's server is down.
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(
+        os.environ,
+        TOOLCALL_DATA_DIR=str(tmp_path),
+        TOOLCALL_REGISTRY_ADDRESS=f"127.0.0.1:{free_port()}",
+        TOOLCALL_OPENAI_API_KEY="sk-test",
+        TOOLCALL_OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+    )
+    llm = subprocess.Popen(
+        [sys.executable, "-m", "toolcall.cli", "llm", "--address", address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        asyncio.run(wait_healthy(address, timeout_s=30))
+        result = toolcall("chat", "--llm", address, "--provider", "openai", "hi")
+    finally:
+        llm.terminate()
+        llm.wait(30)
+    assert result.returncode == 1
+    assert "error: UNAVAILABLE: provider 'openai'" in result.stderr, result.stderr
+    assert "cannot reach" not in result.stderr
 
 
 @pytest.mark.parametrize(

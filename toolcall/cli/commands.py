@@ -58,10 +58,30 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> str:
-    if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach {target} (UNAVAILABLE: {exc.details()})"
-    return f"{exc.code().name}: {exc.details()}"
+# Where each service's address is set, to say so when it cannot be reached.
+ADDRESS_SETTINGS = {
+    "toolcall.v1.ToolRegistry": "--registry or TOOLCALL_REGISTRY_ADDRESS",
+    "toolcall.v1.LLMService": "--llm or TOOLCALL_LLM_ADDRESS",
+}
+
+
+def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str, module: Any = None) -> str:
+    """One line for a failed call. UNAVAILABLE is "cannot reach" only when ``target``
+    does not answer: a running LLMService says UNAVAILABLE too when its provider is down."""
+    status = f"{exc.code().name}: {exc.details()}"
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return status
+    wanted = getattr(module, "SERVICE", "")
+    try:
+        answered = wanted in eventloop.run(services_at(target))
+    except Exception:
+        answered = False
+    if answered:
+        return status
+    hint = ""
+    if where := ADDRESS_SETTINGS.get(wanted):
+        hint = f"; is the stack up (`toolcall up`)? Another address: {where}"
+    return f"cannot reach {target} ({status}){hint}"
 
 
 async def services_at(target: str, timeout_s: float = 2.0) -> list[str]:
@@ -108,9 +128,10 @@ def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
         return 141
     except grpc.aio.AioRpcError as exc:
         target = getattr(args, "target", "server")
-        message = describe_rpc_error(exc, target)
+        module = sys.modules.get(args.module)
+        message = describe_rpc_error(exc, target, module)
         if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-            if mix_up := wrong_service(sys.modules.get(args.module), target):
+            if mix_up := wrong_service(module, target):
                 message = f"{mix_up} ({message})"
         print(f"error: {message}", file=sys.stderr)
         return 1
