@@ -111,6 +111,11 @@ def test_tools_show_prints_description_schema_timeout_and_ack_message(stack: Sta
     assert "Started ping" in shown.stdout or "ack_message:" in shown.stdout
     assert re.search(r"^timeout_seconds:\s+\d", shown.stdout, re.M), shown.stdout
     assert '"host"' in shown.stdout and "TOOL_MODE_ASYNC" in shown.stdout
+    # The schema's keys sorted, as grpcurl prints them (a Struct keeps no order:
+    # they came out in a different order on every run).
+    schema = shown.stdout.split("parameters:")[1]
+    keys = re.findall(r'^  {3}"(\w+)"', schema, re.M)
+    assert keys == sorted(keys) and len(keys) == 4, schema
     as_json = json.loads(toolcall(*reg, "show", "get_weather", "--json").stdout)
     assert as_json["timeout_seconds"] == 5 and as_json["parameters"]["required"] == ["city"]
     assert as_json["description"].startswith("Current weather")
@@ -164,6 +169,7 @@ def test_tools_invoke_success_error_and_usage_exit_codes(stack: Stack) -> None:
     ok = toolcall(*reg, "get_weather", "--args", '{"city": "Paris"}')
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["city"] == "Paris"
+    assert list(json.loads(ok.stdout)) == sorted(json.loads(ok.stdout)), ok.stdout
 
     failed = toolcall(*reg, "get_forecast", "--args", '{"city": "Atlantis"}')
     assert failed.returncode == 1
@@ -277,6 +283,8 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")
     assert sync.returncode == 0, sync.stderr
     assert "-> get_weather(" in sync.stdout and "Oslo" in sync.stdout
+    shown = re.search(r"<- get_weather: (\{.*\})  \(", sync.stdout)
+    assert shown and list(json.loads(shown[1])) == sorted(json.loads(shown[1])), sync.stdout
 
     started = toolcall("chat", *llm, "--session", "cli-async", "Please ping example.org")
     assert started.returncode == 0, started.stderr
@@ -288,7 +296,9 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     # snake_case and whole numbers, as grpcurl and the docs show them
     assert task["tool_name"] == "ping" and task["status"] == "TASK_STATUS_SUCCEEDED"
     assert task["result"]["output"]["packets"] == 4
-    assert re.search(r'"packets": 4[,}]', line), line  # not 4.0 (map order varies)
+    assert re.search(r'"packets": 4[,}]', line), line  # not 4.0
+    output = task["result"]["output"]
+    assert list(output) == sorted(output), line
 
 
 def test_grpcurl_commands_from_the_readme(stack: Stack) -> None:

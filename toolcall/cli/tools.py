@@ -12,7 +12,7 @@ import grpc
 
 from toolcall import config
 from toolcall.clients import auth_metadata, channel, list_all_tools
-from toolcall.jsonvalue import from_struct, from_value
+from toolcall.jsonvalue import from_struct, from_value, sorted_keys
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 # The service this command talks to (named when an address serves another one).
@@ -93,7 +93,7 @@ def tool_row(t: registry_pb2.RegisteredTool) -> dict[str, Any]:
         "role": t.role,
         "name": t.tool.name,
         "description": t.tool.description,
-        "parameters": from_struct(t.tool.parameters),
+        "parameters": sorted_keys(from_struct(t.tool.parameters)),
         "mode": tools_pb2.ToolMode.Name(t.tool.mode),
         "timeout_seconds": whole(t.tool.timeout_seconds),
         "ack_message": t.tool.ack_message,
@@ -198,11 +198,11 @@ async def _invoke(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.
     # stdout carries results only: an error goes to stderr, on one line, with
     # whatever output the tool attached to it.
     if reply.result.is_error:
-        output = from_value(reply.result.output)
+        output = sorted_keys(from_value(reply.result.output))
         extra = "" if output is None else f" (output: {json.dumps(output, ensure_ascii=False)})"
         print(f"error: {_safe(reply.result.error)}{_safe(extra)}", file=sys.stderr)
         return 1
     # json.dumps escapes C0 controls itself; the rest (C1, bidi) is escaped per line.
-    text = json.dumps(from_value(reply.result.output), indent=2, ensure_ascii=False)
+    text = json.dumps(sorted_keys(from_value(reply.result.output)), indent=2, ensure_ascii=False)
     print("\n".join(_safe(line) for line in text.split("\n")))
     return 0
