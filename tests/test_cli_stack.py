@@ -269,6 +269,22 @@ def test_an_unknown_log_level_is_a_usage_error_not_a_traceback() -> None:
     assert "TOOLCALL_LOG_LEVEL" in served.stderr
 
 
+def test_a_setting_a_service_refuses_is_an_error_line_and_usage_exit(tmp_path: Path) -> None:
+    empty = tmp_path / "token"
+    empty.write_text("")
+    empty.chmod(0o600)
+    port = ("--address", f"127.0.0.1:{free_port()}")
+    for argv in (
+        ["registry", *port, "--token-file", str(empty)],
+        ["registry", *port, "--roles", ","],
+        ["llm", *port, "--max-tool-rounds", "0"],
+    ):
+        result = toolcall(*argv)
+        # It was exit 1 with the bare message, unlike every other usage error.
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
 def test_a_timeout_that_is_not_above_zero_is_a_usage_error(timeout: str) -> None:
     # It was sent: 0 meant no deadline at all, -1 an instant DEADLINE_EXCEEDED.

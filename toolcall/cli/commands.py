@@ -146,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:  # e.g. an unreadable TOOLCALL_TOKEN_FILE
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:
+        # A service's settings refused with a message (``--roles ,``, an empty
+        # token file): bad usage, said like every other error (argparse's exits
+        # carry a number and pass through).
+        if not isinstance(exc.code, str):
+            raise
+        print(f"error: {exc.code}", file=sys.stderr)
+        return 2
 
 
 CLIENT_COMMANDS = {"tools", "chat", "subscribe"}
