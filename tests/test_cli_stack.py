@@ -382,6 +382,20 @@ def test_tools_clear_removes_tools_of_a_source(stack: Stack) -> None:
     assert missing.returncode == 1 and "INVALID_ARGUMENT" in missing.stderr
 
 
+def test_up_on_the_addresses_of_a_running_stack_says_they_are_in_use(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # It used to report "stack is up": the running stack answered its health
+    # checks, its own services had died on the taken ports, and its plugins
+    # joined the other stack.
+    addresses = ("--registry-address", stack.registry_address)
+    addresses += ("--llm-address", stack.llm_address)
+    result = toolcall("up", "--data-dir", str(tmp_path), *addresses, timeout=30)
+    assert result.returncode == 1 and "stack is up" not in result.stdout
+    assert result.stderr.startswith(f"error: {stack.registry_address} is already in use")
+    assert not (tmp_path / "logs").exists()  # nothing was started
+
+
 def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
     # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
     addresses = ["--registry-address", f"127.0.0.1:{free_port()}"]
