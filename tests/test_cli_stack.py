@@ -18,6 +18,8 @@ import grpc
 import pytest
 
 from tests.support.plugins import free_port
+from toolcall import config
+from toolcall.cli.demo import try_next
 from toolcall.cli.stack import Stack
 from toolcall.clients import wait_healthy
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
@@ -89,6 +91,18 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     assert "assistant> " in error_part and "failed" in error_part
     assert "Demo complete" in out and "Stopped." in out
     assert "Traceback" not in out + result.stderr
+
+
+def test_the_demo_suggests_commands_that_run_as_typed_in_another_terminal() -> None:
+    # ``make run`` runs .venv/bin/toolcall: a bare ``toolcall`` is "command not
+    # found" until the venv is activated; other addresses must be named.
+    default = (config.DEFAULT_REGISTRY_ADDRESS, config.DEFAULT_LLM_ADDRESS)
+    hint = try_next(*default, ".venv/bin/toolcall")
+    assert "`.venv/bin/toolcall tools list`" in hint and "`.venv/bin/toolcall chat '" in hint
+    elsewhere = try_next("127.0.0.1:1", "127.0.0.1:2", "/nowhere/bin/toolcall")
+    assert "`/nowhere/bin/toolcall tools list --registry 127.0.0.1:1`" in elsewhere
+    assert "chat --llm 127.0.0.1:2 '" in elsewhere
+    assert "`toolcall tools list`" in try_next(*default, str(REPO / "toolcall/cli/__main__.py"))
 
 
 def test_tools_list_shows_example_plugins(stack: Stack) -> None:
