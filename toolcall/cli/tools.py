@@ -25,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--registry", dest="target", default=config.registry_address(), help=registry_help
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ls = sub.add_parser("list", help="list tools (what a conversation in --role sees)")
+    ls = sub.add_parser(
+        "list",
+        help="list tools (what a conversation in --role sees)",
+        description="List tools (what a conversation in --role sees). INVOKES, ERRORS and "
+        "MEAN_MS count the calls made through the registry (`tools invoke`, "
+        "ToolRegistry.Invoke); a chat's calls go straight to the plugin and are not counted.",
+    )
     ls.add_argument("--role", help="only tools visible to this role")
     ls.add_argument("--source", default="", help="only tools with this source")
     ls.add_argument("--json", action="store_true", help="print JSON, every field")
