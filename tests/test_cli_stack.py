@@ -273,6 +273,12 @@ def test_every_command_and_tools_action_prints_its_help(command: list[str]) -> N
         assert "--registry TARGET" in result.stdout
 
 
+def test_version_prints_the_installed_version() -> None:
+    result = toolcall("--version")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"toolcall \d+\.\d+\S*\n", result.stdout), result.stdout
+
+
 def test_an_unknown_log_level_is_a_usage_error_not_a_traceback() -> None:
     flag = toolcall("--log-level", "LOUD", "tools", "list", "--registry", "127.0.0.1:1")
     assert flag.returncode == 2 and "Traceback" not in flag.stderr, flag.stderr
