@@ -108,5 +108,8 @@ async def main(args: argparse.Namespace) -> int:
         # One readable line instead of a traceback: the operator's next step.
         print(f"error: cannot open {exc.message}; {STORE_ADVICE[exc.kind]}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the port is taken: one line, not a traceback
+        print(f"error: cannot start the LLMService: {exc}", file=sys.stderr)
+        return 1
     await host.run_until_signal(started=True)
     return 0

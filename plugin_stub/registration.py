@@ -12,7 +12,9 @@ Failure handling:
 * KeepAlive NOT_FOUND (the lease expired or the registry restarted): create a
   new lease and register everything again at once;
 * KeepAlive reports fewer tools than were registered, in any role: register
-  them again (per role, so a tool removed from one of its roles is noticed);
+  them again (per role, so a tool removed from one of its roles is noticed),
+  naming them in the log; lost again at the next heartbeat, the log says why
+  that usually happens (another plugin registers the same name);
 * a tool the registry refuses (INVALID_ARGUMENT, unknown role) is logged
   and not retried until it changes.
 
@@ -32,7 +34,7 @@ import grpc
 
 from plugin_stub.local_tools import ToolTable
 from toolcall.channels import Backoff, open_channel
-from toolcall.clients import auth_metadata
+from toolcall.clients import auth_metadata, list_all_tools
 from toolcall.errors import bad_request_violations
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
@@ -86,6 +88,7 @@ class Registrar:
         self._channel: grpc.aio.Channel | None = None
         self._stub: registry_pb2_grpc.ToolRegistryAsyncStub | None = None
         self._last_problem = ""
+        self._losses = 0  # heartbeats in a row that found tools missing
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -230,10 +233,44 @@ class Registrar:
             timeout=self._rpc_timeout_s,
         )
         self._next_keepalive = time.monotonic() + (reply.ttl_seconds or self.lease_ttl_s) / 3
-        if missing := self._missing(reply):
-            log.warning("registry lost tools of %s (%s); registering again", self.source, missing)
-            self._registered.clear()
-            self._reconciled_version = -1
+        missing = self._missing(reply)
+        if not missing:
+            self._losses = 0
+            return
+        self._losses += 1
+        names = await self._names_gone()
+        self._registered.clear()
+        self._reconciled_version = -1
+        if names:
+            missing += f": {', '.join(names)}"
+        hint = ""
+        if self._losses > 1:
+            # Lost again right after registering: typically a second plugin serving
+            # the same name; each registration replaces the other's, every heartbeat.
+            hint = (
+                "; they keep disappearing right after registering: most likely another "
+                "plugin registers the same tool name and the two replace each other "
+                "(give the tool another name, or stop the other plugin)"
+            )
+        log.warning(
+            "registry lost tools of %s (%s); registering again%s", self.source, missing, hint
+        )
+
+    async def _names_gone(self) -> list[str]:
+        """Our tools the registry no longer holds under our source (best effort: [] on error)."""
+        assert self._stub is not None
+        wanted = {(role, r.definition.name) for r in self._registered.values() for role in r.roles}
+        try:
+            held, _ = await list_all_tools(
+                self._stub,
+                registry_pb2.ListRequest(source=self.source),
+                timeout_s=self._rpc_timeout_s,
+                max_tools=max(1000, 2 * len(wanted)),
+            )
+        except (grpc.aio.AioRpcError, RuntimeError):
+            return []
+        gone = wanted - {(t.role, t.tool.name) for t in held}
+        return sorted({name for _, name in gone})[:10]
 
     def _missing(self, reply: registry_pb2.KeepAliveResponse) -> str:
         """Where the registry holds fewer of our tools than we registered ('' if nowhere)."""

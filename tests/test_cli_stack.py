@@ -18,7 +18,10 @@ import grpc
 import pytest
 
 from tests.support.plugins import free_port
+from toolcall import config
+from toolcall.cli.demo import try_next
 from toolcall.cli.stack import Stack
+from toolcall.clients import wait_healthy
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +93,18 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in out + result.stderr
 
 
+def test_the_demo_suggests_commands_that_run_as_typed_in_another_terminal() -> None:
+    # ``make run`` runs .venv/bin/toolcall: a bare ``toolcall`` is "command not
+    # found" until the venv is activated; other addresses must be named.
+    default = (config.DEFAULT_REGISTRY_ADDRESS, config.DEFAULT_LLM_ADDRESS)
+    hint = try_next(*default, ".venv/bin/toolcall")
+    assert "`.venv/bin/toolcall tools list`" in hint and "`.venv/bin/toolcall chat '" in hint
+    elsewhere = try_next("127.0.0.1:1", "127.0.0.1:2", "/nowhere/bin/toolcall")
+    assert "`/nowhere/bin/toolcall tools list --registry 127.0.0.1:1`" in elsewhere
+    assert "chat --llm 127.0.0.1:2 '" in elsewhere
+    assert "`toolcall tools list`" in try_next(*default, str(REPO / "toolcall/cli/__main__.py"))
+
+
 def test_tools_list_shows_example_plugins(stack: Stack) -> None:
     result = toolcall("tools", "--registry", stack.registry_address, "list", "--role", "default")
     assert result.returncode == 0, result.stderr
@@ -110,6 +125,11 @@ def test_tools_show_prints_description_schema_timeout_and_ack_message(stack: Sta
     assert "Started ping" in shown.stdout or "ack_message:" in shown.stdout
     assert re.search(r"^timeout_seconds:\s+\d", shown.stdout, re.M), shown.stdout
     assert '"host"' in shown.stdout and "TOOL_MODE_ASYNC" in shown.stdout
+    # The schema's keys sorted, as grpcurl prints them (a Struct keeps no order:
+    # they came out in a different order on every run).
+    schema = shown.stdout.split("parameters:")[1]
+    keys = re.findall(r'^  {3}"(\w+)"', schema, re.M)
+    assert keys == sorted(keys) and len(keys) == 4, schema
     as_json = json.loads(toolcall(*reg, "show", "get_weather", "--json").stdout)
     assert as_json["timeout_seconds"] == 5 and as_json["parameters"]["required"] == ["city"]
     assert as_json["description"].startswith("Current weather")
@@ -163,6 +183,7 @@ def test_tools_invoke_success_error_and_usage_exit_codes(stack: Stack) -> None:
     ok = toolcall(*reg, "get_weather", "--args", '{"city": "Paris"}')
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["city"] == "Paris"
+    assert list(json.loads(ok.stdout)) == sorted(json.loads(ok.stdout)), ok.stdout
 
     failed = toolcall(*reg, "get_forecast", "--args", '{"city": "Atlantis"}')
     assert failed.returncode == 1
@@ -189,6 +210,108 @@ def test_unreachable_registry_is_one_readable_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach")
     assert "Traceback" not in result.stderr
+    # ... that says what to do
+    assert "toolcall up" in result.stderr and "TOOLCALL_REGISTRY_ADDRESS" in result.stderr
+    chat = toolcall("chat", "--llm", f"127.0.0.1:{free_port()}", "hi")
+    assert chat.returncode == 1 and "--llm or TOOLCALL_LLM_ADDRESS" in chat.stderr
+
+
+def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
+    tmp_path: Path,
+) -> None:
+    # The LLMService answers UNAVAILABLE itself when the model's server is down.
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(
+        os.environ,
+        TOOLCALL_DATA_DIR=str(tmp_path),
+        TOOLCALL_REGISTRY_ADDRESS=f"127.0.0.1:{free_port()}",
+        TOOLCALL_OPENAI_API_KEY="sk-test",
+        TOOLCALL_OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+    )
+    llm = subprocess.Popen(
+        [sys.executable, "-m", "toolcall.cli", "llm", "--address", address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        asyncio.run(wait_healthy(address, timeout_s=30))
+        result = toolcall("chat", "--llm", address, "--provider", "openai", "hi")
+    finally:
+        llm.terminate()
+        llm.wait(30)
+    assert result.returncode == 1
+    assert "error: UNAVAILABLE: provider 'openai'" in result.stderr, result.stderr
+    assert "cannot reach" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["registry"],
+        ["llm"],
+        ["up"],
+        ["demo"],
+        ["chat"],
+        ["subscribe"],
+        ["tools"],
+        ["tools", "list"],
+        ["tools", "show"],
+        ["tools", "invoke"],
+        ["tools", "clear"],
+    ],
+    ids=lambda c: " ".join(c) or "toolcall",
+)
+def test_every_command_and_tools_action_prints_its_help(command: list[str]) -> None:
+    result = toolcall(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: toolcall") and result.stderr == ""
+    if command[:1] == ["tools"]:
+        assert "--registry TARGET" in result.stdout
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = toolcall("--version")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"toolcall \d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+def test_an_unknown_log_level_is_a_usage_error_not_a_traceback() -> None:
+    flag = toolcall("--log-level", "LOUD", "tools", "list", "--registry", "127.0.0.1:1")
+    assert flag.returncode == 2 and "Traceback" not in flag.stderr, flag.stderr
+    assert flag.stderr.startswith("error: log level 'LOUD'") and "WARNING" in flag.stderr
+    env = dict(os.environ, TOOLCALL_LOG_LEVEL="verbose")
+    served = toolcall("registry", "--address", "127.0.0.1:1", env=env)
+    assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr
+    assert "TOOLCALL_LOG_LEVEL" in served.stderr
+
+
+def test_a_setting_a_service_refuses_is_an_error_line_and_usage_exit(tmp_path: Path) -> None:
+    empty = tmp_path / "token"
+    empty.write_text("")
+    empty.chmod(0o600)
+    port = ("--address", f"127.0.0.1:{free_port()}")
+    for argv in (
+        ["registry", *port, "--token-file", str(empty)],
+        ["registry", *port, "--roles", ","],
+        ["llm", *port, "--max-tool-rounds", "0"],
+    ):
+        result = toolcall(*argv)
+        # It was exit 1 with the bare message, unlike every other usage error.
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_above_zero_is_a_usage_error(timeout: str) -> None:
+    # It was sent: 0 meant no deadline at all, -1 an instant DEADLINE_EXCEEDED.
+    unreachable = ("--registry", f"127.0.0.1:{free_port()}")
+    result = toolcall("tools", "invoke", "get_weather", "--timeout", timeout, *unreachable)
+    assert result.returncode == 2, result.stderr
+    assert "argument --timeout: must be more than 0 seconds" in result.stderr
 
 
 def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -> None:
@@ -196,6 +319,8 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")
     assert sync.returncode == 0, sync.stderr
     assert "-> get_weather(" in sync.stdout and "Oslo" in sync.stdout
+    shown = re.search(r"<- get_weather: (\{.*\})  \(", sync.stdout)
+    assert shown and list(json.loads(shown[1])) == sorted(json.loads(shown[1])), sync.stdout
 
     started = toolcall("chat", *llm, "--session", "cli-async", "Please ping example.org")
     assert started.returncode == 0, started.stderr
@@ -207,7 +332,9 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     # snake_case and whole numbers, as grpcurl and the docs show them
     assert task["tool_name"] == "ping" and task["status"] == "TASK_STATUS_SUCCEEDED"
     assert task["result"]["output"]["packets"] == 4
-    assert re.search(r'"packets": 4[,}]', line), line  # not 4.0 (map order varies)
+    assert re.search(r'"packets": 4[,}]', line), line  # not 4.0
+    output = task["result"]["output"]
+    assert list(output) == sorted(output), line
 
 
 def test_grpcurl_commands_from_the_readme(stack: Stack) -> None:
@@ -273,6 +400,20 @@ def test_tools_clear_removes_tools_of_a_source(stack: Stack) -> None:
     assert "manual_echo" not in names and "get_weather" in names
     missing = toolcall(*reg, "clear", "--source", "")
     assert missing.returncode == 1 and "INVALID_ARGUMENT" in missing.stderr
+
+
+def test_up_on_the_addresses_of_a_running_stack_says_they_are_in_use(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # It used to report "stack is up": the running stack answered its health
+    # checks, its own services had died on the taken ports, and its plugins
+    # joined the other stack.
+    addresses = ("--registry-address", stack.registry_address)
+    addresses += ("--llm-address", stack.llm_address)
+    result = toolcall("up", "--data-dir", str(tmp_path), *addresses, timeout=30)
+    assert result.returncode == 1 and "stack is up" not in result.stdout
+    assert result.stderr.startswith(f"error: {stack.registry_address} is already in use")
+    assert not (tmp_path / "logs").exists()  # nothing was started
 
 
 def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:

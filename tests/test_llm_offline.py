@@ -142,6 +142,20 @@ async def test_answers_from_results_and_streams_text() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_result_is_described_with_its_keys_sorted_so_the_answer_is_reproducible() -> None:
+    # The result reached the model as a protobuf Struct: its key order is arbitrary.
+    result = {"temp_c": 17, "city": "Paris", "wind": {"kph": 9, "dir": "W"}}
+    messages = [
+        Message("user", "weather in Paris"),
+        Message("tool", json.dumps(result), tool_call_id="a", name="get_weather"),
+    ]
+    _, turn = await run(OfflineProvider(), ProviderRequest("m", messages, TOOLS))
+    assert turn.text == (
+        'get_weather returned: {"city": "Paris", "temp_c": 17, "wind": {"dir": "W", "kph": 9}}'
+    )
+
+
+@pytest.mark.anyio
 async def test_no_match_lists_tools() -> None:
     _, turn = await run(OfflineProvider(), ProviderRequest("m", [Message("user", "hi")], TOOLS))
     assert "not a language model" in turn.text

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -266,3 +269,21 @@ async def test_toolcall_llm_serves_until_sigterm(tmp_path: Path) -> None:
             proc.kill()
             await proc.wait()
     assert (tmp_path / "llm.sqlite3").exists()
+
+
+def test_a_taken_port_is_one_readable_error_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "toolcall.cli", "llm", "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "TOOLCALL_DATA_DIR": str(tmp_path)},
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"error: cannot start the LLMService: {address} is in use" in result.stderr

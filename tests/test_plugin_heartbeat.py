@@ -48,3 +48,32 @@ async def test_a_tool_removed_from_one_role_only_is_registered_there_again(
             assert ("support", "get_weather") not in await placed()
             # Many heartbeats: before, the name count (2 of 2) looked complete for ever.
             await wait_for(placed, lambda p: p == everywhere, 5)
+
+
+async def test_two_plugins_serving_one_tool_name_are_told_why_their_tools_keep_vanishing(
+    tmp_path: Path,
+) -> None:
+    # Each one's registration replaces the other's; each heartbeat finds its tool
+    # gone. The log used to say only "registry lost tools (1 of 2 tools)", forever.
+    async with running_registry(tmp_path) as reg:
+        first = PluginProcess(
+            "toolcall_examples.weather_plugin", reg.target, tmp_path, lease_ttl="1.5"
+        )
+        with first:
+            await wait_for(lambda: reg.names(source=SOURCE), lambda n: len(n) == 2, 15)
+            second = PluginProcess(
+                "toolcall_examples.weather_plugin",
+                reg.target,
+                tmp_path / "second",
+                lease_ttl="1.5",
+                extra_env={"TOOLCALL_PLUGIN_ID": "weather_copy"},
+            )
+            with second:
+
+                async def told() -> str:
+                    return first.log() + second.log()
+
+                logs = await wait_for(told, lambda text: "same tool name" in text, 15)
+    lost = [line for line in logs.splitlines() if "registry lost tools" in line]
+    assert lost and all("get_weather" in line for line in lost), lost
+    assert any("another plugin registers the same tool name" in line for line in lost), lost

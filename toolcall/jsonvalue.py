@@ -126,7 +126,19 @@ def from_value(v: struct_pb2.Value) -> Any:
 
 
 def value_to_json(v: struct_pb2.Value) -> str:
-    return json.dumps(from_value(v), ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON for display, keys sorted (see ``sorted_keys``)."""
+    return json.dumps(from_value(v), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def sorted_keys(obj: Any) -> Any:
+    """``obj`` with every object's keys sorted, for display: a Struct is a protobuf
+    map, which keeps no order, so the same value printed twice came out in two
+    orders (grpcurl sorts them too)."""
+    if isinstance(obj, dict):
+        return {k: sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [sorted_keys(v) for v in obj]
+    return obj
 
 
 def is_json_compatible(obj: Any) -> bool:

@@ -93,9 +93,14 @@ class ServiceHost:
             path = self.address.removeprefix("unix:").removeprefix("//")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        self.port = self.server.add_insecure_port(self.address)
-        if not self.address.startswith("unix:") and self.port == 0:
-            raise OSError(f"cannot listen on {self.address}")
+        try:
+            self.port = self.server.add_insecure_port(self.address)
+        except RuntimeError:  # grpc's "Failed to bind"; its reason went to the C log only
+            self.port = -1
+        if self.port == -1 or (self.port == 0 and not self.address.startswith("unix:")):
+            raise OSError(
+                f"{self.address} is in use by another process, or is not an address of this host"
+            )
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -216,8 +221,15 @@ def method_to_service(
     return reflection_pb2.ServerReflectionRequest(host=request.host, file_containing_symbol=service)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def setup_logging(level: str | None = None) -> None:
-    logging.basicConfig(
-        level=(level or config.env("LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Raises config.ConfigError for a level logging does not know (not a traceback)."""
+    name = (level or config.env("LOG_LEVEL", "INFO")).strip().upper()
+    if name not in LOG_LEVELS:
+        raise config.ConfigError(
+            f"log level {name[:40]!r} (--log-level or TOOLCALL_LOG_LEVEL) is not one of "
+            + ", ".join(LOG_LEVELS)
+        )
+    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

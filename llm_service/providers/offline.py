@@ -5,7 +5,7 @@ dispatch, async tasks, streaming) runs with no API key and no network, and so
 tests and demos are reproducible. Its rules (also in docs/llm.md):
 
 1. If the conversation ends with tool results, it answers in text from them:
-   "<tool> returned: <json>", "The tool <tool> failed: <error>", or for an
+   "<tool> returned: <json>" (keys sorted), "The tool <tool> failed: <error>", or for an
    async acknowledgement "Started <tool> (task <id>); I'll report the result
    when it arrives."
 2. Otherwise it reads the latest user message, splits it into lowercase
@@ -129,7 +129,8 @@ def describe_result(msg: Message) -> str:
         return (
             f"Started {msg.name} (task {value['task_id']}); I'll report the result when it arrives."
         )
-    rendered = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    # Keys sorted: the result crossed gRPC as a Struct, whose order is arbitrary.
+    rendered = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
     return f"{msg.name} returned: {rendered}"
 
 

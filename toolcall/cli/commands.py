@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import os
 import sys
 from collections.abc import Callable
@@ -49,6 +50,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="toolcall", description="Typed, fast, safe tool calling for LLM applications."
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument("--version", action="version", version=f"toolcall {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -58,10 +60,37 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> str:
-    if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach {target} (UNAVAILABLE: {exc.details()})"
-    return f"{exc.code().name}: {exc.details()}"
+# Where each service's address is set, to say so when it cannot be reached.
+ADDRESS_SETTINGS = {
+    "toolcall.v1.ToolRegistry": "--registry or TOOLCALL_REGISTRY_ADDRESS",
+    "toolcall.v1.LLMService": "--llm or TOOLCALL_LLM_ADDRESS",
+}
+
+
+def installed_version() -> str:
+    try:
+        return importlib.metadata.version("toolcall")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "(not installed)"
+
+
+def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str, module: Any = None) -> str:
+    """One line for a failed call. UNAVAILABLE is "cannot reach" only when ``target``
+    does not answer: a running LLMService says UNAVAILABLE too when its provider is down."""
+    status = f"{exc.code().name}: {exc.details()}"
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return status
+    wanted = getattr(module, "SERVICE", "")
+    try:
+        answered = wanted in eventloop.run(services_at(target))
+    except Exception:
+        answered = False
+    if answered:
+        return status
+    hint = ""
+    if where := ADDRESS_SETTINGS.get(wanted):
+        hint = f"; is the stack up (`toolcall up`)? Another address: {where}"
+    return f"cannot reach {target} ({status}){hint}"
 
 
 async def services_at(target: str, timeout_s: float = 2.0) -> list[str]:
@@ -108,9 +137,10 @@ def run_async(main: Callable[[Any], Any], args: argparse.Namespace) -> int:
         return 141
     except grpc.aio.AioRpcError as exc:
         target = getattr(args, "target", "server")
-        message = describe_rpc_error(exc, target)
+        module = sys.modules.get(args.module)
+        message = describe_rpc_error(exc, target, module)
         if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-            if mix_up := wrong_service(sys.modules.get(args.module), target):
+            if mix_up := wrong_service(module, target):
                 message = f"{mix_up} ({message})"
         print(f"error: {message}", file=sys.stderr)
         return 1
@@ -124,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_async(importlib.import_module(args.module).main, args)
     except config.ConfigError as exc:  # e.g. an unreadable TOOLCALL_TOKEN_FILE
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        # A service's settings refused with a message (``--roles ,``, an empty
+        # token file): bad usage, said like every other error (argparse's exits
+        # carry a number and pass through).
+        if not isinstance(exc.code, str):
+            raise
+        print(f"error: {exc.code}", file=sys.stderr)
         return 2
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import uuid
+from pathlib import Path
 
 from toolcall import config
 from toolcall.cli.chat import EventPrinter
@@ -92,6 +94,27 @@ async def run_script(registry_address: str, llm_address: str) -> None:
         print(f"  session {session}: {len(history.messages)} messages kept in SQLite")
 
 
+def try_next(registry_address: str, llm_address: str, argv0: str) -> str:
+    """Commands to try from another terminal, as typed there: ``make run`` runs
+    ``.venv/bin/toolcall``, which a shell without the venv active does not find
+    as ``toolcall``; and addresses other than the defaults must be named."""
+    program = "toolcall"
+    if Path(argv0).name == "toolcall" and "/" in argv0:
+        found = shutil.which("toolcall")
+        if not Path(argv0).is_absolute() or found is None or Path(found) != Path(argv0):
+            program = argv0
+    registry = (
+        ""
+        if registry_address == config.DEFAULT_REGISTRY_ADDRESS
+        else f" --registry {registry_address}"
+    )
+    llm = "" if llm_address == config.DEFAULT_LLM_ADDRESS else f" --llm {llm_address}"
+    return (
+        f"The stack stays up: try `{program} tools list{registry}` or "
+        f"`{program} chat{llm} 'What is the weather in Tokyo?'`."
+    )
+
+
 async def main(args: argparse.Namespace) -> int:
     stack = stack_from_args(args)
     print("Starting registry, LLMService (offline stand-in provider) and example plugins ...")
@@ -102,7 +125,7 @@ async def main(args: argparse.Namespace) -> int:
         heading("Demo complete")
         if not args.exit_after_demo:
             stop = stop_requested()
-            print("The stack stays up: try `toolcall tools list` or `toolcall chat '...'`.")
+            print(try_next(stack.registry_address, stack.llm_address, sys.argv[0]))
             print("Ctrl-C stops it.", flush=True)
             await stop.wait()
     except (RuntimeError, TimeoutError) as exc:

@@ -21,6 +21,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import config
 from toolcall.clients import channel, list_all_tools, wait_healthy
@@ -106,6 +110,15 @@ class Stack:
                     raise TimeoutError(f"{name} at {address} did not become healthy") from None
 
     async def start(self) -> None:
+        # Another stack on these addresses would pass our health checks, and our
+        # plugins would join it (and clear its tools of the same source on stop).
+        for address in (self.registry_address, self.llm_address):
+            if await something_serves(address):
+                raise RuntimeError(
+                    f"{address} is already in use (another `toolcall up` or `make run`?); "
+                    "stop it, or choose other addresses with --registry-address and "
+                    "--llm-address (or TOOLCALL_REGISTRY_ADDRESS, TOOLCALL_LLM_ADDRESS)"
+                )
         self._spawn("registry", ["-m", "toolcall.cli", "registry"])
         await self._healthy("registry", self.registry_address)
         self._spawn("llm", ["-m", "toolcall.cli", "llm"])
@@ -140,6 +153,19 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+async def something_serves(address: str) -> bool:
+    """Whether a gRPC server answers at ``address``: any reply to a health check
+    but UNAVAILABLE (nothing listening) means one does."""
+    async with channel(address) as ch:
+        # types-grpcio-health-checking declares no methods on HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(ch)
+        try:
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() != grpc.StatusCode.UNAVAILABLE
+    return True
 
 
 def stack_from_args(args: argparse.Namespace) -> Stack:

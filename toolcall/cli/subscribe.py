@@ -15,6 +15,7 @@ from google.protobuf import json_format
 
 from toolcall import config
 from toolcall.clients import channel
+from toolcall.jsonvalue import sorted_keys
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 # The service this command talks to (named when an address serves another one).
@@ -42,6 +43,12 @@ async def main(args: argparse.Namespace) -> int:
         request = llm_pb2.SubscribeRequest(session_id=args.session, auto_ack=args.ack)
         async for item in stub.Subscribe(request):
             task = json_format.MessageToDict(item.task, preserving_proto_field_name=True)
+            # The tool's values (Structs) in a stable order; the task's own fields
+            # stay in proto order, as grpcurl prints them.
+            for part in (task, task.get("result", {})):
+                for key in ("arguments", "output"):
+                    if key in part:
+                        part[key] = sorted_keys(part[key])
             print(json.dumps(whole_numbers(task), ensure_ascii=False), flush=True)
             seen += 1
             if args.count and seen >= args.count:

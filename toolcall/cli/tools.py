@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -11,7 +12,7 @@ import grpc
 
 from toolcall import config
 from toolcall.clients import auth_metadata, channel, list_all_tools
-from toolcall.jsonvalue import from_struct, from_value
+from toolcall.jsonvalue import from_struct, from_value, sorted_keys
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 # The service this command talks to (named when an address serves another one).
@@ -24,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--registry", dest="target", default=config.registry_address(), help=registry_help
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ls = sub.add_parser("list", help="list tools (what a conversation in --role sees)")
+    ls = sub.add_parser(
+        "list",
+        help="list tools (what a conversation in --role sees)",
+        description="List tools (what a conversation in --role sees). INVOKES, ERRORS and "
+        "MEAN_MS count the calls made through the registry (`tools invoke`, "
+        "ToolRegistry.Invoke); a chat's calls go straight to the plugin and are not counted.",
+    )
     ls.add_argument("--role", help="only tools visible to this role")
     ls.add_argument("--source", default="", help="only tools with this source")
     ls.add_argument("--json", action="store_true", help="print JSON, every field")
@@ -36,16 +43,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inv.add_argument("name", help="tool name")
     inv.add_argument("--args", default="{}", help="arguments as a JSON object (default: {})")
     inv.add_argument("--role", help="use this role's definition of the tool")
-    inv.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    inv.add_argument(
+        "--timeout", type=seconds, default=None, help="deadline in seconds (more than 0)"
+    )
     clr = sub.add_parser("clear", help="remove every tool registered with a source")
     clr.add_argument("--source", required=True, help='source tag, e.g. "plugin:weather"')
     clr.add_argument("--role", help="only within this role")
+    # The default written out: with SUPPRESS, %(default)s would break --help.
+    after_help = registry_help.replace("%(default)s", config.registry_address())
     for action in (ls, show, inv, clr):
         # Also after the action (``tools list --registry X``); SUPPRESS keeps the
         # value given before it when this one is absent.
-        action.add_argument(
-            "--registry", dest="target", default=argparse.SUPPRESS, help=registry_help
-        )
+        action.add_argument("--registry", dest="target", default=argparse.SUPPRESS, help=after_help)
+
+
+def seconds(text: str) -> float:
+    """A deadline: a finite number above 0 (gRPC reads 0 as no deadline at all)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -79,7 +99,7 @@ def tool_row(t: registry_pb2.RegisteredTool) -> dict[str, Any]:
         "role": t.role,
         "name": t.tool.name,
         "description": t.tool.description,
-        "parameters": from_struct(t.tool.parameters),
+        "parameters": sorted_keys(from_struct(t.tool.parameters)),
         "mode": tools_pb2.ToolMode.Name(t.tool.mode),
         "timeout_seconds": whole(t.tool.timeout_seconds),
         "ack_message": t.tool.ack_message,
@@ -184,11 +204,11 @@ async def _invoke(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.
     # stdout carries results only: an error goes to stderr, on one line, with
     # whatever output the tool attached to it.
     if reply.result.is_error:
-        output = from_value(reply.result.output)
+        output = sorted_keys(from_value(reply.result.output))
         extra = "" if output is None else f" (output: {json.dumps(output, ensure_ascii=False)})"
         print(f"error: {_safe(reply.result.error)}{_safe(extra)}", file=sys.stderr)
         return 1
     # json.dumps escapes C0 controls itself; the rest (C1, bidi) is escaped per line.
-    text = json.dumps(from_value(reply.result.output), indent=2, ensure_ascii=False)
+    text = json.dumps(sorted_keys(from_value(reply.result.output)), indent=2, ensure_ascii=False)
     print("\n".join(_safe(line) for line in text.split("\n")))
     return 0
