@@ -149,3 +149,20 @@ def test_the_cli_reports_an_unreadable_token_file_in_one_line(tmp_path: Path) ->
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and str(missing) in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_token_file_others_can_read_is_used_but_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    private = token_file(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="toolcall.config"):
+        assert config.read_token_file(private) == TOKEN
+    assert not caplog.records
+    shared = tmp_path / "shared-token"
+    shared.write_text(TOKEN)
+    shared.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="toolcall.config"):
+        assert config.read_token_file(shared) == TOKEN
+        assert config.read_token_file(shared) == TOKEN
+    [warning] = caplog.records
+    assert str(shared) in warning.getMessage() and "chmod 600" in warning.getMessage()

@@ -6,6 +6,7 @@ flags override them. The table in README.md lists them all.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -97,7 +98,26 @@ def read_token_file(path: str | Path) -> str:
         raise ConfigError(f"token file {str(p)!r} is empty")
     if err := token_error(value):
         raise ConfigError(f"the token in {str(p)!r} {err}")
+    _warn_if_shared(p)
     return value
+
+
+_warned_paths: set[str] = set()
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Once per file: a token others on the machine can read is no secret."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077 and str(path) not in _warned_paths:
+        _warned_paths.add(str(path))
+        logging.getLogger(__name__).warning(
+            "token file %s can be read by other users (mode %o); chmod 600 it",
+            path,
+            mode & 0o777,
+        )
 
 
 def token() -> str:
