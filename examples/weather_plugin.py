@@ -16,7 +16,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugin_stub import Plugin, llm_tool
+from plugin_stub import Plugin, ToolError, llm_tool
 
 CITIES: dict[str, dict[str, Any]] = {
     "beijing": {"city": "Beijing", "temp_c": 22, "condition": "sunny", "humidity": 35},
@@ -73,7 +73,7 @@ class WeatherPlugin(Plugin):
     def get_forecast(self, city: str, days: int = 3) -> list[dict[str, Any]] | dict[str, Any]:
         """Daily forecast for one of the cities in the table.
 
-        Raises for a city that is not in the table, to show how errors reach the model.
+        A city that is not in the table is a ToolError, to show how errors reach the model.
 
         Args:
             city: City name; only the cities in the table are known.
@@ -82,7 +82,7 @@ class WeatherPlugin(Plugin):
         key = " ".join(city.lower().split())
         if key not in CITIES:
             known = ", ".join(c["city"] for c in CITIES.values())
-            raise LookupError(f"no forecast for {city!r}; known cities: {known}")
+            raise ToolError(f"no forecast for {city!r}; known cities: {known}")
         if not 1 <= days <= 7:
             # A tool-level error without raising: the model is told what went wrong.
             return {"output": None, "is_error": True, "error": "days must be between 1 and 7"}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugin_stub.context import CallContext
 from plugin_stub.decorator import ToolMeta, ToolOptions, llm_tool, tool_meta
+from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import ToolConflictError
 from plugin_stub.plugin import Plugin
 from plugin_stub.schema_inference import SchemaInferenceError, infer_parameters
@@ -41,6 +42,7 @@ __all__ = [
     "Plugin",
     "SchemaInferenceError",
     "ToolConflictError",
+    "ToolError",
     "ToolMeta",
     "ToolOptions",
     "infer_parameters",

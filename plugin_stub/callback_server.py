@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from plugin_stub.context import CallContext
+from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import LocalTool, ToolTable
 from toolcall.jsonvalue import from_struct, to_value
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
@@ -124,6 +125,9 @@ class ToolRunner:
 
     @staticmethod
     def _raised(tool: LocalTool, exc: Exception) -> Response:
+        if isinstance(exc, ToolError):  # expected: no traceback, the message as given
+            log.info("tool %s failed: %s", tool.name, exc.message[:200])
+            return error_response(exc.message or "tool failed", exc.output)
         log.warning("tool %s raised %s", tool.name, type(exc).__name__, exc_info=exc)
         return error_response(f"{type(exc).__name__}: {exc}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from plugin_stub import CallContext, Plugin, ToolConflictError, llm_tool
+from plugin_stub import CallContext, Plugin, ToolConflictError, ToolError, llm_tool
 from tests.support.lag import loop_lag
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_value, to_struct
@@ -64,6 +65,10 @@ class Probe(Plugin):
     @llm_tool
     async def boom(self) -> None:
         raise KeyError("missing thing")
+
+    @llm_tool
+    async def refuse(self) -> None:
+        raise ToolError("no such city", output={"known": ["Paris"]})
 
     @llm_tool
     def not_json(self) -> Any:
@@ -174,6 +179,22 @@ async def test_raised_exception_is_an_error_result_and_plugin_keeps_serving(stub
     assert "Traceback" not in reply.error
     reply = await call(stub, "echo", {"text": "still here"})
     assert from_value(reply.output) == "still here"
+
+
+@pytest.mark.anyio
+async def test_a_tool_error_is_its_message_and_output_and_logs_no_traceback(
+    stub: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="plugin_stub"):
+        reply = await call(stub, "refuse")
+        await call(stub, "boom")
+    assert (reply.is_error, reply.error) == (True, "no such city")
+    assert from_value(reply.output) == {"known": ["Paris"]}
+    expected, unexpected = (
+        [r for r in caplog.records if name in r.getMessage()] for name in ("refuse", "boom")
+    )
+    assert [(r.levelno, r.exc_info) for r in expected] == [(logging.INFO, None)]
+    assert [r.levelno for r in unexpected] == [logging.WARNING] and unexpected[0].exc_info
 
 
 @pytest.mark.anyio
