@@ -68,6 +68,7 @@ class Probe(Plugin):
 
     @llm_tool
     async def refuse(self) -> None:
+        """Refuses every call, as a tool does with an unknown city."""
         raise ToolError("no such city", output={"known": ["Paris"]})
 
     @llm_tool
@@ -191,7 +192,12 @@ async def test_a_tool_error_is_its_message_and_output_and_logs_no_traceback(
     assert (reply.is_error, reply.error) == (True, "no such city")
     assert from_value(reply.output) == {"known": ["Paris"]}
     expected, unexpected = (
-        [r for r in caplog.records if name in r.getMessage()] for name in ("refuse", "boom")
+        [
+            r
+            for r in caplog.records
+            if r.name == "plugin_stub.callback_server" and name in r.getMessage()
+        ]
+        for name in ("refuse", "boom")
     )
     assert [(r.levelno, r.exc_info) for r in expected] == [(logging.INFO, None)]
     assert [r.levelno for r in unexpected] == [logging.WARNING] and unexpected[0].exc_info
