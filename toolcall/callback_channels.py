@@ -17,11 +17,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from toolcall import config
 from toolcall.address_policy import canonical_address
 from toolcall.channels import open_channel
-from toolcall.v1 import callback_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
 DEFAULT_MAX_CHANNELS = 256
 DEFAULT_CHANNEL_IDLE_S = 60.0
@@ -30,6 +31,30 @@ DEFAULT_CHANNEL_IDLE_S = 60.0
 # each (~1 MiB), emptied when full.
 _KEY_CACHE_ENTRIES = 1024
 _KEY_CACHE_MAX_CHARS = 512
+
+
+# A reply protobuf cannot decode (a Value nested past its 100-message limit)
+# failed Registry.Invoke with "UNKNOWN: Unexpected <class 'AttributeError'>"
+# (grpcio hands on None); the deserializer answers this one object instead,
+# never mutated, which the Dispatcher turns into an is_error result.
+UNDECODABLE_REPLY = callback_pb2.ToolCallbackInvokeResponse(is_error=True)
+
+
+def _decode_reply(data: bytes) -> callback_pb2.ToolCallbackInvokeResponse:
+    try:
+        return callback_pb2.ToolCallbackInvokeResponse.FromString(data)
+    except DecodeError:
+        return UNDECODABLE_REPLY
+
+
+def _invoke_stub(channel: grpc.aio.Channel) -> callback_pb2_grpc.ToolCallbackAsyncStub:
+    stub = callback_pb2_grpc.ToolCallbackStub(channel)
+    stub.Invoke = channel.unary_unary(
+        "/toolcall.v1.ToolCallback/Invoke",
+        request_serializer=callback_pb2.ToolCallbackInvokeRequest.SerializeToString,
+        response_deserializer=_decode_reply,
+    )
+    return stub
 
 
 @dataclass(slots=True, eq=False)
@@ -84,7 +109,7 @@ class CallbackChannels:
         entry = self._pool.get(key)
         if entry is None:
             channel = open_channel(key, max_message_bytes=self._max_message_bytes)
-            entry = CallbackChannel(channel, callback_pb2_grpc.ToolCallbackStub(channel))
+            entry = CallbackChannel(channel, _invoke_stub(channel))
             self._pool[key] = entry
             while len(self._pool) > self._max_channels:
                 self._retire(self._pool.popitem(last=False)[1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +21,23 @@ from toolcall import config
 from toolcall.callback_channels import (
     DEFAULT_CHANNEL_IDLE_S,
     DEFAULT_MAX_CHANNELS,
+    UNDECODABLE_REPLY,
     CallbackChannels,
 )
 from toolcall.ids import new_call_id
-from toolcall.jsonvalue import to_struct, to_value
+from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
 
 log = logging.getLogger(__name__)
+
+# A NaN or infinite double in the serialized output: tag 0x11 (Value.number_value,
+# fixed64) then 8 little-endian bytes whose exponent bits are all ones. A cheap
+# prefilter over at most MAX_TOOL_OUTPUT_BYTES; a hit (which string bytes can
+# also give) is confirmed by walking the value.
+_NON_FINITE_BYTES = re.compile(rb"\x11[\x00-\xff]{6}[\xf0-\xff][\x7f\xff]")
+# Deeper than protobuf can decode, so the walk never refuses for depth.
+_ANY_DEPTH = 1_000
 
 
 def error_result(error: str, output: Any = None) -> tools_pb2.ToolResult:
@@ -173,10 +183,23 @@ class Dispatcher:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
         finally:
             self._channels.done(entry)
+        where = f"plugin for tool '{spec.name}' at {spec.callback_address}"
+        if reply is UNDECODABLE_REPLY:
+            return error_result(
+                f"INVALID_ARGUMENT: {where} returned an output nested too deeply to decode"
+            )
         if (size := reply.output.ByteSize()) > self._max_output_bytes:
             return error_result(
-                f"RESOURCE_EXHAUSTED: plugin for tool '{spec.name}' at {spec.callback_address} "
-                f"returned {size} bytes of output; the limit is {self._max_output_bytes} bytes"
+                f"RESOURCE_EXHAUSTED: {where} returned {size} bytes of output; "
+                f"the limit is {self._max_output_bytes} bytes"
+            )
+        if _NON_FINITE_BYTES.search(reply.output.SerializeToString()) and shape_error(
+            from_value(reply.output), _ANY_DEPTH
+        ):
+            # JSON has no NaN or Infinity: the model's request (and every later
+            # one replaying the history) would not be JSON.
+            return error_result(
+                f"INVALID_ARGUMENT: {where} returned NaN or Infinity, which JSON cannot carry"
             )
         if reply.is_error and not reply.error:
             reply.error = "tool reported an error without a message"

@@ -107,7 +107,13 @@ class FakeServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else {}
+                try:
+                    # Strict, as the real APIs are: NaN/Infinity are not JSON.
+                    body = json.loads(raw, parse_constant=_refuse_constant) if raw else {}
+                except ValueError as exc:
+                    bad = {"error": {"code": 400, "message": f"Invalid JSON payload: {exc}"}}
+                    server._answer(self, HTTPError(400, bad), {})
+                    return
                 with server._lock:
                     server.requests.append(
                         Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
@@ -153,6 +159,10 @@ class FakeServer:
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _halves(text: str) -> list[str]:

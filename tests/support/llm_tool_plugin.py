@@ -9,6 +9,9 @@ serving. What a call does depends on the tool name's first word (before
 - ``big``:   returns ``{"pad": "x" * arguments.bytes}``
 - ``fail``:  a tool-level error (is_error) "boom"
 - ``crash``: a gRPC INTERNAL status
+- ``nan``:   returns a NaN number (protobuf carries it; JSON cannot)
+- ``deep``:  returns ``arguments.levels`` nested lists (default 60: past protobuf's
+  decoding limit of 100 messages)
 - ``chat``:  calls LLMService.Chat at ``arguments.address`` for ``arguments.session``
   (default: its own session); returns ``{"code", "details"|"answer"}``
 """
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import signal
 import sys
 import time
 
 import grpc
+from google.protobuf import struct_pb2
 
 from toolcall.jsonvalue import from_struct, to_value
 from toolcall.v1 import callback_pb2, callback_pb2_grpc, llm_pb2, llm_pb2_grpc
@@ -52,6 +57,18 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
         if kind == "big":
             out = {"pad": "x" * int(args.get("bytes", 1000))}
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "nan":
+            return callback_pb2.ToolCallbackInvokeResponse(
+                output=struct_pb2.Value(number_value=math.nan)
+            )
+        if kind == "deep":
+            # Built in place: append() copies by parsing, which has the limit too.
+            reply = callback_pb2.ToolCallbackInvokeResponse()
+            value = reply.output
+            for _ in range(int(args.get("levels", 60))):
+                value = value.list_value.values.add()
+            value.string_value = "x"
+            return reply
         if kind == "chat":
             out = await chat(args["address"], args.get("session") or request.session_id)
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
