@@ -605,3 +605,21 @@ def test_any_raw_string_is_parsed_or_refused_with_a_reason(raw: str) -> None:
         assert refused.startswith("INVALID_ARGUMENT: ")
     else:
         to_struct(arguments)  # what the plugin gets can be built
+
+
+@pytest.mark.anyio
+async def test_a_schema_near_the_message_limit_is_refused_by_its_encoded_size_without_stalling(
+    tmp_path: Path,
+) -> None:
+    # 3.7 MB of property keys, under the 4 MiB message limit: the registry
+    # turned it into a dict and JSON (1.25 s of event loop, RSS +95 MB kept)
+    # before finding it was over the 64 KiB schema limit.
+    params = {"type": "object", "properties": {f"p{i}": {} for i in range(250_000)}}
+    definition = tool("wide_schema", parameters=params)
+    async with running_registry(tmp_path) as reg:
+        async with loop_lag() as lag:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await reg.register(definition)
+        assert lag.worst_s < BOUNDED_S / 2, lag.worst_s
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "bytes encoded" in (err.value.details() or "")

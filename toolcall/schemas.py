@@ -59,6 +59,11 @@ from toolcall.schema_keywords import BOUNDED, BudgetExceeded, budget, budgeted
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 MAX_SCHEMA_BYTES = 64 * 1024
+# The same bound on the encoded Struct, checked before it is decoded into a
+# dict and JSON (which cost 2.7 s of event loop for a 3.6 MB schema). A Value
+# encodes at most ~3.7 × its JSON (a one-digit number: 11 bytes for "1, "), so
+# every schema within MAX_SCHEMA_BYTES of JSON passes this.
+MAX_SCHEMA_WIRE_BYTES = 4 * MAX_SCHEMA_BYTES
 MAX_SCHEMA_DEPTH = 32
 
 # Arguments nest at most this deep (JSON levels): deeper ones could not reach

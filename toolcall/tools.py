@@ -19,6 +19,8 @@ from toolcall.address_policy import loopback_address_error
 from toolcall.jsonvalue import from_struct
 from toolcall.schemas import (
     EMPTY_PARAMETERS,
+    MAX_SCHEMA_BYTES,
+    MAX_SCHEMA_WIRE_BYTES,
     ArgumentValidator,
     compile_validator,
     parameters_schema_error,
@@ -135,9 +137,18 @@ class ToolSpec:
             bad.append(("tool.name", err))
         if len(d.description) > MAX_DESCRIPTION_CHARS:
             bad.append(("tool.description", f"is longer than {MAX_DESCRIPTION_CHARS} characters"))
-        parameters = from_struct(d.parameters) if d.HasField("parameters") else {}
-        if err := parameters_schema_error(parameters):
-            bad.append(("tool.parameters", err))
+        parameters: dict[str, Any] = {}
+        if d.HasField("parameters") and (size := d.parameters.ByteSize()) > MAX_SCHEMA_WIRE_BYTES:
+            bad.append(
+                (
+                    "tool.parameters",
+                    f"is {size} bytes encoded; the limit is {MAX_SCHEMA_BYTES} bytes of JSON",
+                )
+            )
+        else:
+            parameters = from_struct(d.parameters) if d.HasField("parameters") else {}
+            if err := parameters_schema_error(parameters):
+                bad.append(("tool.parameters", err))
         if err := loopback_address_error(d.callback_address):
             bad.append(("tool.callback_address", err))
         if d.HasField("role") and not d.role:
