@@ -61,3 +61,18 @@ async def test_an_output_nested_past_the_decoder_limit_is_a_plain_error_result(
     fake_gemini.add(Reply(tool_calls=[("d1", "deep_tool", "{}")]), Reply(text="ok"))
     chat = await env.chat("hostile-deep", "call it")
     assert "nested too deeply" in chat.tool_calls[0].result.error
+
+
+async def test_arguments_too_big_for_the_plugin_request_are_refused_as_such(env: LLMEnv) -> None:
+    # 2.5 MB of arguments pass Invoke's 4 MiB limit, but the plugin request
+    # carries them twice (Struct and raw string): the send failed and the
+    # error blamed the plugin's output ("returned more than ... limit").
+    await env.register("echo_big")
+    raw = '{"x": "' + "a" * 2_500_000 + '"}'
+    reply = await env.registry_stub.Invoke(
+        registry_pb2.InvokeRequest(name="echo_big", raw_arguments=raw), timeout=20
+    )
+    assert reply.result.is_error
+    assert "returned" not in reply.result.error
+    assert reply.result.error.startswith("INVALID_ARGUMENT: arguments")
+    assert "message limit" in reply.result.error

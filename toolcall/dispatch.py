@@ -175,6 +175,14 @@ class Dispatcher:
             session_id=session_id,
             role=role,
         )
+        if (size := request.ByteSize()) > self._max_message_bytes:
+            # The request carries the arguments twice (Struct and raw string):
+            # gRPC would refuse to send it, with a status that reads like an
+            # oversized reply.
+            return error_result(
+                f"INVALID_ARGUMENT: arguments make a {size} byte request to the plugin; "
+                f"the message limit is {self._max_message_bytes} bytes (send smaller arguments)"
+            )
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
         entry = self._channels.acquire(spec.callback_address)
         try:
