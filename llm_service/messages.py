@@ -40,6 +40,9 @@ class Message:
     tool_call_id: str = ""
     name: str = ""
     created_at: float = field(default_factory=time.time)
+    # message_bytes() once measured (0: not yet). A message is never changed
+    # once made, and every model round weighs the whole history again.
+    weight: int = field(default=0, compare=False, repr=False)
 
 
 # Bytes a message is counted as beyond its text (role, ids, framing): keeps
@@ -49,10 +52,13 @@ MESSAGE_OVERHEAD_BYTES = 64
 
 def message_bytes(m: Message) -> int:
     """What a message weighs against byte bounds: its UTF-8 text plus a fixed overhead."""
+    if m.weight:
+        return m.weight
     n = MESSAGE_OVERHEAD_BYTES + len(m.content.encode()) + len(m.tool_call_id) + len(m.name)
     for c in m.tool_calls:
         n += 16 + len(c.call_id) + len(c.name) + len(c.raw_arguments.encode())
         n += sum(len(k) + len(v) for k, v in c.extra.items())
+    m.weight = n
     return n
 
 
