@@ -83,6 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         ("TOOLCALL_SUBSCRIBE_BUFFER_BYTES", settings.subscribe_buffer_bytes, 1024),
         ("TOOLCALL_MAX_ASYNC_TASKS_PER_SESSION", settings.max_async_tasks_per_session, 1),
         ("TOOLCALL_MAX_ASYNC_TASKS", settings.max_async_tasks, 1),
+        ("TOOLCALL_MAX_TURNS", settings.max_turns, 1),
     ):
         if value < least:
             raise SystemExit(f"{name} must be at least {least}, got {value}")

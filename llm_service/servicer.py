@@ -192,6 +192,27 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self._store = store
         self._tasks = tasks
         self._view = view
+        self._turns_in_flight = 0
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """One of at most ``max_turns`` turns in flight; past it RESOURCE_EXHAUSTED at once.
+
+        A turn holds its history, the model's reply and tool results in memory;
+        refusing early keeps a burst from taking the service's memory with it.
+        """
+        limit = self._settings.max_turns
+        if self._turns_in_flight >= limit:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{limit} chat turns are in flight, the most this LLMService runs at once "
+                "(TOOLCALL_MAX_TURNS); retry shortly",
+            )
+        self._turns_in_flight += 1
+        try:
+            yield
+        finally:
+            self._turns_in_flight -= 1
 
     async def _turn(
         self,
@@ -239,42 +260,44 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self, request: llm_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ChatResponse:
         turn = await self._turn(request, context, stream=False, prefix="")
-        try:
-            async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
-                async for event in events:
-                    if isinstance(event, TurnResult):
-                        return wire.turn_to_proto(event)
-        except ProviderError as exc:
-            code, message = STATUS[exc.kind], exc.message
-        except StoreError as exc:
-            code, message = store_status(exc)
-            message += "; the turn was not stored"
-        except Exception as exc:
-            log.exception("chat turn of session %s failed", turn.session_id)
-            code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
-        else:
-            code, message = grpc.StatusCode.INTERNAL, "chat turn ended without a result"
-        await context.abort(code, message)
+        async with self._admitted(context):
+            try:
+                async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
+                    async for event in events:
+                        if isinstance(event, TurnResult):
+                            return wire.turn_to_proto(event)
+            except ProviderError as exc:
+                code, message = STATUS[exc.kind], exc.message
+            except StoreError as exc:
+                code, message = store_status(exc)
+                message += "; the turn was not stored"
+            except Exception as exc:
+                log.exception("chat turn of session %s failed", turn.session_id)
+                code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+            else:
+                code, message = grpc.StatusCode.INTERNAL, "chat turn ended without a result"
+            await context.abort(code, message)
         raise AssertionError("unreachable")  # abort always raises
 
     async def ChatStream(
         self, request: llm_pb2.ChatStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.ChatStreamResponse]:
         turn = await self._turn(request.request, context, stream=True, prefix="request.")
-        try:
-            async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
-                async for event in events:
-                    yield wire.event_to_proto(event)
-            return
-        except ProviderError as exc:
-            code, message = STATUS[exc.kind], exc.message
-        except StoreError as exc:
-            code, message = store_status(exc)
-            message += "; the turn was not stored"
-        except Exception as exc:
-            log.exception("chat turn of session %s failed", turn.session_id)
-            code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
-        await context.abort(code, message)
+        async with self._admitted(context):
+            try:
+                async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
+                    async for event in events:
+                        yield wire.event_to_proto(event)
+                return
+            except ProviderError as exc:
+                code, message = STATUS[exc.kind], exc.message
+            except StoreError as exc:
+                code, message = store_status(exc)
+                message += "; the turn was not stored"
+            except Exception as exc:
+                log.exception("chat turn of session %s failed", turn.session_id)
+                code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+            await context.abort(code, message)
 
     # Writes with context.write (not yield) so a write blocked by a client that
     # stopped reading can be abandoned: a coroutine, which the stub's type misses.

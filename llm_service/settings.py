@@ -25,6 +25,10 @@ DEFAULT_SUBSCRIBE_BUFFER = 256
 DEFAULT_SUBSCRIBE_BUFFER_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ASYNC_TASKS_PER_SESSION = 64
 DEFAULT_MAX_ASYNC_TASKS = 1024
+# Chat turns in flight at once (waiting for their session included). Each
+# holds its history, model reply and tool results in memory: 200 turns with
+# 1 MB tool outputs took the service from 65 to 903 MB before this bound.
+DEFAULT_MAX_TURNS = 128
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 DEFAULT_SYSTEM_PROMPT = (
@@ -72,6 +76,8 @@ class LLMSettings:
     # over either gets an is_error result at once.
     max_async_tasks_per_session: int = DEFAULT_MAX_ASYNC_TASKS_PER_SESSION
     max_async_tasks: int = DEFAULT_MAX_ASYNC_TASKS
+    # Chat / ChatStream turns in flight; past it RESOURCE_EXHAUSTED at once.
+    max_turns: int = DEFAULT_MAX_TURNS
     # First message of every provider request; empty sends none.
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     provider_timeout_s: float = DEFAULT_PROVIDER_TIMEOUT_S
@@ -119,6 +125,7 @@ class LLMSettings:
                 "MAX_ASYNC_TASKS_PER_SESSION", DEFAULT_MAX_ASYNC_TASKS_PER_SESSION
             ),
             max_async_tasks=config.env_int("MAX_ASYNC_TASKS", DEFAULT_MAX_ASYNC_TASKS),
+            max_turns=config.env_int("MAX_TURNS", DEFAULT_MAX_TURNS),
             system_prompt=os.environ.get("TOOLCALL_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             provider_timeout_s=config.env_float("PROVIDER_TIMEOUT", DEFAULT_PROVIDER_TIMEOUT_S),
             provider_max_retries=config.env_int(

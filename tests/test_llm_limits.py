@@ -121,6 +121,36 @@ async def test_provider_requests_are_bounded_in_bytes_oldest_history_first(
         assert len(await env.history("long")) == 20
 
 
+async def test_turns_past_the_in_flight_bound_are_refused_at_once_and_the_slots_come_back(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path, tool_plugin, openai=fake_openai, default_provider="openai", max_turns=2
+    ) as env:
+        fake_openai.add(Reply(text="slow 1", delay_s=2), Reply(text="slow 2", delay_s=2))
+        slow = [asyncio.create_task(env.chat(f"s{i}", "take your time")) for i in range(2)]
+        for _ in range(500):  # until both turns are at the model (10 s at most)
+            if len(fake_openai.requests) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+        err = await status_of(env.chat("s3", "me too"))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "TOOLCALL_MAX_TURNS" in (err.details() or "")
+        assert asyncio.get_running_loop().time() - started < 1.5  # refused, not queued
+        err = await status_of(
+            env.stub.ChatStream(
+                llm_pb2.ChatStreamRequest(request=env.request("s4", "and me"))
+            ).read()
+        )
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        replies = await asyncio.gather(*slow)
+        assert sorted(r.message.content for r in replies) == ["slow 1", "slow 2"]
+        fake_openai.add(Reply(text="your turn"))
+        assert (await env.chat("s3", "me too")).message.content == "your turn"
+        assert not await env.history("s4")  # the refused turn stored nothing
+
+
 async def test_models_outside_the_allow_list_are_refused_naming_the_allowed(
     tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
 ) -> None:
