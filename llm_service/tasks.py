@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 RESTARTED_ERROR = "service restarted before the task finished"
 STOPPED_ERROR = "service stopped before the task finished"
 MAX_SUBSCRIBERS_PER_SESSION = 16
+# Subscribe streams over all sessions (each holds a queue of up to 16 MiB).
+MAX_SUBSCRIBERS = 1024
 STORED_PAGE = 100
 # What a queued result weighs beyond its output, error and arguments.
 TASK_OVERHEAD_BYTES = 256
@@ -48,7 +50,8 @@ class TaskLimitError(Exception):
 
 
 class SubscriberLimitError(Exception):
-    """The session has ``MAX_SUBSCRIBERS_PER_SESSION`` Subscribe streams already."""
+    """The session has ``MAX_SUBSCRIBERS_PER_SESSION`` Subscribe streams already,
+    or the service ``MAX_SUBSCRIBERS``."""
 
 
 class SubscriberTooSlow(Exception):
@@ -184,6 +187,7 @@ class AsyncTasks:
         self._running_by_session: collections.Counter[str] = collections.Counter()
         self._running_total = 0
         self._listeners: dict[str, set[Subscription]] = {}
+        self._subscriber_count = 0  # Subscribe streams over all sessions
         self._closing = False
 
     async def recover(self) -> None:
@@ -307,6 +311,11 @@ class AsyncTasks:
 
     def subscribe(self, session_id: str) -> Subscription:
         """A new subscription; raises SubscriberLimitError. ``unsubscribe`` it when done."""
+        if self._subscriber_count >= MAX_SUBSCRIBERS:
+            raise SubscriberLimitError(
+                f"the LLMService already serves {MAX_SUBSCRIBERS} Subscribe streams; "
+                "retry later"
+            )
         listeners = self._listeners.setdefault(session_id, set())
         if len(listeners) >= MAX_SUBSCRIBERS_PER_SESSION:
             raise SubscriberLimitError(
@@ -323,13 +332,15 @@ class AsyncTasks:
             subscription.close()
         # Listen before reading the store so nothing finishing in between is missed.
         listeners.add(subscription)
+        self._subscriber_count += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.close()
         listeners = self._listeners.get(subscription.session_id)
-        if listeners is not None:
+        if listeners is not None and subscription in listeners:
             listeners.discard(subscription)
+            self._subscriber_count -= 1
             if not listeners:
                 del self._listeners[subscription.session_id]
 

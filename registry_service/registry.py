@@ -297,9 +297,13 @@ class Registry(Generic[M]):
         return entry
 
     def watch(self, role: str | None) -> tuple[list[Entry], Watcher[M]]:
-        """The current entries and a watcher for every later change (atomically)."""
+        """The current entries and a watcher for every later change (atomically).
+
+        Raises UnknownRoleError, or WatchLimitError when too many streams are open.
+        """
         self.check_role(role)
-        return self.store.entries(role), self.hub.watch(role)
+        watcher = self.hub.watch(role)
+        return self.store.entries(role), watcher
 
     async def invoke(
         self,

@@ -17,7 +17,7 @@ from registry_service.archive import ArchiveError
 from registry_service.leases import UnknownLeaseError, ttl_error
 from registry_service.registry import Registry, RegistryFullError, ToolNotFoundError
 from registry_service.store import Entry, UnknownRoleError
-from registry_service.watch import Closed, Overflowed
+from registry_service.watch import Closed, Overflowed, WatchLimitError
 from toolcall.errors import abort_invalid
 from toolcall.jsonvalue import from_struct
 from toolcall.tools import DefinitionError, ToolSpec, control_error
@@ -198,6 +198,8 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             entries, watcher = self.registry.watch(role)
         except UnknownRoleError as exc:
             await _not_found(context, exc)
+        except WatchLimitError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         revision = self.registry.store.revision
         instance_id = self.registry.instance_id
         stats = self.registry.stats

@@ -3,7 +3,8 @@
 A change is turned into a message once and shared by every watcher. A watcher
 that falls ``queue_size`` events behind is dropped (its stream ends with
 RESOURCE_EXHAUSTED, and it resyncs from a fresh snapshot) instead of letting
-its backlog grow without bound.
+its backlog grow without bound. At most ``MAX_WATCHERS`` streams are open at
+once (each may hold ``queue_size`` events); the next is WatchLimitError.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Generic, TypeVar
 from registry_service.store import Change
 
 DEFAULT_QUEUE_SIZE = 1024
+MAX_WATCHERS = 1024
 
 T = TypeVar("T")
 
@@ -26,6 +28,10 @@ class Overflowed(Exception):
 
 class Closed(Exception):
     """The registry is shutting down."""
+
+
+class WatchLimitError(Exception):
+    """``MAX_WATCHERS`` Watch streams are open already."""
 
 
 class Watcher(Generic[T]):
@@ -88,6 +94,10 @@ class WatchHub(Generic[T]):
 
     def watch(self, role: str | None) -> Watcher[T]:
         """A new watcher; it sees every change made after this call."""
+        if len(self._watchers) >= MAX_WATCHERS:
+            raise WatchLimitError(
+                f"the registry already serves {MAX_WATCHERS} Watch streams; retry later"
+            )
         watcher = Watcher(self, role, self._queue_size)
         self._watchers.add(watcher)
         return watcher

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import llm_service.tasks as tasks_module
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
 from tests.support.fake_providers import FakeOpenAI, Reply
@@ -381,6 +382,34 @@ async def test_async_calls_count_against_the_caps_and_over_them_are_error_result
         errors = [r.result.error for r in reply.tool_calls if r.result.is_error]
         assert len(errors) == 3 and "TOOLCALL_MAX_ASYNC_TASKS)" in errors[0]
         assert env.llm.tasks.running() == 12
+
+
+async def test_subscribe_streams_over_all_sessions_are_bounded(
+    env: LLMEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks_module, "MAX_SUBSCRIBERS", 3)
+    streams = [env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id=f"s{i}")) for i in range(3)]
+    for s in streams:
+        await s.wait_for_connection()
+    extra = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="s3"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await next_task(extra)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "already serves 3 Subscribe streams" in err.value.details()
+    streams.pop().cancel()
+    for _ in range(100):  # the cancelled stream's place comes back
+        again = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="s3"))
+        try:
+            await asyncio.wait_for(again.read(), 0.2)
+        except TimeoutError:
+            break  # open and waiting for results
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the cancelled stream's place was never freed")
+    again.cancel()
+    for s in streams:
+        s.cancel()
 
 
 async def test_subscribe_streams_per_session_are_bounded(env: LLMEnv) -> None:

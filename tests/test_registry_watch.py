@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import registry_service.watch as watch_module
 from registry_service.store import Entry
 from tests.support.registry import read, running_registry, tool
 from toolcall.tools import ToolSpec
@@ -120,6 +121,29 @@ async def test_cancelled_watchers_are_unsubscribed(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.02)
         assert len(reg.host.registry.hub) == 0
+
+
+async def test_watch_streams_past_the_bound_are_resource_exhausted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch_module, "MAX_WATCHERS", 2)
+    async with running_registry(tmp_path) as reg:
+        calls = [reg.stub.Watch(registry_pb2.WatchRequest()) for _ in range(2)]
+        for call in calls:
+            await read(call, 1)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await read(reg.stub.Watch(registry_pb2.WatchRequest()), 1)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 Watch streams" in (info.value.details() or "")
+        calls.pop().cancel()
+        for _ in range(100):  # up to 2 s for the registry to see the cancel
+            if len(reg.host.registry.hub) < 2:
+                break
+            await asyncio.sleep(0.02)
+        again = reg.stub.Watch(registry_pb2.WatchRequest())
+        assert len(await read(again, 1)) == 1
+        for call in (*calls, again):
+            call.cancel()
 
 
 async def test_one_hundred_watchers_all_see_each_change(tmp_path: Path) -> None:
