@@ -313,8 +313,7 @@ class AsyncTasks:
         """A new subscription; raises SubscriberLimitError. ``unsubscribe`` it when done."""
         if self._subscriber_count >= MAX_SUBSCRIBERS:
             raise SubscriberLimitError(
-                f"the LLMService already serves {MAX_SUBSCRIBERS} Subscribe streams; "
-                "retry later"
+                f"the LLMService already serves {MAX_SUBSCRIBERS} Subscribe streams; retry later"
             )
         listeners = self._listeners.setdefault(session_id, set())
         if len(listeners) >= MAX_SUBSCRIBERS_PER_SESSION:
