@@ -31,6 +31,13 @@ from toolcall.jsonvalue import from_value, to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 SHORT_TTL = "1.5"
+
+
+def both(tools: list[registry_pb2.RegisteredTool]) -> bool:
+    """The weather plugin's two tools are there (it registers them one by one)."""
+    return len(tools) == 2
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -67,7 +74,7 @@ async def test_weather_plugin_process_registers_serves_and_clears_on_sigterm(
     with PluginProcess(
         "toolcall_examples.weather_plugin", registry, tmp_path, lease_ttl="30"
     ) as plugin:
-        tools = await wait_for(lambda: list_tools(stub, source="plugin:weather"), len, 15)
+        tools = await wait_for(lambda: list_tools(stub, source="plugin:weather"), both, 15)
         assert names(tools) == {"get_weather", "get_forecast"}
         weather = next(t.tool for t in tools if t.tool.name == "get_weather")
         assert weather.source == "plugin:weather"
@@ -111,7 +118,7 @@ async def test_killed_plugin_tools_vanish_when_the_lease_expires(
     with PluginProcess(
         "toolcall_examples.weather_plugin", registry, tmp_path, lease_ttl=SHORT_TTL
     ) as plugin:
-        await wait_for(lambda: list_tools(stub, source="plugin:weather"), len, 15)
+        await wait_for(lambda: list_tools(stub, source="plugin:weather"), both, 15)
         # Outlive a few TTLs: KeepAlive holds the lease.
         await asyncio.sleep(2 * float(SHORT_TTL))
         assert len(await list_tools(stub, source="plugin:weather")) == 2
@@ -142,14 +149,14 @@ async def test_plugin_re_registers_after_registry_restart_and_waits_for_a_late_r
             await first.healthy()
             async with channel(address) as ch:
                 stub = registry_pb2_grpc.ToolRegistryStub(ch)
-                await wait_for(lambda: list_tools(stub, source="plugin:weather"), len, 15)
+                await wait_for(lambda: list_tools(stub, source="plugin:weather"), both, 15)
             first.stop()
         with RegistryProcess(address, tmp_path / "reg2") as second:
             await second.healthy()
             async with channel(address) as ch:
                 stub = registry_pb2_grpc.ToolRegistryStub(ch)
                 restarted = time.monotonic()
-                tools = await wait_for(lambda: list_tools(stub, source="plugin:weather"), len, 15)
+                tools = await wait_for(lambda: list_tools(stub, source="plugin:weather"), both, 15)
                 assert names(tools) == {"get_weather", "get_forecast"}
                 # Protocol: the next heartbeat (TTL/3) or retry (backoff <= 2 s, RPC
                 # deadline 1 s) notices the restart and re-registers: ~3.5 s; 8 s of margin.
