@@ -177,6 +177,17 @@ async def store_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]
         await context.abort(*store_status(exc))
 
 
+def turn_failure(exc: Exception, session_id: str) -> tuple[grpc.StatusCode, str]:
+    """The status a Chat or ChatStream turn that raised ``exc`` ends with."""
+    if isinstance(exc, ProviderError):
+        return STATUS[exc.kind], exc.message
+    if isinstance(exc, StoreError):
+        code, message = store_status(exc)
+        return code, message + "; the turn was not stored"
+    log.exception("chat turn of session %s failed", session_id)
+    return grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+
+
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     def __init__(
         self,
@@ -266,14 +277,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                     async for event in events:
                         if isinstance(event, TurnResult):
                             return wire.turn_to_proto(event)
-            except ProviderError as exc:
-                code, message = STATUS[exc.kind], exc.message
-            except StoreError as exc:
-                code, message = store_status(exc)
-                message += "; the turn was not stored"
             except Exception as exc:
-                log.exception("chat turn of session %s failed", turn.session_id)
-                code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+                code, message = turn_failure(exc, turn.session_id)
             else:
                 code, message = grpc.StatusCode.INTERNAL, "chat turn ended without a result"
             await context.abort(code, message)
@@ -289,14 +294,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                     async for event in events:
                         yield wire.event_to_proto(event)
                 return
-            except ProviderError as exc:
-                code, message = STATUS[exc.kind], exc.message
-            except StoreError as exc:
-                code, message = store_status(exc)
-                message += "; the turn was not stored"
             except Exception as exc:
-                log.exception("chat turn of session %s failed", turn.session_id)
-                code, message = grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
+                code, message = turn_failure(exc, turn.session_id)
             await context.abort(code, message)
 
     # Writes with context.write (not yield) so a write blocked by a client that

@@ -384,6 +384,19 @@ async def test_async_calls_count_against_the_caps_and_over_them_are_error_result
         assert env.llm.tasks.running() == 12
 
 
+async def subscribe_once_a_place_is_free(env: LLMEnv, session: str) -> grpc.aio.UnaryStreamCall:
+    """A Subscribe stream that stays open once a cancelled one's place is free (5 s at most)."""
+    for _ in range(100):
+        call = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id=session))
+        try:
+            await asyncio.wait_for(call.read(), 0.2)
+        except TimeoutError:
+            return call  # open and waiting for results
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the cancelled stream's place was never freed")
+
+
 async def test_subscribe_streams_over_all_sessions_are_bounded(
     env: LLMEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,17 +410,7 @@ async def test_subscribe_streams_over_all_sessions_are_bounded(
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "already serves 3 Subscribe streams" in err.value.details()
     streams.pop().cancel()
-    for _ in range(100):  # the cancelled stream's place comes back
-        again = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="s3"))
-        try:
-            await asyncio.wait_for(again.read(), 0.2)
-        except TimeoutError:
-            break  # open and waiting for results
-        except grpc.aio.AioRpcError:
-            await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the cancelled stream's place was never freed")
-    again.cancel()
+    (await subscribe_once_a_place_is_free(env, "s3")).cancel()
     for s in streams:
         s.cancel()
 
@@ -422,17 +425,6 @@ async def test_subscribe_streams_per_session_are_bounded(env: LLMEnv) -> None:
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "16 Subscribe streams" in err.value.details()
     streams.pop().cancel()
-    # A freed place can be taken again (the service noticed the cancel).
-    for _ in range(100):
-        again = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="many"))
-        try:
-            await asyncio.wait_for(again.read(), 0.2)
-        except TimeoutError:
-            break  # open and waiting for results
-        except grpc.aio.AioRpcError:
-            await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the cancelled stream's place was never freed")
-    again.cancel()
+    (await subscribe_once_a_place_is_free(env, "many")).cancel()
     for s in streams:
         s.cancel()
