@@ -25,7 +25,7 @@ import anyio
 from llm_service import LLMServiceHost
 from plugin_stub import Plugin, llm_tool
 from registry_service import RegistryHost
-from tests.support.llm_env import llm_settings, running_llm, start_test_registry
+from tests.support.llm_env import llm_settings, running_llm, start_test_registry, user
 from tests.support.plugins import PluginProcess, wait_for
 from toolcall.clients import channel
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -76,10 +76,6 @@ class FaultPlugin(Plugin):
 
 
 # -- test side ----------------------------------------------------------------------
-
-
-def user(text: str) -> llm_pb2.ChatMessage:
-    return llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_USER, content=text)
 
 
 @dataclasses.dataclass
