@@ -191,23 +191,23 @@ class Dispatcher:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
         finally:
             self._channels.done(entry)
-        where = f"plugin for tool '{spec.name}' at {spec.callback_address}"
         if reply is UNDECODABLE_REPLY:
             return error_result(
-                f"INVALID_ARGUMENT: {where} returned an output nested too deeply to decode"
+                f"INVALID_ARGUMENT: {_where(spec)} returned an output nested too deeply to decode"
             )
-        if (size := reply.output.ByteSize()) > self._max_output_bytes:
+        # Serialized once: its length is the size check, its bytes the prefilter.
+        output = reply.output.SerializeToString()
+        if len(output) > self._max_output_bytes:
             return error_result(
-                f"RESOURCE_EXHAUSTED: {where} returned {size} bytes of output; "
+                f"RESOURCE_EXHAUSTED: {_where(spec)} returned {len(output)} bytes of output; "
                 f"the limit is {self._max_output_bytes} bytes"
             )
-        if _NON_FINITE_BYTES.search(reply.output.SerializeToString()) and shape_error(
-            from_value(reply.output), _ANY_DEPTH
-        ):
+        if _NON_FINITE_BYTES.search(output) and shape_error(from_value(reply.output), _ANY_DEPTH):
             # JSON has no NaN or Infinity: the model's request (and every later
             # one replaying the history) would not be JSON.
             return error_result(
-                f"INVALID_ARGUMENT: {where} returned NaN or Infinity, which JSON cannot carry"
+                f"INVALID_ARGUMENT: {_where(spec)} returned NaN or Infinity, "
+                "which JSON cannot carry"
             )
         if reply.is_error and not reply.error:
             reply.error = "tool reported an error without a message"
@@ -215,7 +215,7 @@ class Dispatcher:
 
     def _describe_rpc_error(self, spec: ToolSpec, exc: grpc.aio.AioRpcError, timeout: float) -> str:
         code = exc.code()
-        where = f"plugin for tool '{spec.name}' at {spec.callback_address}"
+        where = _where(spec)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"DEADLINE_EXCEEDED: {where} did not answer within {timeout:g}s"
         if code == grpc.StatusCode.UNAVAILABLE:
@@ -233,3 +233,7 @@ class Dispatcher:
         if code == grpc.StatusCode.CANCELLED:
             return f"CANCELLED: the call to {where} was cancelled"
         return f"{code.name}: {where} failed: {exc.details()}"
+
+
+def _where(spec: ToolSpec) -> str:
+    return f"plugin for tool '{spec.name}' at {spec.callback_address}"
