@@ -18,6 +18,7 @@ from toolcall.schemas import (
     _compiled,
     _fast_check,
     compile_validator,
+    parameters_schema_error,
 )
 
 # Backtracks exponentially in Python's re on "aaa...a!" (seconds at ~30 chars).
@@ -196,7 +197,45 @@ def test_schemas_with_references_are_left_to_jsonschema() -> None:
         "properties": {"x": {"$ref": "#/$defs/a"}},
     }
     assert _fast_check(looping) is None
+    # Refused at Register by a walk, the same answer on a fast or slow machine.
+    refused = parameters_schema_error(looping)
+    assert refused is not None and "loop without end" in refused, refused
+    # A validator built without that check still refuses (by recursion or budget).
     reason = compile_validator(looping)({"x": 2})
-    assert reason is not None and "cannot be evaluated" in reason
+    assert reason is not None and ("cannot be evaluated" in reason or "longer than" in reason)
     remote = {"type": "object", "properties": {"x": {"$ref": "http://127.0.0.1:9/s"}}}
     assert _fast_check(remote) is None
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "$ref": "#"},
+        {"type": "object",
+         "properties": {"x": {"anyOf": [{"type": "string"}, {"$ref": "#/properties/x"}]}}},
+        {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": {"not": {"$ref": "#/$defs/a"}}},
+         "type": "object", "properties": {"y": {"$ref": "#/$defs/a"}}},
+    ],
+)  # fmt: skip
+def test_reference_loops_in_place_are_refused_at_register(schema: dict[str, Any]) -> None:
+    reason = parameters_schema_error(schema)
+    assert reason is not None and ("loop without end" in reason), reason
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # Recursion through properties/items ends with the value: a tree type.
+        {"$defs": {"node": {"type": "object", "properties": {
+            "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+         "type": "object", "properties": {"root": {"$ref": "#/$defs/node"}}},
+        {"type": "object", "properties": {"next": {"$ref": "#"}}},
+        # Two refs to one target are not a loop.
+        {"$defs": {"s": {"type": "string"}}, "type": "object",
+         "properties": {"a": {"$ref": "#/$defs/s"}, "b": {"allOf": [{"$ref": "#/$defs/s"}]}}},
+    ],
+)  # fmt: skip
+def test_recursive_schemas_that_consume_the_value_are_accepted(schema: dict[str, Any]) -> None:
+    assert parameters_schema_error(schema) is None
+    validate = compile_validator(schema)
+    assert validate({}) is None

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -178,6 +179,8 @@ def _meta_schema_error(schema: dict[str, Any]) -> str | None:
             return f"is not a valid JSON Schema at {where}: {error.message[:300]}"
     if err := _outside_reference_error(schema):
         return err
+    if err := _reference_loop_error(schema):
+        return err
     if err := _patterns_error(schema):
         return err
     # Catches references that loop or lead nowhere from the root (an empty
@@ -204,6 +207,107 @@ def _outside_reference_error(schema: Any, path: str = "") -> str | None:
         for i, item in enumerate(schema):
             if err := _outside_reference_error(item, f"{path}/{i}"):
                 return err
+    return None
+
+
+# Keywords that apply their subschemas to the same value as the schema they sit in.
+_IN_PLACE = frozenset({"not", "if", "then", "else"})
+_IN_PLACE_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
+
+
+def _pointer_target(root: Any, ref: str) -> Any:
+    """The subschema a local JSON-pointer ``$ref`` ("#/$defs/a") names, or None."""
+    if ref == "#":
+        return root
+    if not ref.startswith("#/"):
+        return None  # an anchor ("#name"): left to the evaluation
+    node = root
+    for token in ref[2:].split("/"):
+        token = urllib.parse.unquote(token).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return None  # unresolvable: the evaluation words it
+    return node if isinstance(node, dict) else None
+
+
+def _in_place_children(root: Any, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    children = []
+    if isinstance(schema.get("$ref"), str):
+        children.append(_pointer_target(root, schema["$ref"]))
+    for keyword in _IN_PLACE:
+        children.append(schema.get(keyword))
+    for keyword in _IN_PLACE_LISTS:
+        if isinstance(schema.get(keyword), list):
+            children.extend(schema[keyword])
+    if isinstance(schema.get("dependentSchemas"), dict):
+        children.extend(schema["dependentSchemas"].values())
+    return [c for c in children if isinstance(c, dict)]
+
+
+def _has_embedded_id(schema: Any, top: bool = True) -> bool:
+    if isinstance(schema, dict):
+        if not top and "$id" in schema:
+            return True
+        return any(_has_embedded_id(v, False) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_embedded_id(v, False) for v in schema)
+    return False
+
+
+def _reference_loop_error(schema: dict[str, Any]) -> str | None:
+    """Refuses ``$ref``s that lead back to themselves without stepping into the value.
+
+    Evaluating such a loop recurses until Python's recursion limit, which
+    takes 20-250 ms depending on the machine: found by a walk here, the
+    answer is the same everywhere and comes at Register, not at the first
+    call that reaches the loop. Only in-place keywords (``$ref``, ``allOf``,
+    ``not``...) are followed; ``properties`` and ``items`` consume part of
+    the value, so a loop through them ends with the value.
+    """
+    if _has_embedded_id(schema):
+        return None  # "#/..." would be relative to the embedded resource; evaluation decides
+    # Every subschema, found by the same walk the pattern checks use plus $defs.
+    nodes: list[dict[str, Any]] = []
+    stack: list[Any] = [schema]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        for keyword, value in node.items():
+            if keyword in _SUBSCHEMA and isinstance(value, dict):
+                stack.append(value)
+            elif keyword in _SUBSCHEMA_LISTS and isinstance(value, list):
+                stack.extend(value)
+            elif keyword in _SUBSCHEMA_MAPS and isinstance(value, dict):
+                stack.extend(value.values())
+    # Iterative depth-first search for a cycle (0 = unvisited, 1 = on path, 2 = done).
+    state: dict[int, int] = {}
+    for start in nodes:
+        if state.get(id(start)):
+            continue
+        path: list[tuple[dict[str, Any], Any]] = [(start, iter(_in_place_children(schema, start)))]
+        state[id(start)] = 1
+        while path:
+            node, children = path[-1]
+            child = next(children, None)
+            if child is None:
+                state[id(node)] = 2
+                path.pop()
+            elif state.get(id(child)) == 1:
+                ref = node.get("$ref", "a subschema")
+                return (
+                    f"cannot be evaluated: its $refs loop without end (through {str(ref)[:100]!r} "
+                    "without stepping into the value)"
+                )
+            elif not state.get(id(child)):
+                state[id(child)] = 1
+                path.append((child, iter(_in_place_children(schema, child))))
     return None
 
 
