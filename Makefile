@@ -4,7 +4,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean
+.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean generators plugin-deps
+
+# Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
+# are built into .cache/bin by `go install` (Go's module and build caches make
+# a second install take a second); ts-proto is pinned by
+# examples/ts_plugin/package-lock.json. A stamp per version: changing a
+# version here installs the new one.
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GOBIN_DIR := .cache/bin
+GO_GENERATORS := $(GOBIN_DIR)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION) \
+	$(GOBIN_DIR)/.protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+TS_MODULES := examples/ts_plugin/node_modules/.package-lock.json
+# Everything generated from protos/, checked by check-protos.
+GENERATED := toolcall/v1 examples/go_plugin/gen examples/ts_plugin/src/gen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,17 +28,44 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/, and
-## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection
-protos: $(STAMP)
+$(GOBIN_DIR)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION):
+	GOBIN=$(abspath $(GOBIN_DIR)) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	touch $@
+
+$(GOBIN_DIR)/.protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION):
+	GOBIN=$(abspath $(GOBIN_DIR)) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	touch $@
+
+# npm ci only when the lock file changed (npm's cache in ~/.npm keeps it fast).
+$(TS_MODULES): examples/ts_plugin/package-lock.json
+	cd examples/ts_plugin && npm ci --no-audit --no-fund --prefer-offline
+	touch $@
+
+## generators: the pinned Go and TypeScript stub generators
+generators: $(GO_GENERATORS) $(TS_MODULES)
+
+## plugin-deps: what the Go and TypeScript plugin tests build with (modules, packages)
+plugin-deps: $(TS_MODULES)
+	cd examples/go_plugin && go mod download
+
+## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/,
+## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection,
+## and the Go and TypeScript stubs of the example plugins (buf.gen.yaml)
+protos: $(STAMP) generators
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=quiet:. --mypy_grpc_out=quiet:. protos/toolcall/v1/*.proto
 	$(PY) -m grpc_tools.protoc -Iprotos --include_source_info \
 		--descriptor_set_out=toolcall/v1/descriptors.binpb protos/toolcall/v1/*.proto
+	rm -rf examples/go_plugin/gen examples/ts_plugin/src/gen
+	$(VENV)/bin/buf generate
 
-## check-protos: fail when the committed stubs differ from what the protos generate
+## check-protos: fail when the committed stubs (Python, Go, TypeScript) differ from what
+## the protos generate, including generated files not committed yet
 check-protos: protos
-	git diff --exit-code -- toolcall/v1 || (echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1)
+	@new="$$(git ls-files --others --exclude-standard -- $(GENERATED))"; \
+	if ! git diff --exit-code --stat -- $(GENERATED) || [ -n "$$new" ]; then \
+		test -z "$$new" || echo "generated but not committed: $$new" >&2; \
+		echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1; fi
 
 ## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format
 lint: $(STAMP)
@@ -36,7 +77,7 @@ lint: $(STAMP)
 	$(VENV)/bin/buf format --exit-code > /dev/null
 
 ## test: lint, stub drift check, then the test suite
-test: lint check-protos
+test: lint check-protos plugin-deps
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation
@@ -54,4 +95,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache examples/ts_plugin/node_modules examples/ts_plugin/dist
