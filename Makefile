@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean generators plugin-deps
+.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean generators plugin-deps \
+	example-plugins
 
 # Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
 # are built into .cache/bin by `go install` (Go's module and build caches make
@@ -48,6 +49,11 @@ generators: $(GO_GENERATORS) $(TS_MODULES)
 plugin-deps: $(TS_MODULES)
 	cd examples/go_plugin && go mod download
 
+## example-plugins: build the Go and TypeScript example plugins (bench B-go, B-ts run them)
+example-plugins: plugin-deps
+	cd examples/go_plugin && go build -o ../../.cache/examples/go_plugin .
+	cd examples/ts_plugin && npm run --silent build
+
 ## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/,
 ## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection,
 ## and the Go and TypeScript stubs of the example plugins (buf.gen.yaml)
@@ -90,7 +96,7 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP)
+bench: $(STAMP) example-plugins
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
 

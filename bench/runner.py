@@ -55,6 +55,18 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo(
             "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
+        ScenarioInfo(
+            "B-go",
+            "Dispatcher.invoke → Go example plugin",
+            "bench.scenarios.example_plugins",
+            "open_go",
+        ),
+        ScenarioInfo(
+            "B-ts",
+            "Dispatcher.invoke → TS example plugin",
+            "bench.scenarios.example_plugins",
+            "open_ts",
+        ),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),

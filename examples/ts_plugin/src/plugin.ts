@@ -22,7 +22,7 @@ import {
   ToolCallbackService,
 } from './gen/toolcall/v1/callback';
 import { Registrar } from './lease';
-import { ToolError, TOOLS } from './tools';
+import { type CallState, Stopped, ToolError, TOOLS } from './tools';
 
 const env = (name: string, fallback = '') => process.env[`TOOLCALL_${name}`] || fallback;
 
@@ -69,14 +69,13 @@ function errorResult(reason: string): ToolCallbackInvokeResponse {
   return { output: null, isError: true, error: reason };
 }
 
-/** Fires when the caller cancels or its deadline passes. */
-function callSignal(call: ServerUnaryCall<unknown, unknown>): AbortSignal {
-  const cancelled = new AbortController();
-  call.on('cancelled', () => cancelled.abort(new Error('CANCELLED: the caller cancelled the call')));
+/** The call's deadline and cancellation, read when a tool asks (no timer per call). */
+function callState(call: ServerUnaryCall<unknown, unknown>): CallState {
   const deadline = call.getDeadline();
-  const ms = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
-  if (!Number.isFinite(ms)) return cancelled.signal;
-  return AbortSignal.any([cancelled.signal, AbortSignal.timeout(Math.max(0, ms))]);
+  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline; // Infinity: none
+  return {
+    stopped: () => (call.cancelled ? 'cancelled' : Date.now() >= deadlineMs ? 'deadline exceeded' : ''),
+  };
 }
 
 async function invoke(
@@ -91,18 +90,16 @@ async function invoke(
     return;
   }
   if (DEBUG) log(`call ${callId} ${name}`);
-  const signal = callSignal(call);
   let result: ToolCallbackInvokeResponse;
   try {
-    const output = await tool.run(call.request.arguments ?? {}, signal);
+    const output = await tool.run(call.request.arguments ?? {}, callState(call));
     result = { output: output ?? null, isError: false, error: '' };
     ToolCallbackInvokeResponse.encode(result); // a value protobuf cannot carry is this call's error
   } catch (err) {
-    if (signal.aborted) {
+    if (err instanceof Stopped) {
       // Deadline passed or the caller cancelled: nobody reads a result.
-      const reason = call.cancelled ? 'cancelled' : 'deadline exceeded';
-      log(`call ${callId} ${name} stopped: ${reason}`);
-      callback({ code: call.cancelled ? status.CANCELLED : status.DEADLINE_EXCEEDED, details: reason });
+      log(`call ${callId} ${name} stopped: ${err.message}`);
+      callback({ code: call.cancelled ? status.CANCELLED : status.DEADLINE_EXCEEDED, details: err.message });
       return;
     }
     if (err instanceof ToolError) {

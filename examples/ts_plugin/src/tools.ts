@@ -1,9 +1,18 @@
-// The plugin's two tools. Each gets the arguments as plain JSON values and an
-// AbortSignal that fires at the caller's deadline or cancellation; it returns
-// a JSON value, or throws: a ToolError's message is what the model is told.
+// The plugin's two tools. Each gets the arguments as plain JSON values and
+// the call's state, which says when the caller's deadline passed or it
+// cancelled; it returns a JSON value, or throws: a ToolError's message is
+// what the model is told.
 
 /** An expected failure: its message is the is_error result, as written. */
 export class ToolError extends Error {}
+
+/** Thrown by a tool that stopped because its caller is gone: no result is sent. */
+export class Stopped extends Error {}
+
+export interface CallState {
+  /** Why the call should stop ('deadline exceeded', 'cancelled'), or '' while it may go on. */
+  stopped(): string;
+}
 
 export interface Tool {
   description: string;
@@ -12,7 +21,7 @@ export interface Tool {
   async?: boolean;
   /** ASYNC only: what the model is told at once. */
   ack?: string;
-  run(args: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
+  run(args: Record<string, unknown>, call: CallState): Promise<unknown>;
 }
 
 // Bounds count_primes' work (a few seconds of one core); the schema says so
@@ -46,7 +55,7 @@ function isPrime(n: number): boolean {
   return true;
 }
 
-async function countPrimes(args: Record<string, unknown>, signal: AbortSignal): Promise<unknown> {
+async function countPrimes(args: Record<string, unknown>, call: CallState): Promise<unknown> {
   const below = args.below;
   if (typeof below !== 'number' || !Number.isInteger(below) || below < 2 || below > MAX_BELOW) {
     throw new ToolError(`INVALID_ARGUMENT: below must be an integer from 2 to ${MAX_BELOW}`);
@@ -62,7 +71,8 @@ async function countPrimes(args: Record<string, unknown>, signal: AbortSignal): 
       // and stop once the caller is gone: nobody reads the answer.
       if (n % 16384 === 0) {
         await new Promise((resolve) => setImmediate(resolve));
-        signal.throwIfAborted();
+        const why = call.stopped();
+        if (why) throw new Stopped(why);
       }
       if (isPrime(n)) count += 1;
     }
