@@ -45,7 +45,7 @@ $(TS_MODULES): examples/ts_plugin/package-lock.json
 ## generators: the pinned Go and TypeScript stub generators
 generators: $(GO_GENERATORS) $(TS_MODULES)
 
-## plugin-deps: what the Go and TypeScript plugin tests build with (modules, packages)
+## plugin-deps: what the Go and TypeScript plugins build with (Go modules, npm packages)
 plugin-deps: $(TS_MODULES)
 	cd examples/go_plugin && go mod download
 
@@ -82,8 +82,9 @@ lint: $(STAMP)
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 
-## test: lint, stub drift check, then the test suite
-test: lint check-protos plugin-deps
+## test: lint, stub drift check, the example plugins' builds (their tests then find Go's
+## and npm's caches warm), then the test suite
+test: lint check-protos example-plugins
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation

@@ -24,7 +24,12 @@ GO = shutil.which("go")
 GO_DIR = REPO_ROOT / "examples" / "go_plugin"
 NAME = "go_plugin"
 
-pytestmark = pytest.mark.skipif(toolchain_missing(GO), reason="the Go toolchain is needed")
+# The first test builds the plugin: on a machine with cold caches that can take
+# minutes (`make test` builds first: `make example-plugins`), not the usual 120 s.
+pytestmark = [
+    pytest.mark.skipif(toolchain_missing(GO), reason="the Go toolchain is needed"),
+    pytest.mark.timeout(600),
+]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,12 @@ NODE, NPM = shutil.which("node"), shutil.which("npm")
 TS_DIR = REPO_ROOT / "examples" / "ts_plugin"
 NAME = "ts_plugin"
 
-pytestmark = pytest.mark.skipif(toolchain_missing(NODE, NPM), reason="node and npm are needed")
+# The first test builds the plugin: on a machine with cold caches that can take
+# minutes (`make test` builds first: `make example-plugins`), not the usual 120 s.
+pytestmark = [
+    pytest.mark.skipif(toolchain_missing(NODE, NPM), reason="node and npm are needed"),
+    pytest.mark.timeout(600),
+]
 
 
 @pytest.fixture(scope="module")
