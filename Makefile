@@ -51,7 +51,7 @@ plugin-deps: $(TS_MODULES)
 
 ## example-plugins: build the Go and TypeScript example plugins (bench B-go, B-ts run them)
 example-plugins: plugin-deps
-	cd examples/go_plugin && go build -o ../../.cache/examples/go_plugin .
+	cd examples/go_plugin && go vet ./... && go build -o ../../.cache/examples/go_plugin .
 	cd examples/ts_plugin && npm run --silent build
 
 ## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/,
@@ -73,7 +73,7 @@ check-protos: protos
 		test -z "$$new" || echo "generated but not committed: $$new" >&2; \
 		echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1; fi
 
-## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format
+## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format, gofmt
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -81,6 +81,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
+	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
 
 ## test: lint, stub drift check, the example plugins' builds (their tests then find Go's
 ## and npm's caches warm), then the test suite
