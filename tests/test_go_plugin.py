@@ -60,3 +60,9 @@ async def test_go_plugin_registers_again_after_a_clear_a_one_role_removal_and_a_
     plugin: list[str], tmp_path: Path
 ) -> None:
     await check_registers_again(plugin, NAME, tmp_path)
+
+
+def test_go_plugin_unit_tests_pass_under_go_test(plugin: list[str]) -> None:
+    # lease_test.go: the KeepAlive comparison of a registry without tools_per_role.
+    assert GO is not None
+    build([GO, "test", "-mod=readonly", "./..."], GO_DIR, "go test")

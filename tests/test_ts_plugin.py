@@ -62,3 +62,9 @@ async def test_ts_plugin_registers_again_after_a_clear_a_one_role_removal_and_a_
     plugin: list[str], tmp_path: Path
 ) -> None:
     await check_registers_again(plugin, NAME, tmp_path)
+
+
+def test_ts_plugin_unit_tests_pass_under_node_test(plugin: list[str]) -> None:
+    # src/lease.test.ts: the KeepAlive comparison of a registry without tools_per_role.
+    assert NODE is not None
+    build([NODE, "--test", "dist/"], TS_DIR, "node --test")

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -75,12 +76,14 @@ func readToken(value, path string) (string, error) {
 			return "", fmt.Errorf("cannot read token file: %w", err)
 		}
 		defer f.Close()
-		buf := make([]byte, 4097)
-		n, _ := f.Read(buf)
-		if n > 4096 {
+		raw, err := io.ReadAll(io.LimitReader(f, 4097))
+		if err != nil {
+			return "", fmt.Errorf("cannot read token file: %w", err)
+		}
+		if len(raw) > 4096 {
 			return "", fmt.Errorf("token file %s is larger than 4096 bytes", path)
 		}
-		if value = strings.TrimSpace(string(buf[:n])); value == "" {
+		if value = strings.TrimSpace(string(raw)); value == "" {
 			return "", fmt.Errorf("token file %s is empty", path)
 		}
 	}
