@@ -31,15 +31,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anyio
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.connection import Connection
 from mcp.server.models import InitializationOptions
-from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -124,8 +123,9 @@ class McpBridge:
         self.jobs = Jobs(settings.jobs)
         self._bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self._bus, max_subscriptions=MAX_LISTENERS)
-        # Handshake-era sessions that listed tools: told of changes directly.
-        self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+        # Handshake-era connections that listed tools: told of changes directly,
+        # forgotten when they close (their exit stack) or past MAX_LISTENERS.
+        self._connections: dict[int, Connection] = {}
         self._pages: dict[tuple[str, int], dict[str, Any]] = {}
         self._notify: asyncio.TimerHandle | None = None
         self._notifying: set[asyncio.Task[None]] = set()
@@ -170,7 +170,7 @@ class McpBridge:
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> dict[str, Any]:
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            self._sessions.add(ctx.session)
+            self._remember(ctx)
         if not self.view.synced:
             await self.view.wait_synced(timeout=5.0)
         role = self.role_of(ctx)
@@ -271,6 +271,19 @@ class McpBridge:
 
     # -- list_changed -----------------------------------------------------
 
+    def _remember(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        # ctx.session is a per-request proxy; the connection outlives it. The
+        # SDK hands handlers no public path to it (its Context has one, but the
+        # runner does not build that yet).
+        connection = getattr(ctx.session, "_connection", None)
+        if not isinstance(connection, Connection) or id(connection) in self._connections:
+            return
+        if len(self._connections) >= MAX_LISTENERS:
+            self._connections.pop(next(iter(self._connections)))
+        key = id(connection)
+        self._connections[key] = connection
+        connection.exit_stack.callback(self._connections.pop, key, None)
+
     def _tools_changed(self, gone: Any, added: Any) -> None:
         self._pages.clear()
         if self._notify is None:
@@ -285,13 +298,13 @@ class McpBridge:
 
     async def _announce(self) -> None:
         await self._bus.publish(ToolsListChanged())
-        for session in list(self._sessions)[:MAX_LISTENERS]:
+        for key, connection in list(self._connections.items()):
             try:
                 with anyio.fail_after(NOTIFY_TIMEOUT_S):
-                    await session.send_tool_list_changed()
-            except Exception as exc:  # a session that went away or stopped reading
+                    await connection.send_tool_list_changed()
+            except Exception as exc:  # a host that went away or stopped reading
                 log.debug("list_changed not delivered: %s", type(exc).__name__)
-                self._sessions.discard(session)
+                self._connections.pop(key, None)
 
 
 def session_of(ctx: ServerRequestContext[Any, Any]) -> str:
