@@ -199,6 +199,7 @@ async def serve(settings: GatewaySettings) -> int:
             timeout_keep_alive=30,
             timeout_graceful_shutdown=5,
             server_header=False,
+            access_log=False,
         )
     )
     log.info(
