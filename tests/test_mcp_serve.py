@@ -281,3 +281,37 @@ def _lease_request(ttl: float) -> Any:
     from toolcall.v1 import registry_pb2
 
     return registry_pb2.CreateLeaseRequest(ttl_seconds=ttl)
+
+
+async def test_hostile_requests_get_clear_refusals_and_the_gateway_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    async with running_plugin() as (plugin, address), running_registry(tmp_path) as reg:
+        await reg.register(tool("echo", address))
+        with GatewayProcess(reg.target, tmp_path, TOOLCALL_MCP_MAX_SESSIONS="3") as gateway:
+            await gateway.healthy()
+            async with httpx.AsyncClient(timeout=30) as http:
+                first = await http.post(gateway.mcp_url, json=INIT, headers=HEADERS)
+                session = {**HEADERS, "mcp-session-id": first.headers["mcp-session-id"]}
+                nested = "[" * 5000 + "]" * 5000
+                deep = await http.post(
+                    gateway.mcp_url,
+                    content='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":'
+                    f'{{"name":"echo","arguments":{{"a":{nested}}}}}}}',
+                    headers=session,
+                )
+                assert deep.status_code == 400 and "recursion limit" in deep.text
+                huge = await http.post(
+                    gateway.mcp_url,
+                    content='{"a": "' + "x" * (5 * 1024 * 1024) + '"}',
+                    headers=session,
+                )
+                assert huge.status_code == 413
+                for _ in range(2):
+                    assert (await http.post(gateway.mcp_url, json=INIT, headers=HEADERS)).is_success
+                full = await http.post(gateway.mcp_url, json=INIT, headers=HEADERS)
+                assert full.status_code == 503 and "Too many open sessions" in full.text
+            assert plugin.calls == []
+            async with Client(gateway.mcp_url) as client:  # 2026-07-28 needs no session
+                ok = await client.call_tool("echo", {"a": 1})
+                assert not ok.is_error and len(plugin.calls) == 1
