@@ -26,7 +26,15 @@ protos: $(STAMP)
 check-protos: protos
 	git diff --exit-code -- toolcall/v1 || (echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1)
 
-## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format
+# What `buf breaking` compares the protos with: main's last commit, so every
+# change stays wire-compatible (new fields only). The git common dir, not
+# ".git": in a git worktree .git is a file buf cannot read; in a clone it is
+# ".git" itself. Where no local main branch exists (a detached CI checkout),
+# name another: make lint BUF_AGAINST='.git#ref=origin/main'.
+BUF_AGAINST ?= $(shell git rev-parse --git-common-dir)\#branch=main
+
+## lint: ruff, mypy, the layer contracts (import-linter), buf lint, buf format
+## and buf breaking against main
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -34,6 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
+	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
 
 ## test: lint, stub drift check, then the test suite
 test: lint check-protos

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from tests.support.plugins import free_port
+from tests.support.registry import running_registry, tool
 from toolcall import config
 from toolcall.cli.demo import try_next
 from toolcall.cli.stack import Stack
@@ -465,3 +466,34 @@ def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
     for name in ("weather_plugin.log", "network_plugin.log"):
         assert "cleared" in logs[name], logs[name]
         assert "WARNING" not in logs[name] and "ERROR" not in logs[name], logs[name]
+
+
+def test_tools_show_prints_title_annotations_metadata_and_output_schema(
+    tmp_path: Path,
+) -> None:
+    async def run() -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        async with running_registry(tmp_path) as reg:
+            await reg.register(
+                tool(
+                    "weather",
+                    title="Current weather",
+                    annotations=tools_pb2.ToolAnnotations(read_only=True, open_world=False),
+                    output_schema={"type": "object", "properties": {"temp": {"type": "number"}}},
+                    metadata={"category": "weather"},
+                )
+            )
+            reg_args = ("tools", "--registry", reg.target, "show", "weather")
+            text = await asyncio.to_thread(toolcall, *reg_args)
+            as_json = await asyncio.to_thread(toolcall, *reg_args, "--json")
+            return text, as_json
+
+    text, as_json = asyncio.run(run())
+    assert text.returncode == 0, text.stderr
+    assert re.search(r"^title:\s+Current weather$", text.stdout, re.M), text.stdout
+    assert re.search(r"^annotations:\s+read_only, not open_world$", text.stdout, re.M)
+    assert re.search(r"^metadata:\s+category=weather$", text.stdout, re.M)
+    assert '"temp"' in text.stdout.split("output_schema:")[1]
+    row = json.loads(as_json.stdout)
+    assert row["title"] == "Current weather" and row["metadata"] == {"category": "weather"}
+    assert row["annotations"] == {"read_only": True, "open_world": False}
+    assert row["output_schema"]["properties"]["temp"] == {"type": "number"}

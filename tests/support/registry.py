@@ -36,11 +36,14 @@ NUMBER_SCHEMA = {
 
 
 def tool(name: str, address: str = "127.0.0.1:1", **fields: Any) -> tools_pb2.ToolDefinition:
-    """A valid ToolDefinition; ``parameters`` may be a plain dict."""
+    """A valid ToolDefinition; ``parameters`` and ``output_schema`` may be plain dicts."""
     params = fields.pop("parameters", None)
+    output_schema = fields.pop("output_schema", None)
     d = tools_pb2.ToolDefinition(name=name, callback_address=address, **fields)
     if params is not None:
         d.parameters.CopyFrom(to_struct(params))
+    if output_schema is not None:
+        d.output_schema.CopyFrom(to_struct(output_schema))
     return d
 
 
@@ -111,12 +114,14 @@ class Seen:
 
 class Plugin(callback_pb2_grpc.ToolCallbackServicer):
     """Tools by name: ``echo`` returns its arguments, ``sleep`` waits ``seconds``,
-    ``fail`` aborts with INTERNAL, ``report_error`` answers is_error=true.
+    ``fail`` aborts with INTERNAL, ``report_error`` answers is_error=true; a
+    name in ``replies`` answers that reply as it is (a test sets it).
     """
 
     def __init__(self) -> None:
         self.calls: list[Seen] = []
         self.started = asyncio.Event()
+        self.replies: dict[str, callback_pb2.ToolCallbackInvokeResponse] = {}
 
     async def Invoke(
         self, request: callback_pb2.ToolCallbackInvokeRequest, context: grpc.aio.ServicerContext
@@ -125,6 +130,8 @@ class Plugin(callback_pb2_grpc.ToolCallbackServicer):
         self.calls.append(seen)
         self.started.set()
         args = from_struct(request.arguments)
+        if request.name in self.replies:
+            return self.replies[request.name]
         if request.name == "sleep":
             try:
                 await asyncio.sleep(float(args.get("seconds", 30)))
