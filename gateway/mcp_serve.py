@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -337,34 +338,82 @@ def text_block(value: Any) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def error_wire(error: str, output: Any = None) -> dict[str, Any]:
+def error_wire(error: str, output: Any = None, parts: Any = ()) -> dict[str, Any]:
     content = [{"type": "text", "text": error}]
     if output is not None:
         content.append(text_block(output))
+    content.extend(part_block(p) for p in parts)
     return {"content": content, "isError": True, "resultType": "complete"}
 
 
 def result_wire(
     result: tools_pb2.ToolResult, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A ToolResult as a CallToolResult: JSON text content, plus the object as structuredContent."""
+    """A ToolResult as a CallToolResult: the output as JSON text (and as
+    structuredContent when it is an object), then its content parts."""
     output = from_value(result.output) if result.HasField("output") else None
     if result.is_error:
-        return error_wire(result.error, output)
+        return error_wire(result.error, output, result.parts)
     if extra is not None:
         output = {**extra, "output": output}
-    wire: dict[str, Any] = {"content": [text_block(output)], **COMPLETE}
+    content = [text_block(output)]
+    content.extend(part_block(p) for p in result.parts)
+    wire: dict[str, Any] = {"content": content, **COMPLETE}
     if isinstance(output, dict):
         wire["structuredContent"] = output
     return wire
 
 
+def part_block(part: tools_pb2.ContentPart) -> dict[str, Any]:
+    """A content part as an MCP content block (bytes base64-encoded, as MCP carries them)."""
+    kind = part.WhichOneof("kind")
+    if kind == "image":
+        return {"type": "image", "data": _b64(part.image.data), "mimeType": part.image.mime_type}
+    if kind == "audio":
+        return {"type": "audio", "data": _b64(part.audio.data), "mimeType": part.audio.mime_type}
+    if kind == "resource":
+        r = part.resource
+        mime = r.mime_type or "application/octet-stream"
+        if r.data:
+            embedded = {"uri": r.uri or f"toolcall:part/{r.name or 'file'}", "mimeType": mime}
+            return {"type": "resource", "resource": {**embedded, "blob": _b64(r.data)}}
+        return {"type": "resource_link", "uri": r.uri, "name": r.name or r.uri, "mimeType": mime}
+    return {"type": "text", "text": part.text}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def tool_wire(spec: ToolSpec) -> dict[str, Any]:
-    return {
+    """A registered tool as MCP's Tool: schema as registered, title and hints as declared."""
+    d = spec.definition
+    wire: dict[str, Any] = {
         "name": spec.name,
         "description": spec.description,
         "inputSchema": spec.parameters or {"type": "object", "properties": {}},
     }
+    if spec.title:
+        wire["title"] = spec.title
+    if d.HasField("annotations"):
+        a = d.annotations
+        given = {
+            "readOnlyHint": a.read_only if a.HasField("read_only") else None,
+            "destructiveHint": a.destructive if a.HasField("destructive") else None,
+            "idempotentHint": a.idempotent if a.HasField("idempotent") else None,
+            "openWorldHint": a.open_world if a.HasField("open_world") else None,
+        }
+        if hints := {k: v for k, v in given.items() if v is not None}:
+            wire["annotations"] = hints
+    if spec.output_schema:
+        wire["outputSchema"] = spec.output_schema
+    if d.metadata:
+        wire["_meta"] = {METADATA_KEY: dict(d.metadata)}
+    return wire
+
+
+# Where a tool's metadata map travels in MCP (``_meta`` keys carry a prefix).
+METADATA_KEY = "toolcall/metadata"
 
 
 GET_TASK_WIRE: dict[str, Any] = {

@@ -8,6 +8,8 @@ server as a child process, and ``mcp.Client`` speaking both protocol eras
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from tests.support.gateway import GatewayProcess
+from tests.support.images import png
 from tests.support.plugins import REPO_ROOT, child_env
 from tests.support.registry import (
     NUMBER_SCHEMA,
@@ -29,6 +32,7 @@ from tests.support.registry import (
     running_registry,
     tool,
 )
+from toolcall.jsonvalue import to_struct
 from toolcall.v1 import tools_pb2
 
 pytestmark = pytest.mark.anyio
@@ -315,3 +319,35 @@ async def test_hostile_requests_get_clear_refusals_and_the_gateway_keeps_serving
             async with Client(gateway.mcp_url) as client:  # 2026-07-28 needs no session
                 ok = await client.call_tool("echo", {"a": 1})
                 assert not ok.is_error and len(plugin.calls) == 1
+
+
+async def test_titles_hints_output_schemas_metadata_and_content_parts_reach_mcp_hosts(
+    tmp_path: Path,
+) -> None:
+    output_schema = {"type": "object", "properties": {"width": {"type": "integer"}}}
+    async with running_plugin() as (_, address), running_registry(tmp_path) as reg:
+        d = tool("picture", address, title="Take a picture", output_schema=to_struct(output_schema))
+        d.annotations.read_only = True
+        d.annotations.open_world = False
+        d.metadata["category"] = "camera"
+        await reg.register(d)
+        with GatewayProcess(reg.target, tmp_path) as gateway:
+            await gateway.healthy()
+            async with Client(gateway.mcp_url) as client:
+                (listed,) = (await client.list_tools()).tools
+                assert listed.title == "Take a picture"
+                assert listed.annotations is not None
+                assert listed.annotations.read_only_hint is True
+                assert listed.annotations.open_world_hint is False
+                assert listed.annotations.destructive_hint is None  # unset: MCP's default
+                assert listed.output_schema == output_schema
+                assert listed.meta == {"toolcall/metadata": {"category": "camera"}}
+                result = await client.call_tool("picture", {})
+                assert not result.is_error
+                assert result.structured_content == {"width": 1}
+                first, image, link = result.content
+                assert first.type == "text" and json.loads(first.text) == {"width": 1}
+                assert image.type == "image" and image.mime_type == "image/png"
+                assert base64.b64decode(image.data) == png()
+                assert link.type == "resource_link" and str(link.uri) == "file:///tmp/report.pdf"
+                assert link.name == "report.pdf"
