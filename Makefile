@@ -73,7 +73,15 @@ check-protos: protos
 		test -z "$$new" || echo "generated but not committed: $$new" >&2; \
 		echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1; fi
 
-## lint: ruff, mypy, the layer contracts (import-linter), buf lint and buf format, gofmt
+# What `buf breaking` compares the protos with: main's last commit, so every
+# change stays wire-compatible (new fields only). The git common dir, not
+# ".git": in a git worktree .git is a file buf cannot read; in a clone it is
+# ".git" itself. Where no local main branch exists (a detached CI checkout),
+# name another: make lint BUF_AGAINST='.git#ref=origin/main'.
+BUF_AGAINST ?= $(shell git rev-parse --git-common-dir)\#branch=main
+
+## lint: ruff, mypy, the layer contracts (import-linter), buf lint, buf format,
+## buf breaking against main, and gofmt
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -81,6 +89,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
+	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
 	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
 
 ## test: lint, stub drift check, the example plugins' builds (their tests then find Go's

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
+import httpx2 as httpx
 
 from toolcall.clients import wait_healthy
 
@@ -156,8 +157,14 @@ class ServerProcess:
                 out.write(chunk)
 
     async def _wait_healthy(self, address: str) -> str:
+        """gRPC health for a service, ``GET <url>/healthz`` for an HTTP one (the gateway)."""
         assert self._proc is not None
         while self._proc.returncode is None:
+            if address.startswith("http://"):
+                if await _http_healthy(address):
+                    return address
+                await asyncio.sleep(0.1)
+                continue
             try:
                 await wait_healthy(address, timeout_s=0.5)
                 return address
@@ -185,6 +192,14 @@ class ServerProcess:
                 async with asyncio.timeout(1.0):
                     await asyncio.shield(drain)
             drain.cancel()
+
+
+async def _http_healthy(url: str) -> bool:
+    async with httpx.AsyncClient(timeout=0.5) as http:
+        try:
+            return (await http.get(f"{url}/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
 
 
 @contextlib.asynccontextmanager

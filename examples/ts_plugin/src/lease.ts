@@ -6,8 +6,17 @@
 // backoff (0.1 s doubling to 2 s), keeping the lease.
 
 import { type CallOptions, type ClientUnaryCall, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { ToolMode } from './gen/toolcall/v1/tools';
-import { type KeepAliveResponse, type RegisterResponse, ToolRegistryClient } from './gen/toolcall/v1/registry';
+import { ToolDefinition, ToolMode } from './gen/toolcall/v1/tools';
+import {
+  ClearRequest,
+  CreateLeaseRequest,
+  KeepAliveRequest,
+  type KeepAliveResponse,
+  RegisterRequest,
+  type RegisterResponse,
+  RevokeLeaseRequest,
+  ToolRegistryClient,
+} from './gen/toolcall/v1/registry';
 import type { Tool } from './tools';
 
 // A generated client method, in its (request, metadata, options, callback) form.
@@ -49,7 +58,11 @@ export class Registrar {
     this.rpcTimeoutS = Math.max(1, opts.leaseTtlS / 3);
   }
 
-  /** One registry call, bounded by a deadline, with the token. */
+  /**
+   * One registry call, bounded by a deadline, with the token. Requests are
+   * built with create(): fields added to the protos later get their
+   * defaults, and this code keeps compiling.
+   */
   private rpc<Req, Res>(method: Unary<Req, Res>, request: Req, timeoutS = this.rpcTimeoutS): Promise<Res> {
     const metadata = new Metadata();
     if (this.opts.token) metadata.set('authorization', `Bearer ${this.opts.token}`);
@@ -105,7 +118,7 @@ export class Registrar {
     } else if (this.partial) {
       await this.registerAll();
     } else {
-      const reply = await this.rpc(this.client.keepAlive, { leaseId: this.leaseId });
+      const reply = await this.rpc(this.client.keepAlive, KeepAliveRequest.create({ leaseId: this.leaseId }));
       if (reply.ttlSeconds > 0) this.ttlS = reply.ttlSeconds;
       const short = this.missing(reply);
       if (short) {
@@ -117,7 +130,8 @@ export class Registrar {
   }
 
   private async createLease(): Promise<void> {
-    const lease = await this.rpc(this.client.createLease, { ttlSeconds: this.opts.leaseTtlS, holder: this.opts.source });
+    const request = CreateLeaseRequest.create({ ttlSeconds: this.opts.leaseTtlS, holder: this.opts.source });
+    const lease = await this.rpc(this.client.createLease, request);
     this.leaseId = lease.leaseId;
     if (lease.ttlSeconds > 0) this.ttlS = lease.ttlSeconds;
     this.opts.log(`lease ${this.leaseId} (ttl ${this.ttlS}s) from registry ${lease.instanceId}`);
@@ -130,20 +144,17 @@ export class Registrar {
     for (const [name, tool] of Object.entries(this.opts.tools)) {
       let reply: RegisterResponse;
       try {
-        reply = await this.rpc(this.client.register, {
-          leaseId: this.leaseId,
-          tool: {
-            name,
-            description: tool.description,
-            parameters: tool.parameters,
-            callbackAddress: this.opts.callbackAddress,
-            source: this.opts.source,
-            timeoutSeconds: 30,
-            mode: tool.async ? ToolMode.TOOL_MODE_ASYNC : ToolMode.TOOL_MODE_SYNC,
-            ackMessage: tool.ack ?? '',
-            acceptsRawArguments: false,
-          },
+        const definition = ToolDefinition.create({
+          name,
+          description: tool.description,
+          parameters: tool.parameters,
+          callbackAddress: this.opts.callbackAddress,
+          source: this.opts.source,
+          timeoutSeconds: 30,
+          mode: tool.async ? ToolMode.TOOL_MODE_ASYNC : ToolMode.TOOL_MODE_SYNC,
+          ackMessage: tool.ack ?? '',
         });
+        reply = await this.rpc(this.client.register, RegisterRequest.create({ leaseId: this.leaseId, tool: definition }));
       } catch (err) {
         const e = err as ServiceError;
         if (e.code !== status.INVALID_ARGUMENT && e.code !== status.FAILED_PRECONDITION) throw err;
@@ -186,8 +197,8 @@ export class Registrar {
     await this.loop;
     if (this.leaseId) {
       try {
-        const cleared = await this.rpc(this.client.clear, { source: this.opts.source }, 1);
-        await this.rpc(this.client.revokeLease, { leaseId: this.leaseId }, 1);
+        const cleared = await this.rpc(this.client.clear, ClearRequest.create({ source: this.opts.source }), 1);
+        await this.rpc(this.client.revokeLease, RevokeLeaseRequest.create({ leaseId: this.leaseId }), 1);
         this.opts.log(`cleared ${cleared.removed} tools, lease revoked`);
       } catch (err) {
         this.opts.log(`could not clear; the lease will expire: ${(err as ServiceError).details ?? err}`);

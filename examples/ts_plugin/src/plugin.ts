@@ -65,8 +65,10 @@ const log = (...args: unknown[]) => console.error(new Date().toISOString(), `[${
 
 // --- ToolCallback: translates between the wire and the tools ----------------
 
+// Messages are built with create(): fields added to the protos later get
+// their defaults, and this code keeps compiling.
 function errorResult(reason: string): ToolCallbackInvokeResponse {
-  return { output: null, isError: true, error: reason };
+  return ToolCallbackInvokeResponse.create({ output: null, isError: true, error: reason });
 }
 
 /** The call's deadline and cancellation, read when a tool asks (no timer per call). */
@@ -93,7 +95,7 @@ async function invoke(
   let result: ToolCallbackInvokeResponse;
   try {
     const output = await tool.run(call.request.arguments ?? {}, callState(call));
-    result = { output: output ?? null, isError: false, error: '' };
+    result = ToolCallbackInvokeResponse.create({ output: output ?? null });
     ToolCallbackInvokeResponse.encode(result); // a value protobuf cannot carry is this call's error
   } catch (err) {
     if (err instanceof Stopped) {

@@ -123,7 +123,10 @@ type ToolCallbackInvokeResponse struct {
 	// True when the call failed.
 	IsError bool `protobuf:"varint,2,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
 	// Readable reason when is_error is true.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Content beside output: images, audio, files, more text (see
+	// ToolResult.parts for the bounds the caller applies).
+	Parts         []*ContentPart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,11 +182,18 @@ func (x *ToolCallbackInvokeResponse) GetError() string {
 	return ""
 }
 
+func (x *ToolCallbackInvokeResponse) GetParts() []*ContentPart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
 var File_toolcall_v1_callback_proto protoreflect.FileDescriptor
 
 const file_toolcall_v1_callback_proto_rawDesc = "" +
 	"\n" +
-	"\x1atoolcall/v1/callback.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd7\x01\n" +
+	"\x1atoolcall/v1/callback.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17toolcall/v1/tools.proto\"\xd7\x01\n" +
 	"\x19ToolCallbackInvokeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12#\n" +
@@ -191,11 +201,12 @@ const file_toolcall_v1_callback_proto_rawDesc = "" +
 	"\acall_id\x18\x04 \x01(\tR\x06callId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x12\n" +
-	"\x04role\x18\x06 \x01(\tR\x04role\"}\n" +
+	"\x04role\x18\x06 \x01(\tR\x04role\"\xad\x01\n" +
 	"\x1aToolCallbackInvokeResponse\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12\x19\n" +
 	"\bis_error\x18\x02 \x01(\bR\aisError\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2i\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12.\n" +
+	"\x05parts\x18\x04 \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts2i\n" +
 	"\fToolCallback\x12Y\n" +
 	"\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a'.toolcall.v1.ToolCallbackInvokeResponseB\xa5\x01\n" +
 	"\x0fcom.toolcall.v1B\rCallbackProtoP\x01Z6toolcall/examples/go_plugin/gen/toolcall/v1;toolcallv1\xa2\x02\x03TXX\xaa\x02\vToolcall.V1\xca\x02\vToolcall\\V1\xe2\x02\x17Toolcall\\V1\\GPBMetadata\xea\x02\fToolcall::V1b\x06proto3"
@@ -218,17 +229,19 @@ var file_toolcall_v1_callback_proto_goTypes = []any{
 	(*ToolCallbackInvokeResponse)(nil), // 1: toolcall.v1.ToolCallbackInvokeResponse
 	(*structpb.Struct)(nil),            // 2: google.protobuf.Struct
 	(*structpb.Value)(nil),             // 3: google.protobuf.Value
+	(*ContentPart)(nil),                // 4: toolcall.v1.ContentPart
 }
 var file_toolcall_v1_callback_proto_depIdxs = []int32{
 	2, // 0: toolcall.v1.ToolCallbackInvokeRequest.arguments:type_name -> google.protobuf.Struct
 	3, // 1: toolcall.v1.ToolCallbackInvokeResponse.output:type_name -> google.protobuf.Value
-	0, // 2: toolcall.v1.ToolCallback.Invoke:input_type -> toolcall.v1.ToolCallbackInvokeRequest
-	1, // 3: toolcall.v1.ToolCallback.Invoke:output_type -> toolcall.v1.ToolCallbackInvokeResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: toolcall.v1.ToolCallbackInvokeResponse.parts:type_name -> toolcall.v1.ContentPart
+	0, // 3: toolcall.v1.ToolCallback.Invoke:input_type -> toolcall.v1.ToolCallbackInvokeRequest
+	1, // 4: toolcall.v1.ToolCallback.Invoke:output_type -> toolcall.v1.ToolCallbackInvokeResponse
+	4, // [4:5] is the sub-list for method output_type
+	3, // [3:4] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_callback_proto_init() }
@@ -236,6 +249,7 @@ func file_toolcall_v1_callback_proto_init() {
 	if File_toolcall_v1_callback_proto != nil {
 		return
 	}
+	file_toolcall_v1_tools_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

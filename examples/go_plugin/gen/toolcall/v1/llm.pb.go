@@ -219,7 +219,12 @@ type ChatMessage struct {
 	// Tool messages: the tool's name.
 	Name string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	// When the message was stored (set by the service).
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Tool messages: the result's content parts beside content (images,
+	// audio, files). Set by the service, never accepted in a request. Stored
+	// history keeps parts up to a size cap; a part dropped by it is replaced
+	// by a text part saying so.
+	Parts         []*ContentPart `protobuf:"bytes,7,rep,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +297,13 @@ func (x *ChatMessage) GetName() string {
 func (x *ChatMessage) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ChatMessage) GetParts() []*ContentPart {
+	if x != nil {
+		return x.Parts
 	}
 	return nil
 }
@@ -1495,7 +1507,7 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\bToolCall\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
-	"\rraw_arguments\x18\x03 \x01(\tR\frawArguments\"\xfc\x01\n" +
+	"\rraw_arguments\x18\x03 \x01(\tR\frawArguments\"\xac\x02\n" +
 	"\vChatMessage\x12,\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x18.toolcall.v1.MessageRoleR\x04role\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x124\n" +
@@ -1505,7 +1517,8 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"toolCallId\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x129\n" +
 	"\n" +
-	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x87\x02\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12.\n" +
+	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\x87\x02\n" +
 	"\vChatRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -1650,52 +1663,54 @@ var file_toolcall_v1_llm_proto_goTypes = []any{
 	(*GetHistoryRequest)(nil),     // 20: toolcall.v1.GetHistoryRequest
 	(*GetHistoryResponse)(nil),    // 21: toolcall.v1.GetHistoryResponse
 	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*ToolResult)(nil),            // 23: toolcall.v1.ToolResult
-	(*structpb.Struct)(nil),       // 24: google.protobuf.Struct
+	(*ContentPart)(nil),           // 23: toolcall.v1.ContentPart
+	(*ToolResult)(nil),            // 24: toolcall.v1.ToolResult
+	(*structpb.Struct)(nil),       // 25: google.protobuf.Struct
 }
 var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	0,  // 0: toolcall.v1.ChatMessage.role:type_name -> toolcall.v1.MessageRole
 	2,  // 1: toolcall.v1.ChatMessage.tool_calls:type_name -> toolcall.v1.ToolCall
 	22, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
-	3,  // 3: toolcall.v1.ChatRequest.messages:type_name -> toolcall.v1.ChatMessage
-	4,  // 4: toolcall.v1.ChatStreamRequest.request:type_name -> toolcall.v1.ChatRequest
-	2,  // 5: toolcall.v1.ToolCallRecord.call:type_name -> toolcall.v1.ToolCall
-	23, // 6: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
-	3,  // 7: toolcall.v1.ChatResponse.message:type_name -> toolcall.v1.ChatMessage
-	6,  // 8: toolcall.v1.ChatResponse.tool_calls:type_name -> toolcall.v1.ToolCallRecord
-	7,  // 9: toolcall.v1.ChatResponse.usage:type_name -> toolcall.v1.Usage
-	2,  // 10: toolcall.v1.ToolCallStarted.call:type_name -> toolcall.v1.ToolCall
-	6,  // 11: toolcall.v1.ToolCallFinished.record:type_name -> toolcall.v1.ToolCallRecord
-	9,  // 12: toolcall.v1.ChatStreamResponse.text_delta:type_name -> toolcall.v1.TextDelta
-	10, // 13: toolcall.v1.ChatStreamResponse.tool_call_started:type_name -> toolcall.v1.ToolCallStarted
-	11, // 14: toolcall.v1.ChatStreamResponse.tool_call_finished:type_name -> toolcall.v1.ToolCallFinished
-	8,  // 15: toolcall.v1.ChatStreamResponse.final:type_name -> toolcall.v1.ChatResponse
-	7,  // 16: toolcall.v1.ChatStreamResponse.usage:type_name -> toolcall.v1.Usage
-	1,  // 17: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
-	23, // 18: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
-	22, // 19: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	22, // 20: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 21: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
-	13, // 22: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
-	13, // 23: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
-	3,  // 24: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
-	4,  // 25: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
-	5,  // 26: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
-	14, // 27: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
-	16, // 28: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
-	18, // 29: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
-	20, // 30: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
-	8,  // 31: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
-	12, // 32: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
-	15, // 33: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
-	17, // 34: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
-	19, // 35: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
-	21, // 36: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	23, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
+	3,  // 4: toolcall.v1.ChatRequest.messages:type_name -> toolcall.v1.ChatMessage
+	4,  // 5: toolcall.v1.ChatStreamRequest.request:type_name -> toolcall.v1.ChatRequest
+	2,  // 6: toolcall.v1.ToolCallRecord.call:type_name -> toolcall.v1.ToolCall
+	24, // 7: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
+	3,  // 8: toolcall.v1.ChatResponse.message:type_name -> toolcall.v1.ChatMessage
+	6,  // 9: toolcall.v1.ChatResponse.tool_calls:type_name -> toolcall.v1.ToolCallRecord
+	7,  // 10: toolcall.v1.ChatResponse.usage:type_name -> toolcall.v1.Usage
+	2,  // 11: toolcall.v1.ToolCallStarted.call:type_name -> toolcall.v1.ToolCall
+	6,  // 12: toolcall.v1.ToolCallFinished.record:type_name -> toolcall.v1.ToolCallRecord
+	9,  // 13: toolcall.v1.ChatStreamResponse.text_delta:type_name -> toolcall.v1.TextDelta
+	10, // 14: toolcall.v1.ChatStreamResponse.tool_call_started:type_name -> toolcall.v1.ToolCallStarted
+	11, // 15: toolcall.v1.ChatStreamResponse.tool_call_finished:type_name -> toolcall.v1.ToolCallFinished
+	8,  // 16: toolcall.v1.ChatStreamResponse.final:type_name -> toolcall.v1.ChatResponse
+	7,  // 17: toolcall.v1.ChatStreamResponse.usage:type_name -> toolcall.v1.Usage
+	1,  // 18: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
+	24, // 19: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
+	22, // 20: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	22, // 21: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
+	25, // 22: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
+	13, // 23: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
+	13, // 24: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
+	3,  // 25: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
+	4,  // 26: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
+	5,  // 27: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
+	14, // 28: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
+	16, // 29: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
+	18, // 30: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
+	20, // 31: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
+	8,  // 32: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
+	12, // 33: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
+	15, // 34: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
+	17, // 35: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
+	19, // 36: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
+	21, // 37: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_llm_proto_init() }

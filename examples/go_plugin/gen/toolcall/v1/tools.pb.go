@@ -118,8 +118,24 @@ type ToolDefinition struct {
 	// can correct. true: the plugin is called with empty arguments and the raw
 	// string (schema validation skipped) so it can repair the input itself.
 	AcceptsRawArguments bool `protobuf:"varint,10,opt,name=accepts_raw_arguments,json=acceptsRawArguments,proto3" json:"accepts_raw_arguments,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Human-readable name for hosts and UIs (MCP's title), for example
+	// "Current weather". The model sees name and description, not this.
+	// At most 128 printable characters.
+	Title string `protobuf:"bytes,11,opt,name=title,proto3" json:"title,omitempty"`
+	// Hints about the tool's behaviour (MCP's ToolAnnotations). Unset: no
+	// hints.
+	Annotations *ToolAnnotations `protobuf:"bytes,12,opt,name=annotations,proto3" json:"annotations,omitempty"`
+	// JSON Schema (Draft 2020-12, "type": "object", the same rules as
+	// parameters) of the tool's output. When set, every output that is not an
+	// error is validated against it, and a mismatch is an is_error result
+	// naming the path. Unset: the output is any JSON value.
+	OutputSchema *structpb.Struct `protobuf:"bytes,13,opt,name=output_schema,json=outputSchema,proto3" json:"output_schema,omitempty"`
+	// Free-form strings for hosts and UIs (a category, an icon name...); not
+	// shown to the model. At most 32 entries; keys of 1 to 64 characters of
+	// [A-Za-z0-9_.:/-], values of at most 1024 printable characters.
+	Metadata      map[string]string `protobuf:"bytes,14,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ToolDefinition) Reset() {
@@ -222,6 +238,113 @@ func (x *ToolDefinition) GetAcceptsRawArguments() bool {
 	return false
 }
 
+func (x *ToolDefinition) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *ToolDefinition) GetAnnotations() *ToolAnnotations {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
+func (x *ToolDefinition) GetOutputSchema() *structpb.Struct {
+	if x != nil {
+		return x.OutputSchema
+	}
+	return nil
+}
+
+func (x *ToolDefinition) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// Hints about what a tool does, as in MCP's ToolAnnotations. They are hints:
+// a host must not rely on them to decide whether a tool it does not trust is
+// safe to call. Unset fields take MCP's defaults (given per field).
+// read_only and destructive cannot both be true.
+type ToolAnnotations struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tool does not change its environment. Unset: false.
+	ReadOnly *bool `protobuf:"varint,1,opt,name=read_only,json=readOnly,proto3,oneof" json:"read_only,omitempty"`
+	// The tool may destroy or overwrite something (meaningful when not
+	// read_only). Unset: true.
+	Destructive *bool `protobuf:"varint,2,opt,name=destructive,proto3,oneof" json:"destructive,omitempty"`
+	// Calling it again with the same arguments has no further effect.
+	// Unset: false.
+	Idempotent *bool `protobuf:"varint,3,opt,name=idempotent,proto3,oneof" json:"idempotent,omitempty"`
+	// The tool reaches an open world of entities (the web, other people's
+	// systems); false means a closed domain (a local database). Unset: true.
+	OpenWorld     *bool `protobuf:"varint,4,opt,name=open_world,json=openWorld,proto3,oneof" json:"open_world,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolAnnotations) Reset() {
+	*x = ToolAnnotations{}
+	mi := &file_toolcall_v1_tools_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolAnnotations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolAnnotations) ProtoMessage() {}
+
+func (x *ToolAnnotations) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_tools_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolAnnotations.ProtoReflect.Descriptor instead.
+func (*ToolAnnotations) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ToolAnnotations) GetReadOnly() bool {
+	if x != nil && x.ReadOnly != nil {
+		return *x.ReadOnly
+	}
+	return false
+}
+
+func (x *ToolAnnotations) GetDestructive() bool {
+	if x != nil && x.Destructive != nil {
+		return *x.Destructive
+	}
+	return false
+}
+
+func (x *ToolAnnotations) GetIdempotent() bool {
+	if x != nil && x.Idempotent != nil {
+		return *x.Idempotent
+	}
+	return false
+}
+
+func (x *ToolAnnotations) GetOpenWorld() bool {
+	if x != nil && x.OpenWorld != nil {
+		return *x.OpenWorld
+	}
+	return false
+}
+
 // What a tool call produced, as the model will see it.
 type ToolResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -232,14 +355,20 @@ type ToolResult struct {
 	IsError bool `protobuf:"varint,2,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
 	// Readable reason when is_error is true (for example
 	// "DEADLINE_EXCEEDED: plugin did not answer within 30s").
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Content beside output, in order: images, audio, files, more text. The
+	// model gets output (and error) first, then these. Bounded by the
+	// services' settings (by default at most 16 parts, of which at most 4
+	// images, each at most 4 MiB, and all within the gRPC message limit); a
+	// result past a bound is an is_error result saying which.
+	Parts         []*ContentPart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ToolResult) Reset() {
 	*x = ToolResult{}
-	mi := &file_toolcall_v1_tools_proto_msgTypes[1]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -251,7 +380,7 @@ func (x *ToolResult) String() string {
 func (*ToolResult) ProtoMessage() {}
 
 func (x *ToolResult) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_tools_proto_msgTypes[1]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -264,7 +393,7 @@ func (x *ToolResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolResult.ProtoReflect.Descriptor instead.
 func (*ToolResult) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{1}
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ToolResult) GetOutput() *structpb.Value {
@@ -288,11 +417,325 @@ func (x *ToolResult) GetError() string {
 	return ""
 }
 
+func (x *ToolResult) GetParts() []*ContentPart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+// One piece of a tool result's content beside its JSON output.
+type ContentPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the piece is. A part with none set is refused.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*ContentPart_Text
+	//	*ContentPart_Image
+	//	*ContentPart_Audio
+	//	*ContentPart_Resource
+	Kind          isContentPart_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContentPart) Reset() {
+	*x = ContentPart{}
+	mi := &file_toolcall_v1_tools_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentPart) ProtoMessage() {}
+
+func (x *ContentPart) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_tools_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentPart.ProtoReflect.Descriptor instead.
+func (*ContentPart) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ContentPart) GetKind() isContentPart_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *ContentPart) GetText() string {
+	if x != nil {
+		if x, ok := x.Kind.(*ContentPart_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *ContentPart) GetImage() *ImagePart {
+	if x != nil {
+		if x, ok := x.Kind.(*ContentPart_Image); ok {
+			return x.Image
+		}
+	}
+	return nil
+}
+
+func (x *ContentPart) GetAudio() *AudioPart {
+	if x != nil {
+		if x, ok := x.Kind.(*ContentPart_Audio); ok {
+			return x.Audio
+		}
+	}
+	return nil
+}
+
+func (x *ContentPart) GetResource() *ResourcePart {
+	if x != nil {
+		if x, ok := x.Kind.(*ContentPart_Resource); ok {
+			return x.Resource
+		}
+	}
+	return nil
+}
+
+type isContentPart_Kind interface {
+	isContentPart_Kind()
+}
+
+type ContentPart_Text struct {
+	// Text for the model.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3,oneof"`
+}
+
+type ContentPart_Image struct {
+	// An image (for vision models; others get a short placeholder).
+	Image *ImagePart `protobuf:"bytes,2,opt,name=image,proto3,oneof"`
+}
+
+type ContentPart_Audio struct {
+	// A sound clip.
+	Audio *AudioPart `protobuf:"bytes,3,opt,name=audio,proto3,oneof"`
+}
+
+type ContentPart_Resource struct {
+	// A file or resource, by content or by reference.
+	Resource *ResourcePart `protobuf:"bytes,4,opt,name=resource,proto3,oneof"`
+}
+
+func (*ContentPart_Text) isContentPart_Kind() {}
+
+func (*ContentPart_Image) isContentPart_Kind() {}
+
+func (*ContentPart_Audio) isContentPart_Kind() {}
+
+func (*ContentPart_Resource) isContentPart_Kind() {}
+
+// An image. mime_type is one of image/png, image/jpeg, image/gif,
+// image/webp; data holds the encoded image (not base64).
+type ImagePart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MIME type of data, for example "image/png".
+	MimeType string `protobuf:"bytes,1,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
+	// The encoded image. Required.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImagePart) Reset() {
+	*x = ImagePart{}
+	mi := &file_toolcall_v1_tools_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImagePart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImagePart) ProtoMessage() {}
+
+func (x *ImagePart) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_tools_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImagePart.ProtoReflect.Descriptor instead.
+func (*ImagePart) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ImagePart) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *ImagePart) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// A sound clip. mime_type starts with "audio/"; data holds the encoded clip
+// (not base64).
+type AudioPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MIME type of data, for example "audio/wav".
+	MimeType string `protobuf:"bytes,1,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
+	// The encoded clip. Required.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AudioPart) Reset() {
+	*x = AudioPart{}
+	mi := &file_toolcall_v1_tools_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AudioPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AudioPart) ProtoMessage() {}
+
+func (x *AudioPart) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_tools_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AudioPart.ProtoReflect.Descriptor instead.
+func (*AudioPart) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AudioPart) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *AudioPart) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// A file or resource: its bytes, a reference (uri), or both.
+type ResourcePart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where it lives ("file:///...", "https://...", "s3://..."); at most 2048
+	// printable characters. Required when data is empty.
+	Uri string `protobuf:"bytes,1,opt,name=uri,proto3" json:"uri,omitempty"`
+	// MIME type, for example "application/pdf". Empty: unknown.
+	MimeType string `protobuf:"bytes,2,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
+	// The content. Empty: by reference only.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// File name to show, for example "report.pdf". At most 256 characters.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourcePart) Reset() {
+	*x = ResourcePart{}
+	mi := &file_toolcall_v1_tools_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourcePart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourcePart) ProtoMessage() {}
+
+func (x *ResourcePart) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_tools_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourcePart.ProtoReflect.Descriptor instead.
+func (*ResourcePart) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResourcePart) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *ResourcePart) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *ResourcePart) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ResourcePart) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_toolcall_v1_tools_proto protoreflect.FileDescriptor
 
 const file_toolcall_v1_tools_proto_rawDesc = "" +
 	"\n" +
-	"\x17toolcall/v1/tools.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x8d\x03\n" +
+	"\x17toolcall/v1/tools.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa5\x05\n" +
 	"\x0eToolDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
@@ -307,13 +750,51 @@ const file_toolcall_v1_tools_proto_rawDesc = "" +
 	"\vack_message\x18\t \x01(\tR\n" +
 	"ackMessage\x122\n" +
 	"\x15accepts_raw_arguments\x18\n" +
-	" \x01(\bR\x13acceptsRawArgumentsB\a\n" +
-	"\x05_role\"m\n" +
+	" \x01(\bR\x13acceptsRawArguments\x12\x14\n" +
+	"\x05title\x18\v \x01(\tR\x05title\x12>\n" +
+	"\vannotations\x18\f \x01(\v2\x1c.toolcall.v1.ToolAnnotationsR\vannotations\x12<\n" +
+	"\routput_schema\x18\r \x01(\v2\x17.google.protobuf.StructR\foutputSchema\x12E\n" +
+	"\bmetadata\x18\x0e \x03(\v2).toolcall.v1.ToolDefinition.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
+	"\x05_role\"\xdf\x01\n" +
+	"\x0fToolAnnotations\x12 \n" +
+	"\tread_only\x18\x01 \x01(\bH\x00R\breadOnly\x88\x01\x01\x12%\n" +
+	"\vdestructive\x18\x02 \x01(\bH\x01R\vdestructive\x88\x01\x01\x12#\n" +
+	"\n" +
+	"idempotent\x18\x03 \x01(\bH\x02R\n" +
+	"idempotent\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"open_world\x18\x04 \x01(\bH\x03R\topenWorld\x88\x01\x01B\f\n" +
+	"\n" +
+	"_read_onlyB\x0e\n" +
+	"\f_destructiveB\r\n" +
+	"\v_idempotentB\r\n" +
+	"\v_open_world\"\x9d\x01\n" +
 	"\n" +
 	"ToolResult\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12\x19\n" +
 	"\bis_error\x18\x02 \x01(\bR\aisError\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error*N\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12.\n" +
+	"\x05parts\x18\x04 \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\xc4\x01\n" +
+	"\vContentPart\x12\x14\n" +
+	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12.\n" +
+	"\x05image\x18\x02 \x01(\v2\x16.toolcall.v1.ImagePartH\x00R\x05image\x12.\n" +
+	"\x05audio\x18\x03 \x01(\v2\x16.toolcall.v1.AudioPartH\x00R\x05audio\x127\n" +
+	"\bresource\x18\x04 \x01(\v2\x19.toolcall.v1.ResourcePartH\x00R\bresourceB\x06\n" +
+	"\x04kind\"<\n" +
+	"\tImagePart\x12\x1b\n" +
+	"\tmime_type\x18\x01 \x01(\tR\bmimeType\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"<\n" +
+	"\tAudioPart\x12\x1b\n" +
+	"\tmime_type\x18\x01 \x01(\tR\bmimeType\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"e\n" +
+	"\fResourcePart\x12\x10\n" +
+	"\x03uri\x18\x01 \x01(\tR\x03uri\x12\x1b\n" +
+	"\tmime_type\x18\x02 \x01(\tR\bmimeType\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name*N\n" +
 	"\bToolMode\x12\x19\n" +
 	"\x15TOOL_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eTOOL_MODE_SYNC\x10\x01\x12\x13\n" +
@@ -334,23 +815,36 @@ func file_toolcall_v1_tools_proto_rawDescGZIP() []byte {
 }
 
 var file_toolcall_v1_tools_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_toolcall_v1_tools_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_toolcall_v1_tools_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_toolcall_v1_tools_proto_goTypes = []any{
 	(ToolMode)(0),           // 0: toolcall.v1.ToolMode
 	(*ToolDefinition)(nil),  // 1: toolcall.v1.ToolDefinition
-	(*ToolResult)(nil),      // 2: toolcall.v1.ToolResult
-	(*structpb.Struct)(nil), // 3: google.protobuf.Struct
-	(*structpb.Value)(nil),  // 4: google.protobuf.Value
+	(*ToolAnnotations)(nil), // 2: toolcall.v1.ToolAnnotations
+	(*ToolResult)(nil),      // 3: toolcall.v1.ToolResult
+	(*ContentPart)(nil),     // 4: toolcall.v1.ContentPart
+	(*ImagePart)(nil),       // 5: toolcall.v1.ImagePart
+	(*AudioPart)(nil),       // 6: toolcall.v1.AudioPart
+	(*ResourcePart)(nil),    // 7: toolcall.v1.ResourcePart
+	nil,                     // 8: toolcall.v1.ToolDefinition.MetadataEntry
+	(*structpb.Struct)(nil), // 9: google.protobuf.Struct
+	(*structpb.Value)(nil),  // 10: google.protobuf.Value
 }
 var file_toolcall_v1_tools_proto_depIdxs = []int32{
-	3, // 0: toolcall.v1.ToolDefinition.parameters:type_name -> google.protobuf.Struct
-	0, // 1: toolcall.v1.ToolDefinition.mode:type_name -> toolcall.v1.ToolMode
-	4, // 2: toolcall.v1.ToolResult.output:type_name -> google.protobuf.Value
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	9,  // 0: toolcall.v1.ToolDefinition.parameters:type_name -> google.protobuf.Struct
+	0,  // 1: toolcall.v1.ToolDefinition.mode:type_name -> toolcall.v1.ToolMode
+	2,  // 2: toolcall.v1.ToolDefinition.annotations:type_name -> toolcall.v1.ToolAnnotations
+	9,  // 3: toolcall.v1.ToolDefinition.output_schema:type_name -> google.protobuf.Struct
+	8,  // 4: toolcall.v1.ToolDefinition.metadata:type_name -> toolcall.v1.ToolDefinition.MetadataEntry
+	10, // 5: toolcall.v1.ToolResult.output:type_name -> google.protobuf.Value
+	4,  // 6: toolcall.v1.ToolResult.parts:type_name -> toolcall.v1.ContentPart
+	5,  // 7: toolcall.v1.ContentPart.image:type_name -> toolcall.v1.ImagePart
+	6,  // 8: toolcall.v1.ContentPart.audio:type_name -> toolcall.v1.AudioPart
+	7,  // 9: toolcall.v1.ContentPart.resource:type_name -> toolcall.v1.ResourcePart
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_tools_proto_init() }
@@ -359,13 +853,20 @@ func file_toolcall_v1_tools_proto_init() {
 		return
 	}
 	file_toolcall_v1_tools_proto_msgTypes[0].OneofWrappers = []any{}
+	file_toolcall_v1_tools_proto_msgTypes[1].OneofWrappers = []any{}
+	file_toolcall_v1_tools_proto_msgTypes[3].OneofWrappers = []any{
+		(*ContentPart_Text)(nil),
+		(*ContentPart_Image)(nil),
+		(*ContentPart_Audio)(nil),
+		(*ContentPart_Resource)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_toolcall_v1_tools_proto_rawDesc), len(file_toolcall_v1_tools_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -19,6 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Struct, Value } from "../../google/protobuf/struct";
+import { ContentPart } from "./tools";
 
 export const protobufPackage = "toolcall.v1";
 
@@ -58,6 +59,11 @@ export interface ToolCallbackInvokeResponse {
   isError: boolean;
   /** Readable reason when is_error is true. */
   error: string;
+  /**
+   * Content beside output: images, audio, files, more text (see
+   * ToolResult.parts for the bounds the caller applies).
+   */
+  parts: ContentPart[];
 }
 
 function createBaseToolCallbackInvokeRequest(): ToolCallbackInvokeRequest {
@@ -159,10 +165,24 @@ export const ToolCallbackInvokeRequest: MessageFns<ToolCallbackInvokeRequest> = 
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolCallbackInvokeRequest>, I>>(base?: I): ToolCallbackInvokeRequest {
+    return ToolCallbackInvokeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCallbackInvokeRequest>, I>>(object: I): ToolCallbackInvokeRequest {
+    const message = createBaseToolCallbackInvokeRequest();
+    message.name = object.name ?? "";
+    message.arguments = object.arguments ?? undefined;
+    message.rawArguments = object.rawArguments ?? "";
+    message.callId = object.callId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.role = object.role ?? "";
+    return message;
+  },
 };
 
 function createBaseToolCallbackInvokeResponse(): ToolCallbackInvokeResponse {
-  return { output: undefined, isError: false, error: "" };
+  return { output: undefined, isError: false, error: "", parts: [] };
 }
 
 export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> = {
@@ -175,6 +195,9 @@ export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> 
     }
     if (message.error !== "") {
       writer.uint32(26).string(message.error);
+    }
+    for (const v of message.parts) {
+      ContentPart.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -216,6 +239,14 @@ export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> 
             message.error = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.parts.push(ContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -226,6 +257,18 @@ export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> 
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ToolCallbackInvokeResponse>, I>>(base?: I): ToolCallbackInvokeResponse {
+    return ToolCallbackInvokeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCallbackInvokeResponse>, I>>(object: I): ToolCallbackInvokeResponse {
+    const message = createBaseToolCallbackInvokeResponse();
+    message.output = object.output === undefined ? undefined : object.output;
+    message.isError = object.isError ?? false;
+    message.error = object.error ?? "";
+    message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    return message;
   },
 };
 
@@ -296,7 +339,21 @@ export const ToolCallbackClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+export type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+export type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

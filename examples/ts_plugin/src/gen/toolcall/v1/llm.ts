@@ -22,7 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { Struct } from "../../google/protobuf/struct";
 import { Timestamp } from "../../google/protobuf/timestamp";
-import { ToolResult } from "./tools";
+import { ContentPart, ToolResult } from "./tools";
 
 export const protobufPackage = "toolcall.v1";
 
@@ -79,7 +79,16 @@ export interface ChatMessage {
   /** Tool messages: the tool's name. */
   name: string;
   /** When the message was stored (set by the service). */
-  createdAt?: Date | undefined;
+  createdAt?:
+    | Date
+    | undefined;
+  /**
+   * Tool messages: the result's content parts beside content (images,
+   * audio, files). Set by the service, never accepted in a request. Stored
+   * history keeps parts up to a size cap; a part dropped by it is replaced
+   * by a text part saying so.
+   */
+  parts: ContentPart[];
 }
 
 /** Request of LLMService.Chat. */
@@ -370,10 +379,21 @@ export const ToolCall: MessageFns<ToolCall> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolCall>, I>>(base?: I): ToolCall {
+    return ToolCall.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCall>, I>>(object: I): ToolCall {
+    const message = createBaseToolCall();
+    message.callId = object.callId ?? "";
+    message.name = object.name ?? "";
+    message.rawArguments = object.rawArguments ?? "";
+    return message;
+  },
 };
 
 function createBaseChatMessage(): ChatMessage {
-  return { role: 0, content: "", toolCalls: [], toolCallId: "", name: "", createdAt: undefined };
+  return { role: 0, content: "", toolCalls: [], toolCallId: "", name: "", createdAt: undefined, parts: [] };
 }
 
 export const ChatMessage: MessageFns<ChatMessage> = {
@@ -395,6 +415,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     }
     if (message.createdAt !== undefined) {
       Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(50).fork()).join();
+    }
+    for (const v of message.parts) {
+      ContentPart.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -460,6 +483,14 @@ export const ChatMessage: MessageFns<ChatMessage> = {
             message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.parts.push(ContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -470,6 +501,21 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ChatMessage>, I>>(base?: I): ChatMessage {
+    return ChatMessage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatMessage>, I>>(object: I): ChatMessage {
+    const message = createBaseChatMessage();
+    message.role = object.role ?? 0;
+    message.content = object.content ?? "";
+    message.toolCalls = object.toolCalls?.map((e) => ToolCall.fromPartial(e)) || [];
+    message.toolCallId = object.toolCallId ?? "";
+    message.name = object.name ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    return message;
   },
 };
 
@@ -583,6 +629,21 @@ export const ChatRequest: MessageFns<ChatRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ChatRequest>, I>>(base?: I): ChatRequest {
+    return ChatRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatRequest>, I>>(object: I): ChatRequest {
+    const message = createBaseChatRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.role = object.role ?? "";
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    message.temperature = object.temperature ?? undefined;
+    message.maxToolRounds = object.maxToolRounds ?? 0;
+    return message;
+  },
 };
 
 function createBaseChatStreamRequest(): ChatStreamRequest {
@@ -628,6 +689,17 @@ export const ChatStreamRequest: MessageFns<ChatStreamRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ChatStreamRequest>, I>>(base?: I): ChatStreamRequest {
+    return ChatStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatStreamRequest>, I>>(object: I): ChatStreamRequest {
+    const message = createBaseChatStreamRequest();
+    message.request = (object.request !== undefined && object.request !== null)
+      ? ChatRequest.fromPartial(object.request)
+      : undefined;
+    return message;
   },
 };
 
@@ -708,6 +780,20 @@ export const ToolCallRecord: MessageFns<ToolCallRecord> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolCallRecord>, I>>(base?: I): ToolCallRecord {
+    return ToolCallRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCallRecord>, I>>(object: I): ToolCallRecord {
+    const message = createBaseToolCallRecord();
+    message.call = (object.call !== undefined && object.call !== null) ? ToolCall.fromPartial(object.call) : undefined;
+    message.result = (object.result !== undefined && object.result !== null)
+      ? ToolResult.fromPartial(object.result)
+      : undefined;
+    message.taskId = object.taskId ?? "";
+    message.latencyMs = object.latencyMs ?? 0;
+    return message;
+  },
 };
 
 function createBaseUsage(): Usage {
@@ -775,6 +861,17 @@ export const Usage: MessageFns<Usage> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<Usage>, I>>(base?: I): Usage {
+    return Usage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Usage>, I>>(object: I): Usage {
+    const message = createBaseUsage();
+    message.promptTokens = object.promptTokens ?? 0;
+    message.completionTokens = object.completionTokens ?? 0;
+    message.rounds = object.rounds ?? 0;
+    return message;
   },
 };
 
@@ -896,6 +993,23 @@ export const ChatResponse: MessageFns<ChatResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ChatResponse>, I>>(base?: I): ChatResponse {
+    return ChatResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatResponse>, I>>(object: I): ChatResponse {
+    const message = createBaseChatResponse();
+    message.sessionId = object.sessionId ?? "";
+    message.message = (object.message !== undefined && object.message !== null)
+      ? ChatMessage.fromPartial(object.message)
+      : undefined;
+    message.toolCalls = object.toolCalls?.map((e) => ToolCallRecord.fromPartial(e)) || [];
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    message.roundLimitReached = object.roundLimitReached ?? false;
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    return message;
+  },
 };
 
 function createBaseTextDelta(): TextDelta {
@@ -941,6 +1055,15 @@ export const TextDelta: MessageFns<TextDelta> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<TextDelta>, I>>(base?: I): TextDelta {
+    return TextDelta.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TextDelta>, I>>(object: I): TextDelta {
+    const message = createBaseTextDelta();
+    message.text = object.text ?? "";
+    return message;
   },
 };
 
@@ -988,6 +1111,15 @@ export const ToolCallStarted: MessageFns<ToolCallStarted> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolCallStarted>, I>>(base?: I): ToolCallStarted {
+    return ToolCallStarted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCallStarted>, I>>(object: I): ToolCallStarted {
+    const message = createBaseToolCallStarted();
+    message.call = (object.call !== undefined && object.call !== null) ? ToolCall.fromPartial(object.call) : undefined;
+    return message;
+  },
 };
 
 function createBaseToolCallFinished(): ToolCallFinished {
@@ -1033,6 +1165,17 @@ export const ToolCallFinished: MessageFns<ToolCallFinished> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ToolCallFinished>, I>>(base?: I): ToolCallFinished {
+    return ToolCallFinished.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCallFinished>, I>>(object: I): ToolCallFinished {
+    const message = createBaseToolCallFinished();
+    message.record = (object.record !== undefined && object.record !== null)
+      ? ToolCallRecord.fromPartial(object.record)
+      : undefined;
+    return message;
   },
 };
 
@@ -1129,6 +1272,27 @@ export const ChatStreamResponse: MessageFns<ChatStreamResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ChatStreamResponse>, I>>(base?: I): ChatStreamResponse {
+    return ChatStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatStreamResponse>, I>>(object: I): ChatStreamResponse {
+    const message = createBaseChatStreamResponse();
+    message.textDelta = (object.textDelta !== undefined && object.textDelta !== null)
+      ? TextDelta.fromPartial(object.textDelta)
+      : undefined;
+    message.toolCallStarted = (object.toolCallStarted !== undefined && object.toolCallStarted !== null)
+      ? ToolCallStarted.fromPartial(object.toolCallStarted)
+      : undefined;
+    message.toolCallFinished = (object.toolCallFinished !== undefined && object.toolCallFinished !== null)
+      ? ToolCallFinished.fromPartial(object.toolCallFinished)
+      : undefined;
+    message.final = (object.final !== undefined && object.final !== null)
+      ? ChatResponse.fromPartial(object.final)
+      : undefined;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    return message;
   },
 };
 
@@ -1274,6 +1438,25 @@ export const Task: MessageFns<Task> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<Task>, I>>(base?: I): Task {
+    return Task.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Task>, I>>(object: I): Task {
+    const message = createBaseTask();
+    message.taskId = object.taskId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.toolName = object.toolName ?? "";
+    message.callId = object.callId ?? "";
+    message.status = object.status ?? 0;
+    message.result = (object.result !== undefined && object.result !== null)
+      ? ToolResult.fromPartial(object.result)
+      : undefined;
+    message.createdAt = object.createdAt ?? undefined;
+    message.finishedAt = object.finishedAt ?? undefined;
+    message.arguments = object.arguments ?? undefined;
+    return message;
+  },
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
@@ -1331,6 +1514,16 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<SubscribeRequest>, I>>(base?: I): SubscribeRequest {
+    return SubscribeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeRequest>, I>>(object: I): SubscribeRequest {
+    const message = createBaseSubscribeRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.autoAck = object.autoAck ?? false;
+    return message;
+  },
 };
 
 function createBaseSubscribeResponse(): SubscribeResponse {
@@ -1376,6 +1569,15 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<SubscribeResponse>, I>>(base?: I): SubscribeResponse {
+    return SubscribeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeResponse>, I>>(object: I): SubscribeResponse {
+    const message = createBaseSubscribeResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
   },
 };
 
@@ -1434,6 +1636,16 @@ export const AckTasksRequest: MessageFns<AckTasksRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<AckTasksRequest>, I>>(base?: I): AckTasksRequest {
+    return AckTasksRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AckTasksRequest>, I>>(object: I): AckTasksRequest {
+    const message = createBaseAckTasksRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.taskIds = object.taskIds?.map((e) => e) || [];
+    return message;
+  },
 };
 
 function createBaseAckTasksResponse(): AckTasksResponse {
@@ -1479,6 +1691,15 @@ export const AckTasksResponse: MessageFns<AckTasksResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<AckTasksResponse>, I>>(base?: I): AckTasksResponse {
+    return AckTasksResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AckTasksResponse>, I>>(object: I): AckTasksResponse {
+    const message = createBaseAckTasksResponse();
+    message.acknowledged = object.acknowledged ?? 0;
+    return message;
   },
 };
 
@@ -1526,6 +1747,15 @@ export const GetTaskRequest: MessageFns<GetTaskRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<GetTaskRequest>, I>>(base?: I): GetTaskRequest {
+    return GetTaskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetTaskRequest>, I>>(object: I): GetTaskRequest {
+    const message = createBaseGetTaskRequest();
+    message.taskId = object.taskId ?? "";
+    return message;
+  },
 };
 
 function createBaseGetTaskResponse(): GetTaskResponse {
@@ -1571,6 +1801,15 @@ export const GetTaskResponse: MessageFns<GetTaskResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<GetTaskResponse>, I>>(base?: I): GetTaskResponse {
+    return GetTaskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetTaskResponse>, I>>(object: I): GetTaskResponse {
+    const message = createBaseGetTaskResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
   },
 };
 
@@ -1629,6 +1868,16 @@ export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<GetHistoryRequest>, I>>(base?: I): GetHistoryRequest {
+    return GetHistoryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHistoryRequest>, I>>(object: I): GetHistoryRequest {
+    const message = createBaseGetHistoryRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.limit = object.limit ?? 0;
+    return message;
+  },
 };
 
 function createBaseGetHistoryResponse(): GetHistoryResponse {
@@ -1685,6 +1934,16 @@ export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<GetHistoryResponse>, I>>(base?: I): GetHistoryResponse {
+    return GetHistoryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHistoryResponse>, I>>(object: I): GetHistoryResponse {
+    const message = createBaseGetHistoryResponse();
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.truncated = object.truncated ?? false;
+    return message;
   },
 };
 
@@ -1921,6 +2180,18 @@ export const LLMServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+export type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+export type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
   const nanos = (date.getTime() % 1_000) * 1_000_000;
@@ -1936,4 +2207,6 @@ function fromTimestamp(t: Timestamp): Date {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

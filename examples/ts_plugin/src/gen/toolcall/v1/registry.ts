@@ -378,6 +378,18 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<RegisterRequest>, I>>(base?: I): RegisterRequest {
+    return RegisterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterRequest>, I>>(object: I): RegisterRequest {
+    const message = createBaseRegisterRequest();
+    message.tool = (object.tool !== undefined && object.tool !== null)
+      ? ToolDefinition.fromPartial(object.tool)
+      : undefined;
+    message.leaseId = object.leaseId ?? "";
+    return message;
+  },
 };
 
 function createBaseRoleFailure(): RoleFailure {
@@ -434,6 +446,16 @@ export const RoleFailure: MessageFns<RoleFailure> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<RoleFailure>, I>>(base?: I): RoleFailure {
+    return RoleFailure.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RoleFailure>, I>>(object: I): RoleFailure {
+    const message = createBaseRoleFailure();
+    message.role = object.role ?? "";
+    message.error = object.error ?? "";
+    return message;
   },
 };
 
@@ -514,6 +536,18 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<RegisterResponse>, I>>(base?: I): RegisterResponse {
+    return RegisterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterResponse>, I>>(object: I): RegisterResponse {
+    const message = createBaseRegisterResponse();
+    message.ok = object.ok ?? false;
+    message.registered = object.registered ?? "";
+    message.affectedRoles = object.affectedRoles?.map((e) => e) || [];
+    message.failedRoles = object.failedRoles?.map((e) => RoleFailure.fromPartial(e)) || [];
+    return message;
+  },
 };
 
 function createBaseUnregisterRequest(): UnregisterRequest {
@@ -570,6 +604,16 @@ export const UnregisterRequest: MessageFns<UnregisterRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<UnregisterRequest>, I>>(base?: I): UnregisterRequest {
+    return UnregisterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnregisterRequest>, I>>(object: I): UnregisterRequest {
+    const message = createBaseUnregisterRequest();
+    message.name = object.name ?? "";
+    message.role = object.role ?? undefined;
+    return message;
   },
 };
 
@@ -628,6 +672,16 @@ export const UnregisterResponse: MessageFns<UnregisterResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<UnregisterResponse>, I>>(base?: I): UnregisterResponse {
+    return UnregisterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnregisterResponse>, I>>(object: I): UnregisterResponse {
+    const message = createBaseUnregisterResponse();
+    message.removed = object.removed ?? 0;
+    message.affectedRoles = object.affectedRoles?.map((e) => e) || [];
+    return message;
+  },
 };
 
 function createBaseClearRequest(): ClearRequest {
@@ -685,6 +739,16 @@ export const ClearRequest: MessageFns<ClearRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ClearRequest>, I>>(base?: I): ClearRequest {
+    return ClearRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClearRequest>, I>>(object: I): ClearRequest {
+    const message = createBaseClearRequest();
+    message.source = object.source ?? "";
+    message.role = object.role ?? undefined;
+    return message;
+  },
 };
 
 function createBaseClearResponse(): ClearResponse {
@@ -730,6 +794,15 @@ export const ClearResponse: MessageFns<ClearResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ClearResponse>, I>>(base?: I): ClearResponse {
+    return ClearResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClearResponse>, I>>(object: I): ClearResponse {
+    const message = createBaseClearResponse();
+    message.removed = object.removed ?? 0;
+    return message;
   },
 };
 
@@ -809,6 +882,18 @@ export const ListRequest: MessageFns<ListRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<ListRequest>, I>>(base?: I): ListRequest {
+    return ListRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListRequest>, I>>(object: I): ListRequest {
+    const message = createBaseListRequest();
+    message.role = object.role ?? undefined;
+    message.source = object.source ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
   },
 };
 
@@ -900,6 +985,19 @@ export const ToolStats: MessageFns<ToolStats> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolStats>, I>>(base?: I): ToolStats {
+    return ToolStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolStats>, I>>(object: I): ToolStats {
+    const message = createBaseToolStats();
+    message.calls = object.calls ?? 0;
+    message.errors = object.errors ?? 0;
+    message.meanLatencyMs = object.meanLatencyMs ?? 0;
+    message.maxLatencyMs = object.maxLatencyMs ?? 0;
+    message.lastError = object.lastError ?? "";
+    return message;
+  },
 };
 
 function createBaseRegisteredTool(): RegisteredTool {
@@ -990,6 +1088,23 @@ export const RegisteredTool: MessageFns<RegisteredTool> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<RegisteredTool>, I>>(base?: I): RegisteredTool {
+    return RegisteredTool.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisteredTool>, I>>(object: I): RegisteredTool {
+    const message = createBaseRegisteredTool();
+    message.tool = (object.tool !== undefined && object.tool !== null)
+      ? ToolDefinition.fromPartial(object.tool)
+      : undefined;
+    message.role = object.role ?? "";
+    message.leaseId = object.leaseId ?? "";
+    message.registeredAt = object.registeredAt ?? undefined;
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? ToolStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
 };
 
 function createBaseListResponse(): ListResponse {
@@ -1058,6 +1173,17 @@ export const ListResponse: MessageFns<ListResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ListResponse>, I>>(base?: I): ListResponse {
+    return ListResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListResponse>, I>>(object: I): ListResponse {
+    const message = createBaseListResponse();
+    message.tools = object.tools?.map((e) => RegisteredTool.fromPartial(e)) || [];
+    message.roles = object.roles?.map((e) => e) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
 };
 
 function createBaseRegistryInfo(): RegistryInfo {
@@ -1125,6 +1251,17 @@ export const RegistryInfo: MessageFns<RegistryInfo> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<RegistryInfo>, I>>(base?: I): RegistryInfo {
+    return RegistryInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegistryInfo>, I>>(object: I): RegistryInfo {
+    const message = createBaseRegistryInfo();
+    message.roles = object.roles?.map((e) => e) || [];
+    message.maxTools = object.maxTools ?? 0;
+    message.maxDefinitionBytes = object.maxDefinitionBytes ?? 0;
+    return message;
   },
 };
 
@@ -1227,6 +1364,20 @@ export const InvokeRequest: MessageFns<InvokeRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<InvokeRequest>, I>>(base?: I): InvokeRequest {
+    return InvokeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InvokeRequest>, I>>(object: I): InvokeRequest {
+    const message = createBaseInvokeRequest();
+    message.name = object.name ?? "";
+    message.arguments = object.arguments ?? undefined;
+    message.rawArguments = object.rawArguments ?? "";
+    message.callId = object.callId ?? "";
+    message.role = object.role ?? undefined;
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
 };
 
 function createBaseInvokeResponse(): InvokeResponse {
@@ -1295,6 +1446,19 @@ export const InvokeResponse: MessageFns<InvokeResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<InvokeResponse>, I>>(base?: I): InvokeResponse {
+    return InvokeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InvokeResponse>, I>>(object: I): InvokeResponse {
+    const message = createBaseInvokeResponse();
+    message.result = (object.result !== undefined && object.result !== null)
+      ? ToolResult.fromPartial(object.result)
+      : undefined;
+    message.callId = object.callId ?? "";
+    message.latencyMs = object.latencyMs ?? 0;
+    return message;
+  },
 };
 
 function createBaseWatchRequest(): WatchRequest {
@@ -1340,6 +1504,15 @@ export const WatchRequest: MessageFns<WatchRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<WatchRequest>, I>>(base?: I): WatchRequest {
+    return WatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchRequest>, I>>(object: I): WatchRequest {
+    const message = createBaseWatchRequest();
+    message.role = object.role ?? undefined;
+    return message;
   },
 };
 
@@ -1442,6 +1615,24 @@ export const WatchResponse: MessageFns<WatchResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<WatchResponse>, I>>(base?: I): WatchResponse {
+    return WatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchResponse>, I>>(object: I): WatchResponse {
+    const message = createBaseWatchResponse();
+    message.type = object.type ?? 0;
+    message.tool = (object.tool !== undefined && object.tool !== null)
+      ? RegisteredTool.fromPartial(object.tool)
+      : undefined;
+    message.reason = object.reason ?? "";
+    message.revision = object.revision ?? 0;
+    message.instanceId = object.instanceId ?? "";
+    message.registry = (object.registry !== undefined && object.registry !== null)
+      ? RegistryInfo.fromPartial(object.registry)
+      : undefined;
+    return message;
+  },
 };
 
 function createBaseCreateLeaseRequest(): CreateLeaseRequest {
@@ -1498,6 +1689,16 @@ export const CreateLeaseRequest: MessageFns<CreateLeaseRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<CreateLeaseRequest>, I>>(base?: I): CreateLeaseRequest {
+    return CreateLeaseRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateLeaseRequest>, I>>(object: I): CreateLeaseRequest {
+    const message = createBaseCreateLeaseRequest();
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.holder = object.holder ?? "";
+    return message;
   },
 };
 
@@ -1567,6 +1768,17 @@ export const CreateLeaseResponse: MessageFns<CreateLeaseResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<CreateLeaseResponse>, I>>(base?: I): CreateLeaseResponse {
+    return CreateLeaseResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateLeaseResponse>, I>>(object: I): CreateLeaseResponse {
+    const message = createBaseCreateLeaseResponse();
+    message.leaseId = object.leaseId ?? "";
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.instanceId = object.instanceId ?? "";
+    return message;
+  },
 };
 
 function createBaseKeepAliveRequest(): KeepAliveRequest {
@@ -1612,6 +1824,15 @@ export const KeepAliveRequest: MessageFns<KeepAliveRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<KeepAliveRequest>, I>>(base?: I): KeepAliveRequest {
+    return KeepAliveRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeepAliveRequest>, I>>(object: I): KeepAliveRequest {
+    const message = createBaseKeepAliveRequest();
+    message.leaseId = object.leaseId ?? "";
+    return message;
   },
 };
 
@@ -1684,6 +1905,25 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<KeepAliveResponse>, I>>(base?: I): KeepAliveResponse {
+    return KeepAliveResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeepAliveResponse>, I>>(object: I): KeepAliveResponse {
+    const message = createBaseKeepAliveResponse();
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.tools = object.tools ?? 0;
+    message.toolsPerRole = (globalThis.Object.entries(object.toolsPerRole ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
 };
 
 function createBaseKeepAliveResponse_ToolsPerRoleEntry(): KeepAliveResponse_ToolsPerRoleEntry {
@@ -1741,6 +1981,20 @@ export const KeepAliveResponse_ToolsPerRoleEntry: MessageFns<KeepAliveResponse_T
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<KeepAliveResponse_ToolsPerRoleEntry>, I>>(
+    base?: I,
+  ): KeepAliveResponse_ToolsPerRoleEntry {
+    return KeepAliveResponse_ToolsPerRoleEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeepAliveResponse_ToolsPerRoleEntry>, I>>(
+    object: I,
+  ): KeepAliveResponse_ToolsPerRoleEntry {
+    const message = createBaseKeepAliveResponse_ToolsPerRoleEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
 };
 
 function createBaseRevokeLeaseRequest(): RevokeLeaseRequest {
@@ -1787,6 +2041,15 @@ export const RevokeLeaseRequest: MessageFns<RevokeLeaseRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<RevokeLeaseRequest>, I>>(base?: I): RevokeLeaseRequest {
+    return RevokeLeaseRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevokeLeaseRequest>, I>>(object: I): RevokeLeaseRequest {
+    const message = createBaseRevokeLeaseRequest();
+    message.leaseId = object.leaseId ?? "";
+    return message;
+  },
 };
 
 function createBaseRevokeLeaseResponse(): RevokeLeaseResponse {
@@ -1832,6 +2095,15 @@ export const RevokeLeaseResponse: MessageFns<RevokeLeaseResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
+  },
+
+  create<I extends Exact<DeepPartial<RevokeLeaseResponse>, I>>(base?: I): RevokeLeaseResponse {
+    return RevokeLeaseResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevokeLeaseResponse>, I>>(object: I): RevokeLeaseResponse {
+    const message = createBaseRevokeLeaseResponse();
+    message.removed = object.removed ?? 0;
+    return message;
   },
 };
 
@@ -2242,6 +2514,18 @@ export const ToolRegistryClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+export type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+export type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
   const nanos = (date.getTime() % 1_000) * 1_000_000;
@@ -2268,4 +2552,6 @@ function longToNumber(int64: { toString(): string }): number {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

@@ -93,6 +93,71 @@ export interface ToolDefinition {
    * string (schema validation skipped) so it can repair the input itself.
    */
   acceptsRawArguments: boolean;
+  /**
+   * Human-readable name for hosts and UIs (MCP's title), for example
+   * "Current weather". The model sees name and description, not this.
+   * At most 128 printable characters.
+   */
+  title: string;
+  /**
+   * Hints about the tool's behaviour (MCP's ToolAnnotations). Unset: no
+   * hints.
+   */
+  annotations?:
+    | ToolAnnotations
+    | undefined;
+  /**
+   * JSON Schema (Draft 2020-12, "type": "object", the same rules as
+   * parameters) of the tool's output. When set, every output that is not an
+   * error is validated against it, and a mismatch is an is_error result
+   * naming the path. Unset: the output is any JSON value.
+   */
+  outputSchema?:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * Free-form strings for hosts and UIs (a category, an icon name...); not
+   * shown to the model. At most 32 entries; keys of 1 to 64 characters of
+   * [A-Za-z0-9_.:/-], values of at most 1024 printable characters.
+   */
+  metadata: { [key: string]: string };
+}
+
+export interface ToolDefinition_MetadataEntry {
+  key: string;
+  value: string;
+}
+
+/**
+ * Hints about what a tool does, as in MCP's ToolAnnotations. They are hints:
+ * a host must not rely on them to decide whether a tool it does not trust is
+ * safe to call. Unset fields take MCP's defaults (given per field).
+ * read_only and destructive cannot both be true.
+ */
+export interface ToolAnnotations {
+  /** The tool does not change its environment. Unset: false. */
+  readOnly?:
+    | boolean
+    | undefined;
+  /**
+   * The tool may destroy or overwrite something (meaningful when not
+   * read_only). Unset: true.
+   */
+  destructive?:
+    | boolean
+    | undefined;
+  /**
+   * Calling it again with the same arguments has no further effect.
+   * Unset: false.
+   */
+  idempotent?:
+    | boolean
+    | undefined;
+  /**
+   * The tool reaches an open world of entities (the web, other people's
+   * systems); false means a closed domain (a local database). Unset: true.
+   */
+  openWorld?: boolean | undefined;
 }
 
 /** What a tool call produced, as the model will see it. */
@@ -111,6 +176,69 @@ export interface ToolResult {
    * "DEADLINE_EXCEEDED: plugin did not answer within 30s").
    */
   error: string;
+  /**
+   * Content beside output, in order: images, audio, files, more text. The
+   * model gets output (and error) first, then these. Bounded by the
+   * services' settings (by default at most 16 parts, of which at most 4
+   * images, each at most 4 MiB, and all within the gRPC message limit); a
+   * result past a bound is an is_error result saying which.
+   */
+  parts: ContentPart[];
+}
+
+/** One piece of a tool result's content beside its JSON output. */
+export interface ContentPart {
+  /** Text for the model. */
+  text?:
+    | string
+    | undefined;
+  /** An image (for vision models; others get a short placeholder). */
+  image?:
+    | ImagePart
+    | undefined;
+  /** A sound clip. */
+  audio?:
+    | AudioPart
+    | undefined;
+  /** A file or resource, by content or by reference. */
+  resource?: ResourcePart | undefined;
+}
+
+/**
+ * An image. mime_type is one of image/png, image/jpeg, image/gif,
+ * image/webp; data holds the encoded image (not base64).
+ */
+export interface ImagePart {
+  /** MIME type of data, for example "image/png". */
+  mimeType: string;
+  /** The encoded image. Required. */
+  data: Buffer;
+}
+
+/**
+ * A sound clip. mime_type starts with "audio/"; data holds the encoded clip
+ * (not base64).
+ */
+export interface AudioPart {
+  /** MIME type of data, for example "audio/wav". */
+  mimeType: string;
+  /** The encoded clip. Required. */
+  data: Buffer;
+}
+
+/** A file or resource: its bytes, a reference (uri), or both. */
+export interface ResourcePart {
+  /**
+   * Where it lives ("file:///...", "https://...", "s3://..."); at most 2048
+   * printable characters. Required when data is empty.
+   */
+  uri: string;
+  /** MIME type, for example "application/pdf". Empty: unknown. */
+  mimeType: string;
+  /** The content. Empty: by reference only. */
+  data: Buffer;
+  /** File name to show, for example "report.pdf". At most 256 characters. */
+  name: string;
 }
 
 function createBaseToolDefinition(): ToolDefinition {
@@ -125,6 +253,10 @@ function createBaseToolDefinition(): ToolDefinition {
     mode: 0,
     ackMessage: "",
     acceptsRawArguments: false,
+    title: "",
+    annotations: undefined,
+    outputSchema: undefined,
+    metadata: {},
   };
 }
 
@@ -160,6 +292,18 @@ export const ToolDefinition: MessageFns<ToolDefinition> = {
     if (message.acceptsRawArguments !== false) {
       writer.uint32(80).bool(message.acceptsRawArguments);
     }
+    if (message.title !== "") {
+      writer.uint32(90).string(message.title);
+    }
+    if (message.annotations !== undefined) {
+      ToolAnnotations.encode(message.annotations, writer.uint32(98).fork()).join();
+    }
+    if (message.outputSchema !== undefined) {
+      Struct.encode(Struct.wrap(message.outputSchema), writer.uint32(106).fork()).join();
+    }
+    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+      ToolDefinition_MetadataEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -256,6 +400,41 @@ export const ToolDefinition: MessageFns<ToolDefinition> = {
             message.acceptsRawArguments = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.title = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.annotations = ToolAnnotations.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.outputSchema = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = ToolDefinition_MetadataEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.metadata[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -267,10 +446,200 @@ export const ToolDefinition: MessageFns<ToolDefinition> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolDefinition>, I>>(base?: I): ToolDefinition {
+    return ToolDefinition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolDefinition>, I>>(object: I): ToolDefinition {
+    const message = createBaseToolDefinition();
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.parameters = object.parameters ?? undefined;
+    message.callbackAddress = object.callbackAddress ?? "";
+    message.role = object.role ?? undefined;
+    message.source = object.source ?? "";
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    message.mode = object.mode ?? 0;
+    message.ackMessage = object.ackMessage ?? "";
+    message.acceptsRawArguments = object.acceptsRawArguments ?? false;
+    message.title = object.title ?? "";
+    message.annotations = (object.annotations !== undefined && object.annotations !== null)
+      ? ToolAnnotations.fromPartial(object.annotations)
+      : undefined;
+    message.outputSchema = object.outputSchema ?? undefined;
+    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseToolDefinition_MetadataEntry(): ToolDefinition_MetadataEntry {
+  return { key: "", value: "" };
+}
+
+export const ToolDefinition_MetadataEntry: MessageFns<ToolDefinition_MetadataEntry> = {
+  encode(message: ToolDefinition_MetadataEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolDefinition_MetadataEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolDefinition_MetadataEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ToolDefinition_MetadataEntry>, I>>(base?: I): ToolDefinition_MetadataEntry {
+    return ToolDefinition_MetadataEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolDefinition_MetadataEntry>, I>>(object: I): ToolDefinition_MetadataEntry {
+    const message = createBaseToolDefinition_MetadataEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseToolAnnotations(): ToolAnnotations {
+  return { readOnly: undefined, destructive: undefined, idempotent: undefined, openWorld: undefined };
+}
+
+export const ToolAnnotations: MessageFns<ToolAnnotations> = {
+  encode(message: ToolAnnotations, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.readOnly !== undefined) {
+      writer.uint32(8).bool(message.readOnly);
+    }
+    if (message.destructive !== undefined) {
+      writer.uint32(16).bool(message.destructive);
+    }
+    if (message.idempotent !== undefined) {
+      writer.uint32(24).bool(message.idempotent);
+    }
+    if (message.openWorld !== undefined) {
+      writer.uint32(32).bool(message.openWorld);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolAnnotations {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolAnnotations();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.destructive = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.idempotent = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.openWorld = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ToolAnnotations>, I>>(base?: I): ToolAnnotations {
+    return ToolAnnotations.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolAnnotations>, I>>(object: I): ToolAnnotations {
+    const message = createBaseToolAnnotations();
+    message.readOnly = object.readOnly ?? undefined;
+    message.destructive = object.destructive ?? undefined;
+    message.idempotent = object.idempotent ?? undefined;
+    message.openWorld = object.openWorld ?? undefined;
+    return message;
+  },
 };
 
 function createBaseToolResult(): ToolResult {
-  return { output: undefined, isError: false, error: "" };
+  return { output: undefined, isError: false, error: "", parts: [] };
 }
 
 export const ToolResult: MessageFns<ToolResult> = {
@@ -283,6 +652,9 @@ export const ToolResult: MessageFns<ToolResult> = {
     }
     if (message.error !== "") {
       writer.uint32(26).string(message.error);
+    }
+    for (const v of message.parts) {
+      ContentPart.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -324,6 +696,14 @@ export const ToolResult: MessageFns<ToolResult> = {
             message.error = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.parts.push(ContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -335,9 +715,357 @@ export const ToolResult: MessageFns<ToolResult> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
+
+  create<I extends Exact<DeepPartial<ToolResult>, I>>(base?: I): ToolResult {
+    return ToolResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolResult>, I>>(object: I): ToolResult {
+    const message = createBaseToolResult();
+    message.output = object.output === undefined ? undefined : object.output;
+    message.isError = object.isError ?? false;
+    message.error = object.error ?? "";
+    message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    return message;
+  },
 };
+
+function createBaseContentPart(): ContentPart {
+  return { text: undefined, image: undefined, audio: undefined, resource: undefined };
+}
+
+export const ContentPart: MessageFns<ContentPart> = {
+  encode(message: ContentPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== undefined) {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.image !== undefined) {
+      ImagePart.encode(message.image, writer.uint32(18).fork()).join();
+    }
+    if (message.audio !== undefined) {
+      AudioPart.encode(message.audio, writer.uint32(26).fork()).join();
+    }
+    if (message.resource !== undefined) {
+      ResourcePart.encode(message.resource, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContentPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContentPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.image = ImagePart.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.audio = AudioPart.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resource = ResourcePart.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ContentPart>, I>>(base?: I): ContentPart {
+    return ContentPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ContentPart>, I>>(object: I): ContentPart {
+    const message = createBaseContentPart();
+    message.text = object.text ?? undefined;
+    message.image = (object.image !== undefined && object.image !== null)
+      ? ImagePart.fromPartial(object.image)
+      : undefined;
+    message.audio = (object.audio !== undefined && object.audio !== null)
+      ? AudioPart.fromPartial(object.audio)
+      : undefined;
+    message.resource = (object.resource !== undefined && object.resource !== null)
+      ? ResourcePart.fromPartial(object.resource)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseImagePart(): ImagePart {
+  return { mimeType: "", data: Buffer.alloc(0) };
+}
+
+export const ImagePart: MessageFns<ImagePart> = {
+  encode(message: ImagePart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mimeType !== "") {
+      writer.uint32(10).string(message.mimeType);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImagePart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImagePart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.mimeType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ImagePart>, I>>(base?: I): ImagePart {
+    return ImagePart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImagePart>, I>>(object: I): ImagePart {
+    const message = createBaseImagePart();
+    message.mimeType = object.mimeType ?? "";
+    message.data = object.data ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseAudioPart(): AudioPart {
+  return { mimeType: "", data: Buffer.alloc(0) };
+}
+
+export const AudioPart: MessageFns<AudioPart> = {
+  encode(message: AudioPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mimeType !== "") {
+      writer.uint32(10).string(message.mimeType);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AudioPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAudioPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.mimeType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AudioPart>, I>>(base?: I): AudioPart {
+    return AudioPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AudioPart>, I>>(object: I): AudioPart {
+    const message = createBaseAudioPart();
+    message.mimeType = object.mimeType ?? "";
+    message.data = object.data ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseResourcePart(): ResourcePart {
+  return { uri: "", mimeType: "", data: Buffer.alloc(0), name: "" };
+}
+
+export const ResourcePart: MessageFns<ResourcePart> = {
+  encode(message: ResourcePart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.uri !== "") {
+      writer.uint32(10).string(message.uri);
+    }
+    if (message.mimeType !== "") {
+      writer.uint32(18).string(message.mimeType);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(26).bytes(message.data);
+    }
+    if (message.name !== "") {
+      writer.uint32(34).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResourcePart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResourcePart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.uri = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mimeType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResourcePart>, I>>(base?: I): ResourcePart {
+    return ResourcePart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResourcePart>, I>>(object: I): ResourcePart {
+    const message = createBaseResourcePart();
+    message.uri = object.uri ?? "";
+    message.mimeType = object.mimeType ?? "";
+    message.data = object.data ?? Buffer.alloc(0);
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+export type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+export type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }
