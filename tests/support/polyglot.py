@@ -13,9 +13,9 @@ which drive it through a real registry and LLMService:
   SIGTERM clears the tools (long before the lease could expire).
 * ``check_killed``: with a token (read from TOOLCALL_TOKEN_FILE), SIGKILL
   leaves the tools until the lease expires, within the ttl.
-* ``check_registers_again``: after ``tools clear``, after a removal from one
-  role only (KeepAlive's ``tools_per_role``) and after the lease is revoked
-  (KeepAlive NOT_FOUND), the tools come back.
+* ``check_registers_again``: served on a unix socket, after ``tools clear``,
+  after a removal from one role only (KeepAlive's ``tools_per_role``) and
+  after the lease is revoked (KeepAlive NOT_FOUND), the tools come back.
 """
 
 from __future__ import annotations
@@ -217,8 +217,19 @@ async def check_registers_again(argv: list[str], name: str, tmp_path: Path) -> N
             }
 
         # TTL 1.5 s: a KeepAlive every 0.5 s; each wait below has 10 s of margin.
-        with BuiltPlugin(argv, name, reg.target, tmp_path, lease_ttl="1.5") as plugin:
+        # This one listens on a unix socket (TOOLCALL_PLUGIN_ADDRESS).
+        address = f"unix:{tmp_path}/plugin.sock"
+        with BuiltPlugin(
+            argv, name, reg.target, tmp_path, lease_ttl="1.5", TOOLCALL_PLUGIN_ADDRESS=address
+        ) as plugin:
             await wait_for(held, lambda h: set(h) == everywhere, 20)
+            tools = await list_tools(reg.stub, source=source)
+            assert {t.tool.callback_address for t in tools} == {address}
+            reply = await reg.stub.Invoke(
+                registry_pb2.InvokeRequest(name="weekday", raw_arguments='{"date": "2026-12-03"}'),
+                timeout=10,
+            )
+            assert from_value(reply.result.output)["weekday"] == "Thursday", reply
 
             cleared = await reg.stub.Clear(registry_pb2.ClearRequest(source=source), timeout=5)
             assert cleared.removed == 4
