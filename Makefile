@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean
+.PHONY: venv protos check-protos lint test java-plugin run soak soak-hostile bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,8 +35,17 @@ lint: $(STAMP)
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 
-## test: lint, stub drift check, then the test suite
-test: lint check-protos
+## java-plugin: build examples/java_plugin (Maven generates its stubs from protos/); offline
+## first, so a warm ~/.m2 needs no network. Without mvn its test is skipped.
+JAVA_PLUGIN_JAR := examples/java_plugin/target/toolcall-java-plugin.jar
+$(JAVA_PLUGIN_JAR): examples/java_plugin/pom.xml $(shell find examples/java_plugin/src -name '*.java') $(wildcard protos/toolcall/v1/*.proto)
+	@command -v mvn >/dev/null || { echo "mvn not found: not building the Java plugin" >&2; exit 0; }
+	cd examples/java_plugin && (mvn -q -B -o package >/dev/null 2>&1 || mvn -q -B package)
+
+java-plugin: $(JAVA_PLUGIN_JAR)
+
+## test: lint, stub drift check, the example plugins' builds, then the test suite
+test: lint check-protos java-plugin
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation
