@@ -58,7 +58,7 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP)
+bench: $(STAMP) java-plugin
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
 

@@ -3,7 +3,8 @@
 A bench server prints ``READY <target>`` on stdout once it accepts calls (and
 nothing after it); our own services, started through the ``toolcall`` CLI on
 an address picked here, are ready when their gRPC health check says SERVING.
-``ServerProcess`` starts either with ``sys.executable``, waits until it is
+``ServerProcess`` starts either with ``sys.executable`` (or another
+``program``: ``java`` for the Java plugin), waits until it is
 ready and stops it with SIGTERM (SIGKILL after a grace period). Output goes to
 a log file whose tail is shown when the server fails to start.
 """
@@ -71,8 +72,10 @@ class ServerProcess:
         log_dir: Path,
         healthy_at: str | None = None,
         startup_timeout_s: float = 30.0,
+        program: str | None = None,
     ) -> None:
         self.name = name
+        self.program = program or sys.executable
         self.args = list(args)
         self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
         self.log_path = log_dir / f"{name}.log"
@@ -91,7 +94,7 @@ class ServerProcess:
     async def start(self) -> str:
         with self.log_path.open("w") as output:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
+                self.program,
                 *self.args,
                 stdout=output if self.healthy_at else asyncio.subprocess.PIPE,
                 stderr=output,
@@ -168,9 +171,12 @@ async def running(
     log_dir: Path,
     env: Mapping[str, str] | None = None,
     healthy_at: str | None = None,
+    program: str | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """Starts a server process for the duration of the block."""
-    server = ServerProcess(name, args, env=env, log_dir=log_dir, healthy_at=healthy_at)
+    server = ServerProcess(
+        name, args, env=env, log_dir=log_dir, healthy_at=healthy_at, program=program
+    )
     await server.start()
     try:
         yield server

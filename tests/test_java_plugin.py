@@ -6,14 +6,17 @@ break the schema never reach it; SIGTERM clears its tools at once, SIGKILL
 lets them expire with the lease; it registers again after a ``tools
 clear``, after a removal from one role, and when its lease is gone. Called
 directly, it honours deadlines and cancellation, answers tool failures as
-``is_error``, and passes ``toolcall plugin check``.
+``is_error``, and passes ``toolcall plugin check``. Bench B-java runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,7 +34,7 @@ from tests.support.java_plugin import (
     needs_build,
 )
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env
-from tests.support.plugins import list_tools, registry_in_process, wait_for
+from tests.support.plugins import REPO_ROOT, list_tools, registry_in_process, wait_for
 from tests.support.registry import running_registry
 from toolcall.cli.plugin_check import FAIL, PASS, run_checks, tools_from_registry
 from toolcall.clients import channel
@@ -311,3 +314,18 @@ def _async(read: Callable[[], str]) -> Callable[[], Awaitable[str]]:
         return read()
 
     return fetch
+
+
+def test_bench_b_java_dispatches_to_the_java_plugin(jar: Path, tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    args = ["--quick", "--only", "B-java", "--calls", "20", "--output", str(output)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    figures = json.loads(output.read_text())["scenarios"]["B-java"]
+    assert figures["p50_us"] > 0 and figures["c64_per_s"] > 0

@@ -149,6 +149,10 @@ public final class JavaPlugin {
     health.setStatus("toolcall.v1.ToolCallback", ServingStatus.SERVING);
     server =
         NettyServerBuilder.forAddress(new InetSocketAddress(address, port))
+            // Invoke only checks the arguments (a message is at most 4 MiB) and hands the
+            // call to the worker pool, so it runs on the transport's threads: one thread hop
+            // less per call (plugin CPU 517 -> 357 us per call in bench B-java).
+            .directExecutor()
             .addService(new Callback())
             .addService(health.getHealthService())
             .build()
