@@ -395,7 +395,7 @@ def wrong_types(
         kind = prop.get("type") if isinstance(prop, dict) else None
         if isinstance(kind, str) and kind in WRONG_VALUE:
             bad = WRONG_VALUE[kind]
-            return f"{name}={json.dumps(bad)} for a {kind}", {**good, name: bad}
+            return f"{name}={json.dumps(bad)} (schema: {kind})", {**good, name: bad}
     return None
 
 
