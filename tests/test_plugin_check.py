@@ -136,7 +136,7 @@ async def test_plugin_check_reports_each_way_a_broken_plugin_breaks_the_contract
         assert "FAIL  echo" in out and "does not meet the contract" in out
 
 
-async def test_plugin_check_says_how_to_name_a_tool_when_the_registry_knows_none(
+async def test_plugin_check_says_how_to_name_a_tool_and_when_no_plugin_answers(
     tmp_path: Path,
 ) -> None:
     async with registry_in_process(tmp_path) as registry, broken_plugin() as address:
@@ -145,6 +145,13 @@ async def test_plugin_check_says_how_to_name_a_tool_when_the_registry_knows_none
         assert f"no tools with callback address {address}" in err and "--tool NAME" in err
         code, _, err = await plugin_check("10.0.0.1:5000", "--registry", registry)
         assert code == 2 and "loopback" in err
+        # One line, not a FAIL per check, when nothing listens there.
+        gone = f"127.0.0.1:{free_port()}"
+        code, out, err = await plugin_check(
+            gone, "--tool", "echo", "--args", "{}", "--timeout", "2"
+        )
+        assert code == 1 and out == ""
+        assert err == f"error: cannot reach a plugin at {gone} within 2s\n"
 
 
 def test_arguments_made_from_a_schema_fit_it_and_hostile_sizes_are_refused() -> None:

@@ -36,6 +36,7 @@ import grpc
 
 from toolcall import config
 from toolcall.address_policy import canonical_address, loopback_address_error
+from toolcall.cli.tools import seconds
 from toolcall.clients import channel, list_all_tools
 from toolcall.jsonvalue import from_struct, from_value, sorted_keys, to_struct
 from toolcall.tools import DefinitionError, ToolSpec
@@ -74,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         help="deadline of each call in seconds (the tool's timeout when shorter; default 10)",
     )
@@ -446,6 +447,16 @@ async def run_checks(address: str, tools: list[Tool], *, timeout_s: float = 10.0
         return checker.results
 
 
+async def reachable(address: str, timeout_s: float) -> bool:
+    """Whether a connection to ``address`` opens (else every check would say UNAVAILABLE)."""
+    async with channel(address) as ch:
+        try:
+            await asyncio.wait_for(ch.channel_ready(), timeout_s)
+        except TimeoutError:
+            return False
+    return True
+
+
 async def main(args: argparse.Namespace) -> int:
     if err := loopback_address_error(args.address):
         print(f"error: {args.address}: {err} (plugins serve on loopback)", file=sys.stderr)
@@ -486,6 +497,12 @@ async def main(args: argparse.Namespace) -> int:
         )
         return 2
     args.target = args.address
+    if not await reachable(args.address, args.timeout):
+        print(
+            f"error: cannot reach a plugin at {args.address} within {args.timeout:g}s",
+            file=sys.stderr,
+        )
+        return 1
     results = await run_checks(args.address, tools, timeout_s=args.timeout)
     failed = sum(r.verdict == FAIL for r in results)
     if args.json:
