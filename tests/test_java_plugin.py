@@ -247,13 +247,23 @@ async def test_java_plugin_honours_deadlines_and_cancellation_and_answers_failur
                     _async(plugin.log), lambda log: log.count("tool digest stopped") == 1, 10
                 )
 
+                # No deadline from the caller: the plugin's own timer (digest's 5 s) ends it.
+                timed_out = await callback.Invoke(request(text="a", delay_ms=60_000), timeout=30)
+                assert timed_out.is_error
+                assert (
+                    timed_out.error == "DEADLINE_EXCEEDED: tool 'digest' did not finish within 5s"
+                )
+                await wait_for(
+                    _async(plugin.log), lambda log: log.count("tool digest stopped") == 2, 10
+                )
+
                 call = callback.Invoke(request(text="a", delay_ms=60_000), timeout=30)
                 await asyncio.sleep(0.3)
                 call.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await call
                 await wait_for(
-                    _async(plugin.log), lambda log: log.count("tool digest stopped") == 2, 10
+                    _async(plugin.log), lambda log: log.count("tool digest stopped") == 3, 10
                 )
 
                 with pytest.raises(grpc.aio.AioRpcError) as caught:

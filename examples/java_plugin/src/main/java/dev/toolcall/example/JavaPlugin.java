@@ -17,6 +17,7 @@ import io.grpc.stub.MetadataUtils;
 import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import java.io.IOException;
+import java.math.BigDecimal;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
@@ -238,14 +239,10 @@ public final class JavaPlugin {
             work.cancel(true); // interrupts the handler's thread
             if (!callContext.isCancelled()) {
               // Our own timer: the caller is still waiting, so tell it why.
+              String limit = BigDecimal.valueOf(tool.timeoutSeconds()).stripTrailingZeros().toPlainString();
               reply(
                   call,
-                  error(
-                      "DEADLINE_EXCEEDED: tool '"
-                          + tool.name()
-                          + "' did not finish within "
-                          + tool.timeoutSeconds()
-                          + "s"));
+                  error("DEADLINE_EXCEEDED: tool '" + tool.name() + "' did not finish within " + limit + "s"));
             } // else the caller cancelled or its deadline passed: gRPC has told it
           },
           direct);

@@ -128,7 +128,7 @@ final class Tools {
   /**
    * Async: the model gets the ack at once; the digest arrives later on Subscribe. It waits
    * {@code delay_ms} first, to stand in for slow work: the wait ends early, by interruption,
-   * when the call is cancelled or its deadline passes.
+   * when the call is cancelled, its deadline passes or its 5 s timeout ends.
    */
   static final Tool DIGEST =
       new Tool(
@@ -138,7 +138,7 @@ final class Tools {
               TEXT.get(0),
               Param.string("algorithm", false, "A Java MessageDigest name, e.g. SHA-256, SHA-1."),
               Param.integer("delay_ms", "How long to work before answering.", 0, 60_000)),
-          30,
+          5, // a delay_ms past it shows the plugin's own timer at work
           true,
           "Digest started; the result will follow.",
           args -> {
