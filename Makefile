@@ -63,4 +63,4 @@ bench: $(STAMP) java-plugin
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache examples/java_plugin/target
