@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: venv protos check-protos lint test run soak soak-hostile bench clean generators plugin-deps \
-	example-plugins
+	example-plugins java-plugin
 
 # Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
 # are built into .cache/bin by `go install` (Go's module and build caches make
@@ -92,9 +92,18 @@ lint: $(STAMP)
 	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
 	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
 
+## java-plugin: build examples/java_plugin (Maven generates its stubs from protos/); offline
+## first, so a warm ~/.m2 needs no network. Without mvn its test is skipped.
+JAVA_PLUGIN_JAR := examples/java_plugin/target/toolcall-java-plugin.jar
+$(JAVA_PLUGIN_JAR): examples/java_plugin/pom.xml $(shell find examples/java_plugin/src -name '*.java') $(wildcard protos/toolcall/v1/*.proto)
+	@command -v mvn >/dev/null || { echo "mvn not found: not building the Java plugin" >&2; exit 0; }
+	cd examples/java_plugin && (mvn -q -B -o package >/dev/null 2>&1 || mvn -q -B package)
+
+java-plugin: $(JAVA_PLUGIN_JAR)
+
 ## test: lint, stub drift check, the example plugins' builds (their tests then find Go's
 ## and npm's caches warm), then the test suite
-test: lint check-protos example-plugins
+test: lint check-protos example-plugins java-plugin
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation
@@ -107,9 +116,10 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP) example-plugins
+bench: $(STAMP) example-plugins java-plugin
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache examples/ts_plugin/node_modules examples/ts_plugin/dist
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache examples/ts_plugin/node_modules examples/ts_plugin/dist \
+		examples/java_plugin/target

@@ -3,7 +3,7 @@
 A bench server prints ``READY <target>`` on stdout once it accepts calls (and
 nothing after it); our own services, started through the ``toolcall`` CLI on
 an address picked here, are ready when their gRPC health check says SERVING;
-a program that does neither (the Go and TypeScript example plugins, given
+a program that does neither (the Go, TypeScript and Java example plugins, given
 their address) is ready once a gRPC connection to it is.
 ``ServerProcess`` starts either with ``sys.executable`` (or the program
 named), waits until it is

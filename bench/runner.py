@@ -67,6 +67,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "bench.scenarios.example_plugins",
             "open_ts",
         ),
+        ScenarioInfo("B-java", "B, to the Java example plugin", "bench.scenarios.java_plugin"),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),

@@ -280,6 +280,8 @@ def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
         ["tools", "show"],
         ["tools", "invoke"],
         ["tools", "clear"],
+        ["plugin"],
+        ["plugin", "check"],
     ],
     ids=lambda c: " ".join(c) or "toolcall",
 )
