@@ -11,117 +11,38 @@ runs the ``toolcall mcp mount`` command itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import types
 
-from gateway.mcp_mount import (
-    MountError,
-    MountSettings,
-    ServerMount,
-    ServerSpec,
-    check_url,
-    load_config,
-    run_mounts,
-    tool_result,
-)
+from gateway.mcp_mount import MountError, check_url, load_config, tool_result
 from gateway.mcp_stdio import _LineReader, oversized_reply
 from tests.support.llm_env import llm_env, user
+from tests.support.mcp_mount import (
+    PY_SERVER,
+    PY_TOOLS,
+    SERVERS,
+    invoke,
+    mounted,
+    names_of,
+    raw,
+    result_of,
+    wait_marked,
+    wait_names,
+    with_env,
+)
 from tests.support.plugins import ChildProcess, child_env, list_tools, wait_for
-from tests.support.registry import Registry, running_registry, tool
-from toolcall.jsonvalue import from_value, to_struct
-from toolcall.v1 import llm_pb2, registry_pb2
+from tests.support.registry import running_registry, tool
+from toolcall.jsonvalue import from_value
+from toolcall.v1 import llm_pb2
 
 pytestmark = pytest.mark.anyio
-
-SERVERS = Path(__file__).with_name("mcp_servers")
-PY_SERVER = ServerSpec(name="py", command=sys.executable, args=(str(SERVERS / "py_server.py"),))
-
-
-def raw(mode: str, name: str = "raw") -> ServerSpec:
-    return ServerSpec(
-        name=name, command=sys.executable, args=(str(SERVERS / "raw_server.py"), mode)
-    )
-
-
-def with_env(spec: ServerSpec, **env: str) -> ServerSpec:
-    return ServerSpec(name=spec.name, command=spec.command, args=spec.args, env=env)
-
-
-def settings(registry: str, **overrides: Any) -> MountSettings:
-    base: dict[str, Any] = {
-        "registry_address": registry,
-        "timeout_s": 10.0,
-        "init_timeout_s": 10.0,
-        "restart_initial_s": 1.0,
-        "restart_max_s": 2.0,
-    }
-    return MountSettings(**(base | overrides))
-
-
-@contextlib.asynccontextmanager
-async def mounted(
-    registry: str,
-    *specs: ServerSpec,
-    only: dict[str, dict[str, Any]] | None = None,
-    **overrides: Any,
-) -> AsyncIterator[list[ServerMount]]:
-    """Runs ``specs`` in one ``run_mounts``; ``only`` overrides settings per server name."""
-    mounts = [
-        ServerMount(s, settings(registry, **(overrides | (only or {}).get(s.name, {}))))
-        for s in specs
-    ]
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_mounts(mounts, stop))
-    try:
-        yield mounts
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-
-
-async def names_of(reg: Registry, source: str) -> set[str]:
-    return {t.tool.name for t in await list_tools(reg.stub, source=source)}
-
-
-async def wait_names(reg: Registry, source: str, expected: set[str], timeout_s: float = 20) -> None:
-    await wait_for(lambda: names_of(reg, source), lambda names: names == expected, timeout_s)
-
-
-async def invoke(
-    reg: Registry, name: str, arguments: dict[str, Any] | None = None, deadline_s: float = 20
-) -> Any:
-    reply = await reg.stub.Invoke(
-        registry_pb2.InvokeRequest(name=name, arguments=to_struct(arguments or {})),
-        timeout=deadline_s,
-    )
-    return reply.result
-
-
-def result_of(reply: Any) -> Any:
-    """The value an MCPServer tool returned: it wraps non-object returns as {"result": v}."""
-    assert not reply.is_error, reply.error
-    return from_value(reply.output)["result"]
-
-
-async def wait_marked(path: Path, text: str, timeout_s: float = 10) -> None:
-    async def read() -> str:
-        return await asyncio.to_thread(lambda: path.read_text() if path.exists() else "")
-
-    await wait_for(read, lambda content: text in content, timeout_s)
-
-
-PY_TOOLS = {"py_echo", "py_add", "py_fail", "py_pid", "py_sleep", "py_image", "py_grow"}
-
 
 # -- a Python SDK server -----------------------------------------------------------
 

@@ -4,7 +4,7 @@ Tools: ``py_echo`` (text back), ``py_add`` (structured output), ``py_fail``
 (a tool error), ``py_pid`` (its process id: the tests kill it), ``py_sleep``
 (sleeps; writes ``cancelled`` to $MCP_TEST_MARKS when cancelled),
 ``py_image`` (an image and a text), ``py_grow`` (adds ``py_extra`` and sends
-``tools/list_changed``).
+``tools/list_changed``). Stdio, or streamable HTTP with ``--http PORT``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import sys
 from typing import Any
 
 from mcp.server import MCPServer
@@ -82,4 +83,8 @@ async def py_grow(ctx: Context) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    # ``--http PORT``: streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio.
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")
