@@ -1,7 +1,8 @@
 """``toolcall up``: the whole stack as separate processes, supervised.
 
 Starts the registry, waits for it to be healthy, starts the LLMService, then
-the example plugins, and waits until their tools are registered. Ctrl-C (or
+the example plugins and the example MCP server (mounted with ``toolcall mcp
+mount``), and waits until their tools are registered. Ctrl-C (or
 SIGTERM) stops everything in reverse order: plugins first (they clear their
 tools), then the LLMService, then the registry. The children run in their own
 process group, so a terminal's Ctrl-C (SIGINT to the whole foreground group)
@@ -31,6 +32,8 @@ from toolcall.clients import channel, list_all_tools, wait_healthy
 from toolcall.v1 import registry_pb2_grpc
 
 EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
+# MCP servers mounted with ``toolcall mcp mount`` (name, module): their tools get source mcp:NAME.
+EXAMPLE_MCP_SERVERS = (("notes", "toolcall_examples.mcp_notes_server"),)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SQLite files and process logs (default: $TOOLCALL_DATA_DIR or %(default)s)",
     )
     parser.add_argument(
-        "--no-plugins", action="store_true", help="do not start the example plugins"
+        "--no-plugins",
+        action="store_true",
+        help="do not start the example plugins and MCP server",
     )
 
 
@@ -62,6 +67,7 @@ class Stack:
     llm_address: str
     data_dir: Path
     plugins: tuple[str, ...] = EXAMPLE_PLUGINS
+    mcp_servers: tuple[tuple[str, str], ...] = EXAMPLE_MCP_SERVERS
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -125,11 +131,14 @@ class Stack:
         await self._healthy("llm", self.llm_address)
         for module in self.plugins:
             self._spawn(module.rpartition(".")[2], ["-m", module])
+        for name, module in self.mcp_servers:
+            mount = ["-m", "toolcall.cli", "mcp", "mount", "--name", name, "--"]
+            self._spawn(f"mcp-{name}", [*mount, sys.executable, "-m", module])
         await self._wait_for_plugins()
 
     async def _wait_for_plugins(self) -> None:
-        """Waits until every plugin process has registered at least one tool."""
-        expected = len(self.plugins)
+        """Waits until every plugin process and MCP mount has registered at least one tool."""
+        expected = len(self.plugins) + len(self.mcp_servers)
         deadline = time.monotonic() + 20
         async with channel(self.registry_address) as ch:
             stub = registry_pb2_grpc.ToolRegistryStub(ch)
@@ -174,6 +183,7 @@ def stack_from_args(args: argparse.Namespace) -> Stack:
         llm_address=args.llm_address,
         data_dir=Path(args.data_dir),
         plugins=() if args.no_plugins else EXAMPLE_PLUGINS,
+        mcp_servers=() if args.no_plugins else EXAMPLE_MCP_SERVERS,
     )
 
 
@@ -198,6 +208,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"registry   {stack.registry_address}")
         print(f"llm        {stack.llm_address}")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
+        print(f"mcp        {', '.join(n for n, _ in stack.mcp_servers) or '(none)'}")
         print(f"logs       {stack.log_dir}")
         print("stack is up; Ctrl-C stops it", flush=True)
         await stop.wait()
