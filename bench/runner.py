@@ -59,6 +59,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
+        ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )
 }

@@ -64,6 +64,8 @@ TARGETS: tuple[Target, ...] = (
            _ratio("B", "c64_per_s", "D", "c64_per_s"), 5.0, at_most=False),
     Target("F overhead ≤ 1.5 ms per tool round", (("F", "overhead_us"),),
            lambda f: f["F"]["overhead_us"] / 1000.0, 1.5, at_most=True, unit=" ms"),
+    Target("I p50 ≤ 1.3 × E p50", (("E", "p50_us"), ("I", "p50_us")),
+           _ratio("I", "p50_us", "E", "p50_us"), 1.3, at_most=True),
     _within("register"),
     _within("invoke"),
     _within("list_role"),
