@@ -569,6 +569,11 @@ class ServerMount:
             result = await session.call_tool(mcp_name, arguments)
         except MCPError as exc:
             message = exc.message[:2000]
+            if exc.code == types.CONNECTION_CLOSED:
+                return error_result(
+                    f"UNAVAILABLE: MCP server {self.name} went away during the call "
+                    "(it is restarted; the call was not retried)"
+                )
             if message.startswith("RESOURCE_EXHAUSTED"):
                 return error_result(message)
             return error_result(f"MCP server {self.name}: {message}")
