@@ -25,7 +25,8 @@ Refused, each with one log line: a tool whose name (after ``--prefix``) or
 input schema breaks the registry's rules, a second tool of the same name, a
 name another source already registers (never silently replaced: pick a
 ``--prefix``), tools past ``MAX_TOOLS_PER_SERVER``. Messages from a stdio
-server are bounded by ``--max-message-bytes`` (gateway/mcp_stdio.py).
+server are bounded by ``--max-message-bytes`` (gateway/mcp_stdio.py), and so
+are an HTTP server's JSON answers (gateway/mcp_http.py) and SSE events.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from gateway.mcp_http import bounded_client
 from gateway.mcp_stdio import bounded_stdio
 from plugin_stub import Plugin
 from toolcall import config
@@ -349,9 +351,13 @@ class ServerMount:
         """(read, write, ended, why) for one connection to the server."""
         if self.spec.url:
             ended = anyio.Event()
-            async with streamable_http_client(
-                self.spec.url, max_sse_event_size=self.settings.max_message_bytes
-            ) as (read, write):
+            limit = self.settings.max_message_bytes
+            async with (
+                bounded_client(limit) as client,
+                streamable_http_client(
+                    self.spec.url, http_client=client, max_sse_event_size=limit
+                ) as (read, write),
+            ):
                 yield read, write, ended, lambda: "stopped answering"
             return
         params = StdioServerParameters(
@@ -569,13 +575,20 @@ class ServerMount:
             result = await session.call_tool(mcp_name, arguments)
         except MCPError as exc:
             message = exc.message[:2000]
+            if "byte limit" in message and message.startswith("SSE stream failed"):
+                # The MCP SDK's bound on one SSE event (max_sse_event_size).
+                return error_result(
+                    f"RESOURCE_EXHAUSTED: MCP server {self.name} answered with an event of more "
+                    f"than {self.settings.max_message_bytes} bytes; the mount's limit is "
+                    "--max-message-bytes"
+                )
             if exc.code == types.CONNECTION_CLOSED:
                 return error_result(
                     f"UNAVAILABLE: MCP server {self.name} went away during the call "
                     "(it is restarted; the call was not retried)"
                 )
-            if message.startswith("RESOURCE_EXHAUSTED"):
-                return error_result(message)
+            if "RESOURCE_EXHAUSTED" in message:
+                return error_result(message[message.index("RESOURCE_EXHAUSTED") :])
             return error_result(f"MCP server {self.name}: {message}")
         except ValidationError as exc:
             return error_result(

@@ -109,8 +109,8 @@ async def _port_open(port: int) -> bool:
     return await asyncio.to_thread(probe)
 
 
-def http_server(port: int, tmp_path: Path, tag: str) -> ChildProcess:
-    argv = [sys.executable, str(SERVERS / "py_server.py"), "--http", str(port)]
+def http_server(port: int, tmp_path: Path, tag: str, *extra: str) -> ChildProcess:
+    argv = [sys.executable, str(SERVERS / "py_server.py"), "--http", str(port), *extra]
     return ChildProcess(argv, tmp_path / f"http-{tag}.log", child_env())
 
 
@@ -147,3 +147,26 @@ async def test_a_streamable_http_server_is_mounted_and_its_tools_follow_it_down_
         await wait_names(reg, "mcp:web", set(), timeout_s=20)
         with http_server(port, tmp_path, "second"):
             await wait_names(reg, "mcp:web", PY_TOOLS, timeout_s=30)
+
+
+@pytest.mark.parametrize("answers", ["json", "sse"])
+async def test_a_huge_answer_over_http_is_an_error_result_and_the_server_stays_mounted(
+    tmp_path: Path, answers: str
+) -> None:
+    port = free_port()
+    spec = ServerSpec(name="web", url=f"http://127.0.0.1:{port}/mcp")
+    extra = ("--json",) if answers == "json" else ()
+    async with (
+        running_registry(tmp_path) as reg,
+        mounted(reg.target, spec, max_message_bytes=64 * 1024) as (m,),
+    ):
+        with http_server(port, tmp_path, answers, *extra):
+            await wait_names(reg, "mcp:web", PY_TOOLS)
+            starts = m.starts  # the first tries may have come before the server listened
+            small = await invoke(reg, "py_big", {"size": 1000})
+            assert from_value(small.output) == {"result": "x" * 1000}
+            big = await invoke(reg, "py_big", {"size": 5_000_000})
+            assert big.is_error and "RESOURCE_EXHAUSTED" in big.error, big.error
+            echoed = await invoke(reg, "py_echo", {"text": "still here"})
+            assert from_value(echoed.output) == {"result": "still here"}
+            assert m.starts == starts

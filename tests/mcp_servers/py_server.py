@@ -3,8 +3,9 @@
 Tools: ``py_echo`` (text back), ``py_add`` (structured output), ``py_fail``
 (a tool error), ``py_pid`` (its process id: the tests kill it), ``py_sleep``
 (sleeps; writes ``cancelled`` to $MCP_TEST_MARKS when cancelled),
-``py_image`` (an image and a text), ``py_grow`` (adds ``py_extra`` and sends
-``tools/list_changed``). Stdio, or streamable HTTP with ``--http PORT``.
+``py_image`` (an image and a text), ``py_big`` (a text of ``size`` bytes),
+``py_grow`` (adds ``py_extra`` and sends ``tools/list_changed``). Stdio, or
+streamable HTTP with ``--http PORT [--json]``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ async def py_sleep(seconds: float) -> str:
     return "slept"
 
 
+@server.tool(description="A text of some size")
+def py_big(size: int) -> str:
+    return "x" * size
+
+
 @server.tool(description="An image and a caption", structured_output=False)
 def py_image() -> list[Any]:
     png = base64.b64encode(b"\x89PNG fake").decode()
@@ -84,7 +90,11 @@ async def py_grow(ctx: Context) -> str:
 
 if __name__ == "__main__":
     # ``--http PORT``: streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio.
-    if len(sys.argv) == 3 and sys.argv[1] == "--http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    # ``--json``: answers as JSON bodies, not event streams.
+    if len(sys.argv) >= 3 and sys.argv[1] == "--http":
+        json_response = "--json" in sys.argv
+        server.run(
+            "streamable-http", host="127.0.0.1", port=int(sys.argv[2]), json_response=json_response
+        )
     else:
         server.run("stdio")
