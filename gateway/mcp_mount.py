@@ -634,7 +634,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="the server's name: its tools get source mcp:NAME")
     parser.add_argument("--url", help="a streamable HTTP MCP server on loopback")
     parser.add_argument(
-        "--config", help='a JSON file {"mcpServers": {NAME: {command, args, env} | {url}}}'
+        "--config",
+        metavar="FILE",
+        help='a JSON file {"mcpServers": {NAME: {command, args, env} | {url}}}',
     )
     parser.add_argument(
         "--prefix", default="", help="put this before every tool name (to avoid clashes)"
@@ -642,23 +644,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry",
         default=None,
+        metavar="TARGET",
         help="registry address (default: $TOOLCALL_REGISTRY_ADDRESS or 127.0.0.1:48911)",
     )
     parser.add_argument(
         "--timeout",
         type=float,
+        metavar="SECONDS",
         default=config.DEFAULT_TOOL_TIMEOUT_S,
         help="seconds a tool call may take (default %(default)g, at most 300)",
     )
     parser.add_argument(
         "--init-timeout",
         type=float,
+        metavar="SECONDS",
         default=DEFAULT_INIT_TIMEOUT_S,
         help="seconds a server has to answer initialize and tools/list (default %(default)g)",
     )
     parser.add_argument(
         "--max-message-bytes",
         type=int,
+        metavar="BYTES",
         default=DEFAULT_MAX_MESSAGE_BYTES,
         help="largest message taken from a server (default %(default)d)",
     )

@@ -10,6 +10,7 @@ runs the ``toolcall mcp mount`` command itself.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -21,7 +22,15 @@ from pathlib import Path
 import pytest
 from mcp import types
 
-from gateway.mcp_mount import MountError, ServerSpec, check_url, load_config, tool_result
+from gateway.mcp_mount import (
+    MountError,
+    ServerSpec,
+    add_arguments,
+    check_url,
+    load_config,
+    servers_from_args,
+    tool_result,
+)
 from gateway.mcp_stdio import _LineReader, oversized_reply
 from tests.support.llm_env import llm_env, user
 from tests.support.mcp_mount import (
@@ -359,3 +368,32 @@ def test_the_line_reader_never_holds_more_than_its_limit() -> None:
     (over,) = reader.feed(b"end\n")
     assert isinstance(over, tuple) and over[2] == 1000 + 1_000_000 + 3
     assert reader.feed(b"next\n") == [b"next"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], "exactly one of"),
+        (["--name", "a", "--url", "http://127.0.0.1:1/mcp", "--", "x"], "exactly one of"),
+        (["--", "python", "s.py"], "--name is required"),
+        (["--name", "a b", "--", "x"], "must match"),
+        (["--config", "f.json", "--name", "a"], "--name comes from the file"),
+    ],
+)
+def test_the_command_line_names_exactly_one_source(argv: list[str], says: str) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(MountError, match=says):
+        servers_from_args(parser.parse_args(argv))
+
+
+def test_everything_after_the_double_dash_is_the_servers_command() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (spec,) = servers_from_args(parser.parse_args(["--name", "n", "--", "node", "s.mjs", "--x"]))
+    assert (spec.name, spec.command, spec.args, spec.source) == (
+        "n",
+        "node",
+        ("s.mjs", "--x"),
+        "mcp:n",
+    )
