@@ -282,8 +282,8 @@ class _McpPlugin(Plugin):
             registry_address=settings.registry_address,
             token=settings.token,
             lease_ttl_s=settings.lease_ttl_s,
+            source=spec.source,
         )
-        self.source = spec.source
 
 
 @dataclass(frozen=True, slots=True)
