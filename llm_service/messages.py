@@ -63,8 +63,15 @@ def message_bytes(m: Message) -> int:
 
 
 def tool_result_content(output: Any, error: str | None) -> str:
-    """A tool message's content: the output as JSON, or ``{"error": ...}`` on failure."""
-    value = {"error": error} if error is not None else output
+    """A tool message's content: the output as JSON; on failure ``{"error": ...}``,
+    with ``"output"`` beside it when the tool gave one (its detail of the failure:
+    what was tried, what is valid). Gemini's function responses use these two keys."""
+    if error is None:
+        value = output
+    elif output is None:
+        value = {"error": error}
+    else:
+        value = {"error": error, "output": output}
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -34,12 +34,12 @@ from llm_service.messages import (
     trim_history,
 )
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
-from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.dispatch import Dispatcher, error_result
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
+from toolcall.registry_view import RegistryView
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 

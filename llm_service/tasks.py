@@ -70,9 +70,11 @@ def task_bytes(task: TaskRecord) -> int:
 
 def result_note(task: TaskRecord) -> str:
     """The system note added to the session's history when a task ends."""
-    if task.status == "failed":
-        return f"Async task {task.task_id} ({task.tool_name}) failed: {task.error}"
     output = json.dumps(task.output, ensure_ascii=False, separators=(",", ":"))
+    if task.status == "failed":
+        failed = f"Async task {task.task_id} ({task.tool_name}) failed: {task.error}"
+        # The tool's output explains its failure: the model gets both.
+        return failed if task.output is None else f"{failed}; output: {output}"
     return f"Result of async task {task.task_id} ({task.tool_name}): {output}"
 
 

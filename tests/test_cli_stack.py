@@ -13,11 +13,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from tests.support.plugins import free_port
+from tests.support.registry import running_registry, tool
 from toolcall import config
 from toolcall.cli.demo import try_next
 from toolcall.cli.stack import Stack
@@ -48,6 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         registry_address=f"127.0.0.1:{free_port()}",
         llm_address=f"127.0.0.1:{free_port()}",
         data_dir=tmp_path_factory.mktemp("stack"),
+        gateway_address=f"127.0.0.1:{free_port()}",
     )
     os.environ["TOOLCALL_PING_DELAY"] = "0.3"
     try:
@@ -66,6 +69,8 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
         "--registry-address",
         f"127.0.0.1:{free_port()}",
         "--llm-address",
+        f"127.0.0.1:{free_port()}",
+        "--gateway-address",
         f"127.0.0.1:{free_port()}",
         "--data-dir",
         str(tmp_path),
@@ -119,6 +124,19 @@ def test_tools_list_shows_example_plugins(stack: Stack) -> None:
     ping = next(r for r in rows if r["name"] == "ping")
     assert ping["ack_message"] and ping["timeout_seconds"] > 0 and ping["description"]
     assert ping["parameters"]["properties"]["host"]["type"] == "string"
+
+
+def test_up_serves_the_example_tools_to_mcp_hosts(stack: Stack) -> None:
+    from mcp import Client
+
+    async def call() -> tuple[set[str], Any]:
+        async with Client(f"http://{stack.gateway_address}/mcp") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            return names, await client.call_tool("get_weather", {"city": "Paris"})
+
+    names, result = asyncio.run(call())
+    assert {"get_weather", "ping", "toolcall_get_task"} <= names
+    assert not result.is_error and "Paris" in result.content[0].text
 
 
 def test_tools_show_prints_description_schema_timeout_and_ack_message(stack: Stack) -> None:
@@ -412,7 +430,7 @@ def test_up_on_the_addresses_of_a_running_stack_says_they_are_in_use(
     # checks, its own services had died on the taken ports, and its plugins
     # joined the other stack.
     addresses = ("--registry-address", stack.registry_address)
-    addresses += ("--llm-address", stack.llm_address)
+    addresses += ("--llm-address", stack.llm_address, "--gateway-address", "off")
     result = toolcall("up", "--data-dir", str(tmp_path), *addresses, timeout=30)
     assert result.returncode == 1 and "stack is up" not in result.stdout
     assert result.stderr.startswith(f"error: {stack.registry_address} is already in use")
@@ -423,6 +441,7 @@ def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
     # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
     addresses = ["--registry-address", f"127.0.0.1:{free_port()}"]
     addresses += ["--llm-address", f"127.0.0.1:{free_port()}"]
+    addresses += ["--gateway-address", f"127.0.0.1:{free_port()}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolcall.cli", "up", "--data-dir", str(tmp_path), *addresses],
         stdout=subprocess.PIPE,
@@ -446,6 +465,38 @@ def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
+    assert "ERROR" not in logs["gateway.log"], logs["gateway.log"]
     for name in ("weather_plugin.log", "network_plugin.log"):
         assert "cleared" in logs[name], logs[name]
         assert "WARNING" not in logs[name] and "ERROR" not in logs[name], logs[name]
+
+
+def test_tools_show_prints_title_annotations_metadata_and_output_schema(
+    tmp_path: Path,
+) -> None:
+    async def run() -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        async with running_registry(tmp_path) as reg:
+            await reg.register(
+                tool(
+                    "weather",
+                    title="Current weather",
+                    annotations=tools_pb2.ToolAnnotations(read_only=True, open_world=False),
+                    output_schema={"type": "object", "properties": {"temp": {"type": "number"}}},
+                    metadata={"category": "weather"},
+                )
+            )
+            reg_args = ("tools", "--registry", reg.target, "show", "weather")
+            text = await asyncio.to_thread(toolcall, *reg_args)
+            as_json = await asyncio.to_thread(toolcall, *reg_args, "--json")
+            return text, as_json
+
+    text, as_json = asyncio.run(run())
+    assert text.returncode == 0, text.stderr
+    assert re.search(r"^title:\s+Current weather$", text.stdout, re.M), text.stdout
+    assert re.search(r"^annotations:\s+read_only, not open_world$", text.stdout, re.M)
+    assert re.search(r"^metadata:\s+category=weather$", text.stdout, re.M)
+    assert '"temp"' in text.stdout.split("output_schema:")[1]
+    row = json.loads(as_json.stdout)
+    assert row["title"] == "Current weather" and row["metadata"] == {"category": "weather"}
+    assert row["annotations"] == {"read_only": True, "open_world": False}
+    assert row["output_schema"]["properties"]["temp"] == {"type": "number"}

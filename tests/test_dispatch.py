@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
+from tests.support.images import png
 from tests.support.plugins import free_port
 from tests.support.registry import NUMBER_SCHEMA, Plugin, running_plugin, tool
-from toolcall.dispatch import Dispatcher
-from toolcall.jsonvalue import from_value
+from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.jsonvalue import from_value, to_value
+from toolcall.parts import PartLimits
 from toolcall.tools import ToolSpec
+from toolcall.v1 import callback_pb2, tools_pb2
 
 pytestmark = pytest.mark.anyio
 
@@ -191,3 +194,119 @@ async def test_cancelling_the_caller_cancels_the_plugin_call(
     with pytest.raises(asyncio.CancelledError):
         await call
     await asyncio.wait_for(server.calls[0].cancelled.wait(), 10)
+
+
+def image(data: bytes, mime_type: str = "image/png") -> tools_pb2.ContentPart:
+    return tools_pb2.ContentPart(image=tools_pb2.ImagePart(mime_type=mime_type, data=data))
+
+
+async def test_an_output_that_breaks_the_output_schema_is_an_error_result_naming_the_path(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    schema = {"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}
+    server.replies["weather"] = callback_pb2.ToolCallbackInvokeResponse(
+        output=to_value({"temp": "warm"})
+    )
+    result = await dispatcher.invoke(spec("weather", address, output_schema=schema))
+    assert result.is_error
+    assert result.error.startswith("INVALID_ARGUMENT: plugin for tool 'weather'"), result.error
+    assert "output_schema: output.temp: 'warm' is not of type 'number'" in result.error
+    # The model still sees what the tool said, beside the error.
+    assert from_value(result.output) == {"temp": "warm"}
+
+
+async def test_an_output_matching_the_output_schema_and_an_error_result_pass_unchanged(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    schema = {"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}
+    server.replies["weather"] = callback_pb2.ToolCallbackInvokeResponse(
+        output=to_value({"temp": 21.5})
+    )
+    ok = await dispatcher.invoke(spec("weather", address, output_schema=schema))
+    assert not ok.is_error and from_value(ok.output) == {"temp": 21.5}
+    # A tool's own error is not held to the schema: its output explains the failure.
+    server.replies["weather"] = callback_pb2.ToolCallbackInvokeResponse(
+        output=to_value({"city": "Atlantis"}), is_error=True, error="no such city"
+    )
+    failed = await dispatcher.invoke(spec("weather", address, output_schema=schema))
+    assert failed.is_error and failed.error == "no such city"
+    assert from_value(failed.output) == {"city": "Atlantis"}
+
+
+async def test_content_parts_reach_the_caller_beside_the_output(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    parts = [
+        tools_pb2.ContentPart(text="a chart of the week"),
+        image(png(4, 4)),
+        tools_pb2.ContentPart(
+            audio=tools_pb2.AudioPart(mime_type="audio/wav", data=b"RIFF....WAVE")
+        ),
+        tools_pb2.ContentPart(
+            resource=tools_pb2.ResourcePart(
+                uri="file:///tmp/report.pdf", mime_type="application/pdf", name="report.pdf"
+            )
+        ),
+    ]
+    server.replies["chart"] = callback_pb2.ToolCallbackInvokeResponse(
+        output=to_value({"days": 7}), parts=parts
+    )
+    result = await dispatcher.invoke(spec("chart", address))
+    assert not result.is_error, result.error
+    assert from_value(result.output) == {"days": 7}
+    assert list(result.parts) == parts
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        ([image(png(40, 40, noise=True))], "RESOURCE_EXHAUSTED: plugin for tool 't' at"),
+        ([image(png())] * 3, "returned more than 2 images; the limit is 2 per result"),
+        ([tools_pb2.ContentPart(text="x")] * 6, "returned 6 content parts; the limit is 5"),
+        ([image(b"GIF89a....")], "content part 0, which is not a PNG image"),
+        ([image(png(), "image/svg+xml")], "content part 0, which has mime_type 'image/svg+xml'"),
+        ([tools_pb2.ContentPart()], "content part 0, which is empty"),
+        (
+            [tools_pb2.ContentPart(resource=tools_pb2.ResourcePart(name="x.pdf"))],
+            "which is a resource with neither uri nor data",
+        ),
+        (
+            [tools_pb2.ContentPart(audio=tools_pb2.AudioPart(mime_type="video/mp4", data=b"1"))],
+            "audio needs audio/<type>",
+        ),
+    ],
+)
+async def test_parts_past_a_bound_or_not_what_they_claim_are_a_clear_error_result(
+    plugin: tuple[Plugin, str], parts: list[tools_pb2.ContentPart], expected: str
+) -> None:
+    server, address = plugin
+    server.replies["t"] = callback_pb2.ToolCallbackInvokeResponse(
+        output=to_value("done"), parts=parts
+    )
+    limits = PartLimits(max_parts=5, max_images=2, max_part_bytes=1000)
+    d = Dispatcher(part_limits=limits)
+    try:
+        result = await d.invoke(spec("t", address))
+    finally:
+        await d.close()
+    assert result.is_error and expected in result.error, result.error
+    assert not result.parts and from_value(result.output) == "done"
+
+
+async def test_the_part_limits_are_settings_with_the_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = DispatchLimits.from_env().parts
+    assert (defaults.max_parts, defaults.max_images, defaults.max_part_bytes) == (
+        16,
+        4,
+        4 * 1024 * 1024,
+    )
+    monkeypatch.setenv("TOOLCALL_MAX_RESULT_IMAGES", "1")
+    monkeypatch.setenv("TOOLCALL_MAX_PART_BYTES", "0")
+    limits = DispatchLimits.from_env()
+    assert limits.parts.max_images == 1
+    assert "max_part_bytes must be at least 1" in limits.problems()

@@ -99,6 +99,27 @@ async def test_streaming_and_tool_errors(env: LLMEnv, fake_gemini: FakeGemini) -
     assert resp == {"id": "g_call", "name": "fail_tool", "response": {"error": "boom"}}
 
 
+async def test_an_error_result_reaches_gemini_with_the_tools_output(
+    env: LLMEnv, fake_gemini: FakeGemini
+) -> None:
+    # Gemini's own convention for a function response: "error" and "output" keys.
+    await env.register("refuse_city", parameters=PARAMS)
+    fake_gemini.add(
+        Reply(tool_calls=[("g_call", "refuse_city", '{"city": "Pariss"}')]),
+        Reply(text="Did you mean Paris?"),
+    )
+    await env.chat("g_refused", "weather in Pariss")
+    [resp] = function_responses(fake_gemini.requests[1].body)
+    assert resp == {
+        "id": "g_call",
+        "name": "refuse_city",
+        "response": {
+            "error": "CITY_NOT_FOUND",
+            "output": {"city": "Pariss", "did_you_mean": ["Paris"]},
+        },
+    }
+
+
 async def test_system_notes_reach_gemini_as_user_text(env: LLMEnv, fake_gemini: FakeGemini) -> None:
     fake_gemini.add(Reply(text="one"), Reply(text="two"))
     await env.chat("g3", "first")

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from llm_service.messages import Message
+from llm_service.history import TaskRecord
+from llm_service.messages import Message, tool_result_content
 from llm_service.providers.base import ModelTurn, ProviderRequest, TextChunk
 from llm_service.providers.offline import (
     MAX_READ_CHARS,
@@ -20,6 +21,7 @@ from llm_service.providers.offline import (
     respond,
     string_argument,
 )
+from llm_service.tasks import result_note
 from tests.support.llm_env import LLMEnv, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value, to_struct
 from toolcall.tools import ToolSpec
@@ -153,6 +155,29 @@ async def test_a_result_is_described_with_its_keys_sorted_so_the_answer_is_repro
     assert turn.text == (
         'get_weather returned: {"city": "Paris", "temp_c": 17, "wind": {"dir": "W", "kph": 9}}'
     )
+
+
+@pytest.mark.anyio
+async def test_a_failed_result_is_described_with_the_tools_output() -> None:
+    content = tool_result_content({"did_you_mean": ["Paris"]}, "CITY_NOT_FOUND")
+    messages = [
+        Message("user", "weather in Pariss"),
+        Message("tool", content, tool_call_id="a", name="get_weather"),
+    ]
+    _, turn = await run(OfflineProvider(), ProviderRequest("m", messages, TOOLS))
+    assert turn.text == (
+        'The tool get_weather failed: CITY_NOT_FOUND (output: {"did_you_mean": ["Paris"]})'
+    )
+
+
+def test_a_failed_async_task_note_carries_the_tools_output() -> None:
+    task = TaskRecord("t1", "s", "lookup", "c1", "default", {}, status="failed")
+    task.error, task.output = "CITY_NOT_FOUND", {"did_you_mean": ["Paris"]}
+    assert result_note(task) == (
+        'Async task t1 (lookup) failed: CITY_NOT_FOUND; output: {"did_you_mean":["Paris"]}'
+    )
+    task.output = None
+    assert result_note(task) == "Async task t1 (lookup) failed: CITY_NOT_FOUND"
 
 
 @pytest.mark.anyio

@@ -142,6 +142,28 @@ async def test_tool_errors_are_fed_back_to_the_model(env: LLMEnv, fake_openai: F
     assert "plugin crashed" in fed["c2"]["error"]
 
 
+async def test_an_error_result_reaches_the_model_with_the_tools_output(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    # Before: {"error": "CITY_NOT_FOUND"} only; the tool's detail was dropped.
+    await env.register("refuse_city", parameters=ECHO_PARAMS)
+    fake_openai.add(
+        Reply(tool_calls=[("c1", "refuse_city", '{"city": "Pariss"}')]),
+        Reply(text="Did you mean Paris?"),
+    )
+    reply = await env.chat("refused", "weather in Pariss")
+    [record] = reply.tool_calls
+    assert record.result.is_error and record.result.error == "CITY_NOT_FOUND"
+    [fed] = tool_messages(fake_openai.requests[1].body)
+    assert fed.keys() == {"role", "tool_call_id", "content"} and fed["tool_call_id"] == "c1"
+    # JSON text (the output's keys in no fixed order: it crossed gRPC as a Struct).
+    assert json.loads(fed["content"]) == {
+        "error": "CITY_NOT_FOUND",
+        "output": {"city": "Pariss", "did_you_mean": ["Paris"]},
+    }
+    assert fed["content"].startswith('{"error":"CITY_NOT_FOUND","output":{')
+
+
 async def test_malformed_arguments_and_schema_violations(
     env: LLMEnv, fake_openai: FakeOpenAI
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.registry import NUMBER_SCHEMA, running_registry, tool
 from toolcall.errors import bad_request_violations
-from toolcall.v1 import registry_pb2
+from toolcall.v1 import registry_pb2, tools_pb2
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +37,13 @@ async def _refused(call: object) -> grpc.aio.AioRpcError:
         (tool("t", mode=7), {"tool.mode"}),
         (tool("t", description="d" * 5000), {"tool.description"}),
         (tool("t", source="s" * 200), {"tool.source"}),
+        (tool("t", title="t" * 129), {"tool.title"}),
+        (tool("t", metadata={"bad key": "v"}), {"tool.metadata"}),
+        (tool("t", output_schema={"type": "array"}), {"tool.output_schema"}),
+        (
+            tool("t", annotations=tools_pb2.ToolAnnotations(read_only=True, destructive=True)),
+            {"tool.annotations"},
+        ),
         (
             tool("no way", "http://127.0.0.1:1", role="", timeout_seconds=999),
             {"tool.name", "tool.callback_address", "tool.role", "tool.timeout_seconds"},
@@ -208,3 +215,27 @@ async def test_register_with_an_unknown_lease_is_not_found(tmp_path: Path) -> No
         assert exc.code() == grpc.StatusCode.NOT_FOUND
         assert "lease_nope" in (exc.details() or "")
         assert await reg.names() == []
+
+
+async def test_title_annotations_output_schema_and_metadata_are_listed_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    definition = tool(
+        "weather",
+        source="plugin:w",
+        title="Current weather",
+        annotations=tools_pb2.ToolAnnotations(read_only=True, idempotent=True, open_world=False),
+        output_schema=NUMBER_SCHEMA,
+        metadata={"category": "weather"},
+    )
+    for _ in range(2):  # the second time, from the registry's data directory
+        async with running_registry(tmp_path) as reg:
+            if not await reg.names():
+                await reg.register(definition)
+            reply = await reg.stub.List(registry_pb2.ListRequest(), timeout=5)
+            listed = reply.tools[0].tool
+            assert listed.title == "Current weather"
+            assert listed.annotations == definition.annotations
+            assert not listed.annotations.HasField("destructive")
+            assert listed.output_schema == definition.output_schema
+            assert dict(listed.metadata) == {"category": "weather"}

@@ -13,11 +13,15 @@ import pytest
 
 from tests.support.registry import NUMBER_SCHEMA, tool
 from toolcall import config
+from toolcall.schemas import MAX_SCHEMA_BYTES
 from toolcall.tools import (
     ASYNC,
     MAX_ACK_CHARS,
     MAX_DESCRIPTION_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_VALUE_CHARS,
     MAX_SOURCE_CHARS,
+    MAX_TITLE_CHARS,
     SYNC,
     DefinitionError,
     ToolSpec,
@@ -135,3 +139,72 @@ def test_all_violations_are_reported_at_once() -> None:
     }
     with pytest.raises(DefinitionError, match=r"tool\.name"):
         ToolSpec.from_definition(tool("bad name", "10.0.0.1:1"))
+
+
+def test_title_annotations_output_schema_and_metadata_are_carried_over() -> None:
+    definition = tool(
+        "weather",
+        "127.0.0.1:9",
+        title="Current weather",
+        annotations=tools_pb2.ToolAnnotations(read_only=True, open_world=True),
+        output_schema=NUMBER_SCHEMA,
+        metadata={"category": "weather", "ui/icon": "sun"},
+    )
+    spec = ToolSpec.from_definition(definition)
+    assert spec.title == "Current weather" and spec.output_schema == NUMBER_SCHEMA
+    assert spec.validate_output is not None
+    assert spec.validate_output({"x": 1}) is None
+    assert spec.validate_output({"x": "one"}) == "output.x: 'one' is not of type 'number'"
+    assert spec.definition.annotations.read_only
+    assert not spec.definition.annotations.HasField("destructive")  # unset: MCP's default
+    # No output_schema: nothing to check an output against.
+    assert ToolSpec.from_definition(tool("t", "127.0.0.1:9")).validate_output is None
+
+
+def test_an_empty_object_output_schema_still_requires_an_object() -> None:
+    # The arguments' shortcut for {"type": "object", "properties": {}} must not
+    # apply to an output, which may be any JSON value.
+    empty = {"type": "object", "properties": {}}
+    spec = ToolSpec.from_definition(tool("t", "127.0.0.1:9", output_schema=empty))
+    assert spec.validate_output is not None
+    assert spec.validate_output({}) is None
+    assert spec.validate_output([1]) == "output: [1] is not of type 'object'"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"title": "t" * (MAX_TITLE_CHARS + 1)}, "tool.title"),
+        ({"title": "bell\x07"}, "tool.title"),
+        ({"output_schema": {"type": "string"}}, "tool.output_schema"),
+        ({"output_schema": {"$ref": "https://example.com/s.json"}}, "tool.output_schema"),
+        (
+            {"output_schema": {"type": "object", "properties": {"x": {"type": 5}}}},
+            "tool.output_schema",
+        ),
+        (
+            {"output_schema": {"type": "object", "description": "d" * MAX_SCHEMA_BYTES}},
+            "tool.output_schema",
+        ),
+        ({"metadata": {f"k{i}": "v" for i in range(MAX_METADATA_ENTRIES + 1)}}, "tool.metadata"),
+        ({"metadata": {"has space": "v"}}, "tool.metadata"),
+        ({"metadata": {"k": "v" * (MAX_METADATA_VALUE_CHARS + 1)}}, "tool.metadata"),
+        ({"metadata": {"k": "\x1b[31mred"}}, "tool.metadata"),
+        (
+            {"annotations": tools_pb2.ToolAnnotations(read_only=True, destructive=True)},
+            "tool.annotations",
+        ),
+    ],
+)
+def test_title_metadata_annotations_and_output_schema_bounds_name_their_field(
+    fields: dict[str, Any], field: str
+) -> None:
+    assert field in violations(**fields)
+
+
+def test_the_largest_title_and_metadata_are_accepted() -> None:
+    metadata = {f"k{i}": "v" * MAX_METADATA_VALUE_CHARS for i in range(MAX_METADATA_ENTRIES)}
+    spec = ToolSpec.from_definition(
+        tool("t", "127.0.0.1:9", title="t" * MAX_TITLE_CHARS, metadata=metadata)
+    )
+    assert len(spec.definition.metadata) == MAX_METADATA_ENTRIES

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 
 from toolcall import config
 from toolcall.callback_channels import (
@@ -26,6 +27,7 @@ from toolcall.callback_channels import (
 )
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
+from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
 
@@ -41,6 +43,9 @@ _ANY_DEPTH = 1_000
 
 
 def error_result(error: str, output: Any = None) -> tools_pb2.ToolResult:
+    """An is_error result; ``output`` is a plain value or an already built ``Value``."""
+    if isinstance(output, struct_pb2.Value):
+        return tools_pb2.ToolResult(output=output, is_error=True, error=error)
     return tools_pb2.ToolResult(output=to_value(output), is_error=True, error=error)
 
 
@@ -54,6 +59,15 @@ class DispatchLimits:
     # first), and how long an unused one stays open.
     max_callback_channels: int = DEFAULT_MAX_CHANNELS
     callback_channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S
+    # A result's content parts (toolcall/parts.py): how many, how many images,
+    # and the bytes of each.
+    max_result_parts: int = MAX_PARTS
+    max_result_images: int = MAX_IMAGES
+    max_part_bytes: int = MAX_PART_BYTES
+
+    @property
+    def parts(self) -> PartLimits:
+        return PartLimits(self.max_result_parts, self.max_result_images, self.max_part_bytes)
 
     @classmethod
     def from_env(cls) -> DispatchLimits:
@@ -66,6 +80,9 @@ class DispatchLimits:
             callback_channel_idle_s=config.env_float(
                 "CALLBACK_CHANNEL_IDLE", DEFAULT_CHANNEL_IDLE_S
             ),
+            max_result_parts=config.env_int("MAX_RESULT_PARTS", MAX_PARTS),
+            max_result_images=config.env_int("MAX_RESULT_IMAGES", MAX_IMAGES),
+            max_part_bytes=config.env_int("MAX_PART_BYTES", MAX_PART_BYTES),
         )
 
     def problems(self) -> list[str]:
@@ -77,7 +94,7 @@ class DispatchLimits:
             bad.append("max_callback_channels must be at least 1")
         if not self.callback_channel_idle_s > 0:
             bad.append("callback_channel_idle_s must be a positive number of seconds")
-        return bad
+        return bad + self.parts.problems()
 
     def dispatcher(self) -> Dispatcher:
         if problems := self.problems():
@@ -86,6 +103,7 @@ class DispatchLimits:
             max_output_bytes=self.max_tool_output_bytes,
             max_channels=self.max_callback_channels,
             channel_idle_s=self.callback_channel_idle_s,
+            part_limits=self.parts,
         )
 
 
@@ -101,11 +119,13 @@ class Dispatcher:
         max_output_bytes: int = config.MAX_TOOL_OUTPUT_BYTES,
         max_channels: int = DEFAULT_MAX_CHANNELS,
         channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S,
+        part_limits: PartLimits = PartLimits(),  # noqa: B008 (frozen)
     ) -> None:
-        if max_output_bytes < 1:
+        if max_output_bytes < 1 or part_limits.problems():
             raise ValueError("Dispatcher limits must be positive")
         self._max_message_bytes = max_message_bytes
         self._max_output_bytes = max_output_bytes
+        self._part_limits = part_limits
         self._channels = CallbackChannels(
             max_channels=max_channels, idle_s=channel_idle_s, max_message_bytes=max_message_bytes
         )
@@ -211,7 +231,22 @@ class Dispatcher:
             )
         if reply.is_error and not reply.error:
             reply.error = "tool reported an error without a message"
-        return tools_pb2.ToolResult(output=reply.output, is_error=reply.is_error, error=reply.error)
+        if reply.parts and (err := parts_error(list(reply.parts), self._part_limits)):
+            code, _, reason = err.partition(": ")
+            return error_result(f"{code}: {_where(spec)} {reason}", reply.output)
+        if spec.validate_output is not None and not reply.is_error:
+            if mismatch := spec.validate_output(from_value(reply.output)):
+                return error_result(
+                    f"INVALID_ARGUMENT: {_where(spec)} returned an output that does not match "
+                    f"the tool's output_schema: {mismatch}",
+                    reply.output,
+                )
+        result = tools_pb2.ToolResult(
+            output=reply.output, is_error=reply.is_error, error=reply.error
+        )
+        if reply.parts:  # text results (the usual ones) skip this
+            result.parts.extend(reply.parts)
+        return result
 
     def _describe_rpc_error(self, spec: ToolSpec, exc: grpc.aio.AioRpcError, timeout: float) -> str:
         code = exc.code()

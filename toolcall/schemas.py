@@ -1,4 +1,4 @@
-"""JSON Schema checks for tool parameters, and compiled argument validators.
+"""JSON Schema checks for tool parameters and outputs, and compiled validators.
 
 A tool's schema is checked once, when it is registered; the compiled
 validator is cached by the schema's canonical JSON, so a call only pays for
@@ -80,6 +80,8 @@ __all__ = ["PATTERN_TIMEOUT_S"]
 
 # Returns None when the arguments are valid, else a readable reason.
 ArgumentValidator = Callable[[dict[str, Any]], str | None]
+# The same for any JSON value (a tool's output, checked against its output_schema).
+ValueValidator = Callable[[Any], str | None]
 
 
 def _depth(obj: Any, limit: int) -> int:
@@ -98,7 +100,11 @@ def _depth(obj: Any, limit: int) -> int:
 
 
 def parameters_schema_error(schema: dict[str, Any]) -> str | None:
-    """Why ``schema`` is not acceptable as a tool's parameters, or None."""
+    """Why ``schema`` is not acceptable as a tool's parameters (or output_schema), or None.
+
+    A tool's output_schema follows the same rules: an object schema, as MCP's
+    outputSchema must be, self-contained and bounded.
+    """
     if not schema:
         return None
     try:
@@ -615,21 +621,27 @@ def _shape_error(arguments: Any) -> str | None:
     return None
 
 
-def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
-    """A validator for arguments of a tool with this (already checked) schema."""
-    if not schema or schema == EMPTY_PARAMETERS:
-        return _shape_error
+def compile_validator(schema: dict[str, Any], subject: str = "arguments") -> ValueValidator:
+    """A validator for values with this (already checked) schema.
+
+    ``subject`` names the value in reasons: "arguments" (a call's arguments,
+    against the tool's parameters) or "output" (a plugin's output, against the
+    tool's output_schema); the bounds are the same for both.
+    """
+    if subject == "arguments" and (not schema or schema == EMPTY_PARAMETERS):
+        return _shape_error  # arguments are always an object: only their shape to check
+    schema_name = "parameter schema" if subject == "arguments" else f"{subject}_schema"
     validator: Draft202012Validator
     validator, fast = _compiled(json.dumps(schema, sort_keys=True))
 
-    def validate(arguments: dict[str, Any]) -> str | None:
+    def validate(value: Any) -> str | None:
         counts: list[int] = []
-        if reason := shape_error(arguments, MAX_ARGUMENT_DEPTH, counts):
-            return f"arguments{reason}"
+        if reason := shape_error(value, MAX_ARGUMENT_DEPTH, counts):
+            return f"{subject}{reason}"
         fast_said_no = False
         if fast is not None and fast.work(counts) <= FAST_PATH_MAX_WORK:
             try:
-                if fast(arguments):
+                if fast(value):
                     return None
                 fast_said_no = True
             except Exception:  # a value it cannot convert: Python decides
@@ -638,22 +650,25 @@ def compile_validator(schema: dict[str, Any]) -> ArgumentValidator:
             with budget(VALIDATION_BUDGET_S):
                 # Without a fast verdict, valid is the usual case and is_valid
                 # is cheaper than best_match; after a fast "no", invalid is.
-                if not fast_said_no and validator.is_valid(arguments):
+                if not fast_said_no and validator.is_valid(value):
                     return None
                 # The first errors are enough to word a reason; all of them can
-                # be one per item of a big argument.
-                error = best_match(itertools.islice(validator.iter_errors(arguments), 32))
+                # be one per item of a big value.
+                error = best_match(itertools.islice(validator.iter_errors(value), 32))
         except BudgetExceeded:
-            return (
-                f"arguments: checking them against the tool's schema took longer than "
-                f"{VALIDATION_BUDGET_S * 1000:g} ms; they are refused (send smaller arguments)"
-            )
+            took = f"took longer than {VALIDATION_BUDGET_S * 1000:g} ms"
+            if subject == "arguments":
+                return (
+                    f"arguments: checking them against the tool's schema {took}; "
+                    "they are refused (send smaller arguments)"
+                )
+            return f"{subject}: checking it against the tool's {schema_name} {took}; it is refused"
         except (Unresolvable, RecursionError):
-            reason = _evaluation_error(validator, arguments)
-            return f"the tool's parameter schema cannot be evaluated: {reason}"
+            reason = _evaluation_error(validator, value)
+            return f"the tool's {schema_name} cannot be evaluated: {reason}"
         if error is None:
             return None
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        return f"arguments{path[:200]}: {error.message[:500]}"
+        return f"{subject}{path[:200]}: {error.message[:500]}"
 
     return validate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from toolcall.schemas import (
     MAX_SCHEMA_BYTES,
     MAX_SCHEMA_WIRE_BYTES,
     ArgumentValidator,
+    ValueValidator,
     compile_validator,
     parameters_schema_error,
 )
@@ -32,6 +34,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_DESCRIPTION_CHARS = 4096
 MAX_SOURCE_CHARS = 128
 MAX_ACK_CHARS = 4096
+MAX_TITLE_CHARS = 128
+# metadata: a few short strings for hosts and UIs, never a second payload.
+MAX_METADATA_ENTRIES = 32
+METADATA_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:/\-]{1,64}\Z")
+MAX_METADATA_VALUE_CHARS = 1024
 
 SYNC = tools_pb2.TOOL_MODE_SYNC
 ASYNC = tools_pb2.TOOL_MODE_ASYNC
@@ -104,6 +111,10 @@ class ToolSpec:
     accepts_raw_arguments: bool
     definition: tools_pb2.ToolDefinition = field(repr=False, compare=False)
     validate_arguments: ArgumentValidator = field(repr=False, compare=False)
+    title: str = ""
+    # The output's JSON Schema and its validator; None when the tool declares none.
+    output_schema: dict[str, Any] | None = None
+    validate_output: ValueValidator | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_async(self) -> bool:
@@ -137,18 +148,17 @@ class ToolSpec:
             bad.append(("tool.name", err))
         if len(d.description) > MAX_DESCRIPTION_CHARS:
             bad.append(("tool.description", f"is longer than {MAX_DESCRIPTION_CHARS} characters"))
-        parameters: dict[str, Any] = {}
-        if d.HasField("parameters") and (size := d.parameters.ByteSize()) > MAX_SCHEMA_WIRE_BYTES:
-            bad.append(
-                (
-                    "tool.parameters",
-                    f"is {size} bytes encoded; the limit is {MAX_SCHEMA_BYTES} bytes of JSON",
-                )
-            )
-        else:
-            parameters = from_struct(d.parameters) if d.HasField("parameters") else {}
-            if err := parameters_schema_error(parameters):
-                bad.append(("tool.parameters", err))
+        parameters = _schema(d, "parameters", bad)
+        output_schema = _schema(d, "output_schema", bad)
+        if d.title:
+            if len(d.title) > MAX_TITLE_CHARS:
+                bad.append(("tool.title", f"is longer than {MAX_TITLE_CHARS} characters"))
+            elif err := control_error(d.title):
+                bad.append(("tool.title", err))
+        if d.annotations.read_only and d.annotations.destructive:
+            bad.append(("tool.annotations", "read_only and destructive cannot both be true"))
+        if d.metadata and (err := metadata_error(d.metadata)):
+            bad.append(("tool.metadata", err))
         if err := loopback_address_error(d.callback_address):
             bad.append(("tool.callback_address", err))
         if d.HasField("role") and not d.role:
@@ -188,4 +198,43 @@ class ToolSpec:
             accepts_raw_arguments=d.accepts_raw_arguments,
             definition=d,
             validate_arguments=compile_validator(params),
+            title=d.title,
+            output_schema=output_schema or None,
+            validate_output=compile_validator(output_schema, "output") if output_schema else None,
         )
+
+
+def _schema(d: tools_pb2.ToolDefinition, name: str, bad: list[tuple[str, str]]) -> dict[str, Any]:
+    """``d``'s schema field ``name`` (parameters or output_schema) as a dict, checked by
+    the same rules; {} when unset or refused (the reason is added to ``bad``)."""
+    if not d.HasField(name):  # type: ignore[arg-type]
+        return {}
+    struct = getattr(d, name)
+    if (size := struct.ByteSize()) > MAX_SCHEMA_WIRE_BYTES:
+        bad.append(
+            (
+                f"tool.{name}",
+                f"is {size} bytes encoded; the limit is {MAX_SCHEMA_BYTES} bytes of JSON",
+            )
+        )
+        return {}
+    schema = from_struct(struct)
+    if err := parameters_schema_error(schema):
+        bad.append((f"tool.{name}", err))
+        return {}
+    return schema
+
+
+def metadata_error(metadata: Mapping[str, str]) -> str | None:
+    """Why a tool's metadata map breaks its bounds, or None."""
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        return f"has {len(metadata)} entries; the limit is {MAX_METADATA_ENTRIES}"
+    for key in sorted(metadata):
+        if not METADATA_KEY_PATTERN.match(key):
+            return f"key {key[:80]!r} must match [A-Za-z0-9_.:/-]{{1,64}}"
+        value = metadata[key]
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            return f"value of {key!r} is longer than {MAX_METADATA_VALUE_CHARS} characters"
+        if err := control_error(value):
+            return f"value of {key!r} {err}"
+    return None

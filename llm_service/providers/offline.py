@@ -5,7 +5,8 @@ dispatch, async tasks, streaming) runs with no API key and no network, and so
 tests and demos are reproducible. Its rules (also in docs/llm.md):
 
 1. If the conversation ends with tool results, it answers in text from them:
-   "<tool> returned: <json>" (keys sorted), "The tool <tool> failed: <error>", or for an
+   "<tool> returned: <json>" (keys sorted), "The tool <tool> failed: <error>"
+   (plus " (output: <json>)" when the failed tool gave an output), or for an
    async acknowledgement "Started <tool> (task <id>); I'll report the result
    when it arrives."
 2. Otherwise it reads the latest user message, splits it into lowercase
@@ -125,6 +126,11 @@ def describe_result(msg: Message) -> str:
     value = parse_tool_content(msg.content)
     if isinstance(value, dict) and set(value) == {"error"}:
         return f"The tool {msg.name} failed: {value['error']}"
+    if isinstance(value, dict) and set(value) == {"error", "output"}:
+        output = json.dumps(
+            value["output"], ensure_ascii=False, separators=(", ", ": "), sort_keys=True
+        )
+        return f"The tool {msg.name} failed: {value['error']} (output: {output})"
     if isinstance(value, dict) and value.get("status") == "accepted" and "task_id" in value:
         return (
             f"Started {msg.name} (task {value['task_id']}); I'll report the result when it arrives."

@@ -8,6 +8,8 @@ serving. What a call does depends on the tool name's first word (before
 - ``sleep``: sleeps ``arguments.seconds`` (default 0.5), returns ``{"slept": s}``
 - ``big``:   returns ``{"pad": "x" * arguments.bytes}``
 - ``fail``:  a tool-level error (is_error) "boom"
+- ``refuse``: is_error "CITY_NOT_FOUND" with an output saying what would do:
+  ``{"city": arguments.city, "did_you_mean": ["Paris"]}``
 - ``crash``: a gRPC INTERNAL status
 - ``nan``:   returns a NaN number (protobuf carries it; JSON cannot)
 - ``deep``:  returns ``arguments.levels`` nested lists (default 60: past protobuf's
@@ -74,6 +76,11 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
         if kind == "fail":
             return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="boom")
+        if kind == "refuse":
+            out = {"city": args.get("city", ""), "did_you_mean": ["Paris"]}
+            return callback_pb2.ToolCallbackInvokeResponse(
+                is_error=True, error="CITY_NOT_FOUND", output=to_value(out)
+            )
         if kind == "crash":
             await context.abort(grpc.StatusCode.INTERNAL, "plugin crashed")
         return callback_pb2.ToolCallbackInvokeResponse(

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
+from tests.support.images import png
 from toolcall.clients import list_all_tools
 from toolcall.jsonvalue import from_struct, to_struct, to_value
 from toolcall.v1 import (
@@ -36,11 +37,14 @@ NUMBER_SCHEMA = {
 
 
 def tool(name: str, address: str = "127.0.0.1:1", **fields: Any) -> tools_pb2.ToolDefinition:
-    """A valid ToolDefinition; ``parameters`` may be a plain dict."""
+    """A valid ToolDefinition; ``parameters`` and ``output_schema`` may be plain dicts."""
     params = fields.pop("parameters", None)
+    output_schema = fields.pop("output_schema", None)
     d = tools_pb2.ToolDefinition(name=name, callback_address=address, **fields)
     if params is not None:
         d.parameters.CopyFrom(to_struct(params))
+    if output_schema is not None:
+        d.output_schema.CopyFrom(to_struct(output_schema))
     return d
 
 
@@ -111,12 +115,14 @@ class Seen:
 
 class Plugin(callback_pb2_grpc.ToolCallbackServicer):
     """Tools by name: ``echo`` returns its arguments, ``sleep`` waits ``seconds``,
-    ``fail`` aborts with INTERNAL, ``report_error`` answers is_error=true.
+    ``fail`` aborts with INTERNAL, ``report_error`` answers is_error=true; a
+    name in ``replies`` answers that reply as it is (a test sets it).
     """
 
     def __init__(self) -> None:
         self.calls: list[Seen] = []
         self.started = asyncio.Event()
+        self.replies: dict[str, callback_pb2.ToolCallbackInvokeResponse] = {}
 
     async def Invoke(
         self, request: callback_pb2.ToolCallbackInvokeRequest, context: grpc.aio.ServicerContext
@@ -125,6 +131,8 @@ class Plugin(callback_pb2_grpc.ToolCallbackServicer):
         self.calls.append(seen)
         self.started.set()
         args = from_struct(request.arguments)
+        if request.name in self.replies:
+            return self.replies[request.name]
         if request.name == "sleep":
             try:
                 await asyncio.sleep(float(args.get("seconds", 30)))
@@ -136,6 +144,13 @@ class Plugin(callback_pb2_grpc.ToolCallbackServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "plugin blew up")
         if request.name == "report_error":
             return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="no such city")
+        if request.name == "picture":
+            reply = callback_pb2.ToolCallbackInvokeResponse(output=to_value({"width": 1}))
+            reply.parts.add().image.CopyFrom(tools_pb2.ImagePart(mime_type="image/png", data=png()))
+            reply.parts.add().resource.CopyFrom(
+                tools_pb2.ResourcePart(uri="file:///tmp/report.pdf", name="report.pdf")
+            )
+            return reply
         return callback_pb2.ToolCallbackInvokeResponse(
             output=to_value({"args": args, "raw": request.raw_arguments, "role": request.role})
         )

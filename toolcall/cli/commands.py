@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tools": ("toolcall.cli.tools", "list, invoke and clear registered tools"),
     "chat": ("toolcall.cli.chat", "chat with the LLMService; streams the reply and tool calls"),
     "subscribe": ("toolcall.cli.subscribe", "print async tool results of a session as they arrive"),
+    "gateway": ("gateway.main", "serve the HTTP gateway: MCP at /mcp"),
     "mcp": ("toolcall.cli.mcp", "MCP both ways: serve the registry's tools, or mount MCP servers"),
 }
 

@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("--role", help="only tools visible to this role")
     ls.add_argument("--source", default="", help="only tools with this source")
     ls.add_argument("--json", action="store_true", help="print JSON, every field")
-    show = sub.add_parser("show", help="a tool's description, schema, timeout and ack message")
+    show = sub.add_parser(
+        "show",
+        help="a tool's title, description, hints, schemas, timeout and ack message",
+    )
     show.add_argument("name", help="tool name")
     show.add_argument("--role", help="this role's definition of the tool")
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -106,11 +109,25 @@ def tool_row(t: registry_pb2.RegisteredTool) -> dict[str, Any]:
         "accepts_raw_arguments": t.tool.accepts_raw_arguments,
         "source": t.tool.source,
         "callback_address": t.tool.callback_address,
+        "title": t.tool.title,
+        "annotations": hints_of(t.tool),
+        "output_schema": sorted_keys(from_struct(t.tool.output_schema))
+        if t.tool.HasField("output_schema")
+        else None,
+        "metadata": dict(sorted(t.tool.metadata.items())),
         "lease_id": t.lease_id,
         "calls": t.stats.calls,
         "errors": t.stats.errors,
         "mean_latency_ms": round(t.stats.mean_latency_ms, 3),
     }
+
+
+_HINTS = ("read_only", "destructive", "idempotent", "open_world")
+
+
+def hints_of(d: tools_pb2.ToolDefinition) -> dict[str, bool]:
+    """The hints the tool set (an unset hint is absent: it takes MCP's default)."""
+    return {h: getattr(d.annotations, h) for h in _HINTS if d.annotations.HasField(h)}  # type: ignore[arg-type]
 
 
 def whole(x: float) -> float | int:
@@ -165,6 +182,7 @@ async def _show(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
             print()
         for key in (
             "name",
+            "title",
             "role",
             "mode",
             "timeout_seconds",
@@ -173,9 +191,16 @@ async def _show(stub: registry_pb2_grpc.ToolRegistryAsyncStub, args: argparse.Na
             "callback_address",
         ):
             print(_safe(f"{key + ':':<18}{row[key] if row[key] != '' else '-'}"))
+        hints = ", ".join(h if on else f"not {h}" for h, on in row["annotations"].items())
+        print(_safe(f"{'annotations:':<18}{hints or '-'}"))
+        for key, value in row["metadata"].items():
+            print(_safe(f"{'metadata:':<18}{key}={value}"))
         print(_safe(f"{'description:':<18}{row['description'] or '-'}"))
-        schema = json.dumps(row["parameters"], indent=2, ensure_ascii=False)
-        print("parameters:\n  " + "\n  ".join(_safe(line) for line in schema.split("\n")))
+        for key in ("parameters", "output_schema"):
+            if row[key] is None:
+                continue
+            schema = json.dumps(row[key], indent=2, ensure_ascii=False)
+            print(f"{key}:\n  " + "\n  ".join(_safe(line) for line in schema.split("\n")))
     return 0
 
 

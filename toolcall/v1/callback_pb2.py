@@ -23,19 +23,20 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from toolcall.v1 import tools_pb2 as toolcall_dot_v1_dot_tools__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atoolcall/v1/callback.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x01\n\x19ToolCallbackInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rraw_arguments\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\"e\n\x1aToolCallbackInvokeResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t2i\n\x0cToolCallback\x12Y\n\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a\'.toolcall.v1.ToolCallbackInvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atoolcall/v1/callback.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17toolcall/v1/tools.proto\"\x9f\x01\n\x19ToolCallbackInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rraw_arguments\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\"\x8e\x01\n\x1aToolCallbackInvokeResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05parts\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.ContentPart2i\n\x0cToolCallback\x12Y\n\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a\'.toolcall.v1.ToolCallbackInvokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toolcall.v1.callback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_start=74
-  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_end=233
-  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_start=235
-  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_end=336
-  _globals['_TOOLCALLBACK']._serialized_start=338
-  _globals['_TOOLCALLBACK']._serialized_end=443
+  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_start=99
+  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_end=258
+  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_start=261
+  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_end=403
+  _globals['_TOOLCALLBACK']._serialized_start=405
+  _globals['_TOOLCALLBACK']._serialized_end=510
 # @@protoc_insertion_point(module_scope)

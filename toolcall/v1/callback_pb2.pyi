@@ -3,9 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from toolcall.v1 import tools_pb2 as _tools_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -74,6 +77,7 @@ class ToolCallbackInvokeResponse(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     is_error: _builtins.bool
     """True when the call failed."""
     error: _builtins.str
@@ -82,16 +86,23 @@ class ToolCallbackInvokeResponse(_message.Message):
     def output(self) -> _struct_pb2.Value:
         """The tool's output: any JSON value."""
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[_tools_pb2.ContentPart]:
+        """Content beside output: images, audio, files, more text (see
+        ToolResult.parts for the bounds the caller applies).
+        """
+
     def __init__(
         self,
         *,
         output: _struct_pb2.Value | None = ...,
         is_error: _builtins.bool = ...,
         error: _builtins.str = ...,
+        parts: _abc.Iterable[_tools_pb2.ContentPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "is_error", b"is_error", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "is_error", b"is_error", "output", b"output", "parts", b"parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

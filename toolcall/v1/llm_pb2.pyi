@@ -124,6 +124,7 @@ class ChatMessage(_message.Message):
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     role: Global___MessageRole.ValueType
     """Who wrote it."""
     content: _builtins.str
@@ -140,6 +141,14 @@ class ChatMessage(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the message was stored (set by the service)."""
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[_tools_pb2.ContentPart]:
+        """Tool messages: the result's content parts beside content (images,
+        audio, files). Set by the service, never accepted in a request. Stored
+        history keeps parts up to a size cap; a part dropped by it is replaced
+        by a text part saying so.
+        """
+
     def __init__(
         self,
         *,
@@ -149,10 +158,11 @@ class ChatMessage(_message.Message):
         tool_call_id: _builtins.str = ...,
         name: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        parts: _abc.Iterable[_tools_pb2.ContentPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "created_at", b"created_at", "name", b"name", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "created_at", b"created_at", "name", b"name", "parts", b"parts", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

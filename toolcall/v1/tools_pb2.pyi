@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -60,6 +62,26 @@ class ToolDefinition(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
@@ -70,6 +92,10 @@ class ToolDefinition(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     ACK_MESSAGE_FIELD_NUMBER: _builtins.int
     ACCEPTS_RAW_ARGUMENTS_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    OUTPUT_SCHEMA_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name the model sees and calls. Must match [A-Za-z0-9_.-]{1,64}.
     Do not put secrets in it: it is written into conversation history.
@@ -110,11 +136,37 @@ class ToolDefinition(_message.Message):
     can correct. true: the plugin is called with empty arguments and the raw
     string (schema validation skipped) so it can repair the input itself.
     """
+    title: _builtins.str
+    """Human-readable name for hosts and UIs (MCP's title), for example
+    "Current weather". The model sees name and description, not this.
+    At most 128 printable characters.
+    """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
         """JSON Schema of the arguments. Must be a valid JSON Schema (Draft 2020-12)
         whose "type" is "object". Empty means "no arguments"
         ({"type": "object", "properties": {}}).
+        """
+
+    @_builtins.property
+    def annotations(self) -> Global___ToolAnnotations:
+        """Hints about the tool's behaviour (MCP's ToolAnnotations). Unset: no
+        hints.
+        """
+
+    @_builtins.property
+    def output_schema(self) -> _struct_pb2.Struct:
+        """JSON Schema (Draft 2020-12, "type": "object", the same rules as
+        parameters) of the tool's output. When set, every output that is not an
+        error is validated against it, and a mismatch is an is_error result
+        naming the path. Unset: the output is any JSON value.
+        """
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form strings for hosts and UIs (a category, an icon name...); not
+        shown to the model. At most 32 entries; keys of 1 to 64 characters of
+        [A-Za-z0-9_.:/-], values of at most 1024 printable characters.
         """
 
     def __init__(
@@ -130,16 +182,79 @@ class ToolDefinition(_message.Message):
         mode: Global___ToolMode.ValueType = ...,
         ack_message: _builtins.str = ...,
         accepts_raw_arguments: _builtins.bool = ...,
+        title: _builtins.str = ...,
+        annotations: Global___ToolAnnotations | None = ...,
+        output_schema: _struct_pb2.Struct | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "parameters", b"parameters", "role", b"role"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "annotations", b"annotations", "output_schema", b"output_schema", "parameters", b"parameters", "role", b"role"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "accepts_raw_arguments", b"accepts_raw_arguments", "ack_message", b"ack_message", "callback_address", b"callback_address", "description", b"description", "mode", b"mode", "name", b"name", "parameters", b"parameters", "role", b"role", "source", b"source", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "accepts_raw_arguments", b"accepts_raw_arguments", "ack_message", b"ack_message", "annotations", b"annotations", "callback_address", b"callback_address", "description", b"description", "metadata", b"metadata", "mode", b"mode", "name", b"name", "output_schema", b"output_schema", "parameters", b"parameters", "role", b"role", "source", b"source", "timeout_seconds", b"timeout_seconds", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__role: _TypeAlias = _typing.Literal["role"]  # noqa: Y015
     _WhichOneofArgType__role: _TypeAlias = _typing.Literal["_role", b"_role"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__role) -> _WhichOneofReturnType__role | None: ...
 
 Global___ToolDefinition: _TypeAlias = ToolDefinition  # noqa: Y015
+
+@_typing.final
+class ToolAnnotations(_message.Message):
+    """Hints about what a tool does, as in MCP's ToolAnnotations. They are hints:
+    a host must not rely on them to decide whether a tool it does not trust is
+    safe to call. Unset fields take MCP's defaults (given per field).
+    read_only and destructive cannot both be true.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    DESTRUCTIVE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENT_FIELD_NUMBER: _builtins.int
+    OPEN_WORLD_FIELD_NUMBER: _builtins.int
+    read_only: _builtins.bool
+    """The tool does not change its environment. Unset: false."""
+    destructive: _builtins.bool
+    """The tool may destroy or overwrite something (meaningful when not
+    read_only). Unset: true.
+    """
+    idempotent: _builtins.bool
+    """Calling it again with the same arguments has no further effect.
+    Unset: false.
+    """
+    open_world: _builtins.bool
+    """The tool reaches an open world of entities (the web, other people's
+    systems); false means a closed domain (a local database). Unset: true.
+    """
+    def __init__(
+        self,
+        *,
+        read_only: _builtins.bool | None = ...,
+        destructive: _builtins.bool | None = ...,
+        idempotent: _builtins.bool | None = ...,
+        open_world: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_destructive", b"_destructive", "_idempotent", b"_idempotent", "_open_world", b"_open_world", "_read_only", b"_read_only", "destructive", b"destructive", "idempotent", b"idempotent", "open_world", b"open_world", "read_only", b"read_only"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_destructive", b"_destructive", "_idempotent", b"_idempotent", "_open_world", b"_open_world", "_read_only", b"_read_only", "destructive", b"destructive", "idempotent", b"idempotent", "open_world", b"open_world", "read_only", b"read_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__destructive: _TypeAlias = _typing.Literal["destructive"]  # noqa: Y015
+    _WhichOneofArgType__destructive: _TypeAlias = _typing.Literal["_destructive", b"_destructive"]  # noqa: Y015
+    _WhichOneofReturnType__idempotent: _TypeAlias = _typing.Literal["idempotent"]  # noqa: Y015
+    _WhichOneofArgType__idempotent: _TypeAlias = _typing.Literal["_idempotent", b"_idempotent"]  # noqa: Y015
+    _WhichOneofReturnType__open_world: _TypeAlias = _typing.Literal["open_world"]  # noqa: Y015
+    _WhichOneofArgType__open_world: _TypeAlias = _typing.Literal["_open_world", b"_open_world"]  # noqa: Y015
+    _WhichOneofReturnType__read_only: _TypeAlias = _typing.Literal["read_only"]  # noqa: Y015
+    _WhichOneofArgType__read_only: _TypeAlias = _typing.Literal["_read_only", b"_read_only"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__destructive) -> _WhichOneofReturnType__destructive | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotent) -> _WhichOneofReturnType__idempotent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__open_world) -> _WhichOneofReturnType__open_world | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__read_only) -> _WhichOneofReturnType__read_only | None: ...
+
+Global___ToolAnnotations: _TypeAlias = ToolAnnotations  # noqa: Y015
 
 @_typing.final
 class ToolResult(_message.Message):
@@ -150,6 +265,7 @@ class ToolResult(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     is_error: _builtins.bool
     """True when the call failed; the model is told it failed."""
     error: _builtins.str
@@ -162,17 +278,161 @@ class ToolResult(_message.Message):
         null).
         """
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
+        """Content beside output, in order: images, audio, files, more text. The
+        model gets output (and error) first, then these. Bounded by the
+        services' settings (by default at most 16 parts, of which at most 4
+        images, each at most 4 MiB, and all within the gRPC message limit); a
+        result past a bound is an is_error result saying which.
+        """
+
     def __init__(
         self,
         *,
         output: _struct_pb2.Value | None = ...,
         is_error: _builtins.bool = ...,
         error: _builtins.str = ...,
+        parts: _abc.Iterable[Global___ContentPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "is_error", b"is_error", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "is_error", b"is_error", "output", b"output", "parts", b"parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
+class ContentPart(_message.Message):
+    """One piece of a tool result's content beside its JSON output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text for the model."""
+    @_builtins.property
+    def image(self) -> Global___ImagePart:
+        """An image (for vision models; others get a short placeholder)."""
+
+    @_builtins.property
+    def audio(self) -> Global___AudioPart:
+        """A sound clip."""
+
+    @_builtins.property
+    def resource(self) -> Global___ResourcePart:
+        """A file or resource, by content or by reference."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        image: Global___ImagePart | None = ...,
+        audio: Global___AudioPart | None = ...,
+        resource: Global___ResourcePart | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "image", b"image", "kind", b"kind", "resource", b"resource", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "image", b"image", "kind", b"kind", "resource", b"resource", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["text", "image", "audio", "resource"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ContentPart: _TypeAlias = ContentPart  # noqa: Y015
+
+@_typing.final
+class ImagePart(_message.Message):
+    """An image. mime_type is one of image/png, image/jpeg, image/gif,
+    image/webp; data holds the encoded image (not base64).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    mime_type: _builtins.str
+    """MIME type of data, for example "image/png"."""
+    data: _builtins.bytes
+    """The encoded image. Required."""
+    def __init__(
+        self,
+        *,
+        mime_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImagePart: _TypeAlias = ImagePart  # noqa: Y015
+
+@_typing.final
+class AudioPart(_message.Message):
+    """A sound clip. mime_type starts with "audio/"; data holds the encoded clip
+    (not base64).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    mime_type: _builtins.str
+    """MIME type of data, for example "audio/wav"."""
+    data: _builtins.bytes
+    """The encoded clip. Required."""
+    def __init__(
+        self,
+        *,
+        mime_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AudioPart: _TypeAlias = AudioPart  # noqa: Y015
+
+@_typing.final
+class ResourcePart(_message.Message):
+    """A file or resource: its bytes, a reference (uri), or both."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """Where it lives ("file:///...", "https://...", "s3://..."); at most 2048
+    printable characters. Required when data is empty.
+    """
+    mime_type: _builtins.str
+    """MIME type, for example "application/pdf". Empty: unknown."""
+    data: _builtins.bytes
+    """The content. Empty: by reference only."""
+    name: _builtins.str
+    """File name to show, for example "report.pdf". At most 256 characters."""
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type", "name", b"name", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourcePart: _TypeAlias = ResourcePart  # noqa: Y015
