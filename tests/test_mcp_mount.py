@@ -82,6 +82,8 @@ async def test_tools_follow_the_server_on_tools_list_changed(tmp_path: Path) -> 
         assert result_of(await invoke(reg, "py_grow")) == "grown"
         await wait_names(reg, "mcp:py", PY_TOOLS | {"py_extra"})
         assert result_of(await invoke(reg, "py_extra", {"x": 21})) == 42
+        assert result_of(await invoke(reg, "py_shrink")) == "shrunk"
+        await wait_names(reg, "mcp:py", PY_TOOLS)
 
 
 async def test_a_server_killed_with_sigkill_is_restarted_and_its_tools_leave_and_return(

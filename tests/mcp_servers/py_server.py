@@ -4,8 +4,9 @@ Tools: ``py_echo`` (text back), ``py_add`` (structured output), ``py_fail``
 (a tool error), ``py_pid`` (its process id: the tests kill it), ``py_sleep``
 (sleeps; writes ``cancelled`` to $MCP_TEST_MARKS when cancelled),
 ``py_image`` (an image and a text), ``py_big`` (a text of ``size`` bytes),
-``py_grow`` (adds ``py_extra`` and sends ``tools/list_changed``). Stdio, or
-streamable HTTP with ``--http PORT [--json]``.
+``py_grow`` / ``py_shrink`` (add / remove ``py_extra`` and send
+``tools/list_changed``). Stdio, or streamable HTTP with ``--http PORT
+[--json]``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ async def py_grow(ctx: Context) -> str:
     # subscriptions/listen subscribers of the 2026 protocol).
     await ctx.request_context.session.send_tool_list_changed()
     return "grown"
+
+
+@server.tool(description="Remove the tool py_extra and tell the client")
+async def py_shrink(ctx: Context) -> str:
+    server.remove_tool("py_extra")
+    await ctx.request_context.session.send_tool_list_changed()
+    return "shrunk"
 
 
 if __name__ == "__main__":

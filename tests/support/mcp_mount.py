@@ -97,4 +97,14 @@ async def wait_marked(path: Path, text: str, timeout_s: float = 10) -> None:
     await wait_for(read, lambda content: text in content, timeout_s)
 
 
-PY_TOOLS = {"py_echo", "py_add", "py_fail", "py_pid", "py_sleep", "py_image", "py_grow", "py_big"}
+PY_TOOLS = {
+    "py_echo",
+    "py_add",
+    "py_fail",
+    "py_pid",
+    "py_sleep",
+    "py_image",
+    "py_grow",
+    "py_shrink",
+    "py_big",
+}
