@@ -73,6 +73,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
+        ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )
 }
