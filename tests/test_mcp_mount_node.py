@@ -3,7 +3,7 @@
 tests/node_mcp/server.mjs (a Node MCP server, stdio) is mounted and called
 through ``ToolRegistry.Invoke`` and ``LLMService.Chat``; tests/node_mcp/client.mjs
 (a Node MCP client, streamable HTTP) lists and calls the Python SDK's server,
-so it is known to work before it is pointed at ``toolcall mcp serve``. The
+so it is known to work, then ``toolcall gateway``'s /mcp. The
 npm packages are pinned in tests/node_mcp/package-lock.json and installed
 with ``npm ci`` when missing. Node is on every machine these tests run on: a
 missing ``node`` fails the tests, saying so, instead of skipping them.
@@ -170,3 +170,34 @@ async def test_a_huge_answer_over_http_is_an_error_result_and_the_server_stays_m
             echoed = await invoke(reg, "py_echo", {"text": "still here"})
             assert from_value(echoed.output) == {"result": "still here"}
             assert m.starts == starts
+
+
+async def test_the_node_mcp_client_lists_and_calls_toolcall_mcp_serve(
+    tmp_path: Path, node_sdk: Path
+) -> None:
+    """The other direction: Node's client against the gateway's /mcp, whose tools
+    are a mounted Node server's: Node → toolcall → Node, both SDKs real."""
+    from tests.support.gateway import GatewayProcess
+
+    async with running_registry(tmp_path) as reg, mounted(reg.target, node_server()):
+        await wait_names(reg, "mcp:node", NODE_TOOLS)
+        with GatewayProcess(reg.target, tmp_path) as gateway:
+            await gateway.healthy()
+            argv = [node(), str(NODE_DIR / "client.mjs"), gateway.mcp_url]
+            argv += ["node_sum", json.dumps({"a": 20, "b": 22})]
+            done = await asyncio.to_thread(
+                subprocess.run, argv, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stdout + done.stderr + gateway.log()
+            printed = json.loads(done.stdout)
+            assert printed["server"]["name"] == "toolcall"
+            assert {t["name"] for t in printed["tools"]} == NODE_TOOLS
+            assert printed["call"]["structuredContent"] == {"sum": 42}
+            assert printed["call"].get("isError") in (None, False)
+            argv[-2:] = ["node_sum", json.dumps({"a": "x"})]
+            bad = await asyncio.to_thread(
+                subprocess.run, argv, capture_output=True, text=True, timeout=60
+            )
+            refused = json.loads(bad.stdout)["call"]
+            assert refused["isError"] is True
+            assert "INVALID_ARGUMENT" in refused["content"][0]["text"]
