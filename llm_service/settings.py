@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolcall import config
 from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.tls import TLSSettings
 
 DEFAULT_PROVIDER = "offline"
 DEFAULT_MAX_TOOL_ROUNDS = 8
@@ -95,6 +96,13 @@ class LLMSettings:
     # Tool output and plugin channel bounds (toolcall/dispatch.py).
     dispatch: DispatchLimits = field(default_factory=DispatchLimits)
     grace_s: float = 5.0
+    # TLS / mTLS (toolcall/tls.py) for serving and for dialling the registry;
+    # principals (toolcall/auth.py); the opt-out for a non-loopback address.
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    principals_file: str = ""
+    insecure: bool = False
+    # Sent as 'authorization: Bearer' on the registry Watch (TOOLCALL_TOKEN).
+    registry_token: str = ""
 
     @classmethod
     def from_env(cls) -> LLMSettings:
@@ -141,6 +149,9 @@ class LLMSettings:
             gemini_model=config.env("GEMINI_MODEL", DEFAULT_GEMINI_MODEL),
             task_grace_s=config.env_float("TASK_GRACE", DEFAULT_TASK_GRACE_S),
             dispatch=DispatchLimits.from_env(),
+            tls=TLSSettings.from_env(),
+            principals_file=config.env("PRINCIPALS_FILE"),
+            registry_token=config.token(),
         )
 
     def dispatcher(self) -> Dispatcher:

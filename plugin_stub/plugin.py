@@ -32,6 +32,7 @@ from plugin_stub.decorator import ToolOptions, make_meta, tool_meta
 from plugin_stub.local_tools import LocalTool, ToolTable
 from toolcall import config, eventloop, grpc_env
 from toolcall.address_policy import loopback_address_error
+from toolcall.tls import ClientTLS, TLSSettings
 from toolcall.tools import NAME_PATTERN
 from toolcall.v1 import callback_pb2
 
@@ -92,6 +93,8 @@ class Plugin:
         self.source = source or f"plugin:{pid}"
         self.registry_address = registry_address or config.registry_address()
         self.token = config.token() if token is None else token
+        # TOOLCALL_TLS_*: dial the registry over TLS/mTLS (toolcall/tls.py).
+        self.tls = TLSSettings.from_env()
         self.listen_address = address or config.env("PLUGIN_ADDRESS", DEFAULT_PLUGIN_ADDRESS)
         self.lease_ttl_s = lease_ttl_s or config.env_float("PLUGIN_LEASE_TTL", DEFAULT_LEASE_TTL_S)
         if not 1 <= self.lease_ttl_s <= 300:
@@ -203,6 +206,7 @@ class Plugin:
             tools=self._tools,
             token=self.token,
             lease_ttl_s=self.lease_ttl_s,
+            tls=ClientTLS.of(self.tls),
         )
         self._registrar.start()
         log.info(

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import config
 from toolcall.channels import open_channel
+from toolcall.tls import ClientTLS, TLSSettings
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -20,9 +21,10 @@ def auth_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """A channel from toolcall's one factory (create it inside the loop)."""
-    return open_channel(address)
+def channel(address: str, tls: ClientTLS | None = None) -> grpc.aio.Channel:
+    """A channel from toolcall's one factory (create it inside the loop); TLS from
+    ``tls`` or, by default, from the ``TOOLCALL_TLS_*`` variables."""
+    return open_channel(address, tls=tls or ClientTLS.of(TLSSettings.from_env()))
 
 
 async def list_all_tools(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import grpc
 
 from toolcall.channels import Backoff, open_channel
+from toolcall.tls import ClientTLS
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
@@ -28,8 +29,18 @@ ToolsChanged = Callable[[Iterable[ToolSpec], Iterable[ToolSpec]], None]
 
 
 class RegistryView:
-    def __init__(self, registry_address: str, on_change: ToolsChanged | None = None) -> None:
+    def __init__(
+        self,
+        registry_address: str,
+        on_change: ToolsChanged | None = None,
+        *,
+        tls: ClientTLS | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.registry_address = registry_address
+        # How the Watch authenticates (toolcall/tls.py, toolcall/auth.py).
+        self._tls = tls
+        self._metadata = metadata
         self._on_change = on_change
         self._tools: Tools = {}
         # Roles the registry serves (from each Watch's SYNCED event); None until
@@ -93,7 +104,7 @@ class RegistryView:
         backoff = Backoff()
         while True:
             try:
-                async with open_channel(self.registry_address) as ch:
+                async with open_channel(self.registry_address, tls=self._tls) as ch:
                     stub: registry_pb2_grpc.ToolRegistryAsyncStub = (
                         registry_pb2_grpc.ToolRegistryStub(ch)
                     )
@@ -119,7 +130,9 @@ class RegistryView:
         """Applies one Watch stream; yields once each time a snapshot is complete."""
         snapshot: Tools | None = {}
         # wait_for_ready: a registry that is starting up is waited for, not failed.
-        async for event in stub.Watch(registry_pb2.WatchRequest(), wait_for_ready=True):
+        async for event in stub.Watch(
+            registry_pb2.WatchRequest(), wait_for_ready=True, metadata=self._metadata
+        ):
             target = snapshot if snapshot is not None else self._tools
             role, name = event.tool.role, event.tool.tool.name
             before = self.get(role, name) if snapshot is None else None
