@@ -269,6 +269,7 @@ class Registrar:
                 registry_pb2.ListRequest(source=self.source),
                 timeout_s=self._rpc_timeout_s,
                 max_tools=max(1000, 2 * len(wanted)),
+                metadata=self._metadata,
             )
         except (grpc.aio.AioRpcError, RuntimeError):
             return []
