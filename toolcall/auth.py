@@ -10,7 +10,7 @@ flag and rate limits. Principals come from a TOML file (``--principals`` or
     privileges = ["read", "invoke", "chat"]
     roles = ["default"]            # chat roles she may use; omitted: any
     turns_per_minute = 30          # Chat/ChatStream; 0 or omitted: unlimited
-    tool_calls_per_minute = 120    # ToolRegistry.Invoke
+    tool_calls_per_minute = 120    # ToolRegistry.Invoke and a chat turn's tool calls
 
     [[principal]]
     name = "llm"
@@ -37,6 +37,7 @@ probes. The principal reaches the servicer through ``current_principal()``.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import hmac
 import logging
@@ -118,6 +119,18 @@ _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 def current_principal() -> Principal | None:
     """The authenticated caller of the RPC being served; None when auth is off."""
     return _current.get()
+
+
+_tool_charge: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
+    "toolcall_tool_charge", default=None
+)
+
+
+def charge_tool_call() -> float:
+    """Counts one tool call against the caller's ``tool_calls_per_minute``: 0 when it
+    may run, else seconds until it could (the LLMService's tool calls in a turn)."""
+    charge = _tool_charge.get()
+    return 0.0 if charge is None else charge()
 
 
 def token_digest(token: str) -> str:
@@ -320,6 +333,12 @@ class AuthGate(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"principal {who.name!r} lacks the {privilege!r} privilege that "
                 f"{method.rpartition('/')[2]} needs",
+            )
+        if who.tool_calls_per_minute:
+            _tool_charge.set(
+                functools.partial(
+                    self._limits.take, who.name, "tool calls", who.tool_calls_per_minute
+                )
             )
         kind, per_minute = "", 0
         if method in TURN_METHODS:

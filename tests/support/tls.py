@@ -105,6 +105,12 @@ turns_per_minute = 2
 tool_calls_per_minute = 2
 
 [[principal]]
+name = "dave"
+token = "dave-token"
+privileges = ["read", "chat"]
+tool_calls_per_minute = 1
+
+[[principal]]
 name = "admin"
 token = "admin-token"
 certificate = "admin"
