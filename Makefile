@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean
+.PHONY: venv protos check-protos lint browser test run soak soak-hostile bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,8 +44,20 @@ lint: $(STAMP)
 	$(VENV)/bin/buf format --exit-code > /dev/null
 	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
 
-## test: lint, stub drift check, then the test suite
-test: lint check-protos
+## browser: Debian's chromium and chromium-driver, which the web console's tests
+## drive (tests/test_console_browser.py). Installed with apt-get when missing and
+## running as root (CI); otherwise this says how, and those tests fail saying so.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "make browser: chromium/chromedriver missing; install them (Debian: sudo apt-get install chromium chromium-driver)" >&2; \
+	fi
+
+## test: lint, stub drift check, the browser, then the test suite
+test: lint check-protos browser
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation

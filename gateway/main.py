@@ -1,7 +1,8 @@
 """``toolcall gateway``: the HTTP edge, on 127.0.0.1:48913 by default.
 
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
-``gateway.mcp_serve``) and ``/healthz``. The browser console and the HTTP/JSON
+``gateway.mcp_serve``), ``/healthz``, and the web console at ``/`` with its
+API and WebSocket under ``/console/`` (``gateway.console``). The HTTP/JSON
 APIs join them here.
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
@@ -26,16 +27,18 @@ import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.console import Console, ConsoleSettings
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
@@ -57,6 +60,8 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 class GatewaySettings:
     address: str = field(default_factory=config.gateway_address)
     token: str = ""
+    # The LLMService the web console chats with.
+    llm_address: str = field(default_factory=config.llm_address)
     mcp: McpSettings = field(default_factory=McpSettings)
     max_mcp_sessions: int = DEFAULT_MAX_MCP_SESSIONS
     mcp_session_idle_s: float = DEFAULT_MCP_SESSION_IDLE_S
@@ -66,6 +71,7 @@ class GatewaySettings:
         return cls(
             address=config.gateway_address(),
             token=config.token(),
+            llm_address=config.llm_address(),
             mcp=McpSettings.from_env(),
             max_mcp_sessions=config.env_int("MCP_MAX_SESSIONS", DEFAULT_MAX_MCP_SESSIONS),
             mcp_session_idle_s=config.env_float("MCP_SESSION_IDLE", DEFAULT_MCP_SESSION_IDLE_S),
@@ -116,7 +122,9 @@ class LocalOnly:
             return PlainTextResponse(
                 f"the gateway only answers loopback peers, not {peer}", status_code=403
             )
-        request = Request(scope)
+        # HTTPConnection, not Request: a WebSocket scope is checked the same way
+        # (the check reads headers only; Request refuses WebSocket scopes).
+        request = cast(Request, HTTPConnection(scope))
         if refusal := await self._hosts.validate_request(request, is_post=False):
             return refusal
         if self._expected and scope["path"].startswith("/mcp"):
@@ -163,19 +171,33 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             status_code=200 if synced else 503,
         )
 
+    console = Console(
+        ConsoleSettings(
+            llm_address=settings.llm_address,
+            registry_address=settings.mcp.registry_address,
+            token=settings.token,
+            default_role=settings.mcp.role,
+            version=installed_version(),
+        ),
+        bridge.view,
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
+        await console.start()
         try:
             async with sessions.run():
                 yield
         finally:
+            await console.close()
             await bridge.close()
 
     app = Starlette(
         routes=[
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
+            *console.routes(),
         ],
         lifespan=lifespan,
     )
@@ -200,6 +222,8 @@ async def serve(settings: GatewaySettings) -> int:
             timeout_graceful_shutdown=5,
             server_header=False,
             access_log=False,
+            # WebSocket frames from a page (the console's are small JSON messages).
+            ws_max_size=1024 * 1024,
         )
     )
     log.info(
@@ -230,6 +254,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="registry address (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
     )
     parser.add_argument(
+        "--llm",
+        default=d.llm_address,
+        help="LLMService the web console chats with (default: $TOOLCALL_LLM_ADDRESS "
+        "or %(default)s)",
+    )
+    parser.add_argument(
         "--role",
         default=d.mcp.role,
         help="role served at /mcp unless the URL says ?role=... (default: $TOOLCALL_MCP_ROLE "
@@ -246,6 +276,7 @@ async def serve_from_args(args: argparse.Namespace) -> int:
     settings = GatewaySettings(
         address=address,
         token=d.token,
+        llm_address=getattr(args, "llm", None) or d.llm_address,
         mcp=mcp,
         max_mcp_sessions=d.max_mcp_sessions,
         mcp_session_idle_s=d.mcp_session_idle_s,

@@ -14,6 +14,7 @@ serving. What a call does depends on the tool name's first word (before
 - ``nan``:   returns a NaN number (protobuf carries it; JSON cannot)
 - ``deep``:  returns ``arguments.levels`` nested lists (default 60: past protobuf's
   decoding limit of 100 messages)
+- ``picture``: a chart as an image part (PNG) beside ``{"points": 3}``
 - ``chat``:  calls LLMService.Chat at ``arguments.address`` for ``arguments.session``
   (default: its own session); returns ``{"code", "details"|"answer"}``
 """
@@ -27,12 +28,16 @@ import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from google.protobuf import struct_pb2
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: tests.support
+
+from tests.support.images import png
 from toolcall.jsonvalue import from_struct, to_value
-from toolcall.v1 import callback_pb2, callback_pb2_grpc, llm_pb2, llm_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc, llm_pb2, llm_pb2_grpc, tools_pb2
 
 
 class Tools(callback_pb2_grpc.ToolCallbackServicer):
@@ -81,6 +86,12 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
             return callback_pb2.ToolCallbackInvokeResponse(
                 is_error=True, error="CITY_NOT_FOUND", output=to_value(out)
             )
+        if kind == "picture":
+            reply = callback_pb2.ToolCallbackInvokeResponse(output=to_value({"points": 3}))
+            reply.parts.add().image.CopyFrom(
+                tools_pb2.ImagePart(mime_type="image/png", data=png(48, 32, noise=True))
+            )
+            return reply
         if kind == "crash":
             await context.abort(grpc.StatusCode.INTERNAL, "plugin crashed")
         return callback_pb2.ToolCallbackInvokeResponse(
