@@ -519,7 +519,7 @@ class Console:
                     "tools": [tool_wire(s) for s in specs[:MAX_TOOLS_SENT]],
                 }
             )
-            if len(self._tools_text) < 64:  # bounded; emptied on every change
+            if len(self._tools_text) < 16:  # bounded; emptied on every change
                 self._tools_text[role] = text
         return text
 
@@ -642,6 +642,10 @@ class ConsoleSocket:
         while True:
             call = self.console.llm.Subscribe(llm_pb2.SubscribeRequest(session_id=session))
             try:
+                await call.wait_for_connection()
+                if backoff.peek() > backoff.initial_s:  # it had failed: say it is back
+                    await self.outbox.put(json.dumps({"type": "status", "llm": "OK"}))
+                    backoff.reset()
                 async for item in call:
                     backoff.reset()
                     await self.outbox.put(json.dumps({"type": "task", "task": to_dict(item.task)}))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 
 from tests.support.browser import artifacts_dir, chromium_session, find_browser, wait_until
@@ -282,3 +283,15 @@ def test_a_killed_plugins_tools_vanish_from_the_tools_panel(stack: Stack, browse
     assert "gone" in text_of(browser, "#tool-detail h3")
     assert css(browser, "#invoke-button")[0].get_attribute("disabled") is not None
     shot(browser, "9-tools-after-kill")
+
+
+def test_a_chat_the_llmservice_refuses_is_an_http_error_with_its_reason(stack: Stack) -> None:
+    chat = f"http://{stack.gateway_address}/console/api/chat"
+    bad = httpx.post(chat, json={"session": "no spaces allowed", "text": "hi"}, timeout=20)
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["code"] == "INVALID_ARGUMENT" and "session_id" in bad.json()["error"]
+    ok = httpx.post(chat, json={"session": "http-chat", "text": "the chart picture"}, timeout=20)
+    assert ok.headers["content-type"] == "application/x-ndjson"
+    events = [json.loads(line) for line in ok.text.splitlines()]
+    assert "tool_call_started" in events[0] and "usage" in events[-1]
+    assert any("text_delta" in e for e in events) and any("final" in e for e in events)

@@ -80,6 +80,8 @@ async def test_only_the_consoles_own_page_may_open_its_websocket(
         tools = await messages_until(ws, "tools")
         assert [t["name"] for t in tools["tools"]] == ["echo"]
         assert "callback_address" not in tools["tools"][0]
+        # No LLMService at its address: the page is told, and the socket stays.
+        assert (await messages_until(ws, "status"))["llm"] == "UNAVAILABLE"
 
     # Another local port (a dev server, a hostile page) and a foreign site: no socket.
     for origin in (f"http://127.0.0.1:{free_port()}", "https://evil.example", "null"):
@@ -191,6 +193,39 @@ async def test_with_a_token_the_console_api_and_websocket_require_it(tmp_path: P
             async with connect(ws_url(gw)) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": TOKEN}))
                 assert (await messages_until(ws, "ready"))["type"] == "ready"
+
+
+async def test_the_websocket_sends_the_tools_of_the_role_the_page_picks(tmp_path: Path) -> None:
+    async with (
+        running_plugin() as (_, address),
+        running_registry(tmp_path, roles=["default", "support"]) as reg,
+    ):
+        await reg.register(tool("everyone", address))
+        support_only = tool("support_only", address)
+        support_only.role = "support"
+        await reg.register(support_only)
+        llm = f"127.0.0.1:{free_port()}"
+        with GatewayProcess(reg.target, tmp_path, TOOLCALL_LLM_ADDRESS=llm) as gw:
+            await gw.healthy()
+            async with connect(ws_url(gw)) as ws:
+                await ws.send(json.dumps({"type": "hello", "session": "s", "role": "default"}))
+                tools = await messages_until(ws, "tools")
+                assert tools["roles"] == ["default", "support"]
+                assert [t["name"] for t in tools["tools"]] == ["everyone"]
+                await ws.send(json.dumps({"type": "select", "session": "s", "role": "support"}))
+                tools = await messages_until(ws, "tools")
+                assert tools["role"] == "support"
+                assert [t["name"] for t in tools["tools"]] == ["everyone", "support_only"]
+                # Live: a new tool of the role is pushed without asking (one refresh
+                # per registry event: the role's own event may come second).
+                await reg.register(tool("later", address))
+                while "later" not in [t["name"] for t in tools["tools"]]:
+                    tools = await messages_until(ws, "tools")
+                # Garbage is answered, not fatal.
+                await ws.send("not json")
+                assert "JSON" in (await messages_until(ws, "error"))["message"]
+                await ws.send(json.dumps({"type": "ack", "task_ids": "t1"}))
+                assert "task_ids" in (await messages_until(ws, "error"))["message"]
 
 
 async def test_a_websocket_that_never_says_hello_is_closed(

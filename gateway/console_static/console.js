@@ -563,7 +563,8 @@ function connect() {
         if (node) { node.dataset.acked = "true"; node.querySelector(".meta")?.append(" · ✓ seen"); }
       }
     } else if (message.type === "status") {
-      setStatus("down", `LLMService: ${message.llm}`);
+      if (message.llm === "OK") setStatus("live", "live");
+      else setStatus("down", `LLMService: ${message.llm}`);
     } else if (message.type === "error") {
       console.warn("console:", message.message);
     }
