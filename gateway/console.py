@@ -82,6 +82,8 @@ HELLO_TIMEOUT_S = 5.0
 MAX_ACK_IDS = 256
 # Tools of one role sent to a page; the rest are counted, not listed.
 MAX_TOOLS_SENT = 1000
+# Registry entries read to find one tool's statistics (those of its source).
+MAX_LISTED = 5000
 # Deadlines of the gRPC calls behind the routes: a chat turn (several model
 # and tool rounds), one Invoke (a tool's timeout is at most 300 s), the rest.
 CHAT_TIMEOUT_S = 600.0
@@ -238,6 +240,14 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, 
     return value
 
 
+class FieldError(ValueError):
+    """A request field is unusable; the message starts with the field's name."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} {reason}")
+        self.name = name
+
+
 def string_field(body: dict[str, Any], name: str, *, limit: int = 256) -> str:
     value = body.get(name, "")
     if value is None:
@@ -247,12 +257,6 @@ def string_field(body: dict[str, Any], name: str, *, limit: int = 256) -> str:
     if len(value) > limit:
         raise FieldError(name, f"must be at most {limit} characters")
     return value
-
-
-class FieldError(ValueError):
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name} {reason}")
-        self.name = name
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -278,6 +282,7 @@ class Console:
         self.view = view
         self._expected = f"Bearer {settings.token}".encode() if settings.token else b""
         self._sockets: set[ConsoleSocket] = set()
+        self._open = 0  # accepted WebSockets, MAX_SOCKETS at most
         # The JSON text of each role's tool list, until the registry changes.
         self._tools_text: dict[str, str] = {}
         self._llm_channel: grpc.aio.Channel | None = None
@@ -375,15 +380,16 @@ class Console:
         if spec is None:
             return error(404, f"no tool {name[:100]!r} in role {role[:100]!r}")
         try:
+            # The tool's source narrows the pages to its plugin's tools.
             entries, _ = await list_all_tools(
                 self.registry,
                 registry_pb2.ListRequest(role=role, source=spec.source),
                 timeout_s=CALL_TIMEOUT_S,
-                max_tools=5000,
+                max_tools=MAX_LISTED,
             )
-        except (grpc.aio.AioRpcError, RuntimeError) as exc:
-            if isinstance(exc, grpc.aio.AioRpcError):
-                return grpc_error(exc)
+        except grpc.aio.AioRpcError as exc:
+            return grpc_error(exc)
+        except RuntimeError as exc:  # more than MAX_LISTED tools share the source
             return error(502, str(exc))
         for entry in entries:
             if entry.tool.name == name:
@@ -476,9 +482,16 @@ class Console:
             await ws.close(code=4403, reason=reason[:120])
             return
         await ws.accept()
-        if len(self._sockets) >= MAX_SOCKETS:
+        if self._open >= MAX_SOCKETS:
             await ws.close(code=1013, reason=f"more than {MAX_SOCKETS} consoles are open")
             return
+        self._open += 1  # counted from accept: sockets still owing their hello too
+        try:
+            await self._serve(ws)
+        finally:
+            self._open -= 1
+
+    async def _serve(self, ws: WebSocket) -> None:
         try:
             hello = await asyncio.wait_for(_receive(ws), HELLO_TIMEOUT_S)
         except TimeoutError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.console import Outbox
+from gateway.console import MAX_SOCKETS, Outbox
 from tests.support.gateway import GatewayProcess
 from tests.support.plugins import free_port
 from tests.support.registry import NUMBER_SCHEMA, Registry, running_plugin, running_registry, tool
@@ -228,14 +229,26 @@ async def test_the_websocket_sends_the_tools_of_the_role_the_page_picks(tmp_path
                 assert "task_ids" in (await messages_until(ws, "error"))["message"]
 
 
-async def test_a_websocket_that_never_says_hello_is_closed(
+async def test_websockets_are_capped_and_one_that_never_says_hello_is_closed(
     gateway: tuple[Registry, GatewayProcess],
 ) -> None:
     _, gw = gateway
-    async with connect(ws_url(gw)) as ws:
+    async with contextlib.AsyncExitStack() as opened:
+        sockets = [
+            await opened.enter_async_context(connect(ws_url(gw))) for _ in range(MAX_SOCKETS)
+        ]
+        extra = await opened.enter_async_context(connect(ws_url(gw)))
         with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 15)
+            await asyncio.wait_for(extra.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        # Sockets that owe their hello count too, and are closed after 5 s.
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(sockets[0].recv(), 15)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+    # Their places are free again.
+    async with connect(ws_url(gw)) as ws:
+        await ws.send(json.dumps({"type": "hello", "session": "s"}))
+        assert (await messages_until(ws, "ready"))["type"] == "ready"
 
 
 async def test_a_slow_page_holds_its_producers_instead_of_growing_the_outbox() -> None:
