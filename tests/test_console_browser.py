@@ -20,6 +20,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.support.browser import artifacts_dir, chromium_session, find_browser, wait_until
+from tests.support.gateway import GatewayProcess
 from tests.support.llm_env import tool_plugin_process
 from tests.support.plugins import free_port
 from toolcall.cli.stack import Stack
@@ -295,3 +296,25 @@ def test_a_chat_the_llmservice_refuses_is_an_http_error_with_its_reason(stack: S
     events = [json.loads(line) for line in ok.text.splitlines()]
     assert "tool_call_started" in events[0] and "usage" in events[-1]
     assert any("text_delta" in e for e in events) and any("final" in e for e in events)
+
+
+def test_with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_tab(
+    stack: Stack, browser: Any, tmp_path: Path
+) -> None:
+    env = {"TOOLCALL_TOKEN": "s3cret-token", "TOOLCALL_LLM_ADDRESS": stack.llm_address}
+    with GatewayProcess(stack.registry_address, tmp_path, **env) as gateway:
+        asyncio.run(gateway.healthy())
+        browser.get(f"{gateway.url}/?session=browser-token")
+        gate = wait_until(lambda: css(browser, "#token-gate:not([hidden])"), 10, "the token gate")
+        assert "Token required" in gate[0].text
+        shot(browser, "10-token-gate")
+        css(browser, "#token-input")[0].send_keys("s3cret-token")
+        css(browser, "#token-form button")[0].click()
+        wait_until(
+            lambda: text_of(browser, "#status") == "live", 15, "the WebSocket with the token"
+        )
+        wait_until(lambda: css(browser, '#tools li[data-tool="ping"]'), 15, "the tools")
+        # A reload in the same tab keeps it (sessionStorage): no gate again.
+        browser.refresh()
+        wait_until(lambda: text_of(browser, "#status") == "live", 15, "live after a reload")
+        assert css(browser, "#token-gate[hidden]")
