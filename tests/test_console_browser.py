@@ -41,6 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         llm_address=f"127.0.0.1:{free_port()}",
         data_dir=data,
         gateway_address=f"127.0.0.1:{free_port()}",
+        mcp_servers=(),  # the example MCP mount adds nothing the console shows differently
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TOOLCALL_PING_DELAY", PING_DELAY_S)
