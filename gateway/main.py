@@ -1,8 +1,7 @@
 """``toolcall gateway``: the HTTP edge, on 127.0.0.1:48913 by default.
 
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
-``gateway.mcp_serve``), ``/healthz``, and the web console at ``/`` with its
-API and WebSocket under ``/console/`` (``gateway.console``). The HTTP/JSON
+``gateway.mcp_serve``) and ``/healthz``. The browser console and the HTTP/JSON
 APIs join them here.
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
@@ -16,6 +15,10 @@ shared token is configured (``TOOLCALL_TOKEN`` / ``TOOLCALL_TOKEN_FILE``)
 (a web page whose host name resolves to 127.0.0.1), the Host header must name
 a loopback host and an Origin, when a browser sends one, must be a loopback
 origin (the MCP SDK's check, applied to every route).
+
+The web console is ``/``, with its API and WebSocket under ``/console/``
+(``gateway.console``, which adds same-origin, JSON-only and token rules of
+its own).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 class GatewaySettings:
     address: str = field(default_factory=config.gateway_address)
     token: str = ""
-    # The LLMService the web console chats with.
+    # The LLMService, for /v1's LLMService RPCs (and the console).
     llm_address: str = field(default_factory=config.llm_address)
     mcp: McpSettings = field(default_factory=McpSettings)
     max_mcp_sessions: int = DEFAULT_MAX_MCP_SESSIONS
@@ -147,6 +150,17 @@ def installed_version() -> str:
 
 def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     """The gateway's ASGI app; its lifespan starts and stops the MCP bridge."""
+    console = Console(
+        ConsoleSettings(
+            llm_address=settings.llm_address,
+            registry_address=settings.mcp.registry_address,
+            token=settings.token,
+            default_role=settings.mcp.role,
+            version=installed_version(),
+        ),
+        bridge.view,
+    )
+
     sessions = StreamableHTTPSessionManager(
         app=bridge.server,
         security_settings=TransportSecuritySettings(
@@ -171,17 +185,6 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             status_code=200 if synced else 503,
         )
 
-    console = Console(
-        ConsoleSettings(
-            llm_address=settings.llm_address,
-            registry_address=settings.mcp.registry_address,
-            token=settings.token,
-            default_role=settings.mcp.role,
-            version=installed_version(),
-        ),
-        bridge.view,
-    )
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
@@ -195,9 +198,9 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
 
     app = Starlette(
         routes=[
+            *console.routes(),
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
-            *console.routes(),
         ],
         lifespan=lifespan,
     )
@@ -215,6 +218,8 @@ async def serve(settings: GatewaySettings) -> int:
             port=port,
             log_level="warning",
             lifespan="on",
+            # WebSocket frames from a page (the console's are small JSON messages).
+            ws_max_size=1024 * 1024,
             # Bounded like the gRPC services: connections and a slow client's
             # time to send its request headers.
             limit_concurrency=1024,
@@ -222,8 +227,6 @@ async def serve(settings: GatewaySettings) -> int:
             timeout_graceful_shutdown=5,
             server_header=False,
             access_log=False,
-            # WebSocket frames from a page (the console's are small JSON messages).
-            ws_max_size=1024 * 1024,
         )
     )
     log.info(
@@ -256,8 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--llm",
         default=d.llm_address,
-        help="LLMService the web console chats with (default: $TOOLCALL_LLM_ADDRESS "
-        "or %(default)s)",
+        help="LLMService address, for /v1 (default: $TOOLCALL_LLM_ADDRESS or %(default)s)",
     )
     parser.add_argument(
         "--role",
