@@ -150,7 +150,7 @@ def test_a_chat_streams_its_tool_call_with_arguments_result_and_latency_then_the
     # The answer was applied piece by piece, as ChatStream's text deltas came.
     deltas = css(browser, ".msg.assistant")[-1].get_attribute("data-deltas")
     assert int(deltas or 0) > 3, "the answer did not stream"
-    shot(browser, "1-chat-with-tool-call")
+    shot(browser, "01-chat-with-tool-call")
 
 
 def test_a_tool_results_image_is_shown_in_the_chat(stack: Stack, browser: Any) -> None:
@@ -162,7 +162,7 @@ def test_a_tool_results_image_is_shown_in_the_chat(stack: Stack, browser: Any) -
         5,
         "the decoded image",
     )
-    shot(browser, "2-image-result")
+    shot(browser, "02-image-result")
 
 
 def test_an_async_result_is_pushed_live_and_acknowledged_once_shown(
@@ -175,7 +175,7 @@ def test_an_async_result_is_pushed_live_and_acknowledged_once_shown(
     )[0]
     task_id = card.get_attribute("data-task-id")
     assert "running in the background" in card.find_element("css selector", ".state").text
-    shot(browser, "3-async-running")
+    shot(browser, "03-async-running")
     # No reload: the result arrives over the WebSocket once the ping finishes.
     pushed = wait_until(
         lambda: css(browser, f'#tasks .task[data-task-id="{task_id}"][data-acked="true"]'),
@@ -184,7 +184,7 @@ def test_an_async_result_is_pushed_live_and_acknowledged_once_shown(
     )[0]
     assert '"host": "example.com"' in pushed.text
     assert "finished" in card.find_element("css selector", ".state").text
-    shot(browser, "4-async-result-pushed")
+    shot(browser, "04-async-result-pushed")
 
 
 def test_results_not_yet_shown_come_after_a_reload_and_shown_ones_do_not(
@@ -212,7 +212,7 @@ def test_results_not_yet_shown_come_after_a_reload_and_shown_ones_do_not(
     # Both stay in the history the page reloaded from GetHistory.
     notes = text_of(browser, ".msg.system")
     assert seen in notes and unseen in notes
-    shot(browser, "5-after-reload")
+    shot(browser, "05-after-reload")
 
     # And after one more reload, neither comes again: a third result, pushed live,
     # arrives after where they would have been.
@@ -239,7 +239,7 @@ def test_the_invoke_form_calls_a_tool_and_shows_the_registrys_validation_error(
     ok = wait_until(lambda: css(browser, "#invoke-result .result.ok"), 15, "the result")[0]
     assert ok.text.count('"day"') == 2, ok.text
     wait_until(lambda: "1 (errors 0)" in text_of(browser, "#tool-detail dl"), 5, "stats")
-    shot(browser, "6-invoke-ok")
+    shot(browser, "06-invoke-ok")
 
     days = css(browser, "#arg-days")[0]
     days.clear()
@@ -248,7 +248,7 @@ def test_the_invoke_form_calls_a_tool_and_shows_the_registrys_validation_error(
     refused = wait_until(lambda: css(browser, "#invoke-result .result.error"), 15, "the error")
     text = refused[0].text
     assert "INVALID_ARGUMENT" in text and "days" in text and "'two' is not of type" in text, text
-    shot(browser, "7-invoke-validation-error")
+    shot(browser, "07-invoke-validation-error")
 
     # Raw JSON: the registry's own parser answers.
     css(browser, "#invoke-as-json")[0].click()
@@ -272,7 +272,7 @@ def test_a_killed_plugins_tools_vanish_from_the_tools_panel(stack: Stack, browse
     assert css(browser, '#tools li[data-tool="ping"] .badge.async')
     css(browser, '#tools li[data-tool="get_weather"]')[0].click()
     wait_until(lambda: css(browser, "#invoke-form"), 5, "the form")
-    shot(browser, "8-tools-before-kill")
+    shot(browser, "08-tools-before-kill")
 
     (proc,) = [p for name, p in stack.procs if name == "weather_plugin"]
     proc.send_signal(signal.SIGKILL)  # no goodbye: the registry notices the lease expiring
@@ -284,7 +284,7 @@ def test_a_killed_plugins_tools_vanish_from_the_tools_panel(stack: Stack, browse
     assert css(browser, '#tools li[data-tool="ping"]'), "the other plugin's tools stay"
     assert "gone" in text_of(browser, "#tool-detail h3")
     assert css(browser, "#invoke-button")[0].get_attribute("disabled") is not None
-    shot(browser, "9-tools-after-kill")
+    shot(browser, "09-tools-after-kill")
 
 
 def test_a_chat_the_llmservice_refuses_is_an_http_error_with_its_reason(stack: Stack) -> None:
