@@ -5,7 +5,9 @@ blocks on disk and the connection is never shared between threads. A chat
 turn costs one read (only for a session not in the in-memory cache) and one
 write transaction for all of its messages.
 
-Bounds: the cache keeps, per session, only the newest messages a provider
+Bounds: a stored message keeps at most ``part_bytes`` of content parts
+(images...; the rest become text parts saying what they were). The cache
+keeps, per session, only the newest messages a provider
 request can hold (``tail_messages`` and ``tail_bytes``), for at most
 ``cache_sessions`` sessions and ``cache_bytes`` in total (least recently used
 evicted first); reads that are not served by the cache stop at the bound they
@@ -21,6 +23,7 @@ also stops root) is an error instead of writes that would be lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -33,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from llm_service.messages import Message, ToolCall, message_bytes
+from llm_service.messages import Message, ToolCall, capped_parts, message_bytes
+from toolcall.parts import part_size
+from toolcall.v1 import tools_pb2
 
 T = TypeVar("T")
 TaskState = Literal["running", "succeeded", "failed"]
@@ -47,7 +52,8 @@ CREATE TABLE IF NOT EXISTS messages (
     tool_calls TEXT,
     tool_call_id TEXT NOT NULL DEFAULT '',
     name TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    parts BLOB
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages (session_id, id);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -71,6 +77,9 @@ DEFAULT_CACHE_SESSIONS = 256
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_TAIL_MESSAGES = 200
 DEFAULT_TAIL_BYTES = 2 * 1024 * 1024
+# Bytes of content parts (images...) one stored message keeps; parts past it
+# become a text part saying what they were (TOOLCALL_HISTORY_PART_BYTES).
+DEFAULT_PART_BYTES = 1024 * 1024
 
 StoreErrorKind = Literal["full", "readonly", "corrupt", "unavailable"]
 
@@ -140,6 +149,12 @@ def _task(row: sqlite3.Row) -> TaskRecord:
 
 def _message(row: sqlite3.Row) -> Message:
     calls = json.loads(row["tool_calls"]) if row["tool_calls"] else []
+    parts: list[tools_pb2.ContentPart] = []
+    if row["parts"]:
+        try:  # stored as a ToolResult holding only parts
+            parts = list(tools_pb2.ToolResult.FromString(row["parts"]).parts)
+        except Exception:  # a damaged blob costs its parts, not the session
+            parts = [tools_pb2.ContentPart(text="[content parts could not be read]")]
     return Message(
         role=row["role"],
         content=row["content"],
@@ -147,6 +162,7 @@ def _message(row: sqlite3.Row) -> Message:
         tool_call_id=row["tool_call_id"],
         name=row["name"],
         created_at=row["created_at"],
+        parts=parts,
     )
 
 
@@ -175,8 +191,10 @@ class HistoryStore:
         tail_bytes: int = DEFAULT_TAIL_BYTES,
         cache_sessions: int = DEFAULT_CACHE_SESSIONS,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        part_bytes: int = DEFAULT_PART_BYTES,
     ) -> None:
         self.path = path
+        self.part_bytes = max(0, part_bytes)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-sqlite")
         self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] = (0, 0)
@@ -214,6 +232,10 @@ class HistoryStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            # Databases made before content parts: the column is added, empty.
+            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            if "parts" not in columns:
+                db.execute("ALTER TABLE messages ADD COLUMN parts BLOB")
             # Damage anywhere in the file is found now (~75 ms per 100 MB), not
             # by whichever request first reads the damaged page.
             problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
@@ -362,9 +384,11 @@ class HistoryStore:
         return _Cached(out, last_id, total, complete)
 
     async def append(self, session_id: str, messages: list[Message]) -> None:
-        """Stores ``messages`` in one transaction (all or nothing)."""
+        """Stores ``messages`` in one transaction (all or nothing); their content
+        parts capped at ``part_bytes`` a message (in the file and the cache)."""
         if not messages:
             return
+        messages = [self._capped(m) for m in messages]
         first_id, last_id = await self._run(self._append, session_id, messages)
         cached = self._cache.get(session_id)
         # Extend the cached copy unless it was loaded after these rows existed.
@@ -376,6 +400,11 @@ class HistoryStore:
             self._cached_bytes += added
             self._trim_tail(cached)
             self._evict()
+
+    def _capped(self, m: Message) -> Message:
+        if not m.parts or sum(part_size(p) for p in m.parts) <= self.part_bytes:
+            return m
+        return dataclasses.replace(m, parts=capped_parts(m.parts, self.part_bytes), weight=0)
 
     def _trim_tail(self, cached: _Cached) -> None:
         drop, freed = 0, 0
@@ -402,6 +431,7 @@ class HistoryStore:
                 m.tool_call_id,
                 m.name,
                 m.created_at,
+                tools_pb2.ToolResult(parts=m.parts).SerializeToString() if m.parts else None,
             )
             for m in messages
         ]
@@ -411,7 +441,7 @@ class HistoryStore:
             for row in rows:
                 cur = db.execute(
                     "INSERT INTO messages (session_id, role, content, tool_calls, tool_call_id,"
-                    " name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " name, created_at, parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
                 ids.append(cur.lastrowid or 0)

@@ -329,4 +329,10 @@ def _tool_message(record: ToolCallRecord) -> Message:
     content = tool_result_content(
         from_value(result.output), result.error if result.is_error else None
     )
-    return Message("tool", content, tool_call_id=record.call.call_id, name=record.call.name)
+    return Message(
+        "tool",
+        content,
+        tool_call_id=record.call.call_id,
+        name=record.call.name,
+        parts=list(result.parts),
+    )

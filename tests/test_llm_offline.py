@@ -170,6 +170,19 @@ async def test_a_failed_result_is_described_with_the_tools_output() -> None:
     )
 
 
+@pytest.mark.anyio
+async def test_a_result_with_parts_names_them_and_never_shows_their_bytes() -> None:
+    image = tools_pb2.ContentPart(
+        image=tools_pb2.ImagePart(mime_type="image/png", data=b"\x89PNG..")
+    )
+    messages = [
+        Message("user", "chart please"),
+        Message("tool", '{"days":7}', tool_call_id="a", name="chart", parts=[image]),
+    ]
+    _, turn = await run(OfflineProvider(), ProviderRequest("m", messages, TOOLS))
+    assert turn.text == 'chart returned: {"days": 7} with [image: image/png, 6 bytes, not shown]'
+
+
 def test_a_failed_async_task_note_carries_the_tools_output() -> None:
     task = TaskRecord("t1", "s", "lookup", "c1", "default", {}, status="failed")
     task.error, task.output = "CITY_NOT_FOUND", {"did_you_mean": ["Paris"]}

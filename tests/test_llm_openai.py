@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from tests.support.fake_providers import FakeOpenAI, Garbage, HTTPError, Reply, Stall
+from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2
@@ -31,6 +33,9 @@ ECHO_PARAMS = {
 async def env(tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI) -> AsyncIterator[LLMEnv]:
     async with llm_env(tmp_path, tool_plugin, openai=fake_openai, default_provider="openai") as e:
         yield e
+
+
+PNG_B64 = base64.b64encode(png(2, 2)).decode()
 
 
 def tool_messages(body: dict) -> list[dict]:
@@ -459,3 +464,84 @@ async def test_a_tool_chatting_in_its_own_session_is_refused_at_once(
         "answer": "nested answer",
     }
     assert [m.content for m in await env.history("elsewhere")] == ["from a tool", "nested answer"]
+
+
+async def test_images_reach_openai_as_image_url_parts_in_a_user_message_naming_the_call(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    # A tool message holds text only: the image follows the round's tool
+    # messages in a user message, as a data URL, after a line naming the call.
+    await env.register("image_chart")
+    fake_openai.add(
+        Reply(tool_calls=[("c1", "image_chart", "{}"), ("c2", "echo_x", "{}")]),
+        Reply(text="A rising line."),
+        Reply(text="Still rising."),
+    )
+    await env.register("echo_x")
+    reply = await env.chat("img", "show the chart")
+    chart = next(r for r in reply.tool_calls if r.call.name == "image_chart")
+    assert [p.WhichOneof("kind") for p in chart.result.parts] == ["text", "image", "resource"]
+    sent = fake_openai.requests[1].body["messages"]
+    assert [m["role"] for m in sent[-4:]] == ["assistant", "tool", "tool", "user"]
+    assert json.loads(sent[-3]["content"]) == {"chart": "weekly"}
+    assert sent[-1] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Content returned by tool call c1 (image_chart):"},
+            {"type": "text", "text": "a weekly chart"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG_B64}},
+            {"type": "text", "text": "[file: chart.csv, file:///tmp/chart.csv, text/csv]"},
+        ],
+    }
+    # The history keeps the parts: GetHistory returns them, the next turn replays them.
+    tool = next(m for m in await env.history("img") if m.tool_call_id == "c1")
+    assert tool.parts[1].image.data == png(2, 2) and tool.parts[0].text == "a weekly chart"
+    await env.chat("img", "and now?")
+    replayed = fake_openai.requests[2].body["messages"]
+    assert replayed[[m["role"] for m in replayed].index("tool") + 2] == sent[-1]
+
+
+async def test_a_model_without_image_input_gets_a_placeholder_never_base64(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        openai_image_input=False,
+    ) as env:
+        await env.register("image_chart")
+        fake_openai.add(Reply(tool_calls=[("c1", "image_chart", "{}")]), Reply(text="ok"))
+        await env.chat("noimg", "show the chart")
+    body = fake_openai.requests[1].body
+    assert body["messages"][-1] == {
+        "role": "user",
+        "content": "Content returned by tool call c1 (image_chart):\n"
+        "a weekly chart\n"
+        f"[image: image/png, {len(png(2, 2))} bytes, not shown]\n"
+        "[file: chart.csv, file:///tmp/chart.csv, text/csv]",
+    }
+    assert PNG_B64 not in json.dumps(body)
+
+
+async def test_the_history_keeps_parts_up_to_its_cap_and_says_what_it_left_out(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        history_part_bytes=1000,
+    ) as env:
+        await env.register("image_big")
+        fake_openai.add(Reply(tool_calls=[("c1", "image_big", '{"noise": 40}')]), Reply(text="ok"))
+        await env.chat("cap", "show it")
+        # The turn's own request had the image; the history keeps a note of it.
+        first = fake_openai.requests[1].body["messages"][-1]["content"]
+        assert first[2]["type"] == "image_url"
+        [tool] = [m for m in await env.history("cap") if m.tool_call_id == "c1"]
+        assert [p.WhichOneof("kind") for p in tool.parts] == ["text", "text", "resource"]
+        assert tool.parts[1].text.startswith("[image: image/png, ")
+        assert tool.parts[1].text.endswith(" bytes, not shown] (not kept in the history)")

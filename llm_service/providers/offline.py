@@ -8,7 +8,8 @@ tests and demos are reproducible. Its rules (also in docs/llm.md):
    "<tool> returned: <json>" (keys sorted), "The tool <tool> failed: <error>"
    (plus " (output: <json>)" when the failed tool gave an output), or for an
    async acknowledgement "Started <tool> (task <id>); I'll report the result
-   when it arrives."
+   when it arrives." A result's content parts are named after it
+   ("with [image: image/png, 2048 bytes, not shown]"), never shown.
 2. Otherwise it reads the latest user message, splits it into lowercase
    words, drops stopwords, and scores every tool: 3 points per message word in
    the tool's name (split at ``_ . -`` and camelCase), 1 per word in its
@@ -32,6 +33,7 @@ from typing import Any
 
 from llm_service.messages import Message, ToolCall, parse_tool_content
 from llm_service.providers.base import ModelTurn, ProviderRequest, TextChunk
+from toolcall.parts import placeholder
 from toolcall.tools import ToolSpec
 
 MODEL = "rules-v1"
@@ -122,7 +124,14 @@ def fill_arguments(spec: ToolSpec, message: str) -> dict[str, Any]:
 
 
 def describe_result(msg: Message) -> str:
-    """Rule 1: one sentence per tool result."""
+    """Rule 1: one sentence per tool result (its content parts named, never shown)."""
+    sentence = _describe_value(msg)
+    if msg.parts:
+        sentence += " with " + ", ".join(placeholder(p) for p in msg.parts)
+    return sentence
+
+
+def _describe_value(msg: Message) -> str:
     value = parse_tool_content(msg.content)
     if isinstance(value, dict) and set(value) == {"error"}:
         return f"The tool {msg.name} failed: {value['error']}"
