@@ -103,6 +103,8 @@ def chat_violations(
             bad.append((f"{where}.role", "tool results are produced by the service, not sent"))
         if m.tool_calls:
             bad.append((f"{where}.tool_calls", "must be empty: tool calls come from the model"))
+        if m.parts:
+            bad.append((f"{where}.parts", "must be empty: content parts come from tools"))
         if not m.content.strip():
             bad.append((f"{where}.content", "is required"))
     if r.provider and r.provider not in PROVIDER_NAMES:
