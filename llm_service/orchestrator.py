@@ -34,6 +34,7 @@ from llm_service.messages import (
     trim_history,
 )
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
+from llm_service.providers.base import ToolChoice
 from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks, TaskLimitError
@@ -60,6 +61,14 @@ class TurnRequest:
     stream: bool = False
     # time.monotonic() by which the caller gives up (its gRPC deadline), if any.
     deadline: float | None = None
+    # ChatRequest.tool_choice: "required" and a forced tool hold for the first
+    # round only (later rounds are "auto", so the model can answer); "none"
+    # for every round.
+    tool_choice: ToolChoice = "auto"
+    forced_tool: str = ""
+    parallel_tool_calls: bool | None = None
+    # Narrows the role's tools (every round); empty: all of them.
+    allowed_tools: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -166,16 +175,26 @@ class Orchestrator:
             limit = self._settings.max_history_messages
             history = trim_history(await self._store.recent(req.session_id), limit)
             new: list[Message] = list(req.messages)
-            tools = self._view.tools_for(req.role)
+            tools = self._tools(req)
             limit_reached = False
             while True:
                 answer: ModelTurn | None = None
+                first = usage.rounds == 0
+                choice: ToolChoice = (
+                    req.tool_choice if first or req.tool_choice == "none" else "auto"
+                )
+                forced = req.forced_tool if first else ""
+                if forced and all(t.name != forced for t in tools):
+                    forced = ""  # removed from the registry since the request came in
                 request = ProviderRequest(
                     model=model,
                     messages=system + self._fit(history, system + new) + new,
                     tools=tools,
                     temperature=req.temperature,
                     stream=req.stream,
+                    tool_choice=choice if tools else "auto",
+                    forced_tool=forced,
+                    parallel_tool_calls=req.parallel_tool_calls,
                 )
                 async with contextlib.aclosing(provider.generate(request)) as items:
                     async for item in items:
@@ -210,7 +229,7 @@ class Orchestrator:
                     self._waiting_on_tools.pop(req.session_id, None)
                 for record in turn.records[-len(calls) :]:
                     new.append(_tool_message(record))
-                tools = self._view.tools_for(req.role)  # new tools are visible next round
+                tools = self._tools(req)  # new tools are visible next round
             new.append(final)
             await self._store.append(req.session_id, new)
         yield TurnResult(
@@ -223,6 +242,12 @@ class Orchestrator:
             model=model,
         )
         yield usage
+
+    def _tools(self, req: TurnRequest) -> list[ToolSpec]:
+        tools = self._view.tools_for(req.role)
+        if req.allowed_tools:
+            tools = [t for t in tools if t.name in req.allowed_tools]
+        return tools
 
     def _sync_names(self, role: str, calls: list[ToolCall]) -> list[str]:
         names = []
@@ -252,10 +277,18 @@ class Orchestrator:
     async def _dispatch_round(
         self, turn: _Turn, calls: list[ToolCall]
     ) -> AsyncGenerator[Event, None]:
-        """Runs one round's calls concurrently; finished events come as calls finish."""
+        """Runs one round's calls concurrently; finished events come as calls finish.
+
+        With parallel_tool_calls off, only an answer's first call runs; the
+        others get an error result (every call needs a result in the history).
+        """
+        parallel = turn.request.parallel_tool_calls is not False
         for call in calls:
             yield ToolCallStarted(call)
-        running = [asyncio.create_task(self._call(turn, call)) for call in calls]
+        running = [
+            asyncio.create_task(self._call(turn, call, extra=i > 0 and not parallel))
+            for i, call in enumerate(calls)
+        ]
         try:
             for next_done in asyncio.as_completed(running):
                 yield ToolCallFinished(await next_done)
@@ -264,14 +297,21 @@ class Orchestrator:
                 task.cancel()
         turn.records.extend(task.result() for task in running)
 
-    async def _call(self, turn: _Turn, call: ToolCall) -> ToolCallRecord:
+    async def _call(self, turn: _Turn, call: ToolCall, *, extra: bool = False) -> ToolCallRecord:
         req = turn.request
         started = time.perf_counter()
         task_id = ""
         spec = self._view.get(req.role, call.name)
+        if req.allowed_tools and call.name not in req.allowed_tools:
+            spec = None  # not offered this turn: unknown to the model
         try:
-            if spec is None:
-                available = ", ".join(t.name for t in self._view.tools_for(req.role)) or "(none)"
+            if extra:
+                result = error_result(
+                    "FAILED_PRECONDITION: one tool call per answer in this turn "
+                    "(parallel_tool_calls is off); this one was not run: ask for it again"
+                )
+            elif spec is None:
+                available = ", ".join(t.name for t in self._tools(req)) or "(none)"
                 result = error_result(f"unknown tool '{call.name}'; available: {available}")
             elif spec.is_async:
                 # Starting counts against the per-chat cap like a sync call.

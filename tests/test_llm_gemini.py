@@ -15,6 +15,7 @@ from tests.support.fake_providers import FakeGemini, Garbage, HTTPError, Reply, 
 from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_gemini, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
+from toolcall.v1 import llm_pb2
 
 __all__ = ["fake_gemini", "tool_plugin"]
 
@@ -188,3 +189,31 @@ async def test_images_reach_gemini_as_inline_data_in_the_function_response_turn(
         {"inlineData": {"mime_type": "image/png", "data": base64.b64encode(png(2, 2)).decode()}},
         {"text": "[file: chart.csv, file:///tmp/chart.csv, text/csv]"},
     ]
+
+
+async def test_tool_choice_maps_to_gemini_function_calling_config(
+    env: LLMEnv, fake_gemini: FakeGemini
+) -> None:
+    await env.register("echo_city", parameters=PARAMS)
+    await env.register("echo_other")
+    fake_gemini.add(
+        Reply(tool_calls=[("g1", "echo_city", '{"city": "Oslo"}')]),
+        Reply(text="Oslo."),
+        Reply(text="None."),
+    )
+    await env.chat(
+        "g_choice",
+        "weather?",
+        tool_choice=llm_pb2.ToolChoice(name="echo_city"),
+        allowed_tools=["echo_city"],
+    )
+    first, second = (r.body for r in fake_gemini.requests)
+    [declared] = first["tools"][0]["functionDeclarations"]
+    assert declared["name"] == "echo_city"  # narrowed to allowed_tools
+    assert first["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["echo_city"]}
+    }
+    assert "toolConfig" not in second  # the first round only
+    none = llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_NONE)
+    await env.chat("g_choice2", "weather?", tool_choice=none)
+    assert fake_gemini.requests[2].body["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}

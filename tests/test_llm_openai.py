@@ -15,6 +15,7 @@ import pytest
 from tests.support.fake_providers import FakeOpenAI, Garbage, HTTPError, Reply, Stall
 from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
+from toolcall.errors import bad_request_violations
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2
 
@@ -545,3 +546,64 @@ async def test_the_history_keeps_parts_up_to_its_cap_and_says_what_it_left_out(
         assert [p.WhichOneof("kind") for p in tool.parts] == ["text", "text", "resource"]
         assert tool.parts[1].text.startswith("[image: image/png, ")
         assert tool.parts[1].text.endswith(" bytes, not shown] (not kept in the history)")
+
+
+async def test_tool_choice_parallel_calls_and_allowed_tools_map_to_openai(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    await env.register("echo_city", parameters=ECHO_PARAMS)
+    await env.register("echo_other")
+    await env.register("fail_tool")
+    fake_openai.add(
+        Reply(
+            tool_calls=[
+                ("c1", "echo_city", '{"city": "Oslo"}'),
+                ("c2", "echo_city", '{"city": "Rome"}'),
+            ]
+        ),
+        Reply(text="Oslo it is."),
+    )
+    reply = await env.chat(
+        "choice",
+        "weather?",
+        tool_choice=llm_pb2.ToolChoice(name="echo_city"),
+        parallel_tool_calls=False,
+        allowed_tools=["echo_city", "echo_other"],
+    )
+    first, second = (r.body for r in fake_openai.requests)
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "echo_city"}}
+    assert first["parallel_tool_calls"] is False
+    assert sorted(t["function"]["name"] for t in first["tools"]) == ["echo_city", "echo_other"]
+    # The forced choice holds for the first round only: the model may answer now.
+    assert "tool_choice" not in second and second["parallel_tool_calls"] is False
+    # Parallel calls off: the answer's second call was not run.
+    ran, skipped = reply.tool_calls
+    assert not ran.result.is_error
+    assert skipped.result.is_error
+    assert skipped.result.error.startswith("FAILED_PRECONDITION: one tool call per answer")
+    fed = {m["tool_call_id"]: json.loads(m["content"]) for m in tool_messages(second)}
+    assert fed["c2"]["error"].startswith("FAILED_PRECONDITION")
+
+    fake_openai.add(Reply(text="No tools."))
+    mode = llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_NONE)
+    await env.chat("choice2", "weather?", tool_choice=mode)
+    none = fake_openai.requests[2].body
+    assert none["tool_choice"] == "none" and "parallel_tool_calls" not in none
+
+
+async def test_allowed_tools_and_a_named_tool_the_role_lacks_are_invalid_argument(
+    env: LLMEnv,
+) -> None:
+    await env.register("echo_city", parameters=ECHO_PARAMS)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.chat(
+            "bad",
+            "hi",
+            allowed_tools=["echo_city", "no_such"],
+            tool_choice=llm_pb2.ToolChoice(name="ghost"),
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_violations(err.value) == [
+        ("allowed_tools[1]", "role 'default' has no tool 'no_such'"),
+        ("tool_choice.name", "role 'default' has no tool 'ghost'"),
+    ]

@@ -154,6 +154,22 @@ class GeminiProvider:
                     ]
                 )
             ]
+            if request.forced_tool:
+                config.tool_config = types.ToolConfig(
+                    function_calling_config=types.FunctionCallingConfig(
+                        mode=types.FunctionCallingConfigMode.ANY,
+                        allowed_function_names=[request.forced_tool],
+                    )
+                )
+            elif request.tool_choice != "auto":
+                mode = (
+                    types.FunctionCallingConfigMode.NONE
+                    if request.tool_choice == "none"
+                    else types.FunctionCallingConfigMode.ANY
+                )
+                config.tool_config = types.ToolConfig(
+                    function_calling_config=types.FunctionCallingConfig(mode=mode)
+                )
         return config
 
     async def generate(

@@ -156,6 +156,15 @@ class OpenAICompatProvider:
                 }
                 for t in request.tools
             ]
+            if request.forced_tool:
+                params["tool_choice"] = {
+                    "type": "function",
+                    "function": {"name": names.model_name(request.forced_tool)},
+                }
+            elif request.tool_choice != "auto":
+                params["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:  # only valid beside tools
+                params["parallel_tool_calls"] = request.parallel_tool_calls
         if request.temperature is not None:
             params["temperature"] = request.temperature
         try:
