@@ -55,6 +55,9 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo(
             "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
+        ScenarioInfo(
+            "B-img", "B, result with a 1 MiB image part", "bench.scenarios.dispatch", "open_image"
+        ),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
