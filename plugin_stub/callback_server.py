@@ -102,8 +102,8 @@ def shape_result(value: Any) -> Response:
     except (OverflowError, RecursionError) as exc:  # an int past a double's range, deep nesting
         return error_response(f"ValueError: result cannot be sent ({type(exc).__name__}: {exc})")
     response = Response(output=out, is_error=is_error, error=error)
-    if parts:
-        response.parts.extend(p.to_proto() for p in parts)
+    for p in parts:  # written in place: extend() would copy every part again
+        p.fill(response.parts.add())
     return response
 
 

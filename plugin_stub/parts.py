@@ -50,10 +50,10 @@ class Image:
         """Reads the file now (in the handler, not later on the plugin's event loop)."""
         return cls(Path(path).read_bytes(), mime_type)
 
-    def to_proto(self) -> tools_pb2.ContentPart:
-        return tools_pb2.ContentPart(
-            image=tools_pb2.ImagePart(mime_type=self.mime_type, data=bytes(self.data))
-        )
+    def fill(self, part: tools_pb2.ContentPart) -> None:
+        """Writes this image into ``part`` (one copy of the bytes)."""
+        part.image.mime_type = self.mime_type
+        part.image.data = bytes(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,10 @@ class Audio:
     data: bytes
     mime_type: str
 
-    def to_proto(self) -> tools_pb2.ContentPart:
-        return tools_pb2.ContentPart(
-            audio=tools_pb2.AudioPart(mime_type=self.mime_type, data=bytes(self.data))
-        )
+    def fill(self, part: tools_pb2.ContentPart) -> None:
+        """Writes this clip into ``part``."""
+        part.audio.mime_type = self.mime_type
+        part.audio.data = bytes(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +89,10 @@ class File:
         guessed = mime_type or mimetypes.guess_type(p.name)[0] or ""
         return cls(uri=p.as_uri(), data=p.read_bytes(), mime_type=guessed, name=p.name)
 
-    def to_proto(self) -> tools_pb2.ContentPart:
-        return tools_pb2.ContentPart(
-            resource=tools_pb2.ResourcePart(
-                uri=self.uri, mime_type=self.mime_type, data=bytes(self.data), name=self.name
-            )
-        )
+    def fill(self, part: tools_pb2.ContentPart) -> None:
+        """Writes this file into ``part``."""
+        r = part.resource
+        r.uri, r.mime_type, r.data, r.name = self.uri, self.mime_type, bytes(self.data), self.name
 
 
 Part = Image | Audio | File
