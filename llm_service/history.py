@@ -32,7 +32,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     finished_at REAL,
-    acked INTEGER NOT NULL DEFAULT 0
+    acked INTEGER NOT NULL DEFAULT 0,
+    parts BLOB
 );
 CREATE INDEX IF NOT EXISTS tasks_by_session ON tasks (session_id, acked, status);
 """
@@ -124,6 +125,8 @@ class TaskRecord:
     created_at: float = 0.0
     finished_at: float | None = None
     acked: bool = False
+    # The result's content parts (capped like a history message's).
+    parts: list[tools_pb2.ContentPart] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -144,17 +147,27 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         created_at=row["created_at"],
         finished_at=row["finished_at"],
         acked=bool(row["acked"]),
+        parts=_parts(row["parts"]),
     )
+
+
+def _parts(blob: bytes | None) -> list[tools_pb2.ContentPart]:
+    """Content parts stored as a ToolResult holding only parts."""
+    if not blob:
+        return []
+    try:
+        return list(tools_pb2.ToolResult.FromString(blob).parts)
+    except Exception:  # a damaged blob costs its parts, not the session
+        return [tools_pb2.ContentPart(text="[content parts could not be read]")]
+
+
+def _parts_blob(parts: list[tools_pb2.ContentPart]) -> bytes | None:
+    return tools_pb2.ToolResult(parts=parts).SerializeToString() if parts else None
 
 
 def _message(row: sqlite3.Row) -> Message:
     calls = json.loads(row["tool_calls"]) if row["tool_calls"] else []
-    parts: list[tools_pb2.ContentPart] = []
-    if row["parts"]:
-        try:  # stored as a ToolResult holding only parts
-            parts = list(tools_pb2.ToolResult.FromString(row["parts"]).parts)
-        except Exception:  # a damaged blob costs its parts, not the session
-            parts = [tools_pb2.ContentPart(text="[content parts could not be read]")]
+    parts = _parts(row["parts"])
     return Message(
         role=row["role"],
         content=row["content"],
@@ -233,9 +246,10 @@ class HistoryStore:
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
             # Databases made before content parts: the column is added, empty.
-            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-            if "parts" not in columns:
-                db.execute("ALTER TABLE messages ADD COLUMN parts BLOB")
+            for table in ("messages", "tasks"):
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if "parts" not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN parts BLOB")
             # Damage anywhere in the file is found now (~75 ms per 100 MB), not
             # by whichever request first reads the damaged page.
             problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
@@ -431,7 +445,7 @@ class HistoryStore:
                 m.tool_call_id,
                 m.name,
                 m.created_at,
-                tools_pb2.ToolResult(parts=m.parts).SerializeToString() if m.parts else None,
+                _parts_blob(m.parts),
             )
             for m in messages
         ]
@@ -469,12 +483,23 @@ class HistoryStore:
         )
 
     async def finish_task(self, task: TaskRecord) -> None:
+        """Stores a task's outcome; its content parts capped at ``part_bytes`` (in ``task`` too)."""
+        if sum(part_size(p) for p in task.parts) > self.part_bytes:
+            task.parts = capped_parts(task.parts, self.part_bytes)
         await self._run(self._finish_task, task)
 
     def _finish_task(self, t: TaskRecord) -> None:
         self._writable().execute(
-            "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ? WHERE task_id = ?",
-            (t.status, json.dumps(t.output), t.error, t.finished_at, t.task_id),
+            "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, parts = ?"
+            " WHERE task_id = ?",
+            (
+                t.status,
+                json.dumps(t.output),
+                t.error,
+                t.finished_at,
+                _parts_blob(t.parts),
+                t.task_id,
+            ),
         )
 
     async def get_task(self, task_id: str) -> TaskRecord | None:

@@ -31,6 +31,7 @@ from llm_service.messages import Message, ToolCall
 from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
+from toolcall.parts import part_size, placeholder
 from toolcall.tools import ToolSpec
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,22 @@ def task_bytes(task: TaskRecord) -> int:
         + len(json.dumps(task.output, ensure_ascii=False).encode())
         + len(task.error.encode())
         + len(json.dumps(task.arguments, ensure_ascii=False).encode())
+        + sum(part_size(p) for p in task.parts)
     )
 
 
 def result_note(task: TaskRecord) -> str:
     """The system note added to the session's history when a task ends."""
     output = json.dumps(task.output, ensure_ascii=False, separators=(",", ":"))
+    # Content parts are named, not shown: a note is text (Subscribe and
+    # GetTask carry the parts themselves).
+    parts = "".join(f" with {placeholder(p)}" for p in task.parts[:1])
+    parts += "".join(f", {placeholder(p)}" for p in task.parts[1:])
     if task.status == "failed":
         failed = f"Async task {task.task_id} ({task.tool_name}) failed: {task.error}"
         # The tool's output explains its failure: the model gets both.
-        return failed if task.output is None else f"{failed}; output: {output}"
-    return f"Result of async task {task.task_id} ({task.tool_name}): {output}"
+        return (failed if task.output is None else f"{failed}; output: {output}") + parts
+    return f"Result of async task {task.task_id} ({task.tool_name}): {output}{parts}"
 
 
 class Subscription:
@@ -288,6 +294,7 @@ class AsyncTasks:
             task.status, task.error = "failed", f"INTERNAL: {type(exc).__name__}: {exc}"
         else:
             task.output = from_value(result.output)
+            task.parts = list(result.parts)
             task.status = "failed" if result.is_error else "succeeded"
             task.error = result.error if result.is_error else ""
         await self._finish(task)

@@ -131,7 +131,10 @@ def task_to_proto(t: TaskRecord) -> llm_pb2.Task:
     if t.finished:
         task.result.CopyFrom(
             tools_pb2.ToolResult(
-                output=to_value(t.output), is_error=t.status == "failed", error=t.error
+                output=to_value(t.output),
+                is_error=t.status == "failed",
+                error=t.error,
+                parts=t.parts,
             )
         )
     if t.finished_at is not None:

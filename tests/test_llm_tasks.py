@@ -14,6 +14,7 @@ import llm_service.tasks as tasks_module
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
 from tests.support.fake_providers import FakeOpenAI, Reply
+from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
@@ -428,3 +429,26 @@ async def test_subscribe_streams_per_session_are_bounded(env: LLMEnv) -> None:
     (await subscribe_once_a_place_is_free(env, "many")).cancel()
     for s in streams:
         s.cancel()
+
+
+async def test_an_async_result_keeps_its_content_parts_on_subscribe_and_get_task(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    # Before: the task stored its output only; the image was lost.
+    await env.register("image_bg", mode=ASYNC)
+    sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a_img"))
+    fake_openai.add(Reply(tool_calls=[("c1", "image_bg", "{}")]), Reply(text="ok"))
+    await env.chat("a_img", "draw")
+    task = await next_task(sub)
+    sub.cancel()
+    assert [p.WhichOneof("kind") for p in task.result.parts] == ["text", "image", "resource"]
+    assert task.result.parts[1].image.data == png(2, 2)
+    stored = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=task.task_id))
+    assert list(stored.task.result.parts) == list(task.result.parts)
+    # The history's note names them (a note is text).
+    history = await history_with_note(env, "a_img", task.task_id)
+    assert history[-1].content == (
+        f'Result of async task {task.task_id} (image_bg): {{"chart":"weekly"}} with a weekly '
+        f"chart, [image: image/png, {len(png(2, 2))} bytes, not shown], "
+        "[file: chart.csv, file:///tmp/chart.csv, text/csv]"
+    )
