@@ -82,6 +82,8 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     sync_part = out.split("=== 2.")[1].split("=== 3.")[0]
     assert "-> get_weather(" in sync_part and "<- get_weather:" in sync_part
     assert "Paris" in sync_part
+    # with an image result: the condition's icon, named, never printed as bytes
+    assert "+ [image: image/png, " in sync_part and "bytes, not shown]" in sync_part
     # 3. async call acknowledged at once, result pushed later on Subscribe
     async_part = out.split("=== 3.")[1].split("=== 4.")[0]
     assert "accepted as task" in async_part
