@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -41,6 +42,7 @@ from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.dispatch import Dispatcher, error_result
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
+from toolcall.parts import part_size, placeholder
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 
@@ -186,6 +188,7 @@ class Orchestrator:
                 forced = req.forced_tool if first else ""
                 if forced and all(t.name != forced for t in tools):
                     forced = ""  # removed from the registry since the request came in
+                new[:] = self._shed_parts(system, new)
                 request = ProviderRequest(
                     model=model,
                     messages=system + self._fit(history, system + new) + new,
@@ -256,6 +259,36 @@ class Orchestrator:
             if spec is not None and not spec.is_async:
                 names.append(call.name)
         return names
+
+    def _shed_parts(self, system: list[Message], new: list[Message]) -> list[Message]:
+        """The turn's messages, their oldest content parts named instead of sent
+        (``[image: ...] (left out: ...)``) while they weigh more than a request holds.
+
+        Two 3 MB images in one turn (each within the parts' bounds) would
+        otherwise fail the turn; what the model does not get is not stored either.
+        """
+        bound = self._settings.max_request_bytes
+        total = sum(message_bytes(m) for m in system + new)
+        if total <= bound:
+            return new
+        out = list(new)
+        for i, m in enumerate(out):
+            if total <= bound:
+                break
+            # Text and references stay: only parts carrying bytes are named.
+            if any(not p.HasField("text") and part_size(p) for p in m.parts):
+                said = [
+                    p
+                    if p.HasField("text") or not part_size(p)
+                    else tools_pb2.ContentPart(
+                        text=f"{placeholder(p)} (left out: the request would be too big)"
+                    )
+                    for p in m.parts
+                ]
+                slim = dataclasses.replace(m, parts=said, weight=0)
+                total += message_bytes(slim) - message_bytes(m)
+                out[i] = slim
+        return out
 
     def _fit(self, history: list[Message], turn: list[Message]) -> list[Message]:
         """The newest history that fits next to ``turn`` (system prompt and this turn's

@@ -607,3 +607,29 @@ async def test_allowed_tools_and_a_named_tool_the_role_lacks_are_invalid_argumen
         ("allowed_tools[1]", "role 'default' has no tool 'no_such'"),
         ("tool_choice.name", "role 'default' has no tool 'ghost'"),
     ]
+
+
+async def test_images_past_the_request_bound_are_named_instead_of_failing_the_turn(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    # Three ~4.8 KB images in one answer against a 12 KB request bound.
+    # Before: the turn failed with INVALID_ARGUMENT and stored nothing.
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        max_request_bytes=12_000,
+    ) as env:
+        await env.register("image_big")
+        calls = [(f"c{i}", "image_big", '{"noise": 40}') for i in range(3)]
+        fake_openai.add(Reply(tool_calls=calls), Reply(text="three charts"))
+        reply = await env.chat("shed", "three charts please")
+        assert reply.message.content == "three charts"
+        content = fake_openai.requests[1].body["messages"][-1]["content"]
+        kinds = [c["type"] for c in content]
+        # c0's image (the oldest) is named; c1's and c2's are sent.
+        assert kinds.count("image_url") == 2
+        named = [c["text"] for c in content if "left out" in c.get("text", "")]
+        assert len(named) == 1 and named[0].startswith("[image: image/png, ")
+        assert content.index({"type": "text", "text": named[0]}) < kinds.index("image_url")
