@@ -36,13 +36,13 @@ from llm_service.messages import (
 )
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
 from llm_service.providers.base import ToolChoice
-from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.dispatch import Dispatcher, error_result
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
 from toolcall.parts import part_size, placeholder
+from toolcall.registry_view import RegistryView
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 

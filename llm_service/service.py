@@ -10,12 +10,12 @@ import grpc
 from llm_service.history import HistoryStore
 from llm_service.orchestrator import Orchestrator
 from llm_service.providers import Providers
-from llm_service.registry_view import RegistryView
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks
 from toolcall.address_policy import canonical_address
 from toolcall.dispatch import Dispatcher
+from toolcall.registry_view import RegistryView
 from toolcall.serving import ServiceHost
 from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc

@@ -20,11 +20,11 @@ from llm_service.messages import Message, message_bytes
 from llm_service.orchestrator import Orchestrator, TurnRequest, TurnResult
 from llm_service.providers import PROVIDER_NAMES, ProviderError
 from llm_service.providers.base import ErrorKind, ToolChoice
-from llm_service.registry_view import RegistryView
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from llm_service.tasks import AsyncTasks, SubscriberLimitError, SubscriberTooSlow
 from toolcall import config
 from toolcall.errors import abort_invalid
+from toolcall.registry_view import RegistryView
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger(__name__)

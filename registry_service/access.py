@@ -16,12 +16,13 @@ including link-local and private addresses, is not.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
+
+from toolcall.address_policy import is_loopback_ip
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +41,10 @@ def is_local_peer(peer: str) -> bool:
     if peer.startswith(("unix:", "unix-abstract:")):
         return True
     if peer.startswith("ipv4:"):
-        host = peer[len("ipv4:") :].rpartition(":")[0]
-        try:
-            return ipaddress.IPv4Address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_ip(peer[len("ipv4:") :].rpartition(":")[0])
     if peer.startswith("ipv6:["):
         host, sep, _ = peer[len("ipv6:[") :].partition("]:")
-        if not sep:
-            return False
-        try:
-            ip = ipaddress.IPv6Address(host)
-        except ValueError:
-            return False
-        mapped = ip.ipv4_mapped
-        return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+        return bool(sep) and ":" in host and is_loopback_ip(host)
     return False
 
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from llm_service.registry_view import RegistryView
 from llm_service.settings import LLMSettings
 from registry_service import RegistrySettings
 from tests.support.fake_providers import FakeOpenAI, Reply
@@ -45,6 +44,7 @@ from tests.support.plugins import REPO_ROOT, RegistryProcess, free_port, wait_fo
 from tests.support.registry import Plugin, running_plugin, running_registry, tool
 from toolcall.clients import channel
 from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.registry_view import RegistryView
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2_grpc, llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
 

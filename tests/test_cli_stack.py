@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -49,6 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         registry_address=f"127.0.0.1:{free_port()}",
         llm_address=f"127.0.0.1:{free_port()}",
         data_dir=tmp_path_factory.mktemp("stack"),
+        gateway_address=f"127.0.0.1:{free_port()}",
     )
     os.environ["TOOLCALL_PING_DELAY"] = "0.3"
     try:
@@ -67,6 +69,8 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
         "--registry-address",
         f"127.0.0.1:{free_port()}",
         "--llm-address",
+        f"127.0.0.1:{free_port()}",
+        "--gateway-address",
         f"127.0.0.1:{free_port()}",
         "--data-dir",
         str(tmp_path),
@@ -92,6 +96,9 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     error_part = out.split("=== 4.")[1].split("=== 5.")[0]
     assert "error:" in error_part and "Atlantis" in error_part
     assert "assistant> " in error_part and "failed" in error_part
+    # 5. a tool of the mounted example MCP server, called through a chat
+    mcp_part = out.split("=== 5.")[1].split("=== 6.")[0]
+    assert "-> add_note(" in mcp_part and "call Alice at 5" in mcp_part
     assert "Demo complete" in out and "Stopped." in out
     assert "Traceback" not in out + result.stderr
 
@@ -119,6 +126,19 @@ def test_tools_list_shows_example_plugins(stack: Stack) -> None:
     ping = next(r for r in rows if r["name"] == "ping")
     assert ping["ack_message"] and ping["timeout_seconds"] > 0 and ping["description"]
     assert ping["parameters"]["properties"]["host"]["type"] == "string"
+
+
+def test_up_serves_the_example_tools_to_mcp_hosts(stack: Stack) -> None:
+    from mcp import Client
+
+    async def call() -> tuple[set[str], Any]:
+        async with Client(f"http://{stack.gateway_address}/mcp") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            return names, await client.call_tool("get_weather", {"city": "Paris"})
+
+    names, result = asyncio.run(call())
+    assert {"get_weather", "ping", "toolcall_get_task"} <= names
+    assert not result.is_error and "Paris" in result.content[0].text
 
 
 def test_tools_show_prints_description_schema_timeout_and_ack_message(stack: Stack) -> None:
@@ -265,6 +285,8 @@ def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
         ["tools", "show"],
         ["tools", "invoke"],
         ["tools", "clear"],
+        ["plugin"],
+        ["plugin", "check"],
     ],
     ids=lambda c: " ".join(c) or "toolcall",
 )
@@ -412,7 +434,7 @@ def test_up_on_the_addresses_of_a_running_stack_says_they_are_in_use(
     # checks, its own services had died on the taken ports, and its plugins
     # joined the other stack.
     addresses = ("--registry-address", stack.registry_address)
-    addresses += ("--llm-address", stack.llm_address)
+    addresses += ("--llm-address", stack.llm_address, "--gateway-address", "off")
     result = toolcall("up", "--data-dir", str(tmp_path), *addresses, timeout=30)
     assert result.returncode == 1 and "stack is up" not in result.stdout
     assert result.stderr.startswith(f"error: {stack.registry_address} is already in use")
@@ -423,6 +445,7 @@ def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
     # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
     addresses = ["--registry-address", f"127.0.0.1:{free_port()}"]
     addresses += ["--llm-address", f"127.0.0.1:{free_port()}"]
+    addresses += ["--gateway-address", f"127.0.0.1:{free_port()}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolcall.cli", "up", "--data-dir", str(tmp_path), *addresses],
         stdout=subprocess.PIPE,
@@ -446,6 +469,7 @@ def test_ctrl_c_on_up_stops_plugins_before_the_registry(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
+    assert "ERROR" not in logs["gateway.log"], logs["gateway.log"]
     for name in ("weather_plugin.log", "network_plugin.log"):
         assert "cleared" in logs[name], logs[name]
         assert "WARNING" not in logs[name] and "ERROR" not in logs[name], logs[name]

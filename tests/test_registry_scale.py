@@ -18,7 +18,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from llm_service.registry_view import RegistryView
 from registry_service import RegistrySettings
 from registry_service.main import add_arguments, settings_from_args
 from registry_service.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES, MAX_PAGE_SIZE
@@ -29,6 +28,7 @@ from toolcall import config
 from toolcall.cli import tools as tools_cli
 from toolcall.clients import channel
 from toolcall.errors import bad_request_violations
+from toolcall.registry_view import RegistryView
 from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2
 

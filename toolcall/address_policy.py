@@ -108,3 +108,16 @@ def canonical_address(address: str) -> str:
     elif host != "localhost":
         host = str(ipaddress.IPv4Address(host))
     return f"{host}:{int(port)}"
+
+
+def is_loopback_ip(host: str) -> bool:
+    """True for an IP address on the loopback interface: 127.0.0.0/8, ::1, or
+    an IPv4-mapped loopback (``::ffff:127.0.0.1``, seen on dual-stack
+    listeners, which the kernel only produces for a loopback connection)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback

@@ -12,6 +12,7 @@ from pathlib import Path
 
 DEFAULT_REGISTRY_ADDRESS = "127.0.0.1:48911"
 DEFAULT_LLM_ADDRESS = "127.0.0.1:48912"
+DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:48913"
 DEFAULT_ROLE = "default"
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
@@ -59,6 +60,10 @@ def registry_address() -> str:
 
 def llm_address() -> str:
     return env("LLM_ADDRESS", DEFAULT_LLM_ADDRESS)
+
+
+def gateway_address() -> str:
+    return env("GATEWAY_ADDRESS", DEFAULT_GATEWAY_ADDRESS)
 
 
 # A token file holds one short secret; anything larger is a wrong path.

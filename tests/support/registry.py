@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
+from tests.support.images import png
 from toolcall.clients import list_all_tools
 from toolcall.jsonvalue import from_struct, to_struct, to_value
 from toolcall.v1 import (
@@ -143,6 +144,13 @@ class Plugin(callback_pb2_grpc.ToolCallbackServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "plugin blew up")
         if request.name == "report_error":
             return callback_pb2.ToolCallbackInvokeResponse(is_error=True, error="no such city")
+        if request.name == "picture":
+            reply = callback_pb2.ToolCallbackInvokeResponse(output=to_value({"width": 1}))
+            reply.parts.add().image.CopyFrom(tools_pb2.ImagePart(mime_type="image/png", data=png()))
+            reply.parts.add().resource.CopyFrom(
+                tools_pb2.ResourcePart(uri="file:///tmp/report.pdf", name="report.pdf")
+            )
+            return reply
         return callback_pb2.ToolCallbackInvokeResponse(
             output=to_value({"args": args, "raw": request.raw_arguments, "role": request.role})
         )

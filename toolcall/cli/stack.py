@@ -1,7 +1,8 @@
 """``toolcall up``: the whole stack as separate processes, supervised.
 
 Starts the registry, waits for it to be healthy, starts the LLMService, then
-the example plugins, and waits until their tools are registered. Ctrl-C (or
+the example plugins and the example MCP server (mounted with ``toolcall mcp
+mount``), and waits until their tools are registered. Ctrl-C (or
 SIGTERM) stops everything in reverse order: plugins first (they clear their
 tools), then the LLMService, then the registry. The children run in their own
 process group, so a terminal's Ctrl-C (SIGINT to the whole foreground group)
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx2 as httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import config
@@ -31,6 +33,8 @@ from toolcall.clients import channel, list_all_tools, wait_healthy
 from toolcall.v1 import registry_pb2_grpc
 
 EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
+# MCP servers mounted with ``toolcall mcp mount`` (name, module): their tools get source mcp:NAME.
+EXAMPLE_MCP_SERVERS = (("notes", "toolcall_examples.mcp_notes_server"),)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LLMService listen address (default: $TOOLCALL_LLM_ADDRESS or %(default)s)",
     )
     parser.add_argument(
+        "--gateway-address",
+        default=config.gateway_address(),
+        help="HTTP gateway (MCP at /mcp) listen address; 'off' starts none "
+        "(default: $TOOLCALL_GATEWAY_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
         "--data-dir",
         default=str(config.data_dir()),
         help="SQLite files and process logs (default: $TOOLCALL_DATA_DIR or %(default)s)",
     )
     parser.add_argument(
-        "--no-plugins", action="store_true", help="do not start the example plugins"
+        "--no-plugins",
+        action="store_true",
+        help="do not start the example plugins and MCP server",
     )
 
 
@@ -62,6 +74,8 @@ class Stack:
     llm_address: str
     data_dir: Path
     plugins: tuple[str, ...] = EXAMPLE_PLUGINS
+    gateway_address: str = ""  # empty: no gateway
+    mcp_servers: tuple[tuple[str, str], ...] = EXAMPLE_MCP_SERVERS
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -76,6 +90,8 @@ class Stack:
             TOOLCALL_DATA_DIR=str(self.data_dir),
             PYTHONUNBUFFERED="1",
         )
+        if self.gateway_address:
+            env["TOOLCALL_GATEWAY_ADDRESS"] = self.gateway_address
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -112,6 +128,11 @@ class Stack:
     async def start(self) -> None:
         # Another stack on these addresses would pass our health checks, and our
         # plugins would join it (and clear its tools of the same source on stop).
+        if self.gateway_address and await port_taken(self.gateway_address):
+            raise RuntimeError(
+                f"{self.gateway_address} is already in use (another `toolcall up`?); stop it, "
+                "or choose another address with --gateway-address (or 'off')"
+            )
         for address in (self.registry_address, self.llm_address):
             if await something_serves(address):
                 raise RuntimeError(
@@ -123,13 +144,32 @@ class Stack:
         await self._healthy("registry", self.registry_address)
         self._spawn("llm", ["-m", "toolcall.cli", "llm"])
         await self._healthy("llm", self.llm_address)
+        if self.gateway_address:
+            self._spawn("gateway", ["-m", "toolcall.cli", "gateway"])
         for module in self.plugins:
             self._spawn(module.rpartition(".")[2], ["-m", module])
+        for name, module in self.mcp_servers:
+            mount = ["-m", "toolcall.cli", "mcp", "mount", "--name", name, "--"]
+            self._spawn(f"mcp-{name}", [*mount, sys.executable, "-m", module])
         await self._wait_for_plugins()
+        if self.gateway_address:
+            await self._http_healthy("gateway", f"http://{self.gateway_address}/healthz")
+
+    async def _http_healthy(self, name: str, url: str) -> None:
+        deadline = time.monotonic() + 20
+        async with httpx.AsyncClient(timeout=1) as http:
+            while True:
+                self._check_alive()
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(url)).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} at {url} did not become healthy")
+                await asyncio.sleep(0.1)
 
     async def _wait_for_plugins(self) -> None:
-        """Waits until every plugin process has registered at least one tool."""
-        expected = len(self.plugins)
+        """Waits until every plugin process and MCP mount has registered at least one tool."""
+        expected = len(self.plugins) + len(self.mcp_servers)
         deadline = time.monotonic() + 20
         async with channel(self.registry_address) as ch:
             stub = registry_pb2_grpc.ToolRegistryStub(ch)
@@ -168,12 +208,26 @@ async def something_serves(address: str) -> bool:
     return True
 
 
+async def port_taken(address: str) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), port), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 def stack_from_args(args: argparse.Namespace) -> Stack:
+    gateway = "" if args.gateway_address.strip().lower() == "off" else args.gateway_address
     return Stack(
         registry_address=args.registry_address,
         llm_address=args.llm_address,
         data_dir=Path(args.data_dir),
         plugins=() if args.no_plugins else EXAMPLE_PLUGINS,
+        gateway_address=gateway,
+        mcp_servers=() if args.no_plugins else EXAMPLE_MCP_SERVERS,
     )
 
 
@@ -197,7 +251,10 @@ async def main(args: argparse.Namespace) -> int:
         stop = stop_requested()
         print(f"registry   {stack.registry_address}")
         print(f"llm        {stack.llm_address}")
+        if stack.gateway_address:
+            print(f"mcp        http://{stack.gateway_address}/mcp")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
+        print(f"mounted    {', '.join(f'mcp:{n}' for n, _ in stack.mcp_servers) or '(none)'}")
         print(f"logs       {stack.log_dir}")
         print("stack is up; Ctrl-C stops it", flush=True)
         await stop.wait()

@@ -1,0 +1,257 @@
+"""``toolcall gateway``: the HTTP edge, on 127.0.0.1:48913 by default.
+
+Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
+``gateway.mcp_serve``) and ``/healthz``. The browser console and the HTTP/JSON
+APIs join them here.
+
+Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
+written for (its session manager is a Starlette app), so one server carries
+MCP and the gateway's own routes; no HTTP is parsed by hand.
+
+Who may call: the same two gates as the registry's ``Invoke``, since a tool
+call runs plugin code. The peer must be on the loopback interface, and when a
+shared token is configured (``TOOLCALL_TOKEN`` / ``TOOLCALL_TOKEN_FILE``)
+``/mcp`` needs ``Authorization: Bearer <token>``. Against DNS rebinding
+(a web page whose host name resolves to 127.0.0.1), the Host header must name
+a loopback host and an Origin, when a browser sends one, must be a loopback
+origin (the MCP SDK's check, applied to every route).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import uvicorn
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.mcp_serve import McpBridge, McpSettings
+from toolcall import config
+from toolcall.address_policy import is_loopback_ip
+
+log = logging.getLogger(__name__)
+
+# Open MCP sessions (each holds a server task and its streams) and how long an
+# unused one lives; the SDK's defaults are 10,000 sessions and 30 minutes.
+DEFAULT_MAX_MCP_SESSIONS = 256
+DEFAULT_MCP_SESSION_IDLE_S = 600.0
+# Largest request body (the SDK's default): a tools/call's arguments.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    address: str = field(default_factory=config.gateway_address)
+    token: str = ""
+    mcp: McpSettings = field(default_factory=McpSettings)
+    max_mcp_sessions: int = DEFAULT_MAX_MCP_SESSIONS
+    mcp_session_idle_s: float = DEFAULT_MCP_SESSION_IDLE_S
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        return cls(
+            address=config.gateway_address(),
+            token=config.token(),
+            mcp=McpSettings.from_env(),
+            max_mcp_sessions=config.env_int("MCP_MAX_SESSIONS", DEFAULT_MAX_MCP_SESSIONS),
+            mcp_session_idle_s=config.env_float("MCP_SESSION_IDLE", DEFAULT_MCP_SESSION_IDLE_S),
+        )
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise SystemExit(f"gateway address {self.address!r} is not host:port")
+        host = host.strip("[]")
+        if not (is_loopback_ip(host) or host == "localhost"):
+            raise SystemExit(
+                f"gateway address {self.address!r}: the gateway serves loopback only "
+                "(127.0.0.1, ::1 or localhost); TLS and authentication for other addresses "
+                "come with the security work"
+            )
+        return host, int(port)
+
+
+class LocalOnly:
+    """ASGI middleware: loopback peers, loopback Host/Origin, and the token on ``/mcp``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode() if token else b""
+        self._hosts = TransportSecurityMiddleware(
+            TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=LOOPBACK_HOSTS,
+                allowed_origins=LOOPBACK_ORIGINS,
+            )
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refusal = await self._refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _refusal(self, scope: Scope) -> Response | None:
+        client = scope.get("client")
+        if client is None or not is_loopback_ip(str(client[0])):
+            peer = str(client[0])[:60] if client else "unknown"
+            return PlainTextResponse(
+                f"the gateway only answers loopback peers, not {peer}", status_code=403
+            )
+        request = Request(scope)
+        if refusal := await self._hosts.validate_request(request, is_post=False):
+            return refusal
+        if self._expected and scope["path"].startswith("/mcp"):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, self._expected):
+                return PlainTextResponse(
+                    "this gateway requires 'Authorization: Bearer <token>' (the toolcall token)",
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return None
+
+
+def installed_version() -> str:
+    try:
+        return importlib.metadata.version("toolcall")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
+    """The gateway's ASGI app; its lifespan starts and stops the MCP bridge."""
+    sessions = StreamableHTTPSessionManager(
+        app=bridge.server,
+        security_settings=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=LOOPBACK_HOSTS,
+            allowed_origins=LOOPBACK_ORIGINS,
+        ),
+        max_request_body_size=MAX_BODY_BYTES,
+        session_idle_timeout=settings.mcp_session_idle_s,
+        max_sessions=settings.max_mcp_sessions,
+    )
+
+    async def health(request: Request) -> Response:
+        synced = bridge.view.synced
+        return JSONResponse(
+            {
+                "status": "ok" if synced else "starting",
+                "registry": settings.mcp.registry_address,
+                "registry_synced": synced,
+                "mcp_async_tasks_running": bridge.jobs.running,
+            },
+            status_code=200 if synced else 503,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await bridge.start()
+        try:
+            async with sessions.run():
+                yield
+        finally:
+            await bridge.close()
+
+    app = Starlette(
+        routes=[
+            Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
+            Route("/healthz", endpoint=health),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(LocalOnly, token=settings.token)
+    return app
+
+
+async def serve(settings: GatewaySettings) -> int:
+    host, port = settings.host_port()
+    bridge = McpBridge(settings.mcp, version=installed_version())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(settings, bridge),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # Bounded like the gRPC services: connections and a slow client's
+            # time to send its request headers.
+            limit_concurrency=1024,
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,
+            server_header=False,
+            access_log=False,
+        )
+    )
+    log.info(
+        "gateway on http://%s:%d (MCP at /mcp, role %r; registry %s)",
+        host,
+        port,
+        settings.mcp.role,
+        settings.mcp.registry_address,
+    )
+    await server.serve()
+    return 0 if server.started else 1
+
+
+# -- the command ----------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = GatewaySettings.from_env()
+    parser.add_argument(
+        "--address",
+        default=d.address,
+        help="listen address host:port, loopback only (default: $TOOLCALL_GATEWAY_ADDRESS "
+        "or %(default)s)",
+    )
+    parser.add_argument(
+        "--registry",
+        default=d.mcp.registry_address,
+        help="registry address (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
+        "--role",
+        default=d.mcp.role,
+        help="role served at /mcp unless the URL says ?role=... (default: $TOOLCALL_MCP_ROLE "
+        "or %(default)s)",
+    )
+
+
+async def serve_from_args(args: argparse.Namespace) -> int:
+    d = GatewaySettings.from_env()
+    mcp = McpSettings(
+        registry_address=args.registry, role=args.role, dispatch=d.mcp.dispatch, jobs=d.mcp.jobs
+    )
+    address = getattr(args, "address", None) or d.address
+    settings = GatewaySettings(
+        address=address,
+        token=d.token,
+        mcp=mcp,
+        max_mcp_sessions=d.max_mcp_sessions,
+        mcp_session_idle_s=d.mcp_session_idle_s,
+    )
+    return await serve(settings)
+
+
+async def main(args: argparse.Namespace) -> int:
+    return await serve_from_args(args)
