@@ -344,7 +344,8 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")
     assert sync.returncode == 0, sync.stderr
     assert "-> get_weather(" in sync.stdout and "Oslo" in sync.stdout
-    shown = re.search(r"<- get_weather: (\{.*\})  \(", sync.stdout)
+    # The output, then its image part named (the condition's icon).
+    shown = re.search(r"<- get_weather: (\{.*\}) \+ \[image: image/png, \d+ bytes", sync.stdout)
     assert shown and list(json.loads(shown[1])) == sorted(json.loads(shown[1])), sync.stdout
 
     started = toolcall("chat", *llm, "--session", "cli-async", "Please ping example.org")
