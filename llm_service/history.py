@@ -41,7 +41,7 @@ from toolcall.parts import part_size
 from toolcall.v1 import tools_pb2
 
 T = TypeVar("T")
-TaskState = Literal["running", "succeeded", "failed"]
+TaskState = Literal["running", "succeeded", "failed", "cancelled"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

@@ -405,6 +405,28 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             raise AssertionError("unreachable")
         return llm_pb2.GetTaskResponse(task=wire.task_to_proto(task))
 
+    async def CancelTask(
+        self, request: llm_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CancelTaskResponse:
+        if not request.task_id:
+            await abort_invalid(context, [("task_id", "is required")])
+        async with store_errors(context):
+            task = await self._store.get_task(request.task_id)
+        if task is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
+            raise AssertionError("unreachable")
+        if task.finished or not await self._tasks.cancel(task.task_id, request.reason):
+            async with store_errors(context):
+                task = await self._store.get_task(request.task_id) or task
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"task '{task.task_id}' has already ended "
+                f"({llm_pb2.TaskStatus.Name(wire.TASK_STATUS[task.status])})",
+            )
+        async with store_errors(context):
+            task = await self._store.get_task(request.task_id) or task
+        return llm_pb2.CancelTaskResponse(task=wire.task_to_proto(task))
+
     async def GetHistory(
         self, request: llm_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.GetHistoryResponse:

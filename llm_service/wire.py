@@ -27,6 +27,7 @@ TASK_STATUS = {
     "running": llm_pb2.TASK_STATUS_RUNNING,
     "succeeded": llm_pb2.TASK_STATUS_SUCCEEDED,
     "failed": llm_pb2.TASK_STATUS_FAILED,
+    "cancelled": llm_pb2.TASK_STATUS_CANCELLED,
 }
 
 
@@ -132,7 +133,7 @@ def task_to_proto(t: TaskRecord) -> llm_pb2.Task:
         task.result.CopyFrom(
             tools_pb2.ToolResult(
                 output=to_value(t.output),
-                is_error=t.status == "failed",
+                is_error=t.status in ("failed", "cancelled"),
                 error=t.error,
                 parts=t.parts,
             )

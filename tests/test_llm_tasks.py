@@ -452,3 +452,52 @@ async def test_an_async_result_keeps_its_content_parts_on_subscribe_and_get_task
         f"chart, [image: image/png, {len(png(2, 2))} bytes, not shown], "
         "[file: chart.csv, file:///tmp/chart.csv, text/csv]"
     )
+
+
+async def test_cancel_task_cancels_the_plugin_call_and_delivers_cancelled(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="cancel"))
+    reply = await start_sleep(env, fake_openai, "cancel", 30)
+    task_id = reply.tool_calls[0].task_id
+    started = time.monotonic()
+    cancelled = await env.stub.CancelTask(
+        llm_pb2.CancelTaskRequest(task_id=task_id, reason="the user\x1b changed\ntheir mind"),
+        timeout=10,
+    )
+    assert time.monotonic() - started < 5  # not the 30 s the call would have taken
+    assert cancelled.task.status == llm_pb2.TASK_STATUS_CANCELLED
+    error = "CANCELLED: the task was cancelled (CancelTask): the user changed their mind"
+    assert cancelled.task.result.is_error and cancelled.task.result.error == error
+    pushed = await next_task(sub)
+    sub.cancel()
+    assert pushed.task_id == task_id and pushed.status == llm_pb2.TASK_STATUS_CANCELLED
+    assert env.llm.tasks.running() == 0  # its place is free again
+    history = await history_with_note(env, "cancel", task_id)
+    assert history[-1].content == f"Async task {task_id} (sleep_bg) was cancelled: {error}"
+
+    # Cancelling it again, an unknown task or none at all: clear statuses.
+    for request, code, words in (
+        (
+            llm_pb2.CancelTaskRequest(task_id=task_id),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "CANCELLED",
+        ),
+        (llm_pb2.CancelTaskRequest(task_id="nope"), grpc.StatusCode.NOT_FOUND, "no task 'nope'"),
+        (llm_pb2.CancelTaskRequest(), grpc.StatusCode.INVALID_ARGUMENT, "task_id"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await env.stub.CancelTask(request, timeout=5)
+        assert err.value.code() == code and words in (err.value.details() or ""), err.value
+
+
+async def test_cancelling_a_task_that_finished_is_failed_precondition_naming_its_status(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    reply = await start_sleep(env, fake_openai, "done", 0.01)
+    task_id = reply.tool_calls[0].task_id
+    await wait_finished(env, task_id)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.stub.CancelTask(llm_pb2.CancelTaskRequest(task_id=task_id), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == f"task '{task_id}' has already ended (TASK_STATUS_SUCCEEDED)"

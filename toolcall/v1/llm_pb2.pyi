@@ -96,6 +96,10 @@ class _TaskStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskStatus
     """Finished; the result is in output."""
     TASK_STATUS_FAILED: _TaskStatus.ValueType  # 3
     """Finished with an error (is_error is true)."""
+    TASK_STATUS_CANCELLED: _TaskStatus.ValueType  # 4
+    """Cancelled by CancelTask before it finished (is_error is true; error
+    says so and gives the reason).
+    """
 
 class TaskStatus(_TaskStatus, metaclass=_TaskStatusEnumTypeWrapper):
     """State of an async tool task."""
@@ -108,6 +112,10 @@ TASK_STATUS_SUCCEEDED: TaskStatus.ValueType  # 2
 """Finished; the result is in output."""
 TASK_STATUS_FAILED: TaskStatus.ValueType  # 3
 """Finished with an error (is_error is true)."""
+TASK_STATUS_CANCELLED: TaskStatus.ValueType  # 4
+"""Cancelled by CancelTask before it finished (is_error is true; error
+says so and gives the reason).
+"""
 Global___TaskStatus: _TypeAlias = TaskStatus  # noqa: Y015
 
 @_typing.final
@@ -767,6 +775,58 @@ class GetTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTaskRequest: _TypeAlias = GetTaskRequest  # noqa: Y015
+
+@_typing.final
+class CancelTaskRequest(_message.Message):
+    """Request of LLMService.CancelTask."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """Task id. Required."""
+    reason: _builtins.str
+    """Why, for the task's error text and the history (at most 500 characters
+    are kept).
+    """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTaskRequest: _TypeAlias = CancelTaskRequest  # noqa: Y015
+
+@_typing.final
+class CancelTaskResponse(_message.Message):
+    """Response of LLMService.CancelTask."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task, ended (TASK_STATUS_CANCELLED, or the status it reached first)."""
+
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTaskResponse: _TypeAlias = CancelTaskResponse  # noqa: Y015
 
 @_typing.final
 class GetTaskResponse(_message.Message):

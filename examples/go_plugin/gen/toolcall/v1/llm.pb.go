@@ -153,6 +153,9 @@ const (
 	TaskStatus_TASK_STATUS_SUCCEEDED TaskStatus = 2
 	// Finished with an error (is_error is true).
 	TaskStatus_TASK_STATUS_FAILED TaskStatus = 3
+	// Cancelled by CancelTask before it finished (is_error is true; error
+	// says so and gives the reason).
+	TaskStatus_TASK_STATUS_CANCELLED TaskStatus = 4
 )
 
 // Enum value maps for TaskStatus.
@@ -162,12 +165,14 @@ var (
 		1: "TASK_STATUS_RUNNING",
 		2: "TASK_STATUS_SUCCEEDED",
 		3: "TASK_STATUS_FAILED",
+		4: "TASK_STATUS_CANCELLED",
 	}
 	TaskStatus_value = map[string]int32{
 		"TASK_STATUS_UNSPECIFIED": 0,
 		"TASK_STATUS_RUNNING":     1,
 		"TASK_STATUS_SUCCEEDED":   2,
 		"TASK_STATUS_FAILED":      3,
+		"TASK_STATUS_CANCELLED":   4,
 	}
 )
 
@@ -1520,6 +1525,108 @@ func (x *GetTaskRequest) GetTaskId() string {
 	return ""
 }
 
+// Request of LLMService.CancelTask.
+type CancelTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task id. Required.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Why, for the task's error text and the history (at most 500 characters
+	// are kept).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskRequest) Reset() {
+	*x = CancelTaskRequest{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskRequest) ProtoMessage() {}
+
+func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
+func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CancelTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *CancelTaskRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Response of LLMService.CancelTask.
+type CancelTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task, ended (TASK_STATUS_CANCELLED, or the status it reached first).
+	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskResponse) Reset() {
+	*x = CancelTaskResponse{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskResponse) ProtoMessage() {}
+
+func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
+func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CancelTaskResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
 // Response of LLMService.GetTask.
 type GetTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1531,7 +1638,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1650,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1663,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{18}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1579,7 +1686,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1698,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1711,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{19}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetHistoryRequest) GetSessionId() string {
@@ -1636,7 +1743,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1755,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1768,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{20}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*ChatMessage {
@@ -1781,7 +1888,12 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x10AckTasksResponse\x12\"\n" +
 	"\facknowledged\x18\x01 \x01(\x05R\facknowledged\")\n" +
 	"\x0eGetTaskRequest\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"8\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"D\n" +
+	"\x11CancelTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
+	"\x12CancelTaskResponse\x12%\n" +
+	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\"8\n" +
 	"\x0fGetTaskResponse\x12%\n" +
 	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\"H\n" +
 	"\x11GetHistoryRequest\x12\x1d\n" +
@@ -1801,13 +1913,14 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n" +
 	"\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n" +
-	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*u\n" +
+	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\x90\x01\n" +
 	"\n" +
 	"TaskStatus\x12\x1b\n" +
 	"\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n" +
 	"\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n" +
-	"\x12TASK_STATUS_FAILED\x10\x032\xc6\x03\n" +
+	"\x12TASK_STATUS_FAILED\x10\x03\x12\x19\n" +
+	"\x15TASK_STATUS_CANCELLED\x10\x042\x95\x04\n" +
 	"\n" +
 	"LLMService\x12;\n" +
 	"\x04Chat\x12\x18.toolcall.v1.ChatRequest\x1a\x19.toolcall.v1.ChatResponse\x12O\n" +
@@ -1816,6 +1929,8 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\tSubscribe\x12\x1d.toolcall.v1.SubscribeRequest\x1a\x1e.toolcall.v1.SubscribeResponse0\x01\x12G\n" +
 	"\bAckTasks\x12\x1c.toolcall.v1.AckTasksRequest\x1a\x1d.toolcall.v1.AckTasksResponse\x12D\n" +
 	"\aGetTask\x12\x1b.toolcall.v1.GetTaskRequest\x1a\x1c.toolcall.v1.GetTaskResponse\x12M\n" +
+	"\n" +
+	"CancelTask\x12\x1e.toolcall.v1.CancelTaskRequest\x1a\x1f.toolcall.v1.CancelTaskResponse\x12M\n" +
 	"\n" +
 	"GetHistory\x12\x1e.toolcall.v1.GetHistoryRequest\x1a\x1f.toolcall.v1.GetHistoryResponseB\xa0\x01\n" +
 	"\x0fcom.toolcall.v1B\bLlmProtoP\x01Z6toolcall/examples/go_plugin/gen/toolcall/v1;toolcallv1\xa2\x02\x03TXX\xaa\x02\vToolcall.V1\xca\x02\vToolcall\\V1\xe2\x02\x17Toolcall\\V1\\GPBMetadata\xea\x02\fToolcall::V1b\x06proto3"
@@ -1833,7 +1948,7 @@ func file_toolcall_v1_llm_proto_rawDescGZIP() []byte {
 }
 
 var file_toolcall_v1_llm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_toolcall_v1_llm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_toolcall_v1_llm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_toolcall_v1_llm_proto_goTypes = []any{
 	(MessageRole)(0),              // 0: toolcall.v1.MessageRole
 	(ToolChoiceMode)(0),           // 1: toolcall.v1.ToolChoiceMode
@@ -1856,25 +1971,27 @@ var file_toolcall_v1_llm_proto_goTypes = []any{
 	(*AckTasksRequest)(nil),       // 18: toolcall.v1.AckTasksRequest
 	(*AckTasksResponse)(nil),      // 19: toolcall.v1.AckTasksResponse
 	(*GetTaskRequest)(nil),        // 20: toolcall.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),       // 21: toolcall.v1.GetTaskResponse
-	(*GetHistoryRequest)(nil),     // 22: toolcall.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),    // 23: toolcall.v1.GetHistoryResponse
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*ContentPart)(nil),           // 25: toolcall.v1.ContentPart
-	(*ToolResult)(nil),            // 26: toolcall.v1.ToolResult
-	(*structpb.Struct)(nil),       // 27: google.protobuf.Struct
+	(*CancelTaskRequest)(nil),     // 21: toolcall.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),    // 22: toolcall.v1.CancelTaskResponse
+	(*GetTaskResponse)(nil),       // 23: toolcall.v1.GetTaskResponse
+	(*GetHistoryRequest)(nil),     // 24: toolcall.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),    // 25: toolcall.v1.GetHistoryResponse
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*ContentPart)(nil),           // 27: toolcall.v1.ContentPart
+	(*ToolResult)(nil),            // 28: toolcall.v1.ToolResult
+	(*structpb.Struct)(nil),       // 29: google.protobuf.Struct
 }
 var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	0,  // 0: toolcall.v1.ChatMessage.role:type_name -> toolcall.v1.MessageRole
 	3,  // 1: toolcall.v1.ChatMessage.tool_calls:type_name -> toolcall.v1.ToolCall
-	24, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
-	25, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
+	26, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
+	27, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
 	4,  // 4: toolcall.v1.ChatRequest.messages:type_name -> toolcall.v1.ChatMessage
 	6,  // 5: toolcall.v1.ChatRequest.tool_choice:type_name -> toolcall.v1.ToolChoice
 	1,  // 6: toolcall.v1.ToolChoice.mode:type_name -> toolcall.v1.ToolChoiceMode
 	5,  // 7: toolcall.v1.ChatStreamRequest.request:type_name -> toolcall.v1.ChatRequest
 	3,  // 8: toolcall.v1.ToolCallRecord.call:type_name -> toolcall.v1.ToolCall
-	26, // 9: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
+	28, // 9: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
 	4,  // 10: toolcall.v1.ChatResponse.message:type_name -> toolcall.v1.ChatMessage
 	8,  // 11: toolcall.v1.ChatResponse.tool_calls:type_name -> toolcall.v1.ToolCallRecord
 	9,  // 12: toolcall.v1.ChatResponse.usage:type_name -> toolcall.v1.Usage
@@ -1886,30 +2003,33 @@ var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	10, // 18: toolcall.v1.ChatStreamResponse.final:type_name -> toolcall.v1.ChatResponse
 	9,  // 19: toolcall.v1.ChatStreamResponse.usage:type_name -> toolcall.v1.Usage
 	2,  // 20: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
-	26, // 21: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
-	24, // 22: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	24, // 23: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
-	27, // 24: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
+	28, // 21: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
+	26, // 22: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	26, // 23: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
+	29, // 24: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
 	15, // 25: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
-	15, // 26: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
-	4,  // 27: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
-	5,  // 28: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
-	7,  // 29: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
-	16, // 30: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
-	18, // 31: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
-	20, // 32: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
-	22, // 33: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
-	10, // 34: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
-	14, // 35: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
-	17, // 36: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
-	19, // 37: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
-	21, // 38: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
-	23, // 39: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
-	34, // [34:40] is the sub-list for method output_type
-	28, // [28:34] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	15, // 26: toolcall.v1.CancelTaskResponse.task:type_name -> toolcall.v1.Task
+	15, // 27: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
+	4,  // 28: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
+	5,  // 29: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
+	7,  // 30: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
+	16, // 31: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
+	18, // 32: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
+	20, // 33: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
+	21, // 34: toolcall.v1.LLMService.CancelTask:input_type -> toolcall.v1.CancelTaskRequest
+	24, // 35: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
+	10, // 36: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
+	14, // 37: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
+	17, // 38: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
+	19, // 39: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
+	23, // 40: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
+	22, // 41: toolcall.v1.LLMService.CancelTask:output_type -> toolcall.v1.CancelTaskResponse
+	25, // 42: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
+	36, // [36:43] is the sub-list for method output_type
+	29, // [29:36] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_llm_proto_init() }
@@ -1936,7 +2056,7 @@ func file_toolcall_v1_llm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_toolcall_v1_llm_proto_rawDesc), len(file_toolcall_v1_llm_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -66,6 +66,11 @@ export enum TaskStatus {
   TASK_STATUS_SUCCEEDED = 2,
   /** TASK_STATUS_FAILED - Finished with an error (is_error is true). */
   TASK_STATUS_FAILED = 3,
+  /**
+   * TASK_STATUS_CANCELLED - Cancelled by CancelTask before it finished (is_error is true; error
+   * says so and gives the reason).
+   */
+  TASK_STATUS_CANCELLED = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -332,6 +337,23 @@ export interface AckTasksResponse {
 export interface GetTaskRequest {
   /** Task id. Required. */
   taskId: string;
+}
+
+/** Request of LLMService.CancelTask. */
+export interface CancelTaskRequest {
+  /** Task id. Required. */
+  taskId: string;
+  /**
+   * Why, for the task's error text and the history (at most 500 characters
+   * are kept).
+   */
+  reason: string;
+}
+
+/** Response of LLMService.CancelTask. */
+export interface CancelTaskResponse {
+  /** The task, ended (TASK_STATUS_CANCELLED, or the status it reached first). */
+  task?: Task | undefined;
 }
 
 /** Response of LLMService.GetTask. */
@@ -1921,6 +1943,128 @@ export const GetTaskRequest: MessageFns<GetTaskRequest> = {
   },
 };
 
+function createBaseCancelTaskRequest(): CancelTaskRequest {
+  return { taskId: "", reason: "" };
+}
+
+export const CancelTaskRequest: MessageFns<CancelTaskRequest> = {
+  encode(message: CancelTaskRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelTaskRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelTaskRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelTaskRequest>, I>>(base?: I): CancelTaskRequest {
+    return CancelTaskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelTaskRequest>, I>>(object: I): CancelTaskRequest {
+    const message = createBaseCancelTaskRequest();
+    message.taskId = object.taskId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelTaskResponse(): CancelTaskResponse {
+  return { task: undefined };
+}
+
+export const CancelTaskResponse: MessageFns<CancelTaskResponse> = {
+  encode(message: CancelTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.task !== undefined) {
+      Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelTaskResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelTaskResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.task = Task.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelTaskResponse>, I>>(base?: I): CancelTaskResponse {
+    return CancelTaskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelTaskResponse>, I>>(object: I): CancelTaskResponse {
+    const message = createBaseCancelTaskResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
+  },
+};
+
 function createBaseGetTaskResponse(): GetTaskResponse {
   return { task: undefined };
 }
@@ -2185,6 +2329,22 @@ export const LLMServiceService = {
     responseDeserialize: (value: Buffer): GetTaskResponse => GetTaskResponse.decode(value),
   },
   /**
+   * Cancels a running async task: its plugin call is cancelled (the plugin
+   * sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+   * delivered on Subscribe and noted in the history like any result. Answers
+   * once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+   * already ended: FAILED_PRECONDITION naming its status.
+   */
+  cancelTask: {
+    path: "/toolcall.v1.LLMService/CancelTask" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelTaskRequest): Buffer => Buffer.from(CancelTaskRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelTaskRequest => CancelTaskRequest.decode(value),
+    responseSerialize: (value: CancelTaskResponse): Buffer => Buffer.from(CancelTaskResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelTaskResponse => CancelTaskResponse.decode(value),
+  },
+  /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
    * less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
    */
@@ -2228,6 +2388,14 @@ export interface LLMServiceServer extends UntypedServiceImplementation {
   ackTasks: handleUnaryCall<AckTasksRequest, AckTasksResponse>;
   /** Reports the status of one async task. Unknown id: NOT_FOUND. */
   getTask: handleUnaryCall<GetTaskRequest, GetTaskResponse>;
+  /**
+   * Cancels a running async task: its plugin call is cancelled (the plugin
+   * sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+   * delivered on Subscribe and noted in the history like any result. Answers
+   * once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+   * already ended: FAILED_PRECONDITION naming its status.
+   */
+  cancelTask: handleUnaryCall<CancelTaskRequest, CancelTaskResponse>;
   /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
    * less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -2312,6 +2480,28 @@ export interface LLMServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetTaskResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Cancels a running async task: its plugin call is cancelled (the plugin
+   * sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+   * delivered on Subscribe and noted in the history like any result. Answers
+   * once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+   * already ended: FAILED_PRECONDITION naming its status.
+   */
+  cancelTask(
+    request: CancelTaskRequest,
+    callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
+  ): ClientUnaryCall;
+  cancelTask(
+    request: CancelTaskRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
+  ): ClientUnaryCall;
+  cancelTask(
+    request: CancelTaskRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
   ): ClientUnaryCall;
   /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
