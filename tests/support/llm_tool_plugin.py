@@ -15,6 +15,10 @@ serving. What a call does depends on the tool name's first word (before
 - ``deep``:  returns ``arguments.levels`` nested lists (default 60: past protobuf's
   decoding limit of 100 messages)
 - ``picture``: a chart as an image part (PNG) beside ``{"points": 3}``
+- ``image``: returns ``{"chart": "weekly"}`` with three content parts: the text
+  "a weekly chart", the PNG ``tests.support.images.png(2, 2)`` (or, with
+  ``arguments.noise`` set, an incompressible one of that many pixels a side),
+  and a file reference ``file:///tmp/chart.csv``
 - ``chat``:  calls LLMService.Chat at ``arguments.address`` for ``arguments.session``
   (default: its own session); returns ``{"code", "details"|"answer"}``
 """
@@ -76,6 +80,21 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
                 value = value.list_value.values.add()
             value.string_value = "x"
             return reply
+        if kind == "image":
+            side = int(args.get("noise", 0))
+            data = png(side, side, noise=True) if side else png(2, 2)
+            parts = [
+                tools_pb2.ContentPart(text="a weekly chart"),
+                tools_pb2.ContentPart(image=tools_pb2.ImagePart(mime_type="image/png", data=data)),
+                tools_pb2.ContentPart(
+                    resource=tools_pb2.ResourcePart(
+                        uri="file:///tmp/chart.csv", mime_type="text/csv", name="chart.csv"
+                    )
+                ),
+            ]
+            return callback_pb2.ToolCallbackInvokeResponse(
+                output=to_value({"chart": "weekly"}), parts=parts
+            )
         if kind == "chat":
             out = await chat(args["address"], args.get("session") or request.session_id)
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
