@@ -41,7 +41,9 @@ class RegistryView:
         # How the Watch authenticates (toolcall/tls.py, toolcall/auth.py).
         self._tls = tls
         self._metadata = metadata
-        self._on_change = on_change
+        # Change hooks: the owner's, and those of other readers sharing the view
+        # (the gateway's MCP bridge and its web console read one view).
+        self._hooks: list[ToolsChanged] = [on_change] if on_change is not None else []
         self._tools: Tools = {}
         # Roles the registry serves (from each Watch's SYNCED event); None until
         # the first sync. Never from List: a large registry's full List would
@@ -87,6 +89,10 @@ class RegistryView:
             except TimeoutError:
                 return False
         return True
+
+    def add_change_hook(self, hook: ToolsChanged) -> None:
+        """Also calls ``hook(gone, added)`` each time the served tools change."""
+        self._hooks.append(hook)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -164,9 +170,10 @@ class RegistryView:
                     self._changed.notify_all()
 
     def _changed_tools(self, gone: Iterable[ToolSpec], added: Iterable[ToolSpec]) -> None:
-        if self._on_change is not None:
+        gone, added = list(gone), list(added)
+        for hook in self._hooks:
             try:
-                self._on_change(gone, added)
+                hook(gone, added)
             except Exception:
                 log.exception("registry view change hook failed")
 
