@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from llm_service import wire
-from llm_service.history import HistoryStore, StoreError, StoreErrorKind
+from llm_service.history import HistoryStore, StoreError, StoreErrorKind, TaskRecord
 from llm_service.messages import Message, message_bytes
 from llm_service.orchestrator import Orchestrator, TurnRequest, TurnResult
 from llm_service.providers import PROVIDER_NAMES, ProviderError
@@ -263,6 +263,21 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 "of your own",
             )
 
+    async def _visible(
+        self, task: TaskRecord | None, context: grpc.aio.ServicerContext
+    ) -> TaskRecord | None:
+        """``task``, or None when its session belongs to another principal.
+
+        NOT_FOUND then, as for a missing task: task ids are the service's random
+        ids, so a foreign one says nothing at all.
+        """
+        principal = current_principal()
+        if task is None or principal is None or principal.admin:
+            return task
+        async with store_errors(context):
+            owner = await self._store.claim_session(task.session_id, principal.name)
+        return task if owner == principal.name else None
+
     @contextlib.asynccontextmanager
     async def _admitted(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         """One of at most ``max_turns`` turns in flight; past it RESOURCE_EXHAUSTED at once.
@@ -430,14 +445,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await abort_invalid(context, [("task_id", "is required")])
         async with store_errors(context):
             task = await self._store.get_task(request.task_id)
-        principal = current_principal()
-        if task is not None and principal is not None and not principal.admin:
-            async with store_errors(context):
-                owner = await self._store.claim_session(task.session_id, principal.name)
-            # NOT_FOUND, as for a missing task: task ids are the service's
-            # random ids, so a foreign one says nothing at all.
-            if owner != principal.name:
-                task = None
+        task = await self._visible(task, context)
         if task is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
             raise AssertionError("unreachable")
@@ -449,7 +457,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         if not request.task_id:
             await abort_invalid(context, [("task_id", "is required")])
         async with store_errors(context):
-            task = await self._store.get_task(request.task_id)
+            task = await self._visible(await self._store.get_task(request.task_id), context)
         if task is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
             raise AssertionError("unreachable")

@@ -97,6 +97,10 @@ async def test_a_foreign_task_is_not_found_like_a_missing_one(env: LLMEnv) -> No
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id="task-2"), metadata=BOB)
     assert foreign.value.code() == missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await env.stub.CancelTask(llm_pb2.CancelTaskRequest(task_id="task-1"), metadata=BOB)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await env.llm.store.get_task("task-1")).status == "running"  # type: ignore[union-attr]
 
 
 async def test_a_principal_chats_only_in_its_roles(env: LLMEnv) -> None:

@@ -77,6 +77,7 @@ METHOD_PRIVILEGES: dict[str, str | None] = {
     "/toolcall.v1.LLMService/Subscribe": "chat",
     "/toolcall.v1.LLMService/AckTasks": "chat",
     "/toolcall.v1.LLMService/GetTask": "chat",
+    "/toolcall.v1.LLMService/CancelTask": "chat",
     "/toolcall.v1.LLMService/GetHistory": "chat",
     "/toolcall.v1.ToolCallback/Invoke": "invoke",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "read",
