@@ -11,6 +11,7 @@ from llm_service.history import StoreError
 from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from toolcall import config, tls
+from toolcall.dispatch import REMOTE_NEEDS_MTLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +77,10 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         provider_timeout_s=args.provider_timeout,
     )
     settings.tls, settings.principals_file, settings.insecure = tls.server_args(args)
+    if args.remote_plugins is not None:
+        settings.dispatch = dataclasses.replace(
+            settings.dispatch, remote_plugins=args.remote_plugins
+        )
     if args.data_dir:
         settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
     for name, value, least in (
@@ -91,6 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         if value < least:
             raise SystemExit(f"{name} must be at least {least}, got {value}")
     problems = settings.dispatch.problems() + settings.tls.problems()
+    if settings.dispatch.remote_plugins and not (settings.tls.ca and settings.tls.client_cert):
+        problems.append(REMOTE_NEEDS_MTLS)
     if err := tls.exposure_error(
         settings.address,
         settings.tls,

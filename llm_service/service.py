@@ -94,6 +94,7 @@ class LLMServiceHost(ServiceHost):
             on_change=AddressUsers(self.dispatcher).changed,
             tls=ClientTLS.of(settings.tls),
             metadata=auth_metadata(settings.registry_token),
+            remote=self.dispatcher.remote,
         )
         self.providers = Providers(settings)
         self.tasks = AsyncTasks(

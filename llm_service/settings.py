@@ -8,7 +8,7 @@ from pathlib import Path
 
 from toolcall import config
 from toolcall.dispatch import Dispatcher, DispatchLimits
-from toolcall.tls import TLSSettings
+from toolcall.tls import ClientTLS, TLSSettings
 
 DEFAULT_PROVIDER = "offline"
 DEFAULT_MAX_TOOL_ROUNDS = 8
@@ -164,7 +164,8 @@ class LLMSettings:
         )
 
     def dispatcher(self) -> Dispatcher:
-        return self.dispatch.dispatcher()
+        remote = bool(self.dispatch.remote_plugins)
+        return self.dispatch.dispatcher(ClientTLS.of(self.tls) if remote else None)
 
     def resolved_db_path(self) -> Path:
         return self.db_path or config.data_dir() / "llm.sqlite3"

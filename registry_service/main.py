@@ -78,6 +78,10 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
         max_definition_bytes=args.max_definition_bytes,
     )
     settings.tls, settings.principals_file, settings.insecure = tls.server_args(args)
+    if args.remote_plugins is not None:
+        settings.dispatch = dataclasses.replace(
+            settings.dispatch, remote_plugins=args.remote_plugins
+        )
     if args.token is not None and args.token_file is not None:
         raise SystemExit("give --token or --token-file, not both")
     if args.token is not None:

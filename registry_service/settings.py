@@ -9,8 +9,8 @@ from registry_service.registry import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_
 from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
-from toolcall.dispatch import Dispatcher, DispatchLimits
-from toolcall.tls import TLSSettings, exposure_error
+from toolcall.dispatch import REMOTE_NEEDS_MTLS, Dispatcher, DispatchLimits
+from toolcall.tls import ClientTLS, TLSSettings, exposure_error
 from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
@@ -69,7 +69,8 @@ class RegistrySettings:
         )
 
     def dispatcher(self) -> Dispatcher:
-        return self.dispatch.dispatcher()
+        remote = bool(self.dispatch.remote_plugins)
+        return self.dispatch.dispatcher(ClientTLS.of(self.tls) if remote else None)
 
     def resolved_data_path(self) -> Path:
         return self.data_path or config.data_dir() / DATA_FILE
@@ -92,6 +93,8 @@ class RegistrySettings:
             bad.append("max_definition_bytes must be at least 1")
         bad.extend(self.dispatch.problems())
         bad.extend(self.tls.problems())
+        if self.dispatch.remote_plugins and not (self.tls.ca and self.tls.client_cert):
+            bad.append(REMOTE_NEEDS_MTLS)
         if err := exposure_error(
             self.address, self.tls, authenticated=bool(self.principals_file), insecure=self.insecure
         ):

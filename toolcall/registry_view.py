@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
+from toolcall.address_policy import RemoteAllowList
 from toolcall.channels import Backoff, open_channel
 from toolcall.tls import ClientTLS
 from toolcall.tools import DefinitionError, ToolSpec
@@ -36,11 +37,14 @@ class RegistryView:
         *,
         tls: ClientTLS | None = None,
         metadata: tuple[tuple[str, str], ...] = (),
+        remote: RemoteAllowList | None = None,
     ) -> None:
         self.registry_address = registry_address
         # How the Watch authenticates (toolcall/tls.py, toolcall/auth.py).
         self._tls = tls
         self._metadata = metadata
+        # Plugins on other hosts this service may dial (toolcall/address_policy.py).
+        self._remote = remote
         # Change hooks: the owner's, and those of other readers sharing the view
         # (the gateway's MCP bridge and its web console read one view).
         self._hooks: list[ToolsChanged] = [on_change] if on_change is not None else []
@@ -143,7 +147,7 @@ class RegistryView:
             role, name = event.tool.role, event.tool.tool.name
             before = self.get(role, name) if snapshot is None else None
             if event.type == registry_pb2.EVENT_TYPE_UPSERTED:
-                _upsert(target, event.tool)
+                _upsert(target, event.tool, self._remote)
             elif event.type == registry_pb2.EVENT_TYPE_REMOVED:
                 target.get(role, {}).pop(name, None)
             elif event.type == registry_pb2.EVENT_TYPE_SYNCED and snapshot is not None:
@@ -182,9 +186,11 @@ def _specs(tools: Tools) -> list[ToolSpec]:
     return [spec for by_name in tools.values() for spec in by_name.values()]
 
 
-def _upsert(target: Tools, entry: registry_pb2.RegisteredTool) -> None:
+def _upsert(
+    target: Tools, entry: registry_pb2.RegisteredTool, remote: RemoteAllowList | None
+) -> None:
     try:
-        spec = ToolSpec.from_definition(entry.tool)
+        spec = ToolSpec.from_definition(entry.tool, remote=remote)
     except DefinitionError as exc:
         log.warning("ignoring invalid tool %r from the registry: %s", entry.tool.name, exc)
         return

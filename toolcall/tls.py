@@ -242,6 +242,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "($TOOLCALL_PRINCIPALS_FILE; docs/security.md)",
     )
     parser.add_argument(
+        "--remote-plugins",
+        default=None,
+        metavar="CIDRS_AND_NAMES",
+        help="comma-separated CIDRs and host names where plugins on other hosts may be; "
+        "reached over mTLS only, their certificate naming the host "
+        "($TOOLCALL_REMOTE_PLUGINS; docs/security.md)",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="serve a non-loopback address without TLS or authentication (logged loudly)",
