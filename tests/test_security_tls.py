@@ -155,3 +155,24 @@ def test_certs_init_writes_a_ca_server_and_client_certificates(tmp_path: Path) -
     assert b"BEGIN CERTIFICATE" in (tmp_path / "c" / "server.pem").read_bytes()
     with pytest.raises(SystemExit, match="exists"):
         certs_cli.init_command(args)  # never overwrites a CA key
+
+
+async def test_certs_issue_adds_a_certificate_from_the_same_ca_that_a_server_accepts(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "pki"
+    certs_cli.init_command(build_parser(["certs"]).parse_args(["certs", "init", str(d)]))
+    args = build_parser(["certs"]).parse_args(["certs", "issue", str(d), "plugin-b"])
+    assert certs_cli.issue_command(args) == 0
+    with pytest.raises(SystemExit, match="exists"):
+        certs_cli.issue_command(args)
+    server = tls.TLSSettings(
+        cert=str(d / "server.pem"), key=str(d / "server.key"), ca=str(d / "ca.pem")
+    )
+    client = tls.TLSSettings(
+        ca=str(d / "ca.pem"),
+        client_cert=str(d / "plugin-b.pem"),
+        client_key=str(d / "plugin-b.key"),
+    )
+    async with running_registry(tmp_path, tls=server) as reg:
+        await _list(reg.target, tls.ClientTLS.of(client))

@@ -9,8 +9,10 @@ certificate naming another host. ``principals_file`` writes a principals TOML.
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toolcall.cli.certs import LOCAL_NAMES, make_ca, make_cert, write_pair
 from toolcall.tls import ClientTLS, TLSSettings
@@ -121,3 +123,45 @@ name = "llm"
 certificate = "llm"
 privileges = ["read"]
 """
+
+
+# The fuzz suites with security on: TOOLCALL_TEST_SECURE=1 runs them against
+# servers that serve mTLS and authorise every RPC from a principals file, as
+# a principal with every privilege but admin (so session ownership is checked).
+FUZZ_SECURE = os.environ.get("TOOLCALL_TEST_SECURE") == "1"
+FUZZ_PRINCIPALS = """
+[[principal]]
+name = "fuzz"
+certificate = "alice"
+privileges = ["read", "invoke", "register", "clear", "chat"]
+
+[[principal]]
+name = "llm"
+certificate = "llm"
+privileges = ["read"]
+"""
+
+
+@dataclass
+class FuzzSecurity:
+    """What a fuzz suite's servers and clients use when FUZZ_SECURE is on."""
+
+    server: dict[str, Any]  # settings overrides for a registry or LLMService
+    llm_client: TLSSettings  # the LLMService's own TLS (serving and its registry watch)
+    client: ClientTLS | None  # what the suite's channels dial with
+
+
+def fuzz_security(directory: Path) -> FuzzSecurity:
+    if not FUZZ_SECURE:
+        return FuzzSecurity({}, TLSSettings(), None)
+    certs = make_certs(directory / "certs")
+    path = principals_file(directory / "principals.toml", FUZZ_PRINCIPALS)
+    server = certs.server()
+    llm = TLSSettings(
+        cert=server.cert,
+        key=server.key,
+        ca=server.ca,
+        client_cert=certs.path("client-llm"),
+        client_key=certs.path("client-llm", "key"),
+    )
+    return FuzzSecurity({"tls": server, "principals_file": path}, llm, certs.dial("alice"))

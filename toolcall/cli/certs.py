@@ -8,6 +8,10 @@ Writes into DIR (created mode 0700; keys mode 0600):
 * ``client-<name>.pem`` / ``.key`` per ``--client`` (default: admin, llm): mTLS
   identities whose common name is ``<name>`` (a principal's ``certificate``).
 
+``toolcall certs issue DIR NAME [--host H]...`` issues one more from DIR's CA
+(``NAME.pem`` / ``.key``): with ``--host``, for a server that is also a client
+(a plugin on another host); without, a client certificate.
+
 For production use certificates from your own CA: any PEM chain and key work
 (docs/security.md). The functions are also what the tests build their
 certificates with (wrong CA, expired, wrong name).
@@ -19,6 +23,7 @@ import argparse
 import datetime
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_DAYS = 365
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 DEFAULT_CLIENTS = ("admin", "llm")
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -180,10 +186,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a client certificate with common name NAME (repeatable; default: admin, llm)",
     )
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help="validity (default: %(default)s)")
+    q = sub.add_parser("issue", help="issue one more certificate from DIR's CA (ca.pem, ca.key)")
+    q.add_argument("dir", metavar="DIR", help="directory holding ca.pem and ca.key")
+    q.add_argument("name", metavar="NAME", help="common name; writes NAME.pem and NAME.key")
+    q.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a name or IP it serves (repeatable): a server and client certificate, as a "
+        "plugin on another host needs; without --host a client certificate",
+    )
+    q.add_argument("--days", type=int, default=DEFAULT_DAYS, help="validity (default: %(default)s)")
 
 
 async def main(args: argparse.Namespace) -> int:
-    return init_command(args)  # a few ms of key generation: no loop to keep free
+    # A few ms of key generation: no loop to keep free.
+    return issue_command(args) if args.certs_command == "issue" else init_command(args)
+
+
+def issue_command(args: argparse.Namespace) -> int:
+    if not 1 <= args.days <= 3650:
+        raise SystemExit("--days must be between 1 and 3650")
+    directory = Path(args.dir).expanduser()
+    if not NAME.match(args.name):
+        raise SystemExit("NAME must match [A-Za-z0-9_.-]{1,64}")
+    if (directory / f"{args.name}.key").exists():
+        raise SystemExit(f"{directory}/{args.name}.key exists; choose another NAME")
+    try:
+        ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+        ca_key = serialization.load_pem_private_key(
+            (directory / "ca.key").read_bytes(), password=None
+        )
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot read the CA in {directory}: {exc}") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise SystemExit(f"{directory}/ca.key is not a key toolcall certs init wrote")
+    key, cert = make_cert(
+        ca_key, ca_cert, args.name, hosts=args.host, server=bool(args.host), client=True,
+        days=args.days,
+    )  # fmt: skip
+    for path in write_pair(directory, args.name, key, cert):
+        print(path)
+    return 0
 
 
 def init_command(args: argparse.Namespace) -> int:
