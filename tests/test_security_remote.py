@@ -4,8 +4,9 @@ The tests marked ``inside`` need an address that is not loopback: the outer
 test runs them in a network namespace it creates (``unshare -rn``, the
 namespace's lo carrying 10.77.0.1 too), so the registry sees a real
 non-loopback callback address and peer. There an allow-listed plugin is
-called over mTLS only: a plaintext server at an allow-listed address, or one
-whose certificate names another host, is never called; addresses off the
+called (by the registry's Invoke and by the LLMService in a chat) over mTLS
+only: a plaintext server at an allow-listed address, or one whose
+certificate names another host, is never called; addresses off the
 list are refused at Register exactly as before (tests/test_security_callbacks.py
 keeps every SSRF refusal without a list).
 """
@@ -26,6 +27,7 @@ import pytest
 
 from plugin_stub import Plugin, llm_tool
 from registry_service import RegistryHost, start_registry
+from tests.support.llm_env import llm_settings, running_llm
 from tests.support.registry import Plugin as RecordingPlugin
 from tests.support.registry import settings as registry_settings
 from tests.support.registry import tool
@@ -34,7 +36,7 @@ from toolcall.channels import open_channel
 from toolcall.cli.certs import LOCAL_NAMES, make_ca, make_cert, write_pair
 from toolcall.dispatch import DispatchLimits
 from toolcall.tls import ClientTLS, TLSSettings
-from toolcall.v1 import callback_pb2_grpc, registry_pb2, registry_pb2_grpc
+from toolcall.v1 import callback_pb2_grpc, llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 HOST = "10.77.0.1"
 INSIDE = os.environ.get("TOOLCALL_TEST_NETNS") == "1"
@@ -58,7 +60,7 @@ def test_remote_plugins_in_a_network_namespace() -> None:
         ["unshare", "-rn", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=90
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "5 passed" in done.stdout, done.stdout[-2000:]
+    assert "6 passed" in done.stdout, done.stdout[-2000:]
 
 
 @dataclasses.dataclass
@@ -140,6 +142,37 @@ async def test_inside_an_allow_listed_plugin_is_reached_over_mtls(
             reply = await invoke(stub)
             assert not reply.result.is_error, reply.result.error
             assert reply.result.output.string_value == "HI"
+
+
+@inside
+@pytest.mark.anyio
+async def test_inside_the_llm_service_calls_an_allow_listed_plugin_over_mtls(
+    tmp_path: Path, certs: Certs
+) -> None:
+    async with registry(tmp_path, certs) as (host, _):
+        async with remote_plugin(host.target, certs.plugin) as plugin:
+            await plugin.wait_registered(timeout_s=10)
+            settings = llm_settings(
+                tmp_path,
+                host.target,
+                tls=certs.registry,
+                dispatch=DispatchLimits(remote_plugins="10.77.0.0/24"),
+            )
+            async with (
+                running_llm(settings) as llm,
+                open_channel(llm.target, tls=certs.admin) as ch,
+            ):
+                assert await llm.view.wait_for("default", "shout", timeout_s=10)
+                request = llm_pb2.ChatRequest(
+                    session_id="s1",
+                    messages=[
+                        llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_USER, content="shout 'hi'")
+                    ],
+                )
+                reply = await llm_pb2_grpc.LLMServiceStub(ch).Chat(request, timeout=20)
+                result = reply.tool_calls[0].result
+                assert not result.is_error, result.error
+                assert result.output.string_value == "HI"
 
 
 @inside

@@ -77,6 +77,11 @@ async def test_another_principal_cannot_use_a_session_by_any_rpc(env: LLMEnv) ->
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await subscription.read()
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The owner's own stream opens and waits for results (here: until its deadline).
+    own = stub.Subscribe(llm_pb2.SubscribeRequest(session_id="s1"), metadata=ALICE, timeout=0.5)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await own.read()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The owner and an admin read it; the secret never reached bob.
     for who in (ALICE, ADMIN):
         reply = await stub.GetHistory(history, metadata=who, timeout=5)
