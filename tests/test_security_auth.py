@@ -207,3 +207,29 @@ async def test_an_sdk_plugin_registers_with_its_principals_token(tmp_path: Path)
                 ).tools
             ]
             assert names == ["shout"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("mtls", "client", "token", "synced"),
+    [
+        (True, "llm", "", True),  # its certificate names a reader
+        (False, None, "alice-token", True),  # TLS, and a token naming a reader
+        (False, None, "", False),  # TLS but no identity: never synced
+    ],
+)
+async def test_the_mcp_gateway_watches_a_registry_with_tls_and_principals(
+    tmp_path: Path, certs: Certs, mtls: bool, client: str | None, token: str, synced: bool
+) -> None:
+    from gateway.mcp_serve import McpBridge, McpSettings
+
+    path = principals_file(tmp_path / "p.toml", PRINCIPALS)
+    async with running_registry(tmp_path, principals_file=path, tls=certs.server(mtls=mtls)) as reg:
+        bridge = McpBridge(
+            McpSettings(registry_address=reg.target, tls=certs.client(client), token=token)
+        )
+        await bridge.start()
+        try:
+            assert await bridge.view.wait_synced(10 if synced else 2) is synced
+        finally:
+            await bridge.close()
