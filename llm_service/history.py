@@ -472,7 +472,11 @@ class HistoryStore:
     # -- tasks ------------------------------------------------------------
 
     async def claim_session(self, session_id: str, principal: str) -> str:
-        """The session's owner: ``principal`` when it had none (first use claims it)."""
+        """The session's owner: ``principal`` when it had none (first use claims it).
+
+        A session with history or tasks but no owner was written before
+        authentication was on: it goes to nobody ("", admins only), not to
+        whoever asks first."""
         owner = self._owners.get(session_id)
         if owner is None:
             owner = await self._run(self._claim, session_id, principal)
@@ -484,8 +488,10 @@ class HistoryStore:
     def _claim(self, session_id: str, principal: str) -> str:
         db = self._writable()
         db.execute(
-            "INSERT OR IGNORE INTO session_owners (session_id, owner) VALUES (?, ?)",
-            (session_id, principal),
+            "INSERT OR IGNORE INTO session_owners (session_id, owner) SELECT ?, CASE WHEN "
+            "EXISTS (SELECT 1 FROM messages WHERE session_id = ?) OR "
+            "EXISTS (SELECT 1 FROM tasks WHERE session_id = ?) THEN '' ELSE ? END",
+            (session_id, session_id, session_id, principal),
         )
         row = db.execute(
             "SELECT owner FROM session_owners WHERE session_id = ?", (session_id,)

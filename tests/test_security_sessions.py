@@ -120,6 +120,25 @@ async def test_a_principal_chats_only_in_its_roles(env: LLMEnv) -> None:
     ) == (grpc.StatusCode.UNAUTHENTICATED)
 
 
+async def test_a_session_written_before_authentication_belongs_to_admins_only(
+    tmp_path: Path,
+) -> None:
+    async with llm_env(tmp_path, "unix:/nonexistent") as plain:
+        await plain.chat("old", "my password is hunter2")  # no principals yet
+        registry_target = plain.registry.target
+        await plain.llm.stop()
+        path = principals_file(tmp_path / "p.toml", PRINCIPALS)
+        settings = llm_settings(tmp_path, registry_target, principals_file=path)
+        async with running_llm(settings) as llm, channel(llm.target) as ch:
+            stub = llm_pb2_grpc.LLMServiceStub(ch)
+            history = llm_pb2.GetHistoryRequest(session_id="old")
+            assert await code_of(stub.GetHistory(history, metadata=BOB, timeout=5)) == (
+                grpc.StatusCode.PERMISSION_DENIED
+            )
+            reply = await stub.GetHistory(history, metadata=ADMIN, timeout=5)
+            assert "hunter2" in reply.messages[0].content
+
+
 async def test_session_ownership_outlives_a_restart(env: LLMEnv, tmp_path: Path) -> None:
     await env.stub.Chat(env.request("s1", "hello"), metadata=ALICE, timeout=20)
     settings = env.llm.settings
