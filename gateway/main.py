@@ -1,8 +1,10 @@
 """``toolcall gateway``: the HTTP edge, on 127.0.0.1:48913 by default.
 
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
-``gateway.mcp_serve``) and ``/healthz``. The browser console and the HTTP/JSON
-APIs join them here.
+``gateway.mcp_serve``), ``/api/tools/...`` (the HTTP/JSON registry API that
+HTTP plugins speak, ``gateway.http_api``), ``/v1/...`` (every ToolRegistry
+and LLMService RPC as JSON, ``gateway.http_v1``) and ``/healthz``. The browser
+console joins them here.
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
 written for (its session manager is a Starlette app), so one server carries
@@ -36,6 +38,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.http_api import HttpApi
+from gateway.http_v1 import Backends, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
@@ -57,6 +61,8 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 class GatewaySettings:
     address: str = field(default_factory=config.gateway_address)
     token: str = ""
+    # The LLMService, for /v1's LLMService RPCs (and the console).
+    llm_address: str = field(default_factory=config.llm_address)
     mcp: McpSettings = field(default_factory=McpSettings)
     max_mcp_sessions: int = DEFAULT_MAX_MCP_SESSIONS
     mcp_session_idle_s: float = DEFAULT_MCP_SESSION_IDLE_S
@@ -66,6 +72,7 @@ class GatewaySettings:
         return cls(
             address=config.gateway_address(),
             token=config.token(),
+            llm_address=config.llm_address(),
             mcp=McpSettings.from_env(),
             max_mcp_sessions=config.env_int("MCP_MAX_SESSIONS", DEFAULT_MAX_MCP_SESSIONS),
             mcp_session_idle_s=config.env_float("MCP_SESSION_IDLE", DEFAULT_MCP_SESSION_IDLE_S),
@@ -163,6 +170,8 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             status_code=200 if synced else 503,
         )
 
+    backends = Backends(settings.mcp.registry_address, settings.llm_address)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
@@ -171,11 +180,14 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
                 yield
         finally:
             await bridge.close()
+            await backends.close()
 
     app = Starlette(
         routes=[
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
+            *HttpApi(backends).routes(),
+            *Transcoder(backends).routes(),
         ],
         lifespan=lifespan,
     )
@@ -230,6 +242,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="registry address (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
     )
     parser.add_argument(
+        "--llm",
+        default=d.llm_address,
+        help="LLMService address, for /v1 (default: $TOOLCALL_LLM_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
         "--role",
         default=d.mcp.role,
         help="role served at /mcp unless the URL says ?role=... (default: $TOOLCALL_MCP_ROLE "
@@ -246,6 +263,7 @@ async def serve_from_args(args: argparse.Namespace) -> int:
     settings = GatewaySettings(
         address=address,
         token=d.token,
+        llm_address=getattr(args, "llm", None) or d.llm_address,
         mcp=mcp,
         max_mcp_sessions=d.max_mcp_sessions,
         mcp_session_idle_s=d.mcp_session_idle_s,

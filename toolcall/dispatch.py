@@ -19,12 +19,14 @@ import grpc
 from google.protobuf import struct_pb2
 
 from toolcall import config
+from toolcall.address_policy import is_http
 from toolcall.callback_channels import (
     DEFAULT_CHANNEL_IDLE_S,
     DEFAULT_MAX_CHANNELS,
     UNDECODABLE_REPLY,
     CallbackChannels,
 )
+from toolcall.http_callbacks import DEFAULT_MAX_CONNECTIONS, CallbackFailed, HttpCallbacks
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
@@ -110,7 +112,10 @@ class DispatchLimits:
 class Dispatcher:
     """Calls plugins' ToolCallback services over a bounded pool of channels
     (``toolcall/callback_channels.py``: shared per socket, closed on
-    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``)."""
+    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``),
+    and HTTP callback plugins (``http://`` addresses) over a bounded pool of
+    connections (``toolcall/http_callbacks.py``). One routine for both: the
+    transport only carries the request and brings back a reply."""
 
     def __init__(
         self,
@@ -129,6 +134,12 @@ class Dispatcher:
         self._channels = CallbackChannels(
             max_channels=max_channels, idle_s=channel_idle_s, max_message_bytes=max_message_bytes
         )
+        # Replies are read up to the gRPC message limit, as from gRPC plugins.
+        self._http = HttpCallbacks(
+            max_reply_bytes=max_message_bytes,
+            max_connections=max(max_channels, DEFAULT_MAX_CONNECTIONS),
+            idle_s=channel_idle_s,
+        )
 
     @property
     def open_channels(self) -> int:
@@ -141,6 +152,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         await self._channels.close()
+        await self._http.close()
 
     async def invoke(
         self,
@@ -187,30 +199,18 @@ class Dispatcher:
             arguments, refused = spec.check_arguments(raw_arguments, arguments)
             if refused:
                 return error_result(refused)
-        request = callback_pb2.ToolCallbackInvokeRequest(
-            name=spec.name,
-            arguments=to_struct(arguments),
-            raw_arguments=raw_arguments or (json.dumps(arguments) if arguments else ""),
-            call_id=call_id,
-            session_id=session_id,
-            role=role,
-        )
-        if (size := request.ByteSize()) > self._max_message_bytes:
-            # The request carries the arguments twice (Struct and raw string):
-            # gRPC would refuse to send it, with a status that reads like an
-            # oversized reply.
-            return error_result(
-                f"INVALID_ARGUMENT: arguments make a {size} byte request to the plugin; "
-                f"the message limit is {self._max_message_bytes} bytes (send smaller arguments)"
-            )
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
-        entry = self._channels.acquire(spec.callback_address)
-        try:
-            reply = await entry.stub.Invoke(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            return error_result(self._describe_rpc_error(spec, exc, timeout))
-        finally:
-            self._channels.done(entry)
+        if is_http(spec.callback_address):
+            reply_or_error = await self._call_http(
+                spec, raw_arguments, arguments, call_id, session_id, role, timeout
+            )
+        else:
+            reply_or_error = await self._call_grpc(
+                spec, raw_arguments, arguments, call_id, session_id, role, timeout
+            )
+        if isinstance(reply_or_error, tools_pb2.ToolResult):
+            return reply_or_error
+        reply = reply_or_error
         if reply is UNDECODABLE_REPLY:
             return error_result(
                 f"INVALID_ARGUMENT: {_where(spec)} returned an output nested too deeply to decode"
@@ -247,6 +247,78 @@ class Dispatcher:
         if reply.parts:  # text results (the usual ones) skip this
             result.parts.extend(reply.parts)
         return result
+
+    async def _call_grpc(
+        self,
+        spec: ToolSpec,
+        raw_arguments: str,
+        arguments: dict[str, Any] | None,
+        call_id: str,
+        session_id: str,
+        role: str,
+        timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
+    ) -> callback_pb2.ToolCallbackInvokeResponse | tools_pb2.ToolResult:
+        request = callback_pb2.ToolCallbackInvokeRequest(
+            name=spec.name,
+            arguments=to_struct(arguments),
+            raw_arguments=raw_arguments or (json.dumps(arguments) if arguments else ""),
+            call_id=call_id,
+            session_id=session_id,
+            role=role,
+        )
+        if (size := request.ByteSize()) > self._max_message_bytes:
+            # The request carries the arguments twice (Struct and raw string):
+            # gRPC would refuse to send it, with a status that reads like an
+            # oversized reply.
+            return self._request_too_big(size)
+        entry = self._channels.acquire(spec.callback_address)
+        try:
+            reply: callback_pb2.ToolCallbackInvokeResponse = await entry.stub.Invoke(
+                request, timeout=timeout
+            )
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            return error_result(self._describe_rpc_error(spec, exc, timeout))
+        finally:
+            self._channels.done(entry)
+
+    async def _call_http(
+        self,
+        spec: ToolSpec,
+        raw_arguments: str,
+        arguments: dict[str, Any] | None,
+        call_id: str,
+        session_id: str,
+        role: str,
+        timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
+    ) -> callback_pb2.ToolCallbackInvokeResponse | tools_pb2.ToolResult:
+        try:
+            encoded = json.dumps(arguments or {}, allow_nan=False)
+        except (ValueError, RecursionError):
+            return error_result(
+                "INVALID_ARGUMENT: arguments hold NaN or Infinity, which JSON cannot carry"
+            )
+        # Built by hand so the arguments are encoded once (also for raw_arguments).
+        body = (
+            f'{{"name":{json.dumps(spec.name)},"arguments":{encoded},'
+            f'"call_id":{json.dumps(call_id)},'
+            f'"raw_arguments":{json.dumps(raw_arguments or encoded)},'
+            f'"session_id":{json.dumps(session_id)},'
+            f'"role":{json.dumps(role)}}}'
+        )
+        data = body.encode()
+        if len(data) > self._max_message_bytes:
+            return self._request_too_big(len(data))
+        try:
+            return await self._http.invoke(spec.callback_address, data, timeout)
+        except CallbackFailed as exc:
+            return error_result(f"{exc.code}: {_where(spec)} {exc}")
+
+    def _request_too_big(self, size: int) -> tools_pb2.ToolResult:
+        return error_result(
+            f"INVALID_ARGUMENT: arguments make a {size} byte request to the plugin; "
+            f"the message limit is {self._max_message_bytes} bytes (send smaller arguments)"
+        )
 
     def _describe_rpc_error(self, spec: ToolSpec, exc: grpc.aio.AioRpcError, timeout: float) -> str:
         code = exc.code()
