@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -330,3 +331,95 @@ def test_the_python_seed_plugin_imports_the_standard_library_only() -> None:
         if isinstance(node, ast.ImportFrom)
     }
     assert imported - {"__future__"} <= sys.stdlib_module_names, imported
+
+
+async def v1(http: httpx.AsyncClient, rpc: str, body: Any, **kw: Any) -> httpx.Response:
+    return await http.post(f"/v1/toolcall.v1.{rpc}", json=body, **kw)
+
+
+async def first_events(http: httpx.AsyncClient, rpc: str, body: Any, n: int) -> list[Any]:
+    """The first ``n`` data events of a server-sent event stream."""
+    events: list[Any] = []
+    async with http.stream("POST", f"/v1/toolcall.v1.{rpc}", json=body) as reply:
+        assert reply.status_code == 200, await reply.aread()
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        async for line in reply.aiter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if len(events) == n:
+                    break
+    return events
+
+
+@pytest.mark.anyio
+async def test_every_rpc_of_both_services_is_reachable_as_json_under_v1(stack: Stack) -> None:
+    http, env = stack.http, stack.env
+    tool = {"name": "echo_city", "callback_address": env.plugin_address, "source": "v1",
+            "parameters": WEATHER}  # fmt: skip
+    assert (await v1(http, "ToolRegistry/Register", {"tool": tool})).json()["ok"] is True
+    assert await env.llm.view.wait_for("default", "echo_city", timeout_s=5)
+    listed = (await v1(http, "ToolRegistry/List", {"role": "default", "page_size": 10})).json()
+    assert [t["tool"]["name"] for t in listed["tools"]] == ["echo_city"]
+    invoked = (await v1(http, "ToolRegistry/Invoke", {"name": "echo_city",
+               "arguments": {"city": "Oslo"}})).json()  # fmt: skip
+    assert invoked["result"]["output"]["arguments"] == {"city": "Oslo"}
+    lease = (await v1(http, "ToolRegistry/CreateLease", {"ttl_seconds": 30})).json()
+    kept = (await v1(http, "ToolRegistry/KeepAlive", {"lease_id": lease["lease_id"]})).json()
+    assert kept["ttl_seconds"] == 30
+    revoked = await v1(http, "ToolRegistry/RevokeLease", {"lease_id": lease["lease_id"]})
+    assert revoked.status_code == 200
+    [snapshot, synced] = await first_events(http, "ToolRegistry/Watch", {"role": "default"}, 2)
+    assert snapshot["type"] == "EVENT_TYPE_UPSERTED" and snapshot["tool"]["tool"]["name"]
+    assert synced["type"] == "EVENT_TYPE_SYNCED" and synced["registry"]["roles"] == ["default"]
+
+    chat = {"session_id": "v1", "messages": [{"content": "echo the city for Lisbon"}]}
+    answer = (await v1(http, "LLMService/Chat", chat)).json()
+    assert answer["tool_calls"][0]["result"]["output"]["arguments"] == {"city": "Lisbon"}
+    events = await first_events(http, "LLMService/ChatStream", {"request": chat}, 99)
+    assert [k for e in events for k in e][:2] == ["tool_call_started", "tool_call_finished"]
+    assert "final" in events[-2] and "usage" in events[-1]
+    history = (await v1(http, "LLMService/GetHistory", {"session_id": "v1"})).json()
+    assert len(history["messages"]) >= 4
+    task = await v1(http, "LLMService/GetTask", {"task_id": "nope"})
+    assert task.status_code == 404 and task.json()["code"] == 5
+    acked = await v1(http, "LLMService/AckTasks", {"session_id": "v1", "task_ids": ["nope"]})
+    assert acked.status_code == 200
+    async with http.stream(
+        "POST", "/v1/toolcall.v1.LLMService/Subscribe", json={"session_id": "v1"}
+    ) as sub:  # no task is pending: the stream stays open, quiet
+        assert sub.status_code == 200
+        assert sub.headers["content-type"].startswith("text/event-stream")
+    assert (await v1(http, "ToolRegistry/Unregister", {"name": "echo_city"})).json() == {
+        "removed": 1,
+        "affected_roles": ["default"],
+    }
+    assert (await v1(http, "ToolRegistry/Clear", {"source": "v1"})).json() == {}
+
+
+@pytest.mark.anyio
+async def test_v1_maps_grpc_statuses_and_refuses_bad_requests(stack: Stack) -> None:
+    http = stack.http
+    unknown = await v1(http, "ToolRegistry/List", {"role": "nobody"})
+    assert unknown.status_code == 404 and unknown.json()["code"] == 5
+    invalid = await v1(http, "ToolRegistry/Register", {"tool": {"name": "bad name"}})
+    assert invalid.status_code == 400 and invalid.json()["code"] == 3
+    [detail] = invalid.json()["details"]
+    assert detail["@type"].endswith("google.rpc.BadRequest")
+    assert {v["field"] for v in detail["field_violations"]} >= {"tool.name"}
+    watch_unknown = await v1(http, "ToolRegistry/Watch", {"role": "nobody"})
+    assert watch_unknown.status_code == 404  # failed at once: a plain HTTP error
+    assert (await v1(http, "ToolRegistry/Nope", {})).status_code == 404
+    assert (await v1(http, "ToolRegistry/List", {"no_such_field": 1})).status_code == 400
+    assert (await v1(http, "ToolRegistry/List", {"page_size": "many"})).status_code == 400
+    raw = {"content-type": "application/json"}
+    assert (
+        await http.post("/v1/toolcall.v1.ToolRegistry/List", content=b"[" * 200_000, headers=raw)
+    ).status_code == 400
+    assert (await http.post("/v1/toolcall.v1.ToolRegistry/List", content=b"", headers=raw)).json()
+    form = await http.post("/v1/toolcall.v1.ToolRegistry/Clear", data={"source": "x"})
+    assert form.status_code == 415
+    assert (await http.get("/v1/toolcall.v1.ToolRegistry/List")).status_code == 405
+    huge = {"name": "x", "raw_arguments": "x" * (5 * 1024 * 1024)}
+    assert (await v1(http, "ToolRegistry/Invoke", huge)).status_code == 413
+    cross = await v1(http, "ToolRegistry/Clear", {"source": "x"}, headers={"origin": "http://a.b"})
+    assert cross.status_code == 403

@@ -6,7 +6,7 @@ the ``callback_url`` it registered, and answers each call with
 ``{"output": ..., "is_error": ...}``; ``tell_time`` answers a bare value.
 Prints ``READY <port>`` once registered; unregisters on SIGTERM.
 
-    python http_seed_plugin.py http://127.0.0.1:48913 [source]
+    python http_seed_plugin.py http://127.0.0.1:48913 [source [port]]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 MAIN_SERVER = sys.argv[1]
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else "my_plugin"
+PORT = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 
 TOOLS = [
     {
@@ -109,7 +110,7 @@ def register_with_retry(port: int) -> None:
 
 
 def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
