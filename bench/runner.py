@@ -60,6 +60,18 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
+        ScenarioInfo(
+            "J",
+            "Dispatcher.invoke → HTTP callback plugin",
+            "bench.scenarios.http_gateway",
+            "open_dispatch",
+        ),
+        ScenarioInfo(
+            "K",
+            "httpx → gateway /v1 Invoke → registry → plugin",
+            "bench.scenarios.http_gateway",
+            "open_transcoded",
+        ),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )
 }

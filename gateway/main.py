@@ -39,7 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.http_api import HttpApi
-from gateway.http_v1 import Backends, Transcoder
+from gateway.http_v1 import Backends, DirectInvoke, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
@@ -187,7 +187,9 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
             *HttpApi(backends).routes(),
-            *Transcoder(backends).routes(),
+            *Transcoder(
+                backends, DirectInvoke(bridge.view, bridge.dispatcher, settings.token)
+            ).routes(),
         ],
         lifespan=lifespan,
     )
@@ -212,6 +214,8 @@ async def serve(settings: GatewaySettings) -> int:
             timeout_graceful_shutdown=5,
             server_header=False,
             access_log=False,
+            # No X-Forwarded-For rewriting of the peer: LocalOnly judges the real one.
+            proxy_headers=False,
         )
     )
     log.info(

@@ -305,6 +305,19 @@ async def test_the_registry_token_is_required_when_configured(tmp_path: Path) ->
                 assert good.status_code == 200 and good.json()["ok"]
                 # Listing needs no token, as the registry's List.
                 assert (await http.get("/api/tools")).status_code == 200
+                # /v1 Invoke (answered by the gateway's own dispatcher once its view
+                # has the tool, else by the registry) is gated by the same token.
+                invoke = {"name": "get_weather", "arguments": {"city": "Paris"}}
+                unauth = await v1(http, "ToolRegistry/Invoke", invoke)
+                assert unauth.status_code == 401 and unauth.json()["code"] == 16
+                authed = await v1(
+                    http,
+                    "ToolRegistry/Invoke",
+                    invoke,
+                    headers={"authorization": "Bearer s3cret-token"},
+                )
+                assert authed.status_code == 200  # the plugin is unreachable: an is_error result
+                assert "UNAVAILABLE" in authed.json()["result"]["error"]
 
 
 @pytest.mark.anyio
