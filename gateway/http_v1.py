@@ -57,6 +57,8 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from toolcall.clients import channel
 from toolcall.dispatch import Dispatcher
@@ -242,6 +244,7 @@ def to_json(message: Message) -> Any:
 
 
 INVOKE = "toolcall.v1.ToolRegistry/Invoke"
+INVOKE_PATH = f"/v1/{INVOKE}"
 # InvokeRequest's JSON names (proto and lowerCamelCase) -> field.
 _INVOKE_FIELDS = {
     "name": "name",
@@ -357,6 +360,86 @@ class DirectInvoke:
         )
         latency_ms = (time.perf_counter() - started) * 1000.0
         return registry_pb2.InvokeResponse(result=result, call_id=call_id, latency_ms=latency_ms)
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class InvokeLane:
+    """ASGI middleware: the common ``/v1`` Invoke (JSON, a tool the view holds) answered
+    without Starlette's router, request and response objects (profiled: they were most
+    of the gateway's own time per call). Everything else, including every refusal
+    but an oversized body, goes on to the app unchanged (the body replayed)."""
+
+    def __init__(self, app: ASGIApp, direct: DirectInvoke | None) -> None:
+        self.app = app
+        self.direct = direct
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct = self.direct
+        if (
+            direct is None
+            or scope["type"] != "http"
+            or scope["path"] != INVOKE_PATH
+            or scope["method"] != "POST"
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != b"application/json":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                reason = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+                await refusal_response(413, reason)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        plain = plain_invoke(body)
+        auth = headers.get(b"authorization")
+        found = (
+            direct.spec(plain[0], auth.decode("latin-1") if auth else None)
+            if plain is not None
+            else None
+        )
+        if plain is None or found is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        reply = await direct.invoke(*found, plain[0], plain[1])
+        data = json.dumps(
+            invoke_json(reply), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(data)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> AsgiMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class Transcoder:

@@ -39,7 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.http_api import HttpApi
-from gateway.http_v1 import Backends, DirectInvoke, Transcoder
+from gateway.http_v1 import Backends, DirectInvoke, InvokeLane, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
@@ -171,6 +171,7 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         )
 
     backends = Backends(settings.mcp.registry_address, settings.llm_address)
+    direct = DirectInvoke(bridge.view, bridge.dispatcher, settings.token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -187,12 +188,11 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
             *HttpApi(backends).routes(),
-            *Transcoder(
-                backends, DirectInvoke(bridge.view, bridge.dispatcher, settings.token)
-            ).routes(),
+            *Transcoder(backends, direct).routes(),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(InvokeLane, direct=direct)  # inside LocalOnly: after its gates
     app.add_middleware(LocalOnly, token=settings.token)
     return app
 
