@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.http_v1 import HTTP_STATUS, Backends, HttpRefusal, auth_of, read_json_body
+from toolcall import config
 from toolcall.clients import list_all_tools
 from toolcall.errors import bad_request_violations
 from toolcall.jsonvalue import to_struct
@@ -151,7 +152,7 @@ def registered_json(entry: registry_pb2.RegisteredTool) -> dict[str, Any]:
         "callback_url": d.callback_address,
         "role": entry.role,
         "source": d.source,
-        "timeout_seconds": d.timeout_seconds or 30.0,
+        "timeout_seconds": d.timeout_seconds or config.DEFAULT_TOOL_TIMEOUT_S,
         "mode": "async" if d.mode == tools_pb2.TOOL_MODE_ASYNC else "sync",
     }
     if entry.lease_id:

@@ -54,6 +54,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -516,8 +517,13 @@ class Transcoder:
                     return JSONResponse(
                         status_json(code, details), status_code=HTTP_STATUS.get(code, 500)
                     )
+        # The background task also runs when the client left before the first
+        # event (the generator never started, so its finally never runs).
         return EventSourceResponse(
-            _events(call, first), ping=SSE_PING_S, headers={"cache-control": "no-store"}
+            _events(call, first),
+            ping=SSE_PING_S,
+            headers={"cache-control": "no-store"},
+            background=BackgroundTask(call.cancel),
         )
 
 

@@ -402,6 +402,19 @@ async def test_every_rpc_of_both_services_is_reachable_as_json_under_v1(stack: S
     ) as sub:  # no task is pending: the stream stays open, quiet
         assert sub.status_code == 200
         assert sub.headers["content-type"].startswith("text/event-stream")
+    # A client that leaves ends its Subscribe: more streams than a session's
+    # places (16), one after another, all open.
+    for _ in range(24):
+        for _attempt in range(100):
+            async with http.stream(
+                "POST", "/v1/toolcall.v1.LLMService/Subscribe", json={"session_id": "v1"}
+            ) as sub:
+                if sub.status_code == 200:
+                    break
+                assert sub.status_code == 429, await sub.aread()
+            await asyncio.sleep(0.05)  # the place is freed once the cancel lands
+        else:
+            raise AssertionError("Subscribe places were not freed when clients left")
     assert (await v1(http, "ToolRegistry/Unregister", {"name": "echo_city"})).json() == {
         "removed": 1,
         "affected_roles": ["default"],

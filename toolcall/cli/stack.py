@@ -243,6 +243,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"llm        {stack.llm_address}")
         if stack.gateway_address:
             print(f"mcp        http://{stack.gateway_address}/mcp")
+            print(f"http       http://{stack.gateway_address}/api/tools, /v1/<service>/<method>")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
         print(f"logs       {stack.log_dir}")
         print("stack is up; Ctrl-C stops it", flush=True)
