@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -26,7 +27,13 @@ from gateway.main import GatewaySettings, build_app
 from gateway.mcp_serve import McpBridge, McpSettings
 from tests.support.gateway import GatewayProcess
 from tests.support.llm_env import LLMEnv, llm_env, tool_plugin
-from tests.support.plugins import REPO_ROOT, ChildProcess, child_env, registry_in_process
+from tests.support.plugins import (
+    REPO_ROOT,
+    ChildProcess,
+    child_env,
+    free_port,
+    registry_in_process,
+)
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import registry_pb2
 
@@ -449,3 +456,22 @@ async def test_v1_maps_grpc_statuses_and_refuses_bad_requests(stack: Stack) -> N
     assert (await v1(http, "ToolRegistry/Invoke", huge)).status_code == 413
     cross = await v1(http, "ToolRegistry/Clear", {"source": "x"}, headers={"origin": "http://a.b"})
     assert cross.status_code == 403
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_registry_is_503_not_a_hang(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with GatewayProcess(dead, tmp_path) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            for _ in range(400):  # up, but never synced with a registry
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/healthz")).status_code == 503:
+                        break
+                await asyncio.sleep(0.05)
+            registered = await http.post("/api/tools/register", json=registration())
+            assert registered.status_code == 503, registered.text
+            assert (await http.get("/api/tools")).status_code == 503
+            listed = await v1(http, "ToolRegistry/List", {})
+            assert listed.status_code == 503 and listed.json()["code"] == 14
+            invoked = await v1(http, "ToolRegistry/Invoke", {"name": "get_weather"})
+            assert invoked.status_code == 503  # not in a view: forwarded, and refused
