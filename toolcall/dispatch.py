@@ -26,6 +26,7 @@ from toolcall.callback_channels import (
     UNDECODABLE_REPLY,
     CallbackChannels,
 )
+from toolcall.http_callbacks import DEFAULT_IDLE_S as DEFAULT_HTTP_IDLE_S
 from toolcall.http_callbacks import DEFAULT_MAX_CONNECTIONS, CallbackFailed, HttpCallbacks
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
@@ -138,7 +139,7 @@ class Dispatcher:
         self._http = HttpCallbacks(
             max_reply_bytes=max_message_bytes,
             max_connections=max(max_channels, DEFAULT_MAX_CONNECTIONS),
-            idle_s=channel_idle_s,
+            idle_s=min(channel_idle_s, DEFAULT_HTTP_IDLE_S),
         )
 
     @property

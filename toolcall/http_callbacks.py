@@ -10,7 +10,8 @@ plugins: this module only turns an HTTP exchange into a
 ``ToolCallbackInvokeResponse``.
 
 Bounds: one ``httpx2`` client per Dispatcher with a bounded connection pool
-(``max_connections``, idle keep-alive connections closed after ``idle_s``);
+(``max_connections``, idle keep-alive connections closed after ``idle_s``,
+4 s by default);
 a reply body is read in chunks and dropped past ``max_reply_bytes``
 (declared or streamed), never buffered whole; the whole exchange (pool wait,
 connect, send, read) runs under the tool's deadline. No proxies from the
@@ -30,7 +31,10 @@ from toolcall.jsonvalue import to_value
 from toolcall.v1 import callback_pb2
 
 DEFAULT_MAX_CONNECTIONS = 256
-DEFAULT_IDLE_S = 60.0
+# An idle kept-alive connection is closed by us before the plugin's server
+# closes it (uvicorn's and Node's http default to 5 s): a call sent on a
+# connection the server is closing at that moment would fail.
+DEFAULT_IDLE_S = 4.0
 # identity: the cap counts the bytes as sent, and no compressed reply expands past it.
 _HEADERS = {
     "content-type": "application/json",
