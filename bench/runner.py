@@ -55,11 +55,28 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo(
             "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
+        ScenarioInfo(
+            "B-img", "B, result with a 1 MiB image part", "bench.scenarios.dispatch", "open_image"
+        ),
+        ScenarioInfo(
+            "B-go",
+            "Dispatcher.invoke → Go example plugin",
+            "bench.scenarios.example_plugins",
+            "open_go",
+        ),
+        ScenarioInfo(
+            "B-ts",
+            "Dispatcher.invoke → TS example plugin",
+            "bench.scenarios.example_plugins",
+            "open_ts",
+        ),
+        ScenarioInfo("B-java", "B, to the Java example plugin", "bench.scenarios.java_plugin"),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
+        ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
         ScenarioInfo(
             "J",
             "Dispatcher.invoke → HTTP callback plugin",
@@ -68,7 +85,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ),
         ScenarioInfo(
             "K",
-            "httpx → gateway /v1 Invoke → registry → plugin",
+            "httpx → gateway /v1 Invoke → plugin",
             "bench.scenarios.http_gateway",
             "open_transcoded",
         ),

@@ -68,6 +68,8 @@ TARGETS: tuple[Target, ...] = (
            _ratio("H", "p50_us", "E", "p50_us"), 1.3, at_most=True),
     Target("H c64 ≥ 0.8 × E c64", (("E", "c64_per_s"), ("H", "c64_per_s")),
            _ratio("H", "c64_per_s", "E", "c64_per_s"), 0.8, at_most=False),
+    Target("I p50 ≤ 1.3 × E p50", (("E", "p50_us"), ("I", "p50_us")),
+           _ratio("I", "p50_us", "E", "p50_us"), 1.3, at_most=True),
     Target("J p50 ≤ 1.0 × D p50", (("D", "p50_us"), ("J", "p50_us")),
            _ratio("J", "p50_us", "D", "p50_us"), 1.0, at_most=True),
     Target("K p50 ≤ 1.3 × D p50", (("D", "p50_us"), ("K", "p50_us")),

@@ -3,8 +3,7 @@
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
 ``gateway.mcp_serve``), ``/api/tools/...`` (the HTTP/JSON registry API that
 HTTP plugins speak, ``gateway.http_api``), ``/v1/...`` (every ToolRegistry
-and LLMService RPC as JSON, ``gateway.http_v1``) and ``/healthz``. The browser
-console joins them here.
+and LLMService RPC as JSON, ``gateway.http_v1``) and ``/healthz``.
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
 written for (its session manager is a Starlette app), so one server carries
@@ -17,6 +16,10 @@ shared token is configured (``TOOLCALL_TOKEN`` / ``TOOLCALL_TOKEN_FILE``)
 (a web page whose host name resolves to 127.0.0.1), the Host header must name
 a loopback host and an Origin, when a browser sends one, must be a loopback
 origin (the MCP SDK's check, applied to every route).
+
+The web console is ``/``, with its API and WebSocket under ``/console/``
+(``gateway.console``, which adds same-origin, JSON-only and token rules of
+its own).
 """
 
 from __future__ import annotations
@@ -28,16 +31,18 @@ import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.console import Console, ConsoleSettings
 from gateway.http_api import HttpApi
 from gateway.http_v1 import Backends, DirectInvoke, InvokeLane, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
@@ -123,7 +128,9 @@ class LocalOnly:
             return PlainTextResponse(
                 f"the gateway only answers loopback peers, not {peer}", status_code=403
             )
-        request = Request(scope)
+        # HTTPConnection, not Request: a WebSocket scope is checked the same way
+        # (the check reads headers only; Request refuses WebSocket scopes).
+        request = cast(Request, HTTPConnection(scope))
         if refusal := await self._hosts.validate_request(request, is_post=False):
             return refusal
         if self._expected and scope["path"].startswith("/mcp"):
@@ -146,6 +153,17 @@ def installed_version() -> str:
 
 def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     """The gateway's ASGI app; its lifespan starts and stops the MCP bridge."""
+    console = Console(
+        ConsoleSettings(
+            llm_address=settings.llm_address,
+            registry_address=settings.mcp.registry_address,
+            token=settings.token,
+            default_role=settings.mcp.role,
+            version=installed_version(),
+        ),
+        bridge.view,
+    )
+
     sessions = StreamableHTTPSessionManager(
         app=bridge.server,
         security_settings=TransportSecuritySettings(
@@ -176,15 +194,18 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
+        await console.start()
         try:
             async with sessions.run():
                 yield
         finally:
+            await console.close()
             await bridge.close()
             await backends.close()
 
     app = Starlette(
         routes=[
+            *console.routes(),
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
             *HttpApi(backends).routes(),
@@ -207,6 +228,8 @@ async def serve(settings: GatewaySettings) -> int:
             port=port,
             log_level="warning",
             lifespan="on",
+            # WebSocket frames from a page (the console's are small JSON messages).
+            ws_max_size=1024 * 1024,
             # Bounded like the gRPC services: connections and a slow client's
             # time to send its request headers.
             limit_concurrency=1024,

@@ -86,6 +86,8 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     sync_part = out.split("=== 2.")[1].split("=== 3.")[0]
     assert "-> get_weather(" in sync_part and "<- get_weather:" in sync_part
     assert "Paris" in sync_part
+    # with an image result: the condition's icon, named, never printed as bytes
+    assert "+ [image: image/png, " in sync_part and "bytes, not shown]" in sync_part
     # 3. async call acknowledged at once, result pushed later on Subscribe
     async_part = out.split("=== 3.")[1].split("=== 4.")[0]
     assert "accepted as task" in async_part
@@ -94,6 +96,9 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     error_part = out.split("=== 4.")[1].split("=== 5.")[0]
     assert "error:" in error_part and "Atlantis" in error_part
     assert "assistant> " in error_part and "failed" in error_part
+    # 5. a tool of the mounted example MCP server, called through a chat
+    mcp_part = out.split("=== 5.")[1].split("=== 6.")[0]
+    assert "-> add_note(" in mcp_part and "call Alice at 5" in mcp_part
     assert "Demo complete" in out and "Stopped." in out
     assert "Traceback" not in out + result.stderr
 
@@ -280,6 +285,8 @@ def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
         ["tools", "show"],
         ["tools", "invoke"],
         ["tools", "clear"],
+        ["plugin"],
+        ["plugin", "check"],
     ],
     ids=lambda c: " ".join(c) or "toolcall",
 )
@@ -337,7 +344,8 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")
     assert sync.returncode == 0, sync.stderr
     assert "-> get_weather(" in sync.stdout and "Oslo" in sync.stdout
-    shown = re.search(r"<- get_weather: (\{.*\})  \(", sync.stdout)
+    # The output, then its image part named (the condition's icon).
+    shown = re.search(r"<- get_weather: (\{.*\}) \+ \[image: image/png, \d+ bytes", sync.stdout)
     assert shown and list(json.loads(shown[1])) == sorted(json.loads(shown[1])), sync.stdout
 
     started = toolcall("chat", *llm, "--session", "cli-async", "Please ping example.org")

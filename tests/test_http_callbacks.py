@@ -56,6 +56,7 @@ class Behaviours(BaseHTTPRequestHandler):
     def _answer(self, kind: str, body: dict[str, Any]) -> tuple[int, bytes]:
         answers: dict[str, tuple[int, bytes]] = {
             "echo": (200, json.dumps({"output": body, "is_error": False}).encode()),
+            "slow": (200, b"{}"),  # answered after the caller gave up
             "bare": (200, b"[1, 2, 3]"),
             "failed": (200, b'{"output": {"reason": "x"}, "is_error": true, "error": "CITY"}'),
             "silent_error": (200, b'{"is_error": true}'),

@@ -13,10 +13,11 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from toolcall import config
 from toolcall.address_policy import is_http
@@ -201,17 +202,17 @@ class Dispatcher:
             if refused:
                 return error_result(refused)
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
-        if is_http(spec.callback_address):
-            reply_or_error = await self._call_http(
-                spec, raw_arguments, arguments, call_id, session_id, role, timeout
-            )
-        else:
-            reply_or_error = await self._call_grpc(
-                spec, raw_arguments, arguments, call_id, session_id, role, timeout
-            )
-        if isinstance(reply_or_error, tools_pb2.ToolResult):
-            return reply_or_error
-        reply = reply_or_error
+        try:
+            if is_http(spec.callback_address):
+                reply = await self._call_http(
+                    spec, raw_arguments, arguments, call_id, session_id, role, timeout
+                )
+            else:
+                reply = await self._call_grpc(
+                    spec, raw_arguments, arguments, call_id, session_id, role, timeout
+                )
+        except _Failed as failed:
+            return error_result(str(failed))
         if reply is UNDECODABLE_REPLY:
             return error_result(
                 f"INVALID_ARGUMENT: {_where(spec)} returned an output nested too deeply to decode"
@@ -242,12 +243,12 @@ class Dispatcher:
                     f"the tool's output_schema: {mismatch}",
                     reply.output,
                 )
-        result = tools_pb2.ToolResult(
-            output=reply.output, is_error=reply.is_error, error=reply.error
-        )
-        if reply.parts:  # text results (the usual ones) skip this
-            result.parts.extend(reply.parts)
-        return result
+        if len(UnknownFieldSet(reply)):
+            # Fields this version does not know are not passed on as if they were ours.
+            return tools_pb2.ToolResult(
+                output=reply.output, is_error=reply.is_error, error=reply.error, parts=reply.parts
+            )
+        return reply
 
     async def _call_grpc(
         self,
@@ -258,7 +259,7 @@ class Dispatcher:
         session_id: str,
         role: str,
         timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
-    ) -> callback_pb2.ToolCallbackInvokeResponse | tools_pb2.ToolResult:
+    ) -> tools_pb2.ToolResult:
         request = callback_pb2.ToolCallbackInvokeRequest(
             name=spec.name,
             arguments=to_struct(arguments),
@@ -271,15 +272,13 @@ class Dispatcher:
             # The request carries the arguments twice (Struct and raw string):
             # gRPC would refuse to send it, with a status that reads like an
             # oversized reply.
-            return self._request_too_big(size)
+            raise self._request_too_big(size)
         entry = self._channels.acquire(spec.callback_address)
         try:
-            reply: callback_pb2.ToolCallbackInvokeResponse = await entry.stub.Invoke(
-                request, timeout=timeout
-            )
-            return reply
+            # Decoded as a ToolResult (toolcall/callback_channels.py).
+            return cast(tools_pb2.ToolResult, await entry.stub.Invoke(request, timeout=timeout))
         except grpc.aio.AioRpcError as exc:
-            return error_result(self._describe_rpc_error(spec, exc, timeout))
+            raise _Failed(self._describe_rpc_error(spec, exc, timeout)) from None
         finally:
             self._channels.done(entry)
 
@@ -292,13 +291,13 @@ class Dispatcher:
         session_id: str,
         role: str,
         timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
-    ) -> callback_pb2.ToolCallbackInvokeResponse | tools_pb2.ToolResult:
+    ) -> tools_pb2.ToolResult:
         try:
             encoded = json.dumps(arguments or {}, allow_nan=False)
         except (ValueError, RecursionError):
-            return error_result(
+            raise _Failed(
                 "INVALID_ARGUMENT: arguments hold NaN or Infinity, which JSON cannot carry"
-            )
+            ) from None
         # Built by hand so the arguments are encoded once (also for raw_arguments).
         body = (
             f'{{"name":{json.dumps(spec.name)},"arguments":{encoded},'
@@ -309,14 +308,14 @@ class Dispatcher:
         )
         data = body.encode()
         if len(data) > self._max_message_bytes:
-            return self._request_too_big(len(data))
+            raise self._request_too_big(len(data))
         try:
             return await self._http.invoke(spec.callback_address, data, timeout)
         except CallbackFailed as exc:
-            return error_result(f"{exc.code}: {_where(spec)} {exc}")
+            raise _Failed(f"{exc.code}: {_where(spec)} {exc}") from None
 
-    def _request_too_big(self, size: int) -> tools_pb2.ToolResult:
-        return error_result(
+    def _request_too_big(self, size: int) -> _Failed:
+        return _Failed(
             f"INVALID_ARGUMENT: arguments make a {size} byte request to the plugin; "
             f"the message limit is {self._max_message_bytes} bytes (send smaller arguments)"
         )
@@ -341,6 +340,10 @@ class Dispatcher:
         if code == grpc.StatusCode.CANCELLED:
             return f"CANCELLED: the call to {where} was cancelled"
         return f"{code.name}: {where} failed: {exc.details()}"
+
+
+class _Failed(Exception):
+    """A transport's failure, as the text of the is_error result."""
 
 
 def _where(spec: ToolSpec) -> str:

@@ -7,7 +7,7 @@ reads back either ``{"output": ..., "is_error": ..., "error": ...}`` or a bare
 JSON value, which is the output. Everything after that (output cap, output
 schema, error texts) is the Dispatcher's one routine, shared with gRPC
 plugins: this module only turns an HTTP exchange into a
-``ToolCallbackInvokeResponse``.
+``ToolResult`` (what gRPC plugins' replies are decoded into too).
 
 Bounds: one ``httpx2`` client per Dispatcher with a bounded connection pool
 (``max_connections``, idle keep-alive connections closed after ``idle_s``,
@@ -28,7 +28,7 @@ from typing import Any
 import httpx2
 
 from toolcall.jsonvalue import to_value
-from toolcall.v1 import callback_pb2
+from toolcall.v1 import tools_pb2
 
 DEFAULT_MAX_CONNECTIONS = 256
 # An idle kept-alive connection is closed by us before the plugin's server
@@ -55,7 +55,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def decode_reply(body: bytes) -> callback_pb2.ToolCallbackInvokeResponse:
+def decode_reply(body: bytes) -> tools_pb2.ToolResult:
     """The plugin's JSON answer as a reply; CallbackFailed when it is not one.
 
     ``{"output": v, "is_error": b, "error": s}`` (each optional but output's
@@ -83,7 +83,7 @@ def decode_reply(body: bytes) -> callback_pb2.ToolCallbackInvokeResponse:
         output = to_value(value)
     except (ValueError, RecursionError):
         raise CallbackFailed("INVALID_ARGUMENT", "answered an output nested too deeply") from None
-    return callback_pb2.ToolCallbackInvokeResponse(output=output, is_error=is_error, error=error)
+    return tools_pb2.ToolResult(output=output, is_error=is_error, error=error)
 
 
 class HttpCallbacks:
@@ -116,9 +116,7 @@ class HttpCallbacks:
             )
         return self._client
 
-    async def invoke(
-        self, url: str, body: bytes, timeout_s: float
-    ) -> callback_pb2.ToolCallbackInvokeResponse:
+    async def invoke(self, url: str, body: bytes, timeout_s: float) -> tools_pb2.ToolResult:
         """One call. CallbackFailed on anything but a 2xx JSON answer within ``timeout_s``."""
         try:
             async with asyncio.timeout(timeout_s):
