@@ -14,7 +14,8 @@ applies: names, schemas, the loopback callback gate, the token, its limits):
 - ``POST /api/tools/clear`` ``{source, role}`` -> ``Clear`` (source required);
   answers ``{ok, removed}``.
 - ``GET /api/tools[?role=]`` -> ``List`` (every page); answers ``{ok, tools,
-  roles}``, one entry per (role, tool) with the registration's fields.
+  roles}``, one entry per (role, tool) with the registration's fields, and
+  ``truncated: true`` past ``MAX_LIST_ENTRIES`` / ``MAX_LIST_BYTES``.
 
 Status codes: 200; 422 for a request that breaks a rule, as ``{"detail":
 [{"loc": ["body", field], "msg", "type"}]}`` naming the field (the
@@ -40,7 +41,6 @@ from starlette.routing import Route
 
 from gateway.http_v1 import HTTP_STATUS, Backends, HttpRefusal, auth_of, read_json_body
 from toolcall import config
-from toolcall.clients import list_all_tools
 from toolcall.errors import bad_request_violations
 from toolcall.jsonvalue import to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
@@ -49,6 +49,11 @@ from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 MAX_BODY_BYTES = 1024 * 1024
 # Each registry call; the registry answers these in milliseconds.
 REGISTRY_DEADLINE_S = 10.0
+# One listing holds at most this many entries and bytes of definitions (the
+# registry may hold 25,000 entries and 128 MiB): past them it says
+# "truncated" (paging: /v1/toolcall.v1.ToolRegistry/List).
+MAX_LIST_ENTRIES = 5_000
+MAX_LIST_BYTES = 16 * 1024 * 1024
 # The registry's field names (BadRequest) -> the API's.
 _FIELDS = {"tool.callback_address": "callback_url", "tool": "body", "name": "name"}
 
@@ -235,8 +240,24 @@ class HttpApi:
         role = request.query_params.get("role")
         if role:
             message.role = role
-        tools, roles = await list_all_tools(self.registry, message, timeout_s=REGISTRY_DEADLINE_S)
-        return {"ok": True, "tools": [registered_json(t) for t in tools], "roles": roles}
+        tools: list[registry_pb2.RegisteredTool] = []
+        size, truncated = 0, False
+        while True:
+            page = await self.registry.List(message, timeout=REGISTRY_DEADLINE_S)
+            for entry in page.tools:
+                size += entry.ByteSize()
+                if len(tools) >= MAX_LIST_ENTRIES or size > MAX_LIST_BYTES:
+                    truncated = True
+                    break
+                tools.append(entry)
+            if truncated or not page.next_page_token:
+                break
+            message.page_token = page.next_page_token
+        reply: dict[str, Any] = {"ok": True, "tools": [registered_json(t) for t in tools]}
+        reply["roles"] = list(page.roles)
+        if truncated:
+            reply["truncated"] = True
+        return reply
 
 
 def _registry_error(exc: grpc.aio.AioRpcError) -> Response:

@@ -475,3 +475,33 @@ async def test_an_unreachable_registry_is_503_not_a_hang(tmp_path: Path) -> None
             assert listed.status_code == 503 and listed.json()["code"] == 14
             invoked = await v1(http, "ToolRegistry/Invoke", {"name": "get_weather"})
             assert invoked.status_code == 503  # not in a view: forwarded, and refused
+
+
+@pytest.mark.anyio
+async def test_a_listing_past_its_bound_says_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.applications import Starlette
+
+    from gateway import http_api
+    from gateway.http_v1 import Backends
+
+    monkeypatch.setattr(http_api, "MAX_LIST_ENTRIES", 3)
+    async with registry_in_process(tmp_path) as target:
+        backends = Backends(target, "127.0.0.1:1")
+        app = Starlette(routes=http_api.HttpApi(backends).routes())
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+                for i in range(5):
+                    reply = await http.post(
+                        "/api/tools/register", json=registration(name=f"tool_{i}")
+                    )
+                    assert reply.json()["ok"], reply.text
+                listed = (await http.get("/api/tools")).json()
+                assert [t["name"] for t in listed["tools"]] == ["tool_0", "tool_1", "tool_2"]
+                assert listed["truncated"] is True
+                monkeypatch.setattr(http_api, "MAX_LIST_ENTRIES", 5)
+                assert "truncated" not in (await http.get("/api/tools")).json()
+        finally:
+            await backends.close()
