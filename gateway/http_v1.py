@@ -391,6 +391,10 @@ class InvokeLane:
         if ctype != b"application/json":
             await self.app(scope, receive, send)
             return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await _too_big(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size, more = 0, True
         while more:
@@ -400,8 +404,7 @@ class InvokeLane:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
-                reason = f"the request body is larger than {MAX_BODY_BYTES} bytes"
-                await refusal_response(413, reason)(scope, receive, send)
+                await _too_big(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -428,6 +431,11 @@ class InvokeLane:
             }
         )
         await send({"type": "http.response.body", "body": data})
+
+
+async def _too_big(scope: Scope, receive: Receive, send: Send) -> None:
+    reason = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+    await refusal_response(413, reason)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -454,6 +454,11 @@ async def test_v1_maps_grpc_statuses_and_refuses_bad_requests(stack: Stack) -> N
     assert (await http.get("/v1/toolcall.v1.ToolRegistry/List")).status_code == 405
     huge = {"name": "x", "raw_arguments": "x" * (5 * 1024 * 1024)}
     assert (await v1(http, "ToolRegistry/Invoke", huge)).status_code == 413
+    for rpc in ["ToolRegistry/Invoke", "ToolRegistry/List"]:  # streamed, no length
+        streamed = await http.post(
+            f"/v1/toolcall.v1.{rpc}", content=_chunks(8 * 1024 * 1024), headers=raw
+        )
+        assert streamed.status_code == 413, rpc
     cross = await v1(http, "ToolRegistry/Clear", {"source": "x"}, headers={"origin": "http://a.b"})
     assert cross.status_code == 403
 
