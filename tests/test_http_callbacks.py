@@ -8,6 +8,7 @@ buffered whole), the output cap, the output schema, strict JSON.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -17,11 +18,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.images import png
 from tests.support.plugins import free_port
 from toolcall.dispatch import Dispatcher
 from toolcall.jsonvalue import from_value, to_struct
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
+
+PNG = png(2, 2)
+PNG_B64 = base64.b64encode(PNG).decode()
 
 
 class Behaviours(BaseHTTPRequestHandler):
@@ -69,6 +74,30 @@ class Behaviours(BaseHTTPRequestHandler):
             "declared_huge": (200, b"{}"),
             "deep": (200, b"[" * 50_000 + b"]" * 50_000),
             "wrong_shape": (200, b'{"output": {"temp": "warm"}}'),
+            "image": (
+                200,
+                json.dumps(
+                    {
+                        "output": "a chart",
+                        "parts": [
+                            {"image": {"mime_type": "image/png", "data": PNG_B64}},
+                            {"text": "caption"},
+                        ],
+                    }
+                ).encode(),
+            ),
+            "bad_parts": (200, b'{"output": 1, "parts": [{"video": {}}]}'),
+            "not_png": (
+                200,
+                json.dumps(
+                    {
+                        "output": 1,
+                        "parts": [
+                            {"image": {"mime_type": "image/png", "data": "aGVsbG8="}},
+                        ],
+                    }
+                ).encode(),
+            ),
         }
         return answers[kind]
 
@@ -153,6 +182,8 @@ async def test_the_plugin_gets_the_documented_body_and_its_answer_is_the_result(
         ("declared_huge", "RESOURCE_EXHAUSTED", "byte message limit"),
         ("endless", "RESOURCE_EXHAUSTED", "byte message limit"),
         ("deep", "INVALID_ARGUMENT", "nested too deeply"),
+        ("bad_parts", "INVALID_ARGUMENT", "not content parts"),
+        ("not_png", "INVALID_ARGUMENT", "image"),
     ],
 )
 async def test_a_misbehaving_http_plugin_is_an_error_result_with_a_reason(
@@ -188,3 +219,15 @@ async def test_an_unreachable_http_plugin_says_so_and_nothing_more(dispatcher: D
     url = f"http://127.0.0.1:{free_port()}"
     result = await dispatcher.invoke(spec(url, "x"))
     assert result.error == f"UNAVAILABLE: plugin for tool 't' at {url}/x is unreachable"
+
+
+@pytest.mark.anyio
+async def test_an_http_plugin_can_answer_content_parts_like_a_grpc_plugin(
+    dispatcher: Dispatcher, plugin_url: str
+) -> None:
+    result = await dispatcher.invoke(spec(plugin_url, "image"))
+    assert not result.is_error, result.error
+    assert from_value(result.output) == "a chart"
+    image, caption = result.parts
+    assert image.image.mime_type == "image/png" and image.image.data == PNG
+    assert caption.text == "caption"

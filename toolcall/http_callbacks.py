@@ -26,11 +26,15 @@ import json
 from typing import Any
 
 import httpx2
+from google.protobuf import json_format
 
 from toolcall.jsonvalue import to_value
 from toolcall.v1 import tools_pb2
 
 DEFAULT_MAX_CONNECTIONS = 256
+# Parts parsed from one answer at most (the Dispatcher's own bound, 16 by
+# default, then decides): the parse never walks a list of millions.
+MAX_PARTS_READ = 256
 # An idle kept-alive connection is closed by us before the plugin's server
 # closes it (uvicorn's and Node's http default to 5 s): a call sent on a
 # connection the server is closing at that moment would fail.
@@ -58,8 +62,12 @@ def _refuse_constant(name: str) -> Any:
 def decode_reply(body: bytes) -> tools_pb2.ToolResult:
     """The plugin's JSON answer as a reply; CallbackFailed when it is not one.
 
-    ``{"output": v, "is_error": b, "error": s}`` (each optional but output's
-    presence decides) or any other JSON value, which is the output whole.
+    ``{"output": v, "is_error": b, "error": s, "parts": [...]}`` (each
+    optional; an object with ``output`` or ``is_error`` is read this way) or
+    any other JSON value, which is the output whole. ``parts`` are content
+    parts in protobuf's JSON mapping (``{"image": {"mime_type": "image/png",
+    "data": "<base64>"}}``, ``{"text": "..."}``...), bounded like a gRPC
+    plugin's by the Dispatcher.
     """
     try:
         value = json.loads(body, parse_constant=_refuse_constant)
@@ -69,21 +77,32 @@ def decode_reply(body: bytes) -> tools_pb2.ToolResult:
         raise CallbackFailed(
             "INVALID_ARGUMENT", f"answered a body that is not JSON: {str(exc)[:120]}"
         ) from None
-    is_error, error = False, ""
+    is_error, error, parts = False, "", None
     if isinstance(value, dict) and ("output" in value or "is_error" in value):
         flag, text = value.get("is_error", False), value.get("error")
         if not isinstance(flag, bool):
             raise CallbackFailed("INVALID_ARGUMENT", "answered an is_error that is not a boolean")
         if text is not None and not isinstance(text, str):
             raise CallbackFailed("INVALID_ARGUMENT", "answered an error that is not a string")
-        is_error, error = flag, text or ""
-        if "output" in value:
+        is_error, error, parts = flag, text or "", value.get("parts")
+        if "output" in value:  # else the whole body is the output, as the contract says
             value = value["output"]
     try:
         output = to_value(value)
     except (ValueError, RecursionError):
         raise CallbackFailed("INVALID_ARGUMENT", "answered an output nested too deeply") from None
-    return tools_pb2.ToolResult(output=output, is_error=is_error, error=error)
+    result = tools_pb2.ToolResult(output=output, is_error=is_error, error=error)
+    if parts is not None:
+        if not isinstance(parts, list) or len(parts) > MAX_PARTS_READ:
+            reason = f"answered parts that are not a list of at most {MAX_PARTS_READ}"
+            raise CallbackFailed("INVALID_ARGUMENT", reason)
+        try:
+            json_format.ParseDict({"parts": parts}, result)
+        except (json_format.ParseError, ValueError, RecursionError) as exc:
+            raise CallbackFailed(
+                "INVALID_ARGUMENT", f"answered parts that are not content parts: {str(exc)[:160]}"
+            ) from None
+    return result
 
 
 class HttpCallbacks:
