@@ -26,15 +26,18 @@ the services decide (the registry's token rules apply unchanged).
 ``ToolRegistry/Invoke`` of a tool the gateway's Watch-fed view holds is
 answered by the gateway's own ``Dispatcher`` (one hop to the plugin, as
 chats and ``/mcp`` call tools; a hop through the registry doubled the
-latency): the same argument validation, deadline, output cap and reply. It
-is gated like ``/mcp``: with the gateway's token when one is configured
-(a caller without it is forwarded to the registry, which answers 401).
-Calls made this way are not counted in the registry's ``ToolStats``, as the
-LLMService's are not. Anything else (unknown tool or role, a view not yet
-synced) goes to the registry. Bounds:
-request bodies of at most ``MAX_BODY_BYTES`` (413), JSON only (415), unary
-calls under ``UNARY_DEADLINE_S``; open streams are bounded by the server's
-connection limit and by each service's own limits (Subscribe's places).
+latency): the same argument validation, deadline, output cap and reply;
+the common case by ``InvokeLane``, below the router. It is gated like
+``/mcp``: with the gateway's token when one is configured (a caller without
+it is forwarded to the registry, which answers 401). Calls made this way
+are not counted in the registry's ``ToolStats``, as the LLMService's are
+not. Anything else (unknown tool or role, a view not yet synced) goes to
+the registry.
+
+Bounds: request bodies of at most ``MAX_BODY_BYTES`` (413), JSON only
+(415), unary calls under ``UNARY_DEADLINE_S``; open streams are bounded by
+the server's connection limit and by each service's own limits
+(Subscribe's places).
 """
 
 from __future__ import annotations
