@@ -55,10 +55,25 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo(
             "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
+        ScenarioInfo(
+            "B-traced",
+            "B, every call traced (no-op exporter)",
+            "bench.scenarios.dispatch",
+            "open_traced",
+        ),
+        ScenarioInfo(
+            "B-metrics", "B, Prometheus metrics on", "bench.scenarios.dispatch", "open_metrics"
+        ),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
+        ScenarioInfo(
+            "F-observed",
+            "F, traces to OTLP and metrics on, every process",
+            "bench.scenarios.chat_turn",
+            "open_observed",
+        ),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from llm_service.history import StoreError
 from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+from toolcall.telemetry import add_metrics_argument, with_metrics_address
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.provider_timeout_s,
         help="seconds to wait for the model (default: $TOOLCALL_PROVIDER_TIMEOUT or %(default)s)",
     )
+    add_metrics_argument(
+        parser, getattr(d.telemetry, "metrics_address", ""), "TOOLCALL_LLM_METRICS_ADDRESS"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> LLMSettings:
@@ -73,6 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         max_parallel_tools=args.max_parallel_tools,
         provider_timeout_s=args.provider_timeout,
     )
+    settings.telemetry = with_metrics_address(settings.telemetry, args.metrics_address)
     if args.data_dir:
         settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
     for name, value, least in (

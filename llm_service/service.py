@@ -17,6 +17,7 @@ from toolcall.address_policy import canonical_address
 from toolcall.dispatch import Dispatcher
 from toolcall.registry_view import RegistryView
 from toolcall.serving import ServiceHost
+from toolcall.telemetry import GaugeSample, resolve
 from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -84,7 +85,8 @@ class LLMServiceHost(ServiceHost):
             cache_sessions=settings.history_cache_sessions,
             cache_bytes=settings.history_cache_bytes,
         )
-        self.dispatcher = settings.dispatcher()
+        self.telemetry = telemetry = resolve(settings.telemetry)
+        self.dispatcher = settings.dispatcher(telemetry)
         self.view = RegistryView(
             settings.registry_address, on_change=AddressUsers(self.dispatcher).changed
         )
@@ -96,6 +98,7 @@ class LLMServiceHost(ServiceHost):
             max_total=settings.max_async_tasks,
             subscribe_buffer=settings.subscribe_buffer,
             subscribe_buffer_bytes=settings.subscribe_buffer_bytes,
+            telemetry=telemetry,
         )
         self.orchestrator = Orchestrator(
             settings,
@@ -104,6 +107,7 @@ class LLMServiceHost(ServiceHost):
             providers=self.providers,
             store=self.store,
             tasks=self.tasks,
+            telemetry=telemetry,
         )
         servicer = LLMServicer(
             settings,
@@ -111,12 +115,16 @@ class LLMServiceHost(ServiceHost):
             store=self.store,
             tasks=self.tasks,
             view=self.view,
+            telemetry=telemetry,
         )
 
         def add(server: grpc.aio.Server) -> None:
             llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
-        super().__init__(settings.address, [SERVICE_NAME], add, grace_s=settings.grace_s)
+        super().__init__(
+            settings.address, [SERVICE_NAME], add, grace_s=settings.grace_s, telemetry=telemetry
+        )
+        self.add_gauges(lambda: _gauges(servicer, self.tasks))
         self._stopped = False
         self.on_stop(self._close_parts)
 
@@ -157,6 +165,15 @@ class LLMServiceHost(ServiceHost):
         await self.dispatcher.close()
         await self.providers.close()
         await self.store.close()
+
+
+def _gauges(servicer: LLMServicer, tasks: AsyncTasks) -> list[GaugeSample]:
+    return [
+        ("toolcall_chat_turns_in_flight", "Chat and ChatStream turns running", {},
+         servicer.turns_in_flight),
+        ("toolcall_async_tasks_running", "Async tool tasks running", {}, tasks.running()),
+        ("toolcall_subscribe_streams", "Subscribe streams open", {}, tasks.subscribers),
+    ]  # fmt: skip
 
 
 async def start_llm(settings: LLMSettings | None = None) -> LLMServiceHost:

@@ -25,6 +25,7 @@ from llm_service.tasks import AsyncTasks, SubscriberLimitError, SubscriberTooSlo
 from toolcall import config
 from toolcall.errors import abort_invalid
 from toolcall.registry_view import RegistryView
+from toolcall.telemetry import Telemetry
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -197,13 +198,19 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         store: HistoryStore,
         tasks: AsyncTasks,
         view: RegistryView,
+        telemetry: Telemetry = Telemetry.OFF,
     ) -> None:
         self._settings = settings
+        self._telemetry = telemetry
         self._orchestrator = orchestrator
         self._store = store
         self._tasks = tasks
         self._view = view
         self._turns_in_flight = 0
+
+    @property
+    def turns_in_flight(self) -> int:
+        return self._turns_in_flight
 
     @contextlib.asynccontextmanager
     async def _admitted(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -324,6 +331,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                     )
                     if not await _send(context, response, subscription.overflowed, ack):
                         raise subscription.too_slow()
+                    self._telemetry.results_delivered()
+                    if request.auto_ack:
+                        self._telemetry.results_acked(1)
         except SubscriberTooSlow as exc:
             # Dropped, not buffered without end; nothing is lost: every
             # unacknowledged result is sent again on the next Subscribe.
@@ -343,6 +353,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await abort_invalid(context, bad)
         async with store_errors(context):
             n = await self._store.ack_tasks(request.session_id, list(request.task_ids))
+        self._telemetry.results_acked(n)
         return llm_pb2.AckTasksResponse(acknowledged=n)
 
     async def GetTask(

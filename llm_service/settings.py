@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolcall import config
 from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.telemetry import Telemetry, TelemetrySettings
 
 DEFAULT_PROVIDER = "offline"
 DEFAULT_MAX_TOOL_ROUNDS = 8
@@ -94,6 +95,8 @@ class LLMSettings:
     task_grace_s: float = DEFAULT_TASK_GRACE_S
     # Tool output and plugin channel bounds (toolcall/dispatch.py).
     dispatch: DispatchLimits = field(default_factory=DispatchLimits)
+    # Traces and metrics (toolcall/telemetry.py): what to build, or a ready one.
+    telemetry: TelemetrySettings | Telemetry = field(default_factory=TelemetrySettings)
     grace_s: float = 5.0
 
     @classmethod
@@ -141,10 +144,11 @@ class LLMSettings:
             gemini_model=config.env("GEMINI_MODEL", DEFAULT_GEMINI_MODEL),
             task_grace_s=config.env_float("TASK_GRACE", DEFAULT_TASK_GRACE_S),
             dispatch=DispatchLimits.from_env(),
+            telemetry=TelemetrySettings.from_env("llm", "LLM_METRICS_ADDRESS"),
         )
 
-    def dispatcher(self) -> Dispatcher:
-        return self.dispatch.dispatcher()
+    def dispatcher(self, telemetry: Telemetry = Telemetry.OFF) -> Dispatcher:
+        return self.dispatch.dispatcher(telemetry=telemetry, path="chat")
 
     def resolved_db_path(self) -> Path:
         return self.db_path or config.data_dir() / "llm.sqlite3"

@@ -10,6 +10,11 @@ a dict with ``output`` and ``is_error`` keys is taken as the result itself
 An unknown tool name is a NOT_FOUND status: the caller's view of this plugin
 is stale, which is not the tool's fault.
 
+Traces: the handler runs in the context of the caller's W3C ``traceparent``
+(the dispatcher's ``execute_tool`` span), so spans it starts with the
+OpenTelemetry API are children of the tool call; with no ``traceparent``
+nothing changes.
+
 Deadlines: a call gets the tool's timeout or the caller's gRPC deadline,
 whichever is shorter. An ``async def`` handler that overruns is cancelled;
 so is one whose caller cancels the RPC (grpc.aio cancels the RPC task). A
@@ -32,6 +37,7 @@ from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import LocalTool, ToolTable
 from toolcall.jsonvalue import from_struct, to_value
+from toolcall.telemetry import remote_parent
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -152,4 +158,5 @@ class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
                 f"tool {request.name!r} is not served by plugin {self._plugin_id!r}",
             )
             raise AssertionError("unreachable")  # abort always raises
-        return await self._run(tool, request, context.time_remaining())
+        with remote_parent(context.invocation_metadata()):
+            return await self._run(tool, request, context.time_remaining())

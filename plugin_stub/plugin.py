@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from plugin_stub.registration import Registrar
     from toolcall.serving import ServiceHost
+    from toolcall.telemetry import Telemetry, TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Plugin:
         max_workers: int | None = None,
         shutdown_grace_s: float = 2.0,
         tools: Iterable[Callable[..., Any]] = (),
+        telemetry: TelemetrySettings | Telemetry | None = None,
     ) -> None:
         pid = (
             plugin_id
@@ -97,6 +99,10 @@ class Plugin:
             "PLUGIN_WORKERS", min(32, (os.cpu_count() or 1) + 4)
         )
         self.shutdown_grace_s = shutdown_grace_s
+        # Traces (OTEL_EXPORTER_OTLP_ENDPOINT or TOOLCALL_OTLP_ENDPOINT) and /metrics
+        # (TOOLCALL_PLUGIN_METRICS_ADDRESS): both off unless set; None: read at start
+        # (toolcall.telemetry loads grpc, which must wait for grpc_env.apply()).
+        self.telemetry = telemetry
         self.address = ""  # the callback address, once started
         self._tools = ToolTable()
         self._host: ServiceHost | None = None
@@ -174,6 +180,7 @@ class Plugin:
         from plugin_stub.callback_server import CallbackServicer, ToolRunner
         from plugin_stub.registration import Registrar
         from toolcall.serving import ServiceHost
+        from toolcall.telemetry import TelemetrySettings, resolve
         from toolcall.v1 import callback_pb2_grpc
 
         self._executor = ThreadPoolExecutor(
@@ -185,7 +192,14 @@ class Plugin:
             callback_pb2_grpc.add_ToolCallbackServicer_to_server(servicer, server)
 
         host = ServiceHost(
-            self.listen_address, [CALLBACK_SERVICE], add_servicers, grace_s=self.shutdown_grace_s
+            self.listen_address,
+            [CALLBACK_SERVICE],
+            add_servicers,
+            grace_s=self.shutdown_grace_s,
+            telemetry=resolve(
+                self.telemetry
+                or TelemetrySettings.from_env(f"plugin-{self.plugin_id}", "PLUGIN_METRICS_ADDRESS")
+            ),
         )
         await host.start()
         if err := loopback_address_error(host.target):

@@ -12,6 +12,7 @@ from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
 from toolcall import config
+from toolcall.telemetry import add_metrics_argument, with_metrics_address
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"directory of {DATA_FILE}, where tools registered without a lease are kept "
         "(default: $TOOLCALL_DATA_DIR or ~/.local/share/toolcall)",
     )
+    add_metrics_argument(
+        parser, getattr(d.telemetry, "metrics_address", ""), "TOOLCALL_REGISTRY_METRICS_ADDRESS"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
@@ -76,6 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
         max_tools=args.max_tools,
         max_definition_bytes=args.max_definition_bytes,
     )
+    settings.telemetry = with_metrics_address(settings.telemetry, args.metrics_address)
     if args.token is not None and args.token_file is not None:
         raise SystemExit("give --token or --token-file, not both")
     if args.token is not None:

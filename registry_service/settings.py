@@ -10,6 +10,7 @@ from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
 from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.telemetry import Telemetry, TelemetrySettings
 from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
@@ -41,6 +42,8 @@ class RegistrySettings:
     max_tools: int = DEFAULT_MAX_TOOLS
     # Most bytes of serialized definitions held, over all entries.
     max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES
+    # Traces and metrics (toolcall/telemetry.py): what to build, or a ready one.
+    telemetry: TelemetrySettings | Telemetry = field(default_factory=TelemetrySettings)
 
     @classmethod
     def from_env(cls) -> RegistrySettings:
@@ -58,10 +61,11 @@ class RegistrySettings:
                 "MAX_DEFINITION_BYTES", DEFAULT_MAX_DEFINITION_BYTES
             ),
             dispatch=DispatchLimits.from_env(),
+            telemetry=TelemetrySettings.from_env("registry", "REGISTRY_METRICS_ADDRESS"),
         )
 
-    def dispatcher(self) -> Dispatcher:
-        return self.dispatch.dispatcher()
+    def dispatcher(self, telemetry: Telemetry = Telemetry.OFF) -> Dispatcher:
+        return self.dispatch.dispatcher(telemetry=telemetry, path="invoke")
 
     def resolved_data_path(self) -> Path:
         return self.data_path or config.data_dir() / DATA_FILE

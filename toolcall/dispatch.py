@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from toolcall.callback_channels import (
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
+from toolcall.telemetry import Telemetry
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
 
@@ -96,7 +98,9 @@ class DispatchLimits:
             bad.append("callback_channel_idle_s must be a positive number of seconds")
         return bad + self.parts.problems()
 
-    def dispatcher(self) -> Dispatcher:
+    def dispatcher(
+        self, *, telemetry: Telemetry = Telemetry.OFF, path: str = "invoke"
+    ) -> Dispatcher:
         if problems := self.problems():
             raise ValueError("; ".join(problems))
         return Dispatcher(
@@ -104,13 +108,19 @@ class DispatchLimits:
             max_channels=self.max_callback_channels,
             channel_idle_s=self.callback_channel_idle_s,
             part_limits=self.parts,
+            telemetry=telemetry,
+            path=path,
         )
 
 
 class Dispatcher:
     """Calls plugins' ToolCallback services over a bounded pool of channels
     (``toolcall/callback_channels.py``: shared per socket, closed on
-    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``)."""
+    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``).
+
+    ``telemetry`` records every call (an ``execute_tool`` span whose
+    ``traceparent`` goes to the plugin, a latency sample labelled with
+    ``path``: ``chat`` in the LLMService, ``invoke`` for Registry.Invoke)."""
 
     def __init__(
         self,
@@ -120,12 +130,16 @@ class Dispatcher:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S,
         part_limits: PartLimits = PartLimits(),  # noqa: B008 (frozen)
+        telemetry: Telemetry = Telemetry.OFF,
+        path: str = "invoke",
     ) -> None:
         if max_output_bytes < 1 or part_limits.problems():
             raise ValueError("Dispatcher limits must be positive")
         self._max_message_bytes = max_message_bytes
         self._max_output_bytes = max_output_bytes
         self._part_limits = part_limits
+        self._telemetry = telemetry
+        self._path = path
         self._channels = CallbackChannels(
             max_channels=max_channels, idle_s=channel_idle_s, max_message_bytes=max_message_bytes
         )
@@ -161,15 +175,27 @@ class Dispatcher:
         ``spec.check_arguments`` on these arguments (the async path does, to
         answer the model at once), so they are not checked again.
         """
-        return await self._invoke(
+        call_id = call_id or new_call_id()
+        if not self._telemetry.on:
+            return await self._invoke(
+                spec, raw_arguments, arguments, call_id, session_id, role, timeout_s, checked
+            )
+        return await self._telemetry.tool_call(
             spec,
-            raw_arguments,
-            arguments,
-            call_id or new_call_id(),
-            session_id,
-            role,
-            timeout_s,
-            checked,
+            role=role,
+            path=self._path,
+            call_id=call_id,
+            run=lambda metadata: self._invoke(
+                spec,
+                raw_arguments,
+                arguments,
+                call_id,
+                session_id,
+                role,
+                timeout_s,
+                checked,
+                metadata,
+            ),
         )
 
     async def _invoke(
@@ -182,6 +208,7 @@ class Dispatcher:
         role: str,
         timeout_s: float | None,
         checked: bool,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> tools_pb2.ToolResult:
         if not checked:
             arguments, refused = spec.check_arguments(raw_arguments, arguments)
@@ -206,7 +233,7 @@ class Dispatcher:
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
         entry = self._channels.acquire(spec.callback_address)
         try:
-            reply = await entry.stub.Invoke(request, timeout=timeout)
+            reply = await entry.stub.Invoke(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
         finally:

@@ -23,21 +23,26 @@ CLI = ["-m", "toolcall.cli"]
 
 @contextlib.asynccontextmanager
 async def registry(
-    env: BenchEnv, name: str, *, roles: str = "default"
+    env: BenchEnv, name: str, *, roles: str = "default", extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[ServerProcess]:
     address = f"127.0.0.1:{free_port()}"
     data = env.tmp_dir / f"{name}-data"
     args = [*CLI, "registry", "--address", address, "--roles", roles, "--data-dir", str(data)]
-    async with running(name, args, log_dir=env.log_dir, healthy_at=address) as proc:
+    async with running(name, args, log_dir=env.log_dir, healthy_at=address, env=extra_env) as proc:
         yield proc
 
 
 @contextlib.asynccontextmanager
 async def plugin(
-    env: BenchEnv, name: str, registry_address: str, *, timeout_s: float = 15.0
+    env: BenchEnv,
+    name: str,
+    registry_address: str,
+    *,
+    timeout_s: float = 15.0,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """The bench SDK plugin, once the registry lists its tool."""
-    plugin_env = {"TOOLCALL_REGISTRY_ADDRESS": registry_address}
+    plugin_env = {"TOOLCALL_REGISTRY_ADDRESS": registry_address, **(extra_env or {})}
     args = ["-m", "bench.servers.sdk_plugin"]
     async with running(name, args, log_dir=env.log_dir, env=plugin_env) as proc:
         await wait_listed(registry_address, TOOL_NAME, timeout_s=timeout_s)
@@ -57,7 +62,9 @@ async def wait_listed(registry_address: str, tool: str, *, timeout_s: float) -> 
 
 
 @contextlib.asynccontextmanager
-async def llm(env: BenchEnv, name: str, registry_address: str) -> AsyncIterator[ServerProcess]:
+async def llm(
+    env: BenchEnv, name: str, registry_address: str, *, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
     address = f"127.0.0.1:{free_port()}"
     data = env.tmp_dir / f"{name}-data"
     args = [
@@ -72,5 +79,5 @@ async def llm(env: BenchEnv, name: str, registry_address: str) -> AsyncIterator[
         "--data-dir",
         str(data),
     ]
-    async with running(name, args, log_dir=env.log_dir, healthy_at=address) as proc:
+    async with running(name, args, log_dir=env.log_dir, healthy_at=address, env=extra_env) as proc:
         yield proc
