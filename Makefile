@@ -4,7 +4,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean
+.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean generators plugin-deps \
+	example-plugins java-plugin
+
+# Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
+# are built into .cache/bin by `go install` (Go's module and build caches make
+# a second install take a second); ts-proto is pinned by
+# examples/ts_plugin/package-lock.json. A stamp per version: changing a
+# version here installs the new one.
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GOBIN_DIR := .cache/bin
+GO_GENERATORS := $(GOBIN_DIR)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION) \
+	$(GOBIN_DIR)/.protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+TS_MODULES := examples/ts_plugin/node_modules/.package-lock.json
+# Everything generated from protos/, checked by check-protos.
+GENERATED := toolcall/v1 examples/go_plugin/gen examples/ts_plugin/src/gen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,17 +29,49 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/, and
-## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection
-protos: $(STAMP)
+$(GOBIN_DIR)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION):
+	GOBIN=$(abspath $(GOBIN_DIR)) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	touch $@
+
+$(GOBIN_DIR)/.protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION):
+	GOBIN=$(abspath $(GOBIN_DIR)) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	touch $@
+
+# npm ci only when the lock file changed (npm's cache in ~/.npm keeps it fast).
+$(TS_MODULES): examples/ts_plugin/package-lock.json
+	cd examples/ts_plugin && npm ci --no-audit --no-fund --prefer-offline
+	touch $@
+
+## generators: the pinned Go and TypeScript stub generators
+generators: $(GO_GENERATORS) $(TS_MODULES)
+
+## plugin-deps: what the Go and TypeScript plugins build with (Go modules, npm packages)
+plugin-deps: $(TS_MODULES)
+	cd examples/go_plugin && go mod download
+
+## example-plugins: build the Go and TypeScript example plugins (bench B-go, B-ts run them)
+example-plugins: plugin-deps
+	cd examples/go_plugin && go vet ./... && go build -o ../../.cache/examples/go_plugin .
+	cd examples/ts_plugin && npm run --silent build
+
+## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/,
+## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection,
+## and the Go and TypeScript stubs of the example plugins (buf.gen.yaml)
+protos: $(STAMP) generators
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=quiet:. --mypy_grpc_out=quiet:. protos/toolcall/v1/*.proto
 	$(PY) -m grpc_tools.protoc -Iprotos --include_source_info \
 		--descriptor_set_out=toolcall/v1/descriptors.binpb protos/toolcall/v1/*.proto
+	rm -rf examples/go_plugin/gen examples/ts_plugin/src/gen
+	$(VENV)/bin/buf generate
 
-## check-protos: fail when the committed stubs differ from what the protos generate
+## check-protos: fail when the committed stubs (Python, Go, TypeScript) differ from what
+## the protos generate, including generated files not committed yet
 check-protos: protos
-	git diff --exit-code -- toolcall/v1 || (echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1)
+	@new="$$(git ls-files --others --exclude-standard -- $(GENERATED))"; \
+	if ! git diff --exit-code --stat -- $(GENERATED) || [ -n "$$new" ]; then \
+		test -z "$$new" || echo "generated but not committed: $$new" >&2; \
+		echo "generated stubs drift from protos/: run 'make protos' and commit" >&2; exit 1; fi
 
 # What `buf breaking` compares the protos with: main's last commit, so every
 # change stays wire-compatible (new fields only). The git common dir, not
@@ -33,8 +80,8 @@ check-protos: protos
 # name another: make lint BUF_AGAINST='.git#ref=origin/main'.
 BUF_AGAINST ?= $(shell git rev-parse --git-common-dir)\#branch=main
 
-## lint: ruff, mypy, the layer contracts (import-linter), buf lint, buf format
-## and buf breaking against main
+## lint: ruff, mypy, the layer contracts (import-linter), buf lint, buf format,
+## buf breaking against main, and gofmt
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -43,9 +90,20 @@ lint: $(STAMP)
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
+	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
 
-## test: lint, stub drift check, then the test suite
-test: lint check-protos
+## java-plugin: build examples/java_plugin (Maven generates its stubs from protos/); offline
+## first, so a warm ~/.m2 needs no network. Without mvn its test is skipped.
+JAVA_PLUGIN_JAR := examples/java_plugin/target/toolcall-java-plugin.jar
+$(JAVA_PLUGIN_JAR): examples/java_plugin/pom.xml $(shell find examples/java_plugin/src -name '*.java') $(wildcard protos/toolcall/v1/*.proto)
+	@command -v mvn >/dev/null || { echo "mvn not found: not building the Java plugin" >&2; exit 0; }
+	cd examples/java_plugin && (mvn -q -B -o package >/dev/null 2>&1 || mvn -q -B package)
+
+java-plugin: $(JAVA_PLUGIN_JAR)
+
+## test: lint, stub drift check, the example plugins' builds (their tests then find Go's
+## and npm's caches warm), then the test suite
+test: lint check-protos example-plugins java-plugin
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation
@@ -58,9 +116,10 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP)
+bench: $(STAMP) example-plugins java-plugin
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache examples/ts_plugin/node_modules examples/ts_plugin/dist \
+		examples/java_plugin/target

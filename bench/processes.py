@@ -2,8 +2,11 @@
 
 A bench server prints ``READY <target>`` on stdout once it accepts calls (and
 nothing after it); our own services, started through the ``toolcall`` CLI on
-an address picked here, are ready when their gRPC health check says SERVING.
-``ServerProcess`` starts either with ``sys.executable``, waits until it is
+an address picked here, are ready when their gRPC health check says SERVING;
+a program that does neither (the Go, TypeScript and Java example plugins, given
+their address) is ready once a gRPC connection to it is.
+``ServerProcess`` starts either with ``sys.executable`` (or the program
+named), waits until it is
 ready and stops it with SIGTERM (SIGKILL after a grace period). Output goes to
 a log file whose tail is shown when the server fails to start.
 """
@@ -20,6 +23,7 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
+import grpc
 import httpx2 as httpx
 
 from toolcall.clients import wait_healthy
@@ -72,15 +76,20 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         log_dir: Path,
         healthy_at: str | None = None,
+        connectable_at: str | None = None,
+        executable: str = sys.executable,
         startup_timeout_s: float = 30.0,
     ) -> None:
         self.name = name
+        self.executable = executable
         self.args = list(args)
         self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
         self.log_path = log_dir / f"{name}.log"
         self.startup_timeout_s = startup_timeout_s
         # Ready when this address answers health checks, instead of a READY line.
         self.healthy_at = healthy_at
+        # Ready when a gRPC connection to this address is (a server with no health service).
+        self.connectable_at = connectable_at
         self.target = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -93,9 +102,9 @@ class ServerProcess:
     async def start(self) -> str:
         with self.log_path.open("w") as output:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
+                self.executable,
                 *self.args,
-                stdout=output if self.healthy_at else asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE if self._reads_ready else output,
                 stderr=output,
                 env=self.env,
                 cwd=REPO_ROOT,
@@ -105,6 +114,8 @@ class ServerProcess:
             async with asyncio.timeout(self.startup_timeout_s):
                 if self.healthy_at:
                     self.target = await self._wait_healthy(self.healthy_at)
+                elif self.connectable_at:
+                    self.target = await self._wait_connectable(self.connectable_at)
                 else:
                     self.target = await self._read_ready()
         except (TimeoutError, ServerFailed) as exc:
@@ -113,6 +124,21 @@ class ServerProcess:
             raise ServerFailed(f"{self.name} did not start ({exc}); its log:\n{tail}") from None
         log.debug("%s ready at %s (pid %d)", self.name, self.target, self.pid)
         return self.target
+
+    @property
+    def _reads_ready(self) -> bool:
+        return not (self.healthy_at or self.connectable_at)
+
+    async def _wait_connectable(self, address: str) -> str:
+        assert self._proc is not None
+        while self._proc.returncode is None:
+            async with grpc.aio.insecure_channel(address) as probe:
+                try:
+                    await asyncio.wait_for(probe.channel_ready(), 0.5)
+                    return address
+                except TimeoutError:
+                    continue
+        raise ServerFailed(f"exited with code {self._proc.returncode}")
 
     async def _read_ready(self) -> str:
         assert self._proc is not None and self._proc.stdout is not None
@@ -184,9 +210,19 @@ async def running(
     log_dir: Path,
     env: Mapping[str, str] | None = None,
     healthy_at: str | None = None,
+    connectable_at: str | None = None,
+    executable: str = sys.executable,
 ) -> AsyncIterator[ServerProcess]:
     """Starts a server process for the duration of the block."""
-    server = ServerProcess(name, args, env=env, log_dir=log_dir, healthy_at=healthy_at)
+    server = ServerProcess(
+        name,
+        args,
+        env=env,
+        log_dir=log_dir,
+        healthy_at=healthy_at,
+        connectable_at=connectable_at,
+        executable=executable,
+    )
     await server.start()
     try:
         yield server

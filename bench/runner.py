@@ -64,6 +64,19 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo(
             "B-metrics", "B, Prometheus metrics on", "bench.scenarios.dispatch", "open_metrics"
         ),
+        ScenarioInfo(
+            "B-go",
+            "Dispatcher.invoke → Go example plugin",
+            "bench.scenarios.example_plugins",
+            "open_go",
+        ),
+        ScenarioInfo(
+            "B-ts",
+            "Dispatcher.invoke → TS example plugin",
+            "bench.scenarios.example_plugins",
+            "open_ts",
+        ),
+        ScenarioInfo("B-java", "B, to the Java example plugin", "bench.scenarios.java_plugin"),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
@@ -75,6 +88,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "open_observed",
         ),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
+        ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )
 }

@@ -72,6 +72,8 @@ TARGETS: tuple[Target, ...] = (
            _ratio("H", "p50_us", "E", "p50_us"), 1.3, at_most=True),
     Target("H c64 ≥ 0.8 × E c64", (("E", "c64_per_s"), ("H", "c64_per_s")),
            _ratio("H", "c64_per_s", "E", "c64_per_s"), 0.8, at_most=False),
+    Target("I p50 ≤ 1.3 × E p50", (("E", "p50_us"), ("I", "p50_us")),
+           _ratio("I", "p50_us", "E", "p50_us"), 1.3, at_most=True),
     _within("register"),
     _within("invoke"),
     _within("list_role"),

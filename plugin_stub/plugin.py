@@ -77,6 +77,7 @@ class Plugin:
         shutdown_grace_s: float = 2.0,
         tools: Iterable[Callable[..., Any]] = (),
         telemetry: TelemetrySettings | Telemetry | None = None,
+        source: str | None = None,
     ) -> None:
         pid = (
             plugin_id
@@ -88,7 +89,9 @@ class Plugin:
             raise ValueError(f"plugin_id {pid!r} must match [A-Za-z0-9_.-]{{1,64}}")
         # An instance attribute: the class attribute is only the default.
         self.plugin_id = pid
-        self.source = f"plugin:{pid}"
+        # The tools' source: what `toolcall tools clear --source` names. Bridges
+        # set their own (`toolcall mcp mount` uses mcp:<server>).
+        self.source = source or f"plugin:{pid}"
         self.registry_address = registry_address or config.registry_address()
         self.token = config.token() if token is None else token
         self.listen_address = address or config.env("PLUGIN_ADDRESS", DEFAULT_PLUGIN_ADDRESS)

@@ -94,6 +94,9 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     error_part = out.split("=== 4.")[1].split("=== 5.")[0]
     assert "error:" in error_part and "Atlantis" in error_part
     assert "assistant> " in error_part and "failed" in error_part
+    # 5. a tool of the mounted example MCP server, called through a chat
+    mcp_part = out.split("=== 5.")[1].split("=== 6.")[0]
+    assert "-> add_note(" in mcp_part and "call Alice at 5" in mcp_part
     assert "Demo complete" in out and "Stopped." in out
     assert "Traceback" not in out + result.stderr
 
@@ -280,6 +283,8 @@ def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
         ["tools", "show"],
         ["tools", "invoke"],
         ["tools", "clear"],
+        ["plugin"],
+        ["plugin", "check"],
     ],
     ids=lambda c: " ".join(c) or "toolcall",
 )

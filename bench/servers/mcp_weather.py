@@ -1,11 +1,13 @@
 """Scenario E's server: the same tool through the MCP Python SDK, streamable HTTP.
 
 ``python -m bench.servers.mcp_weather``; the endpoint is ``<announced>/mcp``.
+With ``--stdio`` it serves over stdio instead (scenario I mounts it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 from mcp.server import MCPServer
@@ -22,4 +24,7 @@ async def get_weather(city: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(server.streamable_http_app()))
+    if "--stdio" in sys.argv:
+        server.run("stdio")
+    else:
+        asyncio.run(serve(server.streamable_http_app()))

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("toolcall.cli.chat", "chat with the LLMService; streams the reply and tool calls"),
     "subscribe": ("toolcall.cli.subscribe", "print async tool results of a session as they arrive"),
     "gateway": ("gateway.main", "serve the HTTP gateway: MCP at /mcp"),
+    "plugin": ("toolcall.cli.plugin_check", "check a running plugin against the plugin contract"),
     "mcp": ("toolcall.cli.mcp", "MCP both ways: serve the registry's tools, or mount MCP servers"),
 }
 

@@ -2,9 +2,9 @@
 
 It shows, with the offline stand-in provider (no key, no network): the tools
 visible to a role, a sync tool call, an async tool call acknowledged at once
-with its result arriving later on the subscription stream, and a tool error
-handled gracefully. Then the stack stays up until Ctrl-C, unless
-``--exit-after-demo``.
+with its result arriving later on the subscription stream, a tool error
+handled gracefully, and a tool of an MCP server mounted as a plugin. Then the
+stack stays up until Ctrl-C, unless ``--exit-after-demo``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, 
 SYNC_QUESTION = "What is the weather in Paris?"
 ASYNC_QUESTION = "Please ping example.org"
 ERROR_QUESTION = "What is the weather forecast for Atlantis?"
+MCP_QUESTION = "Please add a note: 'call Alice at 5'"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +90,10 @@ async def run_script(registry_address: str, llm_address: str) -> None:
         heading("4. A tool error, handled gracefully")
         await chat(llm, session, ERROR_QUESTION)
 
-        heading("5. The conversation so far is stored (LLMService.GetHistory)")
+        heading("5. A tool of a mounted MCP server (toolcall mcp mount, source mcp:notes)")
+        await chat(llm, session, MCP_QUESTION)
+
+        heading("6. The conversation so far is stored (LLMService.GetHistory)")
         history = await llm.GetHistory(llm_pb2.GetHistoryRequest(session_id=session))
         print(f"  session {session}: {len(history.messages)} messages kept in SQLite")
 

@@ -1,7 +1,8 @@
 """``toolcall up``: the whole stack as separate processes, supervised.
 
 Starts the registry, waits for it to be healthy, starts the LLMService, then
-the example plugins, and waits until their tools are registered. Ctrl-C (or
+the example plugins and the example MCP server (mounted with ``toolcall mcp
+mount``), and waits until their tools are registered. Ctrl-C (or
 SIGTERM) stops everything in reverse order: plugins first (they clear their
 tools), then the LLMService, then the registry. The children run in their own
 process group, so a terminal's Ctrl-C (SIGINT to the whole foreground group)
@@ -32,6 +33,8 @@ from toolcall.clients import channel, list_all_tools, wait_healthy
 from toolcall.v1 import registry_pb2_grpc
 
 EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
+# MCP servers mounted with ``toolcall mcp mount`` (name, module): their tools get source mcp:NAME.
+EXAMPLE_MCP_SERVERS = (("notes", "toolcall_examples.mcp_notes_server"),)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SQLite files and process logs (default: $TOOLCALL_DATA_DIR or %(default)s)",
     )
     parser.add_argument(
-        "--no-plugins", action="store_true", help="do not start the example plugins"
+        "--no-plugins",
+        action="store_true",
+        help="do not start the example plugins and MCP server",
     )
 
 
@@ -70,6 +75,7 @@ class Stack:
     data_dir: Path
     plugins: tuple[str, ...] = EXAMPLE_PLUGINS
     gateway_address: str = ""  # empty: no gateway
+    mcp_servers: tuple[tuple[str, str], ...] = EXAMPLE_MCP_SERVERS
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -142,6 +148,9 @@ class Stack:
             self._spawn("gateway", ["-m", "toolcall.cli", "gateway"])
         for module in self.plugins:
             self._spawn(module.rpartition(".")[2], ["-m", module])
+        for name, module in self.mcp_servers:
+            mount = ["-m", "toolcall.cli", "mcp", "mount", "--name", name, "--"]
+            self._spawn(f"mcp-{name}", [*mount, sys.executable, "-m", module])
         await self._wait_for_plugins()
         if self.gateway_address:
             await self._http_healthy("gateway", f"http://{self.gateway_address}/healthz")
@@ -159,8 +168,8 @@ class Stack:
                 await asyncio.sleep(0.1)
 
     async def _wait_for_plugins(self) -> None:
-        """Waits until every plugin process has registered at least one tool."""
-        expected = len(self.plugins)
+        """Waits until every plugin process and MCP mount has registered at least one tool."""
+        expected = len(self.plugins) + len(self.mcp_servers)
         deadline = time.monotonic() + 20
         async with channel(self.registry_address) as ch:
             stub = registry_pb2_grpc.ToolRegistryStub(ch)
@@ -218,6 +227,7 @@ def stack_from_args(args: argparse.Namespace) -> Stack:
         data_dir=Path(args.data_dir),
         plugins=() if args.no_plugins else EXAMPLE_PLUGINS,
         gateway_address=gateway,
+        mcp_servers=() if args.no_plugins else EXAMPLE_MCP_SERVERS,
     )
 
 
@@ -244,6 +254,7 @@ async def main(args: argparse.Namespace) -> int:
         if stack.gateway_address:
             print(f"mcp        http://{stack.gateway_address}/mcp")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
+        print(f"mounted    {', '.join(f'mcp:{n}' for n, _ in stack.mcp_servers) or '(none)'}")
         print(f"logs       {stack.log_dir}")
         print("stack is up; Ctrl-C stops it", flush=True)
         await stop.wait()

@@ -1,0 +1,1 @@
+"""MCP servers the mount tests run as real subprocesses (by path: they need only ``mcp``)."""
