@@ -32,12 +32,13 @@ from concurrent.futures import Executor
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 
 from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import LocalTool, ToolTable
 from toolcall.jsonvalue import from_struct, to_value
-from toolcall.telemetry import remote_parent
+from toolcall.telemetry import attach_remote_parent
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -158,5 +159,9 @@ class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
                 f"tool {request.name!r} is not served by plugin {self._plugin_id!r}",
             )
             raise AssertionError("unreachable")  # abort always raises
-        with remote_parent(context.invocation_metadata()):
+        token = attach_remote_parent(context.invocation_metadata())
+        try:
             return await self._run(tool, request, context.time_remaining())
+        finally:
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]

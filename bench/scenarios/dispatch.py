@@ -10,8 +10,8 @@ B dials the plugin over TCP loopback, B-uds over a unix socket. The tool is
 an ``async def``; B-sync serves the same tool as a plain ``def``, which the
 SDK runs in its thread pool (what that hop costs).
 B-traced is B with tracing on: every call's span sampled (100 %) and handed
-to an in-process exporter that drops it, and its ``traceparent`` sent to the
-plugin; B-metrics is B with the Prometheus metrics recorded (what
+to an in-process exporter that drops it as it ends, and its ``traceparent``
+sent to the plugin; B-metrics is B with the Prometheus metrics recorded (what
 docs/observability.md's costs are measured with).
 """
 
@@ -94,7 +94,8 @@ def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
 
 
 def open_traced(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
-    return _open(env, "B-traced", "127.0.0.1:0", telemetry=Telemetry.exporting_to(DropSpans()))
+    traced = Telemetry.exporting_to(DropSpans())
+    return _open(env, "B-traced", "127.0.0.1:0", telemetry=traced)
 
 
 def open_metrics(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
