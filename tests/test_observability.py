@@ -28,12 +28,14 @@ from plugin_stub import Plugin, llm_tool
 from registry_service import RegistrySettings, start_registry
 from tests.support.fake_providers import FakeOpenAI, Reply
 from tests.support.llm_env import fake_openai, llm_settings, running_llm, tool_plugin, user
+from tests.support.plugins import free_port
 from toolcall import config
+from toolcall.cli import stack as cli_stack
 from toolcall.clients import channel
 from toolcall.dispatch import Dispatcher
 from toolcall.jsonvalue import from_value, to_struct
 from toolcall.serving import setup_logging
-from toolcall.telemetry import JsonFormatter, Telemetry, traceparent
+from toolcall.telemetry import JsonFormatter, Telemetry, extract, traceparent
 from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
 
@@ -344,3 +346,82 @@ def test_json_logs_are_one_object_per_line_with_the_trace_and_span_ids() -> None
 def test_an_unknown_log_format_is_a_config_error() -> None:
     with pytest.raises(config.ConfigError, match="log format 'xml'"):
         setup_logging("INFO", "xml")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "garbage",
+        "00-" + "0" * 32 + "-b7ad6b7169203331-01",  # an all-zero trace id is invalid
+        "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01",  # so is a zero span id
+        "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # upper case
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",  # no flags
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" + "\n",
+        "00-0x" + "f" * 30 + "-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" * 1000,
+    ],
+)
+def test_a_malformed_traceparent_is_ignored_not_an_error(header: str) -> None:
+    assert extract([("traceparent", header)]) is None
+
+
+def test_a_valid_traceparent_becomes_a_remote_parent() -> None:
+    ctx = extract(
+        [("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra")]
+    )
+    assert ctx is not None
+    parent = trace.get_current_span(ctx).get_span_context()
+    assert (parent.trace_id, parent.span_id) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+    )
+    assert parent.is_remote and parent.trace_flags.sampled
+
+
+async def test_with_telemetry_off_nothing_is_intercepted_and_no_traceparent_is_sent(
+    tool_plugin: str,
+) -> None:
+    assert Telemetry.OFF.interceptors() == []
+    dispatcher = Dispatcher()
+    try:
+        spec = ToolSpec.from_definition(
+            tools_pb2.ToolDefinition(
+                name="trace_off", description="d", callback_address=tool_plugin, source="t"
+            )
+        )
+        result = await dispatcher.invoke(spec, raw_arguments="{}")
+    finally:
+        await dispatcher.close()
+    assert from_value(result.output) == {"traceparent": ""}
+
+
+async def test_toolcall_up_serves_the_metrics_of_each_process_where_it_says(
+    tmp_path: Path,
+) -> None:
+    up = cli_stack.Stack(
+        registry_address=f"127.0.0.1:{free_port()}",
+        llm_address=f"127.0.0.1:{free_port()}",
+        data_dir=tmp_path,
+        plugins=("toolcall_examples.weather_plugin",),
+        mcp_servers=(),
+        metrics={
+            "registry": f"127.0.0.1:{free_port()}",
+            "llm": f"127.0.0.1:{free_port()}",
+            "weather_plugin": f"127.0.0.1:{free_port()}",
+        },
+    )
+    try:
+        await up.start()
+        lines = cli_stack.metrics_lines(up)
+        scraped = {}
+        for name, address in up.metrics.items():
+            assert any(name in line and f"http://{address}/metrics" in line for line in lines)
+            scraped[name] = scrape(int(address.rpartition(":")[2]))
+    finally:
+        await anyio.to_thread.run_sync(up.stop)
+    for samples in scraped.values():
+        assert ("process_resident_memory_bytes", ()) in samples
+    assert scraped["registry"][("toolcall_registry_tools", (("role", "default"),))] >= 1
+    assert scraped["registry"][("toolcall_registry_leases", ())] == 1
+    assert ("toolcall_chat_turns_in_flight", ()) in scraped["llm"]
