@@ -116,9 +116,12 @@ class ServiceHost:
             raise OSError(
                 f"{self.address} is in use by another process, or is not an address of this host"
             )
-        if self.telemetry.metrics_address:  # before serving: a taken port refuses the start
-            self.metrics = MetricsServer(self.telemetry.metrics_address)
-            log.info("metrics on http://%s/metrics", self.metrics.address)
+        if self.telemetry.metrics_address:
+            try:
+                self.metrics = MetricsServer(self.telemetry.metrics_address)
+                log.info("metrics on http://%s/metrics", self.metrics.address)
+            except OSError as exc:  # a taken port costs the metrics, not the service
+                log.warning("%s; serving without /metrics", exc)
         if self.telemetry.metrics:
             self._gauge_keys = [LIVE.add(source) for source in self._gauges]
         await self.server.start()

@@ -95,6 +95,8 @@ class Stack:
     mcp_servers: tuple[tuple[str, str], ...] = EXAMPLE_MCP_SERVERS
     # Process name -> its /metrics address (see METRICS_ENV); empty: none.
     metrics: dict[str, str] = field(default_factory=dict)
+    # Of those, the ones that did not answer once started (their log says why).
+    metrics_down: set[str] = field(default_factory=set)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -182,6 +184,13 @@ class Stack:
         await self._wait_for_plugins()
         if self.gateway_address:
             await self._http_healthy("gateway", f"http://{self.gateway_address}/healthz")
+        await self._check_metrics()
+
+    async def _check_metrics(self) -> None:
+        """Notes the /metrics endpoints that do not answer (a port taken since the check)."""
+        for name, address in self.metrics.items():
+            if not await metrics_answer(address):
+                self.metrics_down.add(name)
 
     async def _http_healthy(self, name: str, url: str) -> None:
         deadline = time.monotonic() + 20
@@ -236,6 +245,23 @@ async def something_serves(address: str) -> bool:
     return True
 
 
+async def metrics_answer(address: str) -> bool:
+    """Whether ``http://address/metrics`` answers 200 (a bare request: no client's log lines)."""
+    host, _, port = address.rpartition(":")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"OPTIONS /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+        status = await asyncio.wait_for(reader.readline(), 2)
+        return status.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
 async def port_taken(address: str) -> bool:
     """Whether something accepts TCP connections at ``host:port``."""
     host, _, port = address.rpartition(":")
@@ -276,7 +302,11 @@ def plugin_name(module: str) -> str:
 
 def metrics_lines(stack: Stack) -> list[str]:
     """Where each process serves /metrics, for the start-up summary."""
-    return [f"  {name:<16} http://{address}/metrics" for name, address in stack.metrics.items()]
+    return [
+        f"  {name:<16} http://{address}/metrics"
+        + (f"  (not served: see {stack.log_dir / name}.log)" if name in stack.metrics_down else "")
+        for name, address in stack.metrics.items()
+    ]
 
 
 def stop_requested() -> asyncio.Event:
