@@ -1,7 +1,8 @@
 """``toolcall gateway``: the HTTP edge, on 127.0.0.1:48913 by default.
 
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
-``gateway.mcp_serve``) and ``/healthz``. The browser console and the HTTP/JSON
+``gateway.mcp_serve``), ``/healthz`` and ``/metrics`` (Prometheus text,
+docs/observability.md). The browser console and the HTTP/JSON
 APIs join them here.
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -39,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
+from toolcall.telemetry import REGISTRY, Telemetry, TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,10 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             status_code=200 if synced else 503,
         )
 
+    async def metrics(request: Request) -> Response:
+        # Prometheus text format (docs/observability.md); behind LocalOnly like the rest.
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
@@ -176,6 +183,7 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         routes=[
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
+            Route("/metrics", endpoint=metrics),
         ],
         lifespan=lifespan,
     )
@@ -185,7 +193,10 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
 
 async def serve(settings: GatewaySettings) -> int:
     host, port = settings.host_port()
-    bridge = McpBridge(settings.mcp, version=installed_version())
+    # Metrics always (served at /metrics); traces when an OTLP endpoint is set.
+    traces = TelemetrySettings.from_env("gateway").build()
+    telemetry = Telemetry(tracer_provider=traces.tracer_provider, metrics=True, owned=True)
+    bridge = McpBridge(settings.mcp, version=installed_version(), telemetry=telemetry)
     server = uvicorn.Server(
         uvicorn.Config(
             build_app(settings, bridge),
@@ -210,6 +221,7 @@ async def serve(settings: GatewaySettings) -> int:
         settings.mcp.registry_address,
     )
     await server.serve()
+    telemetry.stopped()
     return 0 if server.started else 1
 
 

@@ -50,6 +50,7 @@ from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value
 from toolcall.registry_view import RegistryView
+from toolcall.telemetry import Telemetry
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 
@@ -117,10 +118,12 @@ class _Server(Server[Any]):
 class McpBridge:
     """The MCP server of one gateway process: a registry view, a dispatcher, a task table."""
 
-    def __init__(self, settings: McpSettings, *, version: str = "") -> None:
+    def __init__(
+        self, settings: McpSettings, *, version: str = "", telemetry: Telemetry = Telemetry.OFF
+    ) -> None:
         self.settings = settings
         self.view = RegistryView(settings.registry_address, on_change=self._tools_changed)
-        self.dispatcher: Dispatcher = settings.dispatch.dispatcher()
+        self.dispatcher: Dispatcher = settings.dispatch.dispatcher(telemetry=telemetry, path="mcp")
         self.jobs = Jobs(settings.jobs)
         self._bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self._bus, max_subscriptions=MAX_LISTENERS)

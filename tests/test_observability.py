@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -27,8 +28,10 @@ from llm_service import LLMServiceHost
 from plugin_stub import Plugin, llm_tool
 from registry_service import RegistrySettings, start_registry
 from tests.support.fake_providers import FakeOpenAI, Reply
+from tests.support.gateway import GatewayProcess
 from tests.support.llm_env import fake_openai, llm_settings, running_llm, tool_plugin, user
 from tests.support.plugins import free_port
+from tests.support.registry import NUMBER_SCHEMA, running_plugin, running_registry, tool
 from toolcall import config
 from toolcall.cli import stack as cli_stack
 from toolcall.clients import channel
@@ -217,9 +220,11 @@ async def test_a_clients_traceparent_continues_through_chat(
     assert seen.split("-")[1] == f"{trace_id:032x}"
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``, parsed with prometheus_client's text parser."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def scrape(port: int | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``/metrics`` (on a loopback port, or at a URL), parsed with
+    prometheus_client's text parser."""
+    url = port if isinstance(port, str) else f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -425,3 +430,20 @@ async def test_toolcall_up_serves_the_metrics_of_each_process_where_it_says(
     assert scraped["registry"][("toolcall_registry_tools", (("role", "default"),))] >= 1
     assert scraped["registry"][("toolcall_registry_leases", ())] == 1
     assert ("toolcall_chat_turns_in_flight", ()) in scraped["llm"]
+
+
+async def test_the_gateway_counts_mcp_tool_calls_on_its_own_metrics_route(
+    tmp_path: Path,
+) -> None:
+    async with running_plugin() as (_, address), running_registry(tmp_path) as reg:
+        await reg.register(tool("echo", address, parameters=NUMBER_SCHEMA, description="Echo."))
+        with GatewayProcess(reg.target, tmp_path) as gateway:
+            await gateway.healthy()
+            async with mcp.Client(gateway.mcp_url) as client:
+                for x in (1, 2):
+                    assert not (await client.call_tool("echo", {"x": x})).is_error
+                assert (await client.call_tool("no_such_tool_q7", {})).is_error
+            samples = scrape(f"{gateway.url}/metrics")
+    ok = (("mode", "sync"), ("outcome", "ok"), ("path", "mcp"), ("tool", "echo"))
+    assert samples[("toolcall_tool_call_duration_seconds_count", ok)] == 2
+    assert not [key for key in samples if "no_such_tool_q7" in str(key)]

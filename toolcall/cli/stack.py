@@ -36,7 +36,8 @@ EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.networ
 # MCP servers mounted with ``toolcall mcp mount`` (name, module): their tools get source mcp:NAME.
 EXAMPLE_MCP_SERVERS = (("notes", "toolcall_examples.mcp_notes_server"),)
 # Prometheus /metrics of each process (docs/observability.md): the registry,
-# the LLMService, then the plugins in start order. 48923 is kept for the gateway.
+# the LLMService, then the plugins in start order. The HTTP gateway serves its
+# own at /metrics on its address.
 METRICS_HOST = "127.0.0.1"
 REGISTRY_METRICS_PORT, LLM_METRICS_PORT, FIRST_PLUGIN_METRICS_PORT = 48921, 48922, 48924
 METRICS_ENV = {
@@ -302,11 +303,14 @@ def plugin_name(module: str) -> str:
 
 def metrics_lines(stack: Stack) -> list[str]:
     """Where each process serves /metrics, for the start-up summary."""
-    return [
+    lines = [
         f"  {name:<16} http://{address}/metrics"
         + (f"  (not served: see {stack.log_dir / name}.log)" if name in stack.metrics_down else "")
         for name, address in stack.metrics.items()
     ]
+    if stack.metrics and stack.gateway_address:
+        lines.append(f"  {'gateway':<16} http://{stack.gateway_address}/metrics")
+    return lines
 
 
 def stop_requested() -> asyncio.Event:
