@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import grpc
 import mcp
 import pytest
 from opentelemetry import trace
@@ -271,6 +272,9 @@ async def test_metrics_count_a_known_workload_exactly_and_never_by_a_made_up_too
             registry_pb2.InvokeRequest(name="echo_a", arguments=to_struct({})), timeout=10
         )
         assert not invoked.result.is_error
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await registry.Invoke(registry_pb2.InvokeRequest(name="no_such_tool_x9"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
         after = scrape(host_port)
 
     calls = "toolcall_tool_call_duration_seconds_count"
@@ -295,6 +299,8 @@ async def test_metrics_count_a_known_workload_exactly_and_never_by_a_made_up_too
     rpcs = "toolcall_rpc_duration_seconds_count"
     assert delta(before, after, rpcs, method="toolcall.v1.LLMService/Chat", code="OK") == 3
     assert delta(before, after, rpcs, method="toolcall.v1.ToolRegistry/Invoke", code="OK") == 1
+    invoke_refused = {"method": "toolcall.v1.ToolRegistry/Invoke", "code": "NOT_FOUND"}
+    assert delta(before, after, rpcs, **invoke_refused) == 1
 
     # Live gauges: the registry's three tools, the LLMService's Watch stream, no lease.
     assert after[("toolcall_registry_tools", (("role", "default"),))] == 3

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import Context, copy_context
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -374,7 +374,7 @@ class Telemetry:
     _model_label: BoundedLabel = field(default_factory=lambda: BoundedLabel(MAX_MODEL_LABELS))
     _tool_label: BoundedLabel = field(default_factory=lambda: BoundedLabel(MAX_TOOL_LABELS))
 
-    OFF: Any = None  # set below: the shared "records nothing" instance
+    OFF: ClassVar[Telemetry]  # set below: the shared "records nothing" instance
 
     def __post_init__(self) -> None:
         self.tracer: trace.Tracer | None = (
