@@ -188,6 +188,9 @@ class HistoryStore:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cached_bytes = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Finished tasks not yet acknowledged (counted at open, then kept up to
+        # date by the one database thread): the awaiting-ack gauge.
+        self.unacked = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -226,6 +229,9 @@ class HistoryStore:
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
         self._db = db
+        self.unacked = db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE acked = 0 AND status != 'running'"
+        ).fetchone()[0]
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -442,10 +448,12 @@ class HistoryStore:
         await self._run(self._finish_task, task)
 
     def _finish_task(self, t: TaskRecord) -> None:
-        self._writable().execute(
+        cur = self._writable().execute(
             "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ? WHERE task_id = ?",
             (t.status, json.dumps(t.output), t.error, t.finished_at, t.task_id),
         )
+        if cur.rowcount and t.status != "running":
+            self.unacked += 1
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         return await self._run(self._get_task, task_id)
@@ -491,7 +499,8 @@ class HistoryStore:
                 " AND acked = 0 AND status != 'running'",
                 [(session_id, t) for t in dict.fromkeys(task_ids)],
             )
-            return cur.rowcount
+        self.unacked -= cur.rowcount
+        return cur.rowcount
 
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
         """Marks every RUNNING task failed (their runner is gone); returns them."""
@@ -509,6 +518,7 @@ class HistoryStore:
                 (error, now),
             )
         failed = [_task(r) for r in rows]
+        self.unacked += len(failed)
         for t in failed:
             t.status, t.error, t.finished_at = "failed", error, now
         return failed

@@ -173,6 +173,8 @@ def _gauges(servicer: LLMServicer, tasks: AsyncTasks) -> list[GaugeSample]:
          servicer.turns_in_flight),
         ("toolcall_async_tasks_running", "Async tool tasks running", {}, tasks.running()),
         ("toolcall_subscribe_streams", "Subscribe streams open", {}, tasks.subscribers),
+        ("toolcall_async_results_awaiting_ack", "Finished async tasks not yet acknowledged",
+         {}, tasks.store.unacked),
     ]  # fmt: skip
 
 

@@ -332,8 +332,6 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                     if not await _send(context, response, subscription.overflowed, ack):
                         raise subscription.too_slow()
                     self._telemetry.results_delivered()
-                    if request.auto_ack:
-                        self._telemetry.results_acked(1)
         except SubscriberTooSlow as exc:
             # Dropped, not buffered without end; nothing is lost: every
             # unacknowledged result is sent again on the next Subscribe.
@@ -353,7 +351,6 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await abort_invalid(context, bad)
         async with store_errors(context):
             n = await self._store.ack_tasks(request.session_id, list(request.task_ids))
-        self._telemetry.results_acked(n)
         return llm_pb2.AckTasksResponse(acknowledged=n)
 
     async def GetTask(

@@ -234,6 +234,12 @@ def scrape(port: int | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     }
 
 
+async def scraped(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``scrape`` from a thread: the services of the test run on this loop, and a
+    refused RPC's status reaches the client before its server side has recorded it."""
+    return await anyio.to_thread.run_sync(scrape, port)
+
+
 def delta(before: dict[Any, float], after: dict[Any, float], name: str, **labels: str) -> float:
     key = (name, tuple(sorted(labels.items())))
     return after.get(key, 0.0) - before.get(key, 0.0)
@@ -253,6 +259,9 @@ async def test_metrics_count_a_known_workload_exactly_and_never_by_a_made_up_too
         # 3: max_tool_rounds 1, and the model keeps calling: stopped at the limit.
         Reply(tool_calls=[("c1", "echo_a", "{}")]),
         Reply(tool_calls=[("c2", "echo_a", "{}")]),
+        # 4 (after the first scrapes): an async tool.
+        Reply(tool_calls=[("c1", "sleep_bg", '{"seconds": 0.01}')]),
+        Reply(text="started"),
     )
     async with stack(
         tmp_path, tool_plugin, fake_openai, llm=llm_tel, registry=Telemetry(metrics=True)
@@ -260,7 +269,7 @@ async def test_metrics_count_a_known_workload_exactly_and_never_by_a_made_up_too
         registry, llm = env.registry, env.llm
         assert env.host.metrics is not None
         host_port = env.host.metrics.port
-        before = scrape(host_port)
+        before = await scraped(host_port)
         await llm.Chat(chat("m1"), timeout=20)
         await llm.Chat(chat("m2"), timeout=20)
         limited = await llm.Chat(
@@ -275,7 +284,25 @@ async def test_metrics_count_a_known_workload_exactly_and_never_by_a_made_up_too
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await registry.Invoke(registry_pb2.InvokeRequest(name="no_such_tool_x9"), timeout=10)
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-        after = scrape(host_port)
+        after = await scraped(host_port)
+
+        started = await llm.Chat(chat("m4"), timeout=20)
+        task_id = started.tool_calls[0].task_id
+        with anyio.fail_after(5):
+            while True:  # the task's end is counted once it has left the running set
+                finished = await scraped(host_port)
+                if finished[("toolcall_async_tasks_running", ())] == 0:
+                    break
+                await anyio.sleep(0.02)  # no event to wait on from outside
+        await llm.AckTasks(llm_pb2.AckTasksRequest(session_id="m4", task_ids=[task_id]))
+        acked = await scraped(host_port)
+
+    assert delta(after, finished, "toolcall_async_tasks_started_total") == 1
+    assert delta(after, finished, "toolcall_async_tasks_finished_total", status="succeeded") == 1
+    background = {"tool": "sleep_bg", "path": "chat", "mode": "async", "outcome": "ok"}
+    assert delta(after, finished, "toolcall_tool_call_duration_seconds_count", **background) == 1
+    assert finished[("toolcall_async_results_awaiting_ack", ())] == 1
+    assert acked[("toolcall_async_results_awaiting_ack", ())] == 0
 
     calls = "toolcall_tool_call_duration_seconds_count"
     ok = {"mode": "sync", "outcome": "ok", "tool": "echo_a"}

@@ -176,11 +176,6 @@ RESULTS_DELIVERED = Counter(
     "Async results written to Subscribe streams",
     registry=REGISTRY,
 )
-RESULTS_ACKED = Counter(
-    "toolcall_async_results_acked",
-    "Async results acknowledged (AckTasks and auto_ack)",
-    registry=REGISTRY,
-)
 RPCS = Histogram(
     "toolcall_rpc_duration_seconds",
     "RPCs served by toolcall's gRPC services, by method and status code",
@@ -533,10 +528,6 @@ class Telemetry:
     def results_delivered(self, n: int = 1) -> None:
         if self.metrics:
             RESULTS_DELIVERED.inc(n)
-
-    def results_acked(self, n: int) -> None:
-        if self.metrics and n:
-            RESULTS_ACKED.inc(n)
 
     # -- gRPC servers --
 
