@@ -638,8 +638,8 @@ def traceparent(ctx: trace.SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
-# W3C Trace Context, version 00 (later versions may append fields).
-_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?\Z", re.S)
+# W3C Trace Context, version 00: exactly 55 characters.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _MAX_TRACESTATE_CHARS = 512  # the spec's 32 members fit; longer is refused, not parsed
 
 
