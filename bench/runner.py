@@ -65,6 +65,9 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "B-metrics", "B, Prometheus metrics on", "bench.scenarios.dispatch", "open_metrics"
         ),
         ScenarioInfo(
+            "B-img", "B, result with a 1 MiB image part", "bench.scenarios.dispatch", "open_image"
+        ),
+        ScenarioInfo(
             "B-go",
             "Dispatcher.invoke → Go example plugin",
             "bench.scenarios.example_plugins",

@@ -84,6 +84,7 @@ class LLMServiceHost(ServiceHost):
             tail_bytes=settings.max_request_bytes,
             cache_sessions=settings.history_cache_sessions,
             cache_bytes=settings.history_cache_bytes,
+            part_bytes=settings.history_part_bytes,
         )
         self.telemetry = telemetry = resolve(settings.telemetry)
         self.dispatcher = settings.dispatcher(telemetry)
