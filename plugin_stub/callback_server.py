@@ -30,6 +30,7 @@ function returns, because Python threads cannot be killed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -180,7 +181,8 @@ class ToolRunner:
             return await tool.handler(**arguments)
         loop = asyncio.get_running_loop()
         call = functools.partial(tool.handler, **arguments)
-        return await loop.run_in_executor(self._executor, call)
+        # In a copy of this task's context: the thread sees the trace context too.
+        return await loop.run_in_executor(self._executor, contextvars.copy_context().run, call)
 
     @staticmethod
     def _raised(tool: LocalTool, exc: Exception) -> Response:

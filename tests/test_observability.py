@@ -344,25 +344,35 @@ async def test_the_sdk_runs_a_handler_inside_the_tool_call_span(tmp_path: Path) 
         ctx = trace.get_current_span().get_span_context()
         return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
 
+    @llm_tool
+    def whoami_in_a_thread() -> dict[str, str]:
+        """The span a plain def handler (run in the SDK's thread pool) runs in."""
+        ctx = trace.get_current_span().get_span_context()
+        return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
     exporter = InMemorySpanExporter()
     dispatcher = Dispatcher(telemetry=Telemetry.exporting_to(exporter))
-    plugin = Plugin(plugin_id="who", registry_address="127.0.0.1:9", tools=[whoami])
+    plugin = Plugin(
+        plugin_id="who", registry_address="127.0.0.1:9", tools=[whoami, whoami_in_a_thread]
+    )
+    results = {}
     try:
         async with plugin:
-            spec = ToolSpec.from_definition(
-                tools_pb2.ToolDefinition(
-                    name="whoami", description="d", callback_address=plugin.address, source="t"
+            for name in ("whoami", "whoami_in_a_thread"):
+                spec = ToolSpec.from_definition(
+                    tools_pb2.ToolDefinition(
+                        name=name, description="d", callback_address=plugin.address, source="t"
+                    )
                 )
-            )
-            result = await dispatcher.invoke(spec, raw_arguments="{}")
+                results[name] = await dispatcher.invoke(spec, raw_arguments="{}")
     finally:
         await dispatcher.close()
-    span = one(list(exporter.get_finished_spans()), "execute_tool whoami")
-    assert from_value(result.output) == {
-        "trace_id": f"{span.context.trace_id:032x}",
-        "span_id": f"{span.context.span_id:016x}",
-    }
-    assert span.attributes is not None and span.attributes["gen_ai.tool.name"] == "whoami"
+    for name, result in results.items():
+        span = one(list(exporter.get_finished_spans()), f"execute_tool {name}")
+        assert from_value(result.output) == {
+            "trace_id": f"{span.context.trace_id:032x}",
+            "span_id": f"{span.context.span_id:016x}",
+        }
 
 
 def test_json_logs_are_one_object_per_line_with_the_trace_and_span_ids() -> None:
