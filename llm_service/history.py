@@ -227,6 +227,9 @@ class HistoryStore:
         self._cached_bytes = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._owners: dict[str, str] = {}
+        # Finished tasks not yet acknowledged (counted at open, then kept up to
+        # date by the one database thread): the awaiting-ack gauge.
+        self.unacked = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -270,6 +273,9 @@ class HistoryStore:
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
         self._db = db
+        self.unacked = db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE acked = 0 AND status != 'running'"
+        ).fetchone()[0]
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -524,7 +530,7 @@ class HistoryStore:
         await self._run(self._finish_task, task)
 
     def _finish_task(self, t: TaskRecord) -> None:
-        self._writable().execute(
+        cur = self._writable().execute(
             "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, parts = ?"
             " WHERE task_id = ?",
             (
@@ -536,6 +542,8 @@ class HistoryStore:
                 t.task_id,
             ),
         )
+        if cur.rowcount and t.status != "running":
+            self.unacked += 1
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         return await self._run(self._get_task, task_id)
@@ -581,7 +589,8 @@ class HistoryStore:
                 " AND acked = 0 AND status != 'running'",
                 [(session_id, t) for t in dict.fromkeys(task_ids)],
             )
-            return cur.rowcount
+        self.unacked -= cur.rowcount
+        return cur.rowcount
 
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
         """Marks every RUNNING task failed (their runner is gone); returns them."""
@@ -599,6 +608,7 @@ class HistoryStore:
                 (error, now),
             )
         failed = [_task(r) for r in rows]
+        self.unacked += len(failed)
         for t in failed:
             t.status, t.error, t.finished_at = "failed", error, now
         return failed

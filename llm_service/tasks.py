@@ -32,6 +32,7 @@ from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
 from toolcall.parts import part_size, placeholder
+from toolcall.telemetry import Telemetry
 from toolcall.tools import ToolSpec
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class AsyncTasks:
         max_total: int = 1024,
         subscribe_buffer: int = 256,
         subscribe_buffer_bytes: int = 16 * 1024 * 1024,
+        telemetry: Telemetry = Telemetry.OFF,
     ) -> None:
         self.store = store
         self._dispatcher = dispatcher
@@ -204,6 +206,12 @@ class AsyncTasks:
         self._cancel_reasons: dict[str, str] = {}
         self._subscriber_count = 0  # Subscribe streams over all sessions
         self._closing = False
+        self._telemetry = telemetry
+
+    @property
+    def subscribers(self) -> int:
+        """Subscribe streams open, over all sessions."""
+        return self._subscriber_count
 
     async def recover(self) -> None:
         """At startup: tasks left running by a previous process can never finish."""
@@ -260,14 +268,19 @@ class AsyncTasks:
         except BaseException:
             self._release(session_id)
             raise
+        # Its span is current in the task: the tool call becomes its child.
+        span = self._telemetry.start_task(task.task_id, spec, session_id)
         runner = asyncio.create_task(
-            self._run(spec, call, arguments, task), name=f"async-tool-{task.task_id}"
+            self._run(spec, call, arguments, task),
+            name=f"async-tool-{task.task_id}",
+            context=self._telemetry.task_context(span),
         )
         self._running[task.task_id] = runner
 
         def done(_: asyncio.Task[None]) -> None:
             self._running.pop(task.task_id, None)
             self._release(session_id)
+            self._telemetry.end_task(span, task.status, task.error)
 
         runner.add_done_callback(done)
         return task

@@ -14,6 +14,11 @@ the output (one: that item; several: a list); a dict with ``output`` and
 An unknown tool name is a NOT_FOUND status: the caller's view of this plugin
 is stale, which is not the tool's fault.
 
+Traces: the handler runs in the context of the caller's W3C ``traceparent``
+(the dispatcher's ``execute_tool`` span), so spans it starts with the
+OpenTelemetry API are children of the tool call; with no ``traceparent``
+nothing changes.
+
 Deadlines: a call gets the tool's timeout or the caller's gRPC deadline,
 whichever is shorter. An ``async def`` handler that overruns is cancelled;
 so is one whose caller cancels the RPC (grpc.aio cancels the RPC task). A
@@ -25,6 +30,7 @@ function returns, because Python threads cannot be killed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -32,12 +38,14 @@ from concurrent.futures import Executor
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 
 from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import LocalTool, ToolTable
 from plugin_stub.parts import PART_TYPES, Part
 from toolcall.jsonvalue import from_struct, to_value
+from toolcall.telemetry import attach_remote_parent
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -173,7 +181,8 @@ class ToolRunner:
             return await tool.handler(**arguments)
         loop = asyncio.get_running_loop()
         call = functools.partial(tool.handler, **arguments)
-        return await loop.run_in_executor(self._executor, call)
+        # In a copy of this task's context: the thread sees the trace context too.
+        return await loop.run_in_executor(self._executor, contextvars.copy_context().run, call)
 
     @staticmethod
     def _raised(tool: LocalTool, exc: Exception) -> Response:
@@ -204,4 +213,9 @@ class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
                 f"tool {request.name!r} is not served by plugin {self._plugin_id!r}",
             )
             raise AssertionError("unreachable")  # abort always raises
-        return await self._run(tool, request, context.time_remaining())
+        token = attach_remote_parent(context.invocation_metadata())
+        try:
+            return await self._run(tool, request, context.time_remaining())
+        finally:
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
