@@ -8,9 +8,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
+from registry_service.store import StorageError
 from toolcall import config
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ async def main(args: argparse.Namespace) -> int:
     host = RegistryHost(settings_from_args(args))
     try:
         await host.start()
-    except (OSError, RuntimeError, sqlite3.Error, ArchiveError) as exc:
+    except (OSError, RuntimeError, sqlite3.Error, StorageError) as exc:
         # Port taken, corrupt or read-only database...: one readable line, no traceback.
         log.error("cannot start the registry on %s: %s", args.address, exc)
         return 1
