@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint test run soak soak-hostile bench clean generators plugin-deps \
+.PHONY: venv protos check-protos lint browser test run soak soak-hostile bench clean generators plugin-deps \
 	example-plugins java-plugin
 
 # Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
@@ -92,6 +92,18 @@ lint: $(STAMP)
 	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
 	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
 
+## browser: Debian's chromium and chromium-driver, which the web console's tests
+## drive (tests/test_console_browser.py). Installed with apt-get when missing and
+## running as root (CI); otherwise this says how, and those tests fail saying so.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "make browser: chromium/chromedriver missing; install them (Debian: sudo apt-get install chromium chromium-driver)" >&2; \
+	fi
+
 ## java-plugin: build examples/java_plugin (Maven generates its stubs from protos/); offline
 ## first, so a warm ~/.m2 needs no network. Without mvn its test is skipped.
 JAVA_PLUGIN_JAR := examples/java_plugin/target/toolcall-java-plugin.jar
@@ -101,9 +113,9 @@ $(JAVA_PLUGIN_JAR): examples/java_plugin/pom.xml $(shell find examples/java_plug
 
 java-plugin: $(JAVA_PLUGIN_JAR)
 
-## test: lint, stub drift check, the example plugins' builds (their tests then find Go's
-## and npm's caches warm), then the test suite
-test: lint check-protos example-plugins java-plugin
+## test: lint, stub drift check, the browser and the example plugins' builds (their tests
+## then find Go's and npm's caches warm), then the test suite
+test: lint check-protos browser example-plugins java-plugin
 	$(VENV)/bin/pytest
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation

@@ -56,6 +56,9 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
         ScenarioInfo(
+            "B-img", "B, result with a 1 MiB image part", "bench.scenarios.dispatch", "open_image"
+        ),
+        ScenarioInfo(
             "B-go",
             "Dispatcher.invoke → Go example plugin",
             "bench.scenarios.example_plugins",

@@ -2,13 +2,17 @@
 
 Run it against a registry: ``python -m examples.weather_plugin`` (or
 ``python examples/weather_plugin.py``). It registers ``get_weather`` and
-``get_forecast`` under the source ``plugin:weather``.
+``get_forecast`` under the source ``plugin:weather``, both marked read-only
+and idempotent, and ``get_weather`` returns a small icon of the condition as
+an image content part beside its JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
+import zlib
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugin_stub import Plugin, ToolError, llm_tool
+from plugin_stub import Image, Plugin, ToolError, llm_tool
 
 CITIES: dict[str, dict[str, Any]] = {
     "beijing": {"city": "Beijing", "temp_c": 22, "condition": "sunny", "humidity": 35},
@@ -27,6 +31,22 @@ CITIES: dict[str, dict[str, Any]] = {
     "tokyo": {"city": "Tokyo", "temp_c": 24, "condition": "clear", "humidity": 60},
 }
 CONDITIONS = ("sunny", "cloudy", "light rain", "overcast", "windy", "clear")
+# Icon colours (RGB) per condition; any other is grey.
+COLOURS = {"sunny": (250, 200, 40), "clear": (90, 160, 250), "light rain": (60, 90, 200)}
+
+
+def condition_icon(condition: str, side: int = 16) -> Image:
+    """A ``side`` x ``side`` PNG filled with the condition's colour (no imaging library)."""
+    pixel = bytes(COLOURS.get(condition, (150, 150, 160)))
+    rows = (b"\x00" + pixel * side) * side
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+    return Image(png + chunk(b"IEND", b""))
 
 
 class Units(Enum):
@@ -56,8 +76,8 @@ def lookup(city: str) -> dict[str, Any]:
 class WeatherPlugin(Plugin):
     plugin_id = "weather"
 
-    @llm_tool(timeout=5)
-    def get_weather(self, city: str, units: Units = Units.CELSIUS) -> dict[str, Any]:
+    @llm_tool(timeout=5, title="Current weather", read_only=True, idempotent=True)
+    def get_weather(self, city: str, units: Units = Units.CELSIUS) -> list[Any]:
         """Current weather in a city.
 
         Args:
@@ -67,9 +87,10 @@ class WeatherPlugin(Plugin):
         report = lookup(city)
         if units is Units.FAHRENHEIT:
             report["temp_f"] = round(report.pop("temp_c") * 9 / 5 + 32, 1)
-        return report
+        # The report is the output; the icon a content part (vision models see it).
+        return [report, condition_icon(report["condition"])]
 
-    @llm_tool(timeout=5)
+    @llm_tool(timeout=5, title="Daily forecast", read_only=True, idempotent=True)
     def get_forecast(self, city: str, days: int = 3) -> list[dict[str, Any]] | dict[str, Any]:
         """Daily forecast for one of the cities in the table.
 

@@ -8,5 +8,8 @@ core (``toolcall``) and the generated API. It never imports
 - ``gateway.mcp_serve``: the registry's tools as an MCP server (stdio, or
   streamable HTTP at ``/mcp`` of the HTTP gateway).
 - ``gateway.mcp_mount``: an MCP server's tools registered as a toolcall plugin.
-- ``gateway.http``: the HTTP gateway process on 127.0.0.1:48913 that hosts ``/mcp``.
+- ``gateway.main``: the HTTP gateway process on 127.0.0.1:48913 that hosts ``/mcp``
+  and the web console.
+- ``gateway.console``: the web console at ``/`` (chat, async results pushed over a
+  WebSocket, live tools with an invoke form); its page is in ``console_static/``.
 """

@@ -15,6 +15,10 @@ shared token is configured (``TOOLCALL_TOKEN`` / ``TOOLCALL_TOKEN_FILE``)
 (a web page whose host name resolves to 127.0.0.1), the Host header must name
 a loopback host and an Origin, when a browser sends one, must be a loopback
 origin (the MCP SDK's check, applied to every route).
+
+The web console is ``/``, with its API and WebSocket under ``/console/``
+(``gateway.console``, which adds same-origin, JSON-only and token rules of
+its own).
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.console import Console, ConsoleSettings
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
@@ -57,6 +63,8 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 class GatewaySettings:
     address: str = field(default_factory=config.gateway_address)
     token: str = ""
+    # The LLMService, for /v1's LLMService RPCs (and the console).
+    llm_address: str = field(default_factory=config.llm_address)
     mcp: McpSettings = field(default_factory=McpSettings)
     max_mcp_sessions: int = DEFAULT_MAX_MCP_SESSIONS
     mcp_session_idle_s: float = DEFAULT_MCP_SESSION_IDLE_S
@@ -66,6 +74,7 @@ class GatewaySettings:
         return cls(
             address=config.gateway_address(),
             token=config.token(),
+            llm_address=config.llm_address(),
             mcp=McpSettings.from_env(),
             max_mcp_sessions=config.env_int("MCP_MAX_SESSIONS", DEFAULT_MAX_MCP_SESSIONS),
             mcp_session_idle_s=config.env_float("MCP_SESSION_IDLE", DEFAULT_MCP_SESSION_IDLE_S),
@@ -116,7 +125,9 @@ class LocalOnly:
             return PlainTextResponse(
                 f"the gateway only answers loopback peers, not {peer}", status_code=403
             )
-        request = Request(scope)
+        # HTTPConnection, not Request: a WebSocket scope is checked the same way
+        # (the check reads headers only; Request refuses WebSocket scopes).
+        request = cast(Request, HTTPConnection(scope))
         if refusal := await self._hosts.validate_request(request, is_post=False):
             return refusal
         if self._expected and scope["path"].startswith("/mcp"):
@@ -139,6 +150,17 @@ def installed_version() -> str:
 
 def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     """The gateway's ASGI app; its lifespan starts and stops the MCP bridge."""
+    console = Console(
+        ConsoleSettings(
+            llm_address=settings.llm_address,
+            registry_address=settings.mcp.registry_address,
+            token=settings.token,
+            default_role=settings.mcp.role,
+            version=installed_version(),
+        ),
+        bridge.view,
+    )
+
     sessions = StreamableHTTPSessionManager(
         app=bridge.server,
         security_settings=TransportSecuritySettings(
@@ -166,14 +188,17 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
+        await console.start()
         try:
             async with sessions.run():
                 yield
         finally:
+            await console.close()
             await bridge.close()
 
     app = Starlette(
         routes=[
+            *console.routes(),
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
         ],
@@ -193,6 +218,8 @@ async def serve(settings: GatewaySettings) -> int:
             port=port,
             log_level="warning",
             lifespan="on",
+            # WebSocket frames from a page (the console's are small JSON messages).
+            ws_max_size=1024 * 1024,
             # Bounded like the gRPC services: connections and a slow client's
             # time to send its request headers.
             limit_concurrency=1024,
@@ -230,6 +257,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="registry address (default: $TOOLCALL_REGISTRY_ADDRESS or %(default)s)",
     )
     parser.add_argument(
+        "--llm",
+        default=d.llm_address,
+        help="LLMService address, for /v1 (default: $TOOLCALL_LLM_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
         "--role",
         default=d.mcp.role,
         help="role served at /mcp unless the URL says ?role=... (default: $TOOLCALL_MCP_ROLE "
@@ -246,6 +278,7 @@ async def serve_from_args(args: argparse.Namespace) -> int:
     settings = GatewaySettings(
         address=address,
         token=d.token,
+        llm_address=getattr(args, "llm", None) or d.llm_address,
         mcp=mcp,
         max_mcp_sessions=d.max_mcp_sessions,
         mcp_session_idle_s=d.mcp_session_idle_s,

@@ -5,7 +5,9 @@ blocks on disk and the connection is never shared between threads. A chat
 turn costs one read (only for a session not in the in-memory cache) and one
 write transaction for all of its messages.
 
-Bounds: the cache keeps, per session, only the newest messages a provider
+Bounds: a stored message keeps at most ``part_bytes`` of content parts
+(images...; the rest become text parts saying what they were). The cache
+keeps, per session, only the newest messages a provider
 request can hold (``tail_messages`` and ``tail_bytes``), for at most
 ``cache_sessions`` sessions and ``cache_bytes`` in total (least recently used
 evicted first); reads that are not served by the cache stop at the bound they
@@ -21,6 +23,7 @@ also stops root) is an error instead of writes that would be lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -29,14 +32,16 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from llm_service.messages import Message, ToolCall, message_bytes
+from llm_service.messages import Message, ToolCall, capped_parts, message_bytes
+from toolcall.parts import part_size
+from toolcall.v1 import tools_pb2
 
 T = TypeVar("T")
-TaskState = Literal["running", "succeeded", "failed"]
+TaskState = Literal["running", "succeeded", "failed", "cancelled"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -47,7 +52,8 @@ CREATE TABLE IF NOT EXISTS messages (
     tool_calls TEXT,
     tool_call_id TEXT NOT NULL DEFAULT '',
     name TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    parts BLOB
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages (session_id, id);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -62,7 +68,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     finished_at REAL,
-    acked INTEGER NOT NULL DEFAULT 0
+    acked INTEGER NOT NULL DEFAULT 0,
+    parts BLOB
 );
 CREATE INDEX IF NOT EXISTS tasks_by_session ON tasks (session_id, acked, status);
 """
@@ -71,6 +78,9 @@ DEFAULT_CACHE_SESSIONS = 256
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_TAIL_MESSAGES = 200
 DEFAULT_TAIL_BYTES = 2 * 1024 * 1024
+# Bytes of content parts (images...) one stored message keeps; parts past it
+# become a text part saying what they were (TOOLCALL_HISTORY_PART_BYTES).
+DEFAULT_PART_BYTES = 1024 * 1024
 
 StoreErrorKind = Literal["full", "readonly", "corrupt", "unavailable"]
 
@@ -115,6 +125,8 @@ class TaskRecord:
     created_at: float = 0.0
     finished_at: float | None = None
     acked: bool = False
+    # The result's content parts (capped like a history message's).
+    parts: list[tools_pb2.ContentPart] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -135,11 +147,27 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         created_at=row["created_at"],
         finished_at=row["finished_at"],
         acked=bool(row["acked"]),
+        parts=_parts(row["parts"]),
     )
+
+
+def _parts(blob: bytes | None) -> list[tools_pb2.ContentPart]:
+    """Content parts stored as a ToolResult holding only parts."""
+    if not blob:
+        return []
+    try:
+        return list(tools_pb2.ToolResult.FromString(blob).parts)
+    except Exception:  # a damaged blob costs its parts, not the session
+        return [tools_pb2.ContentPart(text="[content parts could not be read]")]
+
+
+def _parts_blob(parts: list[tools_pb2.ContentPart]) -> bytes | None:
+    return tools_pb2.ToolResult(parts=parts).SerializeToString() if parts else None
 
 
 def _message(row: sqlite3.Row) -> Message:
     calls = json.loads(row["tool_calls"]) if row["tool_calls"] else []
+    parts = _parts(row["parts"])
     return Message(
         role=row["role"],
         content=row["content"],
@@ -147,6 +175,7 @@ def _message(row: sqlite3.Row) -> Message:
         tool_call_id=row["tool_call_id"],
         name=row["name"],
         created_at=row["created_at"],
+        parts=parts,
     )
 
 
@@ -175,8 +204,10 @@ class HistoryStore:
         tail_bytes: int = DEFAULT_TAIL_BYTES,
         cache_sessions: int = DEFAULT_CACHE_SESSIONS,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        part_bytes: int = DEFAULT_PART_BYTES,
     ) -> None:
         self.path = path
+        self.part_bytes = max(0, part_bytes)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-sqlite")
         self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] = (0, 0)
@@ -214,6 +245,11 @@ class HistoryStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            # Databases made before content parts: the column is added, empty.
+            for table in ("messages", "tasks"):
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if "parts" not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN parts BLOB")
             # Damage anywhere in the file is found now (~75 ms per 100 MB), not
             # by whichever request first reads the damaged page.
             problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
@@ -362,9 +398,11 @@ class HistoryStore:
         return _Cached(out, last_id, total, complete)
 
     async def append(self, session_id: str, messages: list[Message]) -> None:
-        """Stores ``messages`` in one transaction (all or nothing)."""
+        """Stores ``messages`` in one transaction (all or nothing); their content
+        parts capped at ``part_bytes`` a message (in the file and the cache)."""
         if not messages:
             return
+        messages = [self._capped(m) for m in messages]
         first_id, last_id = await self._run(self._append, session_id, messages)
         cached = self._cache.get(session_id)
         # Extend the cached copy unless it was loaded after these rows existed.
@@ -376,6 +414,11 @@ class HistoryStore:
             self._cached_bytes += added
             self._trim_tail(cached)
             self._evict()
+
+    def _capped(self, m: Message) -> Message:
+        if not m.parts or sum(part_size(p) for p in m.parts) <= self.part_bytes:
+            return m
+        return dataclasses.replace(m, parts=capped_parts(m.parts, self.part_bytes), weight=0)
 
     def _trim_tail(self, cached: _Cached) -> None:
         drop, freed = 0, 0
@@ -402,6 +445,7 @@ class HistoryStore:
                 m.tool_call_id,
                 m.name,
                 m.created_at,
+                _parts_blob(m.parts),
             )
             for m in messages
         ]
@@ -411,7 +455,7 @@ class HistoryStore:
             for row in rows:
                 cur = db.execute(
                     "INSERT INTO messages (session_id, role, content, tool_calls, tool_call_id,"
-                    " name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " name, created_at, parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
                 ids.append(cur.lastrowid or 0)
@@ -439,12 +483,23 @@ class HistoryStore:
         )
 
     async def finish_task(self, task: TaskRecord) -> None:
+        """Stores a task's outcome; its content parts capped at ``part_bytes`` (in ``task`` too)."""
+        if sum(part_size(p) for p in task.parts) > self.part_bytes:
+            task.parts = capped_parts(task.parts, self.part_bytes)
         await self._run(self._finish_task, task)
 
     def _finish_task(self, t: TaskRecord) -> None:
         self._writable().execute(
-            "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ? WHERE task_id = ?",
-            (t.status, json.dumps(t.output), t.error, t.finished_at, t.task_id),
+            "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, parts = ?"
+            " WHERE task_id = ?",
+            (
+                t.status,
+                json.dumps(t.output),
+                t.error,
+                t.finished_at,
+                _parts_blob(t.parts),
+                t.task_id,
+            ),
         )
 
     async def get_task(self, task_id: str) -> TaskRecord | None:

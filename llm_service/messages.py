@@ -7,6 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from toolcall.parts import part_size, placeholder
+from toolcall.v1 import tools_pb2
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -40,6 +43,8 @@ class Message:
     tool_call_id: str = ""
     name: str = ""
     created_at: float = field(default_factory=time.time)
+    # Tool messages: the result's content parts (images, audio, files, text).
+    parts: list[tools_pb2.ContentPart] = field(default_factory=list)
     # message_bytes() once measured (0: not yet). A message is never changed
     # once made, and every model round weighs the whole history again.
     weight: int = field(default=0, compare=False, repr=False)
@@ -58,8 +63,25 @@ def message_bytes(m: Message) -> int:
     for c in m.tool_calls:
         n += 16 + len(c.call_id) + len(c.name) + len(c.raw_arguments.encode())
         n += sum(len(k) + len(v) for k, v in c.extra.items())
+    for p in m.parts:
+        n += MESSAGE_OVERHEAD_BYTES + part_size(p)
     m.weight = n
     return n
+
+
+def capped_parts(parts: list[tools_pb2.ContentPart], max_bytes: int) -> list[tools_pb2.ContentPart]:
+    """``parts`` as the history keeps them: in order while they fit in ``max_bytes``
+    together; each part past that becomes a text part saying what it was."""
+    kept: list[tools_pb2.ContentPart] = []
+    total = 0
+    for p in parts:
+        size = part_size(p)
+        if total + size <= max_bytes or (p.HasField("text") and size <= 1024):
+            kept.append(p)
+            total += size
+        else:
+            kept.append(tools_pb2.ContentPart(text=f"{placeholder(p)} (not kept in the history)"))
+    return kept
 
 
 def tool_result_content(output: Any, error: str | None) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -34,11 +35,13 @@ from llm_service.messages import (
     trim_history,
 )
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
+from llm_service.providers.base import ToolChoice
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.dispatch import Dispatcher, error_result
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
+from toolcall.parts import part_size, placeholder
 from toolcall.registry_view import RegistryView
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
@@ -60,6 +63,14 @@ class TurnRequest:
     stream: bool = False
     # time.monotonic() by which the caller gives up (its gRPC deadline), if any.
     deadline: float | None = None
+    # ChatRequest.tool_choice: "required" and a forced tool hold for the first
+    # round only (later rounds are "auto", so the model can answer); "none"
+    # for every round.
+    tool_choice: ToolChoice = "auto"
+    forced_tool: str = ""
+    parallel_tool_calls: bool | None = None
+    # Narrows the role's tools (every round); empty: all of them.
+    allowed_tools: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -166,16 +177,27 @@ class Orchestrator:
             limit = self._settings.max_history_messages
             history = trim_history(await self._store.recent(req.session_id), limit)
             new: list[Message] = list(req.messages)
-            tools = self._view.tools_for(req.role)
+            tools = self._tools(req)
             limit_reached = False
             while True:
                 answer: ModelTurn | None = None
+                first = usage.rounds == 0
+                choice: ToolChoice = (
+                    req.tool_choice if first or req.tool_choice == "none" else "auto"
+                )
+                forced = req.forced_tool if first else ""
+                if forced and all(t.name != forced for t in tools):
+                    forced = ""  # removed from the registry since the request came in
+                new[:] = self._shed_parts(system, new)
                 request = ProviderRequest(
                     model=model,
                     messages=system + self._fit(history, system + new) + new,
                     tools=tools,
                     temperature=req.temperature,
                     stream=req.stream,
+                    tool_choice=choice if tools else "auto",
+                    forced_tool=forced,
+                    parallel_tool_calls=req.parallel_tool_calls,
                 )
                 async with contextlib.aclosing(provider.generate(request)) as items:
                     async for item in items:
@@ -210,7 +232,7 @@ class Orchestrator:
                     self._waiting_on_tools.pop(req.session_id, None)
                 for record in turn.records[-len(calls) :]:
                     new.append(_tool_message(record))
-                tools = self._view.tools_for(req.role)  # new tools are visible next round
+                tools = self._tools(req)  # new tools are visible next round
             new.append(final)
             await self._store.append(req.session_id, new)
         yield TurnResult(
@@ -224,6 +246,12 @@ class Orchestrator:
         )
         yield usage
 
+    def _tools(self, req: TurnRequest) -> list[ToolSpec]:
+        tools = self._view.tools_for(req.role)
+        if req.allowed_tools:
+            tools = [t for t in tools if t.name in req.allowed_tools]
+        return tools
+
     def _sync_names(self, role: str, calls: list[ToolCall]) -> list[str]:
         names = []
         for call in calls:
@@ -231,6 +259,36 @@ class Orchestrator:
             if spec is not None and not spec.is_async:
                 names.append(call.name)
         return names
+
+    def _shed_parts(self, system: list[Message], new: list[Message]) -> list[Message]:
+        """The turn's messages, their oldest content parts named instead of sent
+        (``[image: ...] (left out: ...)``) while they weigh more than a request holds.
+
+        Two 3 MB images in one turn (each within the parts' bounds) would
+        otherwise fail the turn; what the model does not get is not stored either.
+        """
+        bound = self._settings.max_request_bytes
+        total = sum(message_bytes(m) for m in system + new)
+        if total <= bound:
+            return new
+        out = list(new)
+        for i, m in enumerate(out):
+            if total <= bound:
+                break
+            # Text and references stay: only parts carrying bytes are named.
+            if any(not p.HasField("text") and part_size(p) for p in m.parts):
+                said = [
+                    p
+                    if p.HasField("text") or not part_size(p)
+                    else tools_pb2.ContentPart(
+                        text=f"{placeholder(p)} (left out: the request would be too big)"
+                    )
+                    for p in m.parts
+                ]
+                slim = dataclasses.replace(m, parts=said, weight=0)
+                total += message_bytes(slim) - message_bytes(m)
+                out[i] = slim
+        return out
 
     def _fit(self, history: list[Message], turn: list[Message]) -> list[Message]:
         """The newest history that fits next to ``turn`` (system prompt and this turn's
@@ -252,10 +310,18 @@ class Orchestrator:
     async def _dispatch_round(
         self, turn: _Turn, calls: list[ToolCall]
     ) -> AsyncGenerator[Event, None]:
-        """Runs one round's calls concurrently; finished events come as calls finish."""
+        """Runs one round's calls concurrently; finished events come as calls finish.
+
+        With parallel_tool_calls off, only an answer's first call runs; the
+        others get an error result (every call needs a result in the history).
+        """
+        parallel = turn.request.parallel_tool_calls is not False
         for call in calls:
             yield ToolCallStarted(call)
-        running = [asyncio.create_task(self._call(turn, call)) for call in calls]
+        running = [
+            asyncio.create_task(self._call(turn, call, extra=i > 0 and not parallel))
+            for i, call in enumerate(calls)
+        ]
         try:
             for next_done in asyncio.as_completed(running):
                 yield ToolCallFinished(await next_done)
@@ -264,14 +330,21 @@ class Orchestrator:
                 task.cancel()
         turn.records.extend(task.result() for task in running)
 
-    async def _call(self, turn: _Turn, call: ToolCall) -> ToolCallRecord:
+    async def _call(self, turn: _Turn, call: ToolCall, *, extra: bool = False) -> ToolCallRecord:
         req = turn.request
         started = time.perf_counter()
         task_id = ""
         spec = self._view.get(req.role, call.name)
+        if req.allowed_tools and call.name not in req.allowed_tools:
+            spec = None  # not offered this turn: unknown to the model
         try:
-            if spec is None:
-                available = ", ".join(t.name for t in self._view.tools_for(req.role)) or "(none)"
+            if extra:
+                result = error_result(
+                    "FAILED_PRECONDITION: one tool call per answer in this turn "
+                    "(parallel_tool_calls is off); this one was not run: ask for it again"
+                )
+            elif spec is None:
+                available = ", ".join(t.name for t in self._tools(req)) or "(none)"
                 result = error_result(f"unknown tool '{call.name}'; available: {available}")
             elif spec.is_async:
                 # Starting counts against the per-chat cap like a sync call.
@@ -329,4 +402,10 @@ def _tool_message(record: ToolCallRecord) -> Message:
     content = tool_result_content(
         from_value(result.output), result.error if result.is_error else None
     )
-    return Message("tool", content, tool_call_id=record.call.call_id, name=record.call.name)
+    return Message(
+        "tool",
+        content,
+        tool_call_id=record.call.call_id,
+        name=record.call.name,
+        parts=list(result.parts),
+    )

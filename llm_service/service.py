@@ -83,6 +83,7 @@ class LLMServiceHost(ServiceHost):
             tail_bytes=settings.max_request_bytes,
             cache_sessions=settings.history_cache_sessions,
             cache_bytes=settings.history_cache_bytes,
+            part_bytes=settings.history_part_bytes,
         )
         self.dispatcher = settings.dispatcher()
         self.view = RegistryView(

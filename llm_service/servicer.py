@@ -19,7 +19,7 @@ from llm_service.history import HistoryStore, StoreError, StoreErrorKind
 from llm_service.messages import Message, message_bytes
 from llm_service.orchestrator import Orchestrator, TurnRequest, TurnResult
 from llm_service.providers import PROVIDER_NAMES, ProviderError
-from llm_service.providers.base import ErrorKind
+from llm_service.providers.base import ErrorKind, ToolChoice
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from llm_service.tasks import AsyncTasks, SubscriberLimitError, SubscriberTooSlow
 from toolcall import config
@@ -103,6 +103,8 @@ def chat_violations(
             bad.append((f"{where}.role", "tool results are produced by the service, not sent"))
         if m.tool_calls:
             bad.append((f"{where}.tool_calls", "must be empty: tool calls come from the model"))
+        if m.parts:
+            bad.append((f"{where}.parts", "must be empty: content parts come from tools"))
         if not m.content.strip():
             bad.append((f"{where}.content", "is required"))
     if r.provider and r.provider not in PROVIDER_NAMES:
@@ -130,6 +132,42 @@ def chat_violations(
         bad.append((prefix + "temperature", "must be between 0 and 2"))
     if not 0 <= r.max_tool_rounds <= MAX_TOOL_ROUNDS_LIMIT:
         bad.append((prefix + "max_tool_rounds", f"must be between 0 and {MAX_TOOL_ROUNDS_LIMIT}"))
+    return bad
+
+
+# ChatRequest.allowed_tools holds at most this many names.
+MAX_ALLOWED_TOOLS = 128
+
+TOOL_CHOICE: dict[int, ToolChoice] = {
+    llm_pb2.TOOL_CHOICE_MODE_UNSPECIFIED: "auto",
+    llm_pb2.TOOL_CHOICE_MODE_AUTO: "auto",
+    llm_pb2.TOOL_CHOICE_MODE_NONE: "none",
+    llm_pb2.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
+
+
+def tool_control_violations(
+    r: llm_pb2.ChatRequest, role_tools: set[str], role: str, prefix: str = ""
+) -> Violations:
+    """tool_choice and allowed_tools against the tools the role has now."""
+    bad: Violations = []
+    if len(r.allowed_tools) > MAX_ALLOWED_TOOLS:
+        bad.append((prefix + "allowed_tools", f"holds more than {MAX_ALLOWED_TOOLS} names"))
+    else:
+        for i, name in enumerate(r.allowed_tools):
+            if name not in role_tools:
+                bad.append(
+                    (f"{prefix}allowed_tools[{i}]", f"role '{role}' has no tool '{name[:80]}'")
+                )
+    kind = r.tool_choice.WhichOneof("choice")
+    if kind == "mode" and r.tool_choice.mode not in TOOL_CHOICE:
+        bad.append((prefix + "tool_choice.mode", f"unknown mode {r.tool_choice.mode}"))
+    elif kind == "name":
+        name = r.tool_choice.name
+        if name not in role_tools:
+            bad.append((prefix + "tool_choice.name", f"role '{role}' has no tool '{name[:80]}'"))
+        elif r.allowed_tools and name not in r.allowed_tools:
+            bad.append((prefix + "tool_choice.name", f"'{name}' is not in allowed_tools"))
     return bad
 
 
@@ -235,6 +273,10 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> TurnRequest:
         s = self._settings
         bad = chat_violations(r, self._view.roles, prefix, allowed_models=s.allowed_models)
+        role = r.role or s.default_role
+        if not any(f.startswith(prefix + "role") for f, _ in bad):
+            names = {t.name for t in self._view.tools_for(role)}
+            bad.extend(tool_control_violations(r, names, role, prefix))
         messages = [] if bad else [wire.message_from_proto(m) for m in r.messages]
         if messages and (size := request_bytes(s.system_prompt, messages)) > s.max_request_bytes:
             bad.append(
@@ -265,6 +307,12 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             max_tool_rounds=r.max_tool_rounds,
             stream=stream,
             deadline=None if remaining is None else time.monotonic() + remaining,
+            tool_choice=TOOL_CHOICE.get(r.tool_choice.mode, "auto"),
+            forced_tool=r.tool_choice.name,
+            parallel_tool_calls=(
+                r.parallel_tool_calls if r.HasField("parallel_tool_calls") else None
+            ),
+            allowed_tools=frozenset(r.allowed_tools),
         )
 
     async def Chat(
@@ -356,6 +404,28 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
             raise AssertionError("unreachable")
         return llm_pb2.GetTaskResponse(task=wire.task_to_proto(task))
+
+    async def CancelTask(
+        self, request: llm_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CancelTaskResponse:
+        if not request.task_id:
+            await abort_invalid(context, [("task_id", "is required")])
+        async with store_errors(context):
+            task = await self._store.get_task(request.task_id)
+        if task is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
+            raise AssertionError("unreachable")
+        if task.finished or not await self._tasks.cancel(task.task_id, request.reason):
+            async with store_errors(context):
+                task = await self._store.get_task(request.task_id) or task
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"task '{task.task_id}' has already ended "
+                f"({llm_pb2.TaskStatus.Name(wire.TASK_STATUS[task.status])})",
+            )
+        async with store_errors(context):
+            task = await self._store.get_task(request.task_id) or task
+        return llm_pb2.CancelTaskResponse(task=wire.task_to_proto(task))
 
     async def GetHistory(
         self, request: llm_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext

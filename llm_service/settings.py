@@ -21,6 +21,7 @@ DEFAULT_TASK_GRACE_S = 5.0
 DEFAULT_MAX_REQUEST_BYTES = config.MAX_MESSAGE_BYTES
 DEFAULT_HISTORY_CACHE_SESSIONS = 256
 DEFAULT_HISTORY_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_HISTORY_PART_BYTES = 1024 * 1024
 DEFAULT_SUBSCRIBE_BUFFER = 256
 DEFAULT_SUBSCRIBE_BUFFER_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ASYNC_TASKS_PER_SESSION = 64
@@ -64,6 +65,11 @@ class LLMSettings:
     # Bounds of the in-memory history cache (sessions, and bytes in total).
     history_cache_sessions: int = DEFAULT_HISTORY_CACHE_SESSIONS
     history_cache_bytes: int = DEFAULT_HISTORY_CACHE_BYTES
+    # Bytes of content parts (images...) one stored history message keeps.
+    history_part_bytes: int = DEFAULT_HISTORY_PART_BYTES
+    # Whether OpenAI-compatible models get images (image_url parts); off: a
+    # text placeholder, for servers whose models take no image input.
+    openai_image_input: bool = True
     # Models a request may name (fnmatch patterns); empty: any. A request
     # naming none uses the provider's configured model, always allowed.
     allowed_models: tuple[str, ...] = ()
@@ -114,6 +120,9 @@ class LLMSettings:
                 "HISTORY_CACHE_SESSIONS", DEFAULT_HISTORY_CACHE_SESSIONS
             ),
             history_cache_bytes=config.env_int("HISTORY_CACHE_BYTES", DEFAULT_HISTORY_CACHE_BYTES),
+            history_part_bytes=config.env_int("HISTORY_PART_BYTES", DEFAULT_HISTORY_PART_BYTES),
+            openai_image_input=config.env("OPENAI_IMAGE_INPUT", "1").lower()
+            not in ("0", "false", "no", "off"),
             allowed_models=tuple(
                 m for m in (x.strip() for x in config.env("ALLOWED_MODELS").split(",")) if m
             ),

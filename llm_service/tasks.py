@@ -31,12 +31,16 @@ from llm_service.messages import Message, ToolCall
 from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
+from toolcall.parts import part_size, placeholder
 from toolcall.tools import ToolSpec
 
 log = logging.getLogger(__name__)
 
 RESTARTED_ERROR = "service restarted before the task finished"
 STOPPED_ERROR = "service stopped before the task finished"
+CANCELLED_ERROR = "CANCELLED: the task was cancelled (CancelTask)"
+# A CancelTask reason is kept up to this many characters.
+MAX_CANCEL_REASON_CHARS = 500
 MAX_SUBSCRIBERS_PER_SESSION = 16
 # Subscribe streams over all sessions (each holds a queue of up to 16 MiB).
 MAX_SUBSCRIBERS = 1024
@@ -65,17 +69,24 @@ def task_bytes(task: TaskRecord) -> int:
         + len(json.dumps(task.output, ensure_ascii=False).encode())
         + len(task.error.encode())
         + len(json.dumps(task.arguments, ensure_ascii=False).encode())
+        + sum(part_size(p) for p in task.parts)
     )
 
 
 def result_note(task: TaskRecord) -> str:
     """The system note added to the session's history when a task ends."""
     output = json.dumps(task.output, ensure_ascii=False, separators=(",", ":"))
+    # Content parts are named, not shown: a note is text (Subscribe and
+    # GetTask carry the parts themselves).
+    parts = "".join(f" with {placeholder(p)}" for p in task.parts[:1])
+    parts += "".join(f", {placeholder(p)}" for p in task.parts[1:])
+    if task.status == "cancelled":
+        return f"Async task {task.task_id} ({task.tool_name}) was cancelled: {task.error}"
     if task.status == "failed":
         failed = f"Async task {task.task_id} ({task.tool_name}) failed: {task.error}"
         # The tool's output explains its failure: the model gets both.
-        return failed if task.output is None else f"{failed}; output: {output}"
-    return f"Result of async task {task.task_id} ({task.tool_name}): {output}"
+        return (failed if task.output is None else f"{failed}; output: {output}") + parts
+    return f"Result of async task {task.task_id} ({task.tool_name}): {output}{parts}"
 
 
 class Subscription:
@@ -189,6 +200,8 @@ class AsyncTasks:
         self._running_by_session: collections.Counter[str] = collections.Counter()
         self._running_total = 0
         self._listeners: dict[str, set[Subscription]] = {}
+        # Task id -> the reason given to CancelTask, while its cancellation lands.
+        self._cancel_reasons: dict[str, str] = {}
         self._subscriber_count = 0  # Subscribe streams over all sessions
         self._closing = False
 
@@ -259,6 +272,21 @@ class AsyncTasks:
         runner.add_done_callback(done)
         return task
 
+    async def cancel(self, task_id: str, reason: str, wait_s: float = 5.0) -> bool:
+        """Cancels a task running here and waits (at most ``wait_s``) for it to end.
+
+        False when it is not running in this process (it has ended).
+        """
+        runner = self._running.get(task_id)
+        if runner is None or runner.done():
+            return False
+        # One printable line: it goes into the task's error and the history.
+        printable = "".join(c if c.isprintable() else " " for c in reason)
+        self._cancel_reasons[task_id] = " ".join(printable.split())[:MAX_CANCEL_REASON_CHARS]
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=wait_s)
+        return True
+
     def _release(self, session_id: str) -> None:
         self._running_total -= 1
         self._running_by_session[session_id] -= 1
@@ -279,6 +307,12 @@ class AsyncTasks:
                 checked=True,
             )
         except asyncio.CancelledError:
+            reason = self._cancel_reasons.pop(task.task_id, None)
+            if reason is not None:  # CancelTask: the task ends here, the service runs on
+                task.status = "cancelled"
+                task.error = f"{CANCELLED_ERROR}: {reason}" if reason else CANCELLED_ERROR
+                await self._finish(task)
+                return
             task.status, task.error = "failed", STOPPED_ERROR
             # Record the outcome even though we were cancelled (service stopping).
             await asyncio.shield(self._finish(task))
@@ -288,6 +322,7 @@ class AsyncTasks:
             task.status, task.error = "failed", f"INTERNAL: {type(exc).__name__}: {exc}"
         else:
             task.output = from_value(result.output)
+            task.parts = list(result.parts)
             task.status = "failed" if result.is_error else "succeeded"
             task.error = result.error if result.is_error else ""
         await self._finish(task)

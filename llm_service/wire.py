@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import timestamp_pb2
 
 from llm_service import orchestrator as o
 from llm_service.history import TaskRecord
 from llm_service.messages import Message, Role, ToolCall
+from toolcall import config
 from toolcall.jsonvalue import to_struct, to_value
+from toolcall.parts import placeholder
 from toolcall.v1 import llm_pb2, tools_pb2
 
 ROLE_TO_PROTO: dict[Role, llm_pb2.MessageRole.ValueType] = {
@@ -23,6 +27,7 @@ TASK_STATUS = {
     "running": llm_pb2.TASK_STATUS_RUNNING,
     "succeeded": llm_pb2.TASK_STATUS_SUCCEEDED,
     "failed": llm_pb2.TASK_STATUS_FAILED,
+    "cancelled": llm_pb2.TASK_STATUS_CANCELLED,
 }
 
 
@@ -48,7 +53,28 @@ def message_to_proto(m: Message) -> llm_pb2.ChatMessage:
         tool_call_id=m.tool_call_id,
         name=m.name,
         created_at=timestamp(m.created_at),
+        parts=m.parts,
     )
+
+
+# A reply carrying tool records (ChatResponse, a ToolCallFinished event) stays
+# under the message limit: past it, the records' content parts are replaced
+# by text parts saying what they were (the history keeps them; GetHistory).
+MAX_REPLY_BYTES = config.MAX_MESSAGE_BYTES - 64 * 1024
+
+
+def _fit(reply: Any, records: Any) -> Any:
+    if reply.ByteSize() <= MAX_REPLY_BYTES:
+        return reply
+    for record in records:
+        if record.result.parts:
+            said = [
+                tools_pb2.ContentPart(text=f"{placeholder(p)} (left out of this reply: too big)")
+                for p in record.result.parts
+            ]
+            del record.result.parts[:]
+            record.result.parts.extend(said)
+    return reply
 
 
 def record_to_proto(r: o.ToolCallRecord) -> llm_pb2.ToolCallRecord:
@@ -64,7 +90,7 @@ def usage_to_proto(u: o.Usage) -> llm_pb2.Usage:
 
 
 def turn_to_proto(t: o.TurnResult) -> llm_pb2.ChatResponse:
-    return llm_pb2.ChatResponse(
+    reply = llm_pb2.ChatResponse(
         session_id=t.session_id,
         message=message_to_proto(t.message),
         tool_calls=[record_to_proto(r) for r in t.records],
@@ -73,6 +99,7 @@ def turn_to_proto(t: o.TurnResult) -> llm_pb2.ChatResponse:
         provider=t.provider,
         model=t.model,
     )
+    return _fit(reply, reply.tool_calls)
 
 
 def event_to_proto(e: o.Event) -> llm_pb2.ChatStreamResponse:
@@ -83,9 +110,10 @@ def event_to_proto(e: o.Event) -> llm_pb2.ChatStreamResponse:
             tool_call_started=llm_pb2.ToolCallStarted(call=call_to_proto(e.call))
         )
     if isinstance(e, o.ToolCallFinished):
-        return llm_pb2.ChatStreamResponse(
+        event = llm_pb2.ChatStreamResponse(
             tool_call_finished=llm_pb2.ToolCallFinished(record=record_to_proto(e.record))
         )
+        return _fit(event, [event.tool_call_finished.record])
     if isinstance(e, o.TurnResult):
         return llm_pb2.ChatStreamResponse(final=turn_to_proto(e))
     return llm_pb2.ChatStreamResponse(usage=usage_to_proto(e))
@@ -104,7 +132,10 @@ def task_to_proto(t: TaskRecord) -> llm_pb2.Task:
     if t.finished:
         task.result.CopyFrom(
             tools_pb2.ToolResult(
-                output=to_value(t.output), is_error=t.status == "failed", error=t.error
+                output=to_value(t.output),
+                is_error=t.status in ("failed", "cancelled"),
+                error=t.error,
+                parts=t.parts,
             )
         )
     if t.finished_at is not None:

@@ -20,8 +20,13 @@ from plugin_stub.context import CallContext
 from plugin_stub.decorator import ToolMeta, ToolOptions, llm_tool, tool_meta
 from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import ToolConflictError
+from plugin_stub.parts import Audio, File, Image
 from plugin_stub.plugin import Plugin
-from plugin_stub.schema_inference import SchemaInferenceError, infer_parameters
+from plugin_stub.schema_inference import (
+    SchemaInferenceError,
+    infer_output_schema,
+    infer_parameters,
+)
 
 # Importing plugin_stub does not load grpc, so that ``Plugin.run()`` can still
 # apply gRPC's settings (toolcall/grpc_env.py); shape_result's module needs grpc.
@@ -38,13 +43,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Audio",
     "CallContext",
+    "File",
+    "Image",
     "Plugin",
     "SchemaInferenceError",
     "ToolConflictError",
     "ToolError",
     "ToolMeta",
     "ToolOptions",
+    "infer_output_schema",
     "infer_parameters",
     "llm_tool",
     "shape_result",

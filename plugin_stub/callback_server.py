@@ -4,8 +4,12 @@ Arguments are checked again here (a caller may be anyone on loopback) by
 the same bounded routine as the registry's: ``toolcall.schemas``.
 
 Result rules: a plain return value is the output (it must be JSON-compatible);
-a dict with ``output`` and ``is_error`` keys is taken as the result itself
-(``error`` is its message); a raised exception becomes ``is_error`` with
+a pydantic model or a dataclass is the output as JSON (``model_dump``,
+``asdict``); an ``Image``, ``Audio`` or ``File`` is a content part, and a
+list holding any is split: its parts are the content parts, its other items
+the output (one: that item; several: a list); a dict with ``output`` and
+``is_error`` keys is taken as the result itself (``error`` is its message,
+``parts`` its content parts); a raised exception becomes ``is_error`` with
 ``"ExceptionClass: message"`` (logged here, never sent as a traceback).
 An unknown tool name is a NOT_FOUND status: the caller's view of this plugin
 is stale, which is not the tool's fault.
@@ -21,6 +25,7 @@ function returns, because Python threads cannot be killed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from concurrent.futures import Executor
@@ -31,6 +36,7 @@ import grpc
 from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
 from plugin_stub.local_tools import LocalTool, ToolTable
+from plugin_stub.parts import PART_TYPES, Part
 from toolcall.jsonvalue import from_struct, to_value
 from toolcall.v1 import callback_pb2, callback_pb2_grpc
 
@@ -43,15 +49,50 @@ def error_response(error: str, output: Any = None) -> Response:
     return Response(output=to_value(output), is_error=True, error=error)
 
 
+# Return values that are JSON as they are: no parts, no conversion to look for.
+_PLAIN = frozenset({dict, str, int, float, bool, type(None)})
+
+
+def _structured(value: Any) -> tuple[Any, list[Part]]:
+    """(output, parts) of a return value that is not plain JSON."""
+    if isinstance(value, PART_TYPES):
+        return None, [value]
+    if isinstance(value, list | tuple):
+        parts = [v for v in value if isinstance(v, PART_TYPES)]
+        if not parts:
+            return value, []
+        rest = [_as_json(v) for v in value if not isinstance(v, PART_TYPES)]
+        return (rest[0] if len(rest) == 1 else rest or None), parts
+    return _as_json(value), []
+
+
+def _as_json(value: Any) -> Any:
+    """A pydantic model or dataclass instance as its JSON value; anything else as it is."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
 def shape_result(value: Any) -> Response:
     """The response for a handler's return value (see the module docstring)."""
+    parts: list[Part] = []
     if type(value) is dict and "output" in value and "is_error" in value:
         output, is_error = value["output"], bool(value["is_error"])
         error = str(value.get("error") or "") if is_error else ""
         if is_error and not error:
             error = "tool reported an error without a message"
+        if value.get("parts"):
+            output_parts, parts = _structured(list(value["parts"]))
+            if output_parts is not None:
+                return error_response("TypeError: 'parts' holds something not Image/Audio/File")
+        output = _as_json(output)
     else:
         output, is_error, error = value, False, ""
+        if type(value) not in _PLAIN:
+            output, parts = _structured(value)
     try:
         out = to_value(output)
     except (TypeError, ValueError):
@@ -60,7 +101,10 @@ def shape_result(value: Any) -> Response:
         )
     except (OverflowError, RecursionError) as exc:  # an int past a double's range, deep nesting
         return error_response(f"ValueError: result cannot be sent ({type(exc).__name__}: {exc})")
-    return Response(output=out, is_error=is_error, error=error)
+    response = Response(output=out, is_error=is_error, error=error)
+    for p in parts:  # written in place: extend() would copy every part again
+        p.fill(response.parts.add())
+    return response
 
 
 class ToolRunner:
@@ -93,6 +137,14 @@ class ToolRunner:
                         arguments[name] = enum_type(arguments[name])
             except ValueError as exc:
                 return error_response(f"INVALID_ARGUMENT: {exc}")
+        if tool.record_params:
+            name = ""
+            try:
+                for name, build in tool.record_params:
+                    if arguments.get(name) is not None:
+                        arguments[name] = build(arguments[name])
+            except Exception as exc:  # pydantic's ValidationError, a dataclass's TypeError
+                return error_response(f"INVALID_ARGUMENT: arguments.{name}: {str(exc)[:500]}")
         timeout = tool.meta.timeout_s
         # A caller's deadline that comes first is enforced by gRPC itself (it
         # cancels this task); a timer of our own per call for it would cost
@@ -127,7 +179,7 @@ class ToolRunner:
     def _raised(tool: LocalTool, exc: Exception) -> Response:
         if isinstance(exc, ToolError):  # expected: no traceback, the message as given
             log.info("tool %s failed: %s", tool.name, exc.message[:200])
-            return error_response(exc.message or "tool failed", exc.output)
+            return error_response(exc.message or "tool failed", _as_json(exc.output))
         log.warning("tool %s raised %s", tool.name, type(exc).__name__, exc_info=exc)
         return error_response(f"{type(exc).__name__}: {exc}")
 

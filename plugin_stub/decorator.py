@@ -6,7 +6,7 @@ fails when the module is imported rather than when the registry refuses it -
 and the SDK can never drift from the registry. Only what the SDK adds is
 checked here: Python types of the options, a timeout that must be set (the
 registry reads 0 as "default"), ``mode`` as a word, ``ack_message`` only
-for async tools.
+for async tools, hints that are booleans.
 
 The options are one type, ``ToolOptions``: ``@llm_tool(...)`` and
 ``Plugin.register_llm_tool(name, handler, ...)`` take the same keywords.
@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from plugin_stub.context import CallContext
-from plugin_stub.schema_inference import infer_parameters, parse_docstring
+from plugin_stub.schema_inference import infer_output_schema, infer_parameters, parse_docstring
 from toolcall import config
 from toolcall.jsonvalue import to_struct
 from toolcall.tools import ASYNC, SYNC, DefinitionError, ToolSpec
@@ -48,9 +48,18 @@ class ToolOptions(TypedDict, total=False):
     role: str | None
     mode: Mode
     ack_message: str
+    title: str
+    read_only: bool | None
+    destructive: bool | None
+    idempotent: bool | None
+    open_world: bool | None
+    output_schema: dict[str, Any] | None
+    metadata: dict[str, str] | None
 
 
 OPTION_NAMES = frozenset(ToolOptions.__annotations__)
+# MCP's tool annotations, as options of the same names (None: not given).
+HINTS = ("read_only", "destructive", "idempotent", "open_world")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,11 @@ class ToolMeta:
     role: str | None
     mode: Mode
     ack_message: str
+    title: str = ""
+    # The hints given (read_only, destructive, idempotent, open_world); absent: not given.
+    annotations: dict[str, bool] = field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +88,20 @@ class ToolMeta:
             "role": self.role,
             "mode": self.mode,
             "ack_message": self.ack_message,
+            "title": self.title,
+            "annotations": dict(self.annotations),
+            "output_schema": self.output_schema,
+            "metadata": dict(self.metadata),
         }
+
+    def fill(self, definition: tools_pb2.ToolDefinition) -> None:
+        """Sets the title, hints, output_schema and metadata on ``definition``."""
+        definition.title = self.title
+        if self.annotations:
+            definition.annotations.CopyFrom(tools_pb2.ToolAnnotations(**self.annotations))
+        if self.output_schema is not None:
+            definition.output_schema.CopyFrom(to_struct(self.output_schema))
+        definition.metadata.update(self.metadata)
 
 
 def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) -> ToolMeta:
@@ -89,6 +116,10 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
     ack_message = options.get("ack_message", "")
     description = options.get("description", "")
     parameters = options.get("parameters")
+    title = options.get("title", "")
+    annotations = {h: options[h] for h in HINTS if options.get(h) is not None}  # type: ignore[literal-required]
+    output_schema = options.get("output_schema")
+    metadata = options.get("metadata") or {}
     # SDK-only rules; everything else is the registry's (below).
     if not isinstance(tool_name, str):
         raise ValueError(f"{where}: name must be a str")
@@ -107,6 +138,18 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
         raise ValueError(f"{where}: description and ack_message must be str")
     if ack_message and mode != "async":
         raise ValueError(f"{where}: ack_message is only used by mode='async' tools")
+    if not isinstance(title, str):
+        raise ValueError(f"{where}: title must be a str")
+    if bad := [h for h, v in annotations.items() if not isinstance(v, bool)]:
+        raise ValueError(f"{where}: {', '.join(bad)} must be True, False or None")
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ValueError(f"{where}: metadata must be a dict of str to str")
+    if output_schema is None:
+        output_schema = infer_output_schema(func)
+    elif not isinstance(output_schema, dict):
+        raise ValueError(f"{where}: output_schema must be a dict (a JSON Schema)")
     if not description:
         description = parse_docstring(getattr(func, "__doc__", None) or "")[0]
     if not description:
@@ -132,6 +175,13 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
             definition.parameters.CopyFrom(to_struct(parameters))
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise ValueError(f"{where}: parameters is not JSON: {exc}") from None
+    extras = ToolMeta(
+        tool_name, "", {}, 0.0, None, "sync", "", title, annotations, output_schema, metadata
+    )
+    try:
+        extras.fill(definition)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"{where}: output_schema is not JSON: {exc}") from None
     try:
         spec = ToolSpec.from_definition(definition)
     except DefinitionError as exc:
@@ -145,6 +195,10 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
         role=role,
         mode="async" if mode == "async" else "sync",
         ack_message=ack_message,
+        title=title,
+        annotations=annotations,
+        output_schema=output_schema,
+        metadata=dict(metadata),
     )
 
 
@@ -172,8 +226,13 @@ def llm_tool(
     the per-call deadline in seconds (0 < timeout <= 300, default 30).
     ``role`` limits the tool to one role (None: every role).
     ``mode="async"`` tools answer the model with ``ack_message`` at once and
-    deliver their result later. The function is returned unchanged; it is
-    called with the arguments as keyword arguments.
+    deliver their result later. ``title`` is a display name for hosts and
+    UIs; ``read_only``, ``destructive``, ``idempotent`` and ``open_world`` are
+    MCP's hints (None: not given); ``metadata`` a few strings for hosts.
+    ``output_schema`` defaults to the schema of the return annotation when it
+    is a pydantic model, dataclass or TypedDict (structured output); the
+    caller then checks every output against it. The function is returned
+    unchanged; it is called with the arguments as keyword arguments.
     """
 
     def mark(f: F) -> F:

@@ -7,6 +7,7 @@ when a tool is added, so a call is a dict lookup away from its handler.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import types
@@ -37,6 +38,9 @@ class LocalTool:
     context_param: str | None = None
     # Parameters annotated with an Enum: JSON values are turned into members.
     enum_params: tuple[tuple[str, type[enum.Enum]], ...] = ()
+    # Parameters annotated with a pydantic model or a dataclass: their JSON
+    # objects are built into instances (a TypedDict stays the dict it is).
+    record_params: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
 
     @classmethod
     def build(cls, meta: ToolMeta, handler: Callable[..., Any]) -> LocalTool:
@@ -52,6 +56,11 @@ class LocalTool:
             enum_params=tuple(
                 (name, e) for name, h in hints.items() if (e := _enum_type(h)) is not None
             ),
+            record_params=tuple(
+                (name, b)
+                for name, h in hints.items()
+                if h is not CallContext and (b := _builder(h)) is not None
+            ),
         )
 
     @property
@@ -61,7 +70,7 @@ class LocalTool:
     def definition(self, callback_address: str, source: str) -> tools_pb2.ToolDefinition:
         """The ToolDefinition to register for this tool."""
         m = self.meta
-        return tools_pb2.ToolDefinition(
+        definition = tools_pb2.ToolDefinition(
             name=m.name,
             description=m.description,
             parameters=to_struct(m.parameters),
@@ -72,6 +81,8 @@ class LocalTool:
             mode=ASYNC if m.mode == "async" else SYNC,
             ack_message=m.ack_message,
         )
+        m.fill(definition)
+        return definition
 
 
 def _type_hints(handler: Callable[..., Any]) -> dict[str, Any]:
@@ -81,6 +92,42 @@ def _type_hints(handler: Callable[..., Any]) -> dict[str, Any]:
         return {}
     hints.pop("return", None)
     return hints
+
+
+def _builder(hint: Any) -> Callable[[Any], Any] | None:
+    """What turns a JSON object into an instance of ``hint`` (or ``hint | None``):
+    a pydantic model's ``model_validate``, or a dataclass built field by field
+    (fields that are dataclasses or models themselves are built too)."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return _builder(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _builder(members[0]) if len(members) == 1 else None
+    if not isinstance(hint, type):
+        return None
+    validate = getattr(hint, "model_validate", None)
+    if callable(validate) and callable(getattr(hint, "model_json_schema", None)):
+        return validate
+    if not dataclasses.is_dataclass(hint):
+        return None
+    cls = hint
+    try:
+        field_hints = typing.get_type_hints(cls)
+    except Exception:
+        field_hints = {}
+    fields = {f.name: _builder(field_hints.get(f.name)) for f in dataclasses.fields(cls)}
+
+    def build(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"{cls.__name__} needs a JSON object")
+        return cls(
+            **{
+                k: (b(v) if (b := fields.get(k)) is not None and v is not None else v)
+                for k, v in value.items()
+            }
+        )
+
+    return build
 
 
 def _enum_type(hint: Any) -> type[enum.Enum] | None:

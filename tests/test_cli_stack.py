@@ -86,6 +86,8 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     sync_part = out.split("=== 2.")[1].split("=== 3.")[0]
     assert "-> get_weather(" in sync_part and "<- get_weather:" in sync_part
     assert "Paris" in sync_part
+    # with an image result: the condition's icon, named, never printed as bytes
+    assert "+ [image: image/png, " in sync_part and "bytes, not shown]" in sync_part
     # 3. async call acknowledged at once, result pushed later on Subscribe
     async_part = out.split("=== 3.")[1].split("=== 4.")[0]
     assert "accepted as task" in async_part
@@ -342,7 +344,8 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     sync = toolcall("chat", *llm, "--session", "cli-sync", "What is the weather in Oslo?")
     assert sync.returncode == 0, sync.stderr
     assert "-> get_weather(" in sync.stdout and "Oslo" in sync.stdout
-    shown = re.search(r"<- get_weather: (\{.*\})  \(", sync.stdout)
+    # The output, then its image part named (the condition's icon).
+    shown = re.search(r"<- get_weather: (\{.*\}) \+ \[image: image/png, \d+ bytes", sync.stdout)
     assert shown and list(json.loads(shown[1])) == sorted(json.loads(shown[1])), sync.stdout
 
     started = toolcall("chat", *llm, "--session", "cli-async", "Please ping example.org")

@@ -310,3 +310,29 @@ async def test_the_part_limits_are_settings_with_the_documented_defaults(
     limits = DispatchLimits.from_env()
     assert limits.parts.max_images == 1
     assert "max_part_bytes must be at least 1" in limits.problems()
+
+
+def test_a_plugin_reply_is_a_tool_result_field_for_field() -> None:
+    # The dispatcher decodes the plugin's reply as a ToolResult (no copy of a
+    # 1 MiB image): the two messages must stay the same on the wire.
+    def fields(message: Any) -> list[tuple[str, int, int, str]]:
+        return [
+            (f.name, f.number, f.type, f.message_type.full_name if f.message_type else "")
+            for f in message.DESCRIPTOR.fields
+        ]
+
+    assert fields(callback_pb2.ToolCallbackInvokeResponse) == fields(tools_pb2.ToolResult)
+
+
+async def test_fields_a_plugin_sends_that_this_version_does_not_know_are_not_passed_on(
+    plugin: tuple[Plugin, str], dispatcher: Dispatcher
+) -> None:
+    server, address = plugin
+    reply = callback_pb2.ToolCallbackInvokeResponse(output=to_value({"ok": True}))
+    # Field 99, varint 1: what a newer plugin might send.
+    server.replies["newer"] = callback_pb2.ToolCallbackInvokeResponse.FromString(
+        reply.SerializeToString() + b"\x98\x06\x01"
+    )
+    result = await dispatcher.invoke(spec("newer", address))
+    assert from_value(result.output) == {"ok": True}
+    assert result.SerializeToString() == reply.SerializeToString()

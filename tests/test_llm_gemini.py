@@ -12,8 +12,10 @@ import pytest
 from llm_service.messages import Message
 from llm_service.providers.gemini import SIGNATURE
 from tests.support.fake_providers import FakeGemini, Garbage, HTTPError, Reply, Stall
+from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_gemini, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
+from toolcall.v1 import llm_pb2
 
 __all__ = ["fake_gemini", "tool_plugin"]
 
@@ -170,3 +172,48 @@ async def test_timeout_and_garbage(
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "unreadable" in err.value.details()
         assert await env.history("g5") == []
+
+
+async def test_images_reach_gemini_as_inline_data_in_the_function_response_turn(
+    env: LLMEnv, fake_gemini: FakeGemini
+) -> None:
+    await env.register("image_chart")
+    fake_gemini.add(Reply(tool_calls=[("g1", "image_chart", "{}")]), Reply(text="A line."))
+    await env.chat("g_img", "show the chart")
+    turn = fake_gemini.requests[1].body["contents"][-1]
+    assert turn["role"] == "user"
+    assert turn["parts"] == [
+        {"functionResponse": {"id": "g1", "name": "image_chart", "response": {"chart": "weekly"}}},
+        {"text": "a weekly chart"},
+        # As the SDK writes it (the API takes mime_type like mimeType).
+        {"inlineData": {"mime_type": "image/png", "data": base64.b64encode(png(2, 2)).decode()}},
+        {"text": "[file: chart.csv, file:///tmp/chart.csv, text/csv]"},
+    ]
+
+
+async def test_tool_choice_maps_to_gemini_function_calling_config(
+    env: LLMEnv, fake_gemini: FakeGemini
+) -> None:
+    await env.register("echo_city", parameters=PARAMS)
+    await env.register("echo_other")
+    fake_gemini.add(
+        Reply(tool_calls=[("g1", "echo_city", '{"city": "Oslo"}')]),
+        Reply(text="Oslo."),
+        Reply(text="None."),
+    )
+    await env.chat(
+        "g_choice",
+        "weather?",
+        tool_choice=llm_pb2.ToolChoice(name="echo_city"),
+        allowed_tools=["echo_city"],
+    )
+    first, second = (r.body for r in fake_gemini.requests)
+    [declared] = first["tools"][0]["functionDeclarations"]
+    assert declared["name"] == "echo_city"  # narrowed to allowed_tools
+    assert first["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["echo_city"]}
+    }
+    assert "toolConfig" not in second  # the first round only
+    none = llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_NONE)
+    await env.chat("g_choice2", "weather?", tool_choice=none)
+    assert fake_gemini.requests[2].body["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from llm_service import orchestrator as o
+from llm_service import wire
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.messages import Message, ToolCall, trim_history
+from tests.support.images import png
+from toolcall.v1 import tools_pb2
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +105,70 @@ def test_trim_history_never_starts_inside_a_tool_exchange() -> None:
     assert [m.content for m in trim_history(msgs, 4)] == ["a1", "u2"]
     assert [m.content for m in trim_history(msgs, 3)] == ["a1", "u2"]
     assert [m.content for m in trim_history(msgs, 2)] == ["a1", "u2"]
+
+
+def image_part(data: bytes) -> tools_pb2.ContentPart:
+    return tools_pb2.ContentPart(image=tools_pb2.ImagePart(mime_type="image/png", data=data))
+
+
+async def test_content_parts_are_stored_capped_per_message_and_reopened(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3", part_bytes=len(png(2, 2)) + 10)
+    await store.open()
+    small, big = image_part(png(2, 2)), image_part(png(40, 40, noise=True))
+    await store.append(
+        "s", [Message("tool", "{}", tool_call_id="c1", name="t", parts=[small, big])]
+    )
+    expected = [
+        small,
+        tools_pb2.ContentPart(
+            text=f"[image: image/png, {len(big.image.data)} bytes, not shown] "
+            "(not kept in the history)"
+        ),
+    ]
+    assert (await store.messages("s"))[0].parts == expected  # the cached copy
+    await store.close()
+    store = await open_store(tmp_path)
+    assert (await store.messages("s"))[0].parts == expected  # the file
+    await store.close()
+
+
+async def test_a_database_from_before_content_parts_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,"
+        " role TEXT NOT NULL, content TEXT NOT NULL, tool_calls TEXT, tool_call_id TEXT NOT NULL"
+        " DEFAULT '', name TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL);"
+        "INSERT INTO messages (session_id, role, content, created_at)"
+        " VALUES ('s', 'user', 'hi', 1);"
+    )
+    old.close()
+    store = await open_store(tmp_path)
+    await store.append(
+        "s", [Message("tool", "{}", tool_call_id="c", name="t", parts=[image_part(png())])]
+    )
+    got = await store.messages("s")
+    assert [m.content for m in got] == ["hi", "{}"] and got[0].parts == []
+    assert got[1].parts[0].image.data == png()
+    await store.close()
+
+
+def test_a_chat_reply_too_big_for_the_message_limit_names_its_parts_instead() -> None:
+    # Two tool results with 3 MB images each: as they are, the ChatResponse
+    # would pass the 4 MiB message limit and the whole reply would fail.
+    image = image_part(b"\x89PNG\r\n\x1a\n" + bytes(3_000_000))
+    records = [
+        o.ToolCallRecord(ToolCall(f"c{i}", "shot", "{}"), tools_pb2.ToolResult(parts=[image]))
+        for i in range(2)
+    ]
+    turn = o.TurnResult("s", Message("assistant", "two shots"), records, o.Usage(), False, "p", "m")
+    reply = wire.turn_to_proto(turn)
+    assert reply.ByteSize() < wire.MAX_REPLY_BYTES
+    for record in reply.tool_calls:
+        [said] = record.result.parts
+        assert said.text == (
+            "[image: image/png, 3000008 bytes, not shown] (left out of this reply: too big)"
+        )
+    # A reply that fits keeps its parts as they are.
+    small = o.TurnResult("s", Message("assistant", "one"), records[:1], o.Usage(), False, "p", "m")
+    assert wire.turn_to_proto(small).tool_calls[0].result.parts[0] == image

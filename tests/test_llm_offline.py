@@ -15,6 +15,7 @@ from llm_service.messages import Message, tool_result_content
 from llm_service.providers.base import ModelTurn, ProviderRequest, TextChunk
 from llm_service.providers.offline import (
     MAX_READ_CHARS,
+    TOOLS_OFF_TEXT,
     OfflineProvider,
     fill_arguments,
     pick_tool,
@@ -170,6 +171,19 @@ async def test_a_failed_result_is_described_with_the_tools_output() -> None:
     )
 
 
+@pytest.mark.anyio
+async def test_a_result_with_parts_names_them_and_never_shows_their_bytes() -> None:
+    image = tools_pb2.ContentPart(
+        image=tools_pb2.ImagePart(mime_type="image/png", data=b"\x89PNG..")
+    )
+    messages = [
+        Message("user", "chart please"),
+        Message("tool", '{"days":7}', tool_call_id="a", name="chart", parts=[image]),
+    ]
+    _, turn = await run(OfflineProvider(), ProviderRequest("m", messages, TOOLS))
+    assert turn.text == 'chart returned: {"days": 7} with [image: image/png, 6 bytes, not shown]'
+
+
 def test_a_failed_async_task_note_carries_the_tools_output() -> None:
     task = TaskRecord("t1", "s", "lookup", "c1", "default", {}, status="failed")
     task.error, task.output = "CITY_NOT_FOUND", {"did_you_mean": ["Paris"]}
@@ -248,3 +262,15 @@ def test_the_rules_read_a_bounded_prefix_of_a_huge_message() -> None:
     assert turn("weather in Paris " + filler).tool_calls[0].name == "get_weather"
     late = filler * 256 + " weather in Paris"
     assert len(late) > 4_000_000 and not turn(late).tool_calls
+
+
+def test_the_request_tool_choice_wins_over_the_word_rules() -> None:
+    said = [Message("user", "What is the weather in Paris?")]
+    off = respond(ProviderRequest("m", said, TOOLS, tool_choice="none"))
+    assert off.text == TOOLS_OFF_TEXT and not off.tool_calls
+    forced = respond(ProviderRequest("m", said, TOOLS, forced_tool="ping"))
+    assert [c.name for c in forced.tool_calls] == ["ping"]
+    joke = [Message("user", "Tell me a joke")]
+    assert not respond(ProviderRequest("m", joke, TOOLS)).tool_calls
+    required = respond(ProviderRequest("m", joke, TOOLS, tool_choice="required"))
+    assert [c.name for c in required.tool_calls] == ["get_forecast"]  # alphabetically first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,9 @@ import grpc
 import pytest
 
 from tests.support.fake_providers import FakeOpenAI, Garbage, HTTPError, Reply, Stall
+from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
+from toolcall.errors import bad_request_violations
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2
 
@@ -31,6 +34,9 @@ ECHO_PARAMS = {
 async def env(tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI) -> AsyncIterator[LLMEnv]:
     async with llm_env(tmp_path, tool_plugin, openai=fake_openai, default_provider="openai") as e:
         yield e
+
+
+PNG_B64 = base64.b64encode(png(2, 2)).decode()
 
 
 def tool_messages(body: dict) -> list[dict]:
@@ -459,3 +465,171 @@ async def test_a_tool_chatting_in_its_own_session_is_refused_at_once(
         "answer": "nested answer",
     }
     assert [m.content for m in await env.history("elsewhere")] == ["from a tool", "nested answer"]
+
+
+async def test_images_reach_openai_as_image_url_parts_in_a_user_message_naming_the_call(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    # A tool message holds text only: the image follows the round's tool
+    # messages in a user message, as a data URL, after a line naming the call.
+    await env.register("image_chart")
+    fake_openai.add(
+        Reply(tool_calls=[("c1", "image_chart", "{}"), ("c2", "echo_x", "{}")]),
+        Reply(text="A rising line."),
+        Reply(text="Still rising."),
+    )
+    await env.register("echo_x")
+    reply = await env.chat("img", "show the chart")
+    chart = next(r for r in reply.tool_calls if r.call.name == "image_chart")
+    assert [p.WhichOneof("kind") for p in chart.result.parts] == ["text", "image", "resource"]
+    sent = fake_openai.requests[1].body["messages"]
+    assert [m["role"] for m in sent[-4:]] == ["assistant", "tool", "tool", "user"]
+    assert json.loads(sent[-3]["content"]) == {"chart": "weekly"}
+    assert sent[-1] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Content returned by tool call c1 (image_chart):"},
+            {"type": "text", "text": "a weekly chart"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG_B64}},
+            {"type": "text", "text": "[file: chart.csv, file:///tmp/chart.csv, text/csv]"},
+        ],
+    }
+    # The history keeps the parts: GetHistory returns them, the next turn replays them.
+    tool = next(m for m in await env.history("img") if m.tool_call_id == "c1")
+    assert tool.parts[1].image.data == png(2, 2) and tool.parts[0].text == "a weekly chart"
+    await env.chat("img", "and now?")
+    replayed = fake_openai.requests[2].body["messages"]
+    assert replayed[[m["role"] for m in replayed].index("tool") + 2] == sent[-1]
+
+
+async def test_a_model_without_image_input_gets_a_placeholder_never_base64(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        openai_image_input=False,
+    ) as env:
+        await env.register("image_chart")
+        fake_openai.add(Reply(tool_calls=[("c1", "image_chart", "{}")]), Reply(text="ok"))
+        await env.chat("noimg", "show the chart")
+    body = fake_openai.requests[1].body
+    assert body["messages"][-1] == {
+        "role": "user",
+        "content": "Content returned by tool call c1 (image_chart):\n"
+        "a weekly chart\n"
+        f"[image: image/png, {len(png(2, 2))} bytes, not shown]\n"
+        "[file: chart.csv, file:///tmp/chart.csv, text/csv]",
+    }
+    assert PNG_B64 not in json.dumps(body)
+
+
+async def test_the_history_keeps_parts_up_to_its_cap_and_says_what_it_left_out(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        history_part_bytes=1000,
+    ) as env:
+        await env.register("image_big")
+        fake_openai.add(Reply(tool_calls=[("c1", "image_big", '{"noise": 40}')]), Reply(text="ok"))
+        await env.chat("cap", "show it")
+        # The turn's own request had the image; the history keeps a note of it.
+        first = fake_openai.requests[1].body["messages"][-1]["content"]
+        assert first[2]["type"] == "image_url"
+        [tool] = [m for m in await env.history("cap") if m.tool_call_id == "c1"]
+        assert [p.WhichOneof("kind") for p in tool.parts] == ["text", "text", "resource"]
+        assert tool.parts[1].text.startswith("[image: image/png, ")
+        assert tool.parts[1].text.endswith(" bytes, not shown] (not kept in the history)")
+
+
+async def test_tool_choice_parallel_calls_and_allowed_tools_map_to_openai(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    await env.register("echo_city", parameters=ECHO_PARAMS)
+    await env.register("echo_other")
+    await env.register("fail_tool")
+    fake_openai.add(
+        Reply(
+            tool_calls=[
+                ("c1", "echo_city", '{"city": "Oslo"}'),
+                ("c2", "echo_city", '{"city": "Rome"}'),
+            ]
+        ),
+        Reply(text="Oslo it is."),
+    )
+    reply = await env.chat(
+        "choice",
+        "weather?",
+        tool_choice=llm_pb2.ToolChoice(name="echo_city"),
+        parallel_tool_calls=False,
+        allowed_tools=["echo_city", "echo_other"],
+    )
+    first, second = (r.body for r in fake_openai.requests)
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "echo_city"}}
+    assert first["parallel_tool_calls"] is False
+    assert sorted(t["function"]["name"] for t in first["tools"]) == ["echo_city", "echo_other"]
+    # The forced choice holds for the first round only: the model may answer now.
+    assert "tool_choice" not in second and second["parallel_tool_calls"] is False
+    # Parallel calls off: the answer's second call was not run.
+    ran, skipped = reply.tool_calls
+    assert not ran.result.is_error
+    assert skipped.result.is_error
+    assert skipped.result.error.startswith("FAILED_PRECONDITION: one tool call per answer")
+    fed = {m["tool_call_id"]: json.loads(m["content"]) for m in tool_messages(second)}
+    assert fed["c2"]["error"].startswith("FAILED_PRECONDITION")
+
+    fake_openai.add(Reply(text="No tools."))
+    mode = llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_NONE)
+    await env.chat("choice2", "weather?", tool_choice=mode)
+    none = fake_openai.requests[2].body
+    assert none["tool_choice"] == "none" and "parallel_tool_calls" not in none
+
+
+async def test_allowed_tools_and_a_named_tool_the_role_lacks_are_invalid_argument(
+    env: LLMEnv,
+) -> None:
+    await env.register("echo_city", parameters=ECHO_PARAMS)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.chat(
+            "bad",
+            "hi",
+            allowed_tools=["echo_city", "no_such"],
+            tool_choice=llm_pb2.ToolChoice(name="ghost"),
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_violations(err.value) == [
+        ("allowed_tools[1]", "role 'default' has no tool 'no_such'"),
+        ("tool_choice.name", "role 'default' has no tool 'ghost'"),
+    ]
+
+
+async def test_images_past_the_request_bound_are_named_instead_of_failing_the_turn(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    # Three ~4.8 KB images in one answer against a 12 KB request bound.
+    # Before: the turn failed with INVALID_ARGUMENT and stored nothing.
+    async with llm_env(
+        tmp_path,
+        tool_plugin,
+        openai=fake_openai,
+        default_provider="openai",
+        max_request_bytes=12_000,
+    ) as env:
+        await env.register("image_big")
+        calls = [(f"c{i}", "image_big", '{"noise": 40}') for i in range(3)]
+        fake_openai.add(Reply(tool_calls=calls), Reply(text="three charts"))
+        reply = await env.chat("shed", "three charts please")
+        assert reply.message.content == "three charts"
+        content = fake_openai.requests[1].body["messages"][-1]["content"]
+        kinds = [c["type"] for c in content]
+        # c0's image (the oldest) is named; c1's and c2's are sent.
+        assert kinds.count("image_url") == 2
+        named = [c["text"] for c in content if "left out" in c.get("text", "")]
+        assert len(named) == 1 and named[0].startswith("[image: image/png, ")
+        assert content.index({"type": "text", "text": named[0]}) < kinds.index("image_url")

@@ -14,6 +14,7 @@ import llm_service.tasks as tasks_module
 from llm_service.history import HistoryStore, TaskRecord
 from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
 from tests.support.fake_providers import FakeOpenAI, Reply
+from tests.support.images import png
 from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
@@ -428,3 +429,75 @@ async def test_subscribe_streams_per_session_are_bounded(env: LLMEnv) -> None:
     (await subscribe_once_a_place_is_free(env, "many")).cancel()
     for s in streams:
         s.cancel()
+
+
+async def test_an_async_result_keeps_its_content_parts_on_subscribe_and_get_task(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    # Before: the task stored its output only; the image was lost.
+    await env.register("image_bg", mode=ASYNC)
+    sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="a_img"))
+    fake_openai.add(Reply(tool_calls=[("c1", "image_bg", "{}")]), Reply(text="ok"))
+    await env.chat("a_img", "draw")
+    task = await next_task(sub)
+    sub.cancel()
+    assert [p.WhichOneof("kind") for p in task.result.parts] == ["text", "image", "resource"]
+    assert task.result.parts[1].image.data == png(2, 2)
+    stored = await env.stub.GetTask(llm_pb2.GetTaskRequest(task_id=task.task_id))
+    assert list(stored.task.result.parts) == list(task.result.parts)
+    # The history's note names them (a note is text).
+    history = await history_with_note(env, "a_img", task.task_id)
+    assert history[-1].content == (
+        f'Result of async task {task.task_id} (image_bg): {{"chart":"weekly"}} with a weekly '
+        f"chart, [image: image/png, {len(png(2, 2))} bytes, not shown], "
+        "[file: chart.csv, file:///tmp/chart.csv, text/csv]"
+    )
+
+
+async def test_cancel_task_cancels_the_plugin_call_and_delivers_cancelled(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    sub = env.stub.Subscribe(llm_pb2.SubscribeRequest(session_id="cancel"))
+    reply = await start_sleep(env, fake_openai, "cancel", 30)
+    task_id = reply.tool_calls[0].task_id
+    started = time.monotonic()
+    cancelled = await env.stub.CancelTask(
+        llm_pb2.CancelTaskRequest(task_id=task_id, reason="the user\x1b changed\ntheir mind"),
+        timeout=10,
+    )
+    assert time.monotonic() - started < 5  # not the 30 s the call would have taken
+    assert cancelled.task.status == llm_pb2.TASK_STATUS_CANCELLED
+    error = "CANCELLED: the task was cancelled (CancelTask): the user changed their mind"
+    assert cancelled.task.result.is_error and cancelled.task.result.error == error
+    pushed = await next_task(sub)
+    sub.cancel()
+    assert pushed.task_id == task_id and pushed.status == llm_pb2.TASK_STATUS_CANCELLED
+    assert env.llm.tasks.running() == 0  # its place is free again
+    history = await history_with_note(env, "cancel", task_id)
+    assert history[-1].content == f"Async task {task_id} (sleep_bg) was cancelled: {error}"
+
+    # Cancelling it again, an unknown task or none at all: clear statuses.
+    for request, code, words in (
+        (
+            llm_pb2.CancelTaskRequest(task_id=task_id),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "CANCELLED",
+        ),
+        (llm_pb2.CancelTaskRequest(task_id="nope"), grpc.StatusCode.NOT_FOUND, "no task 'nope'"),
+        (llm_pb2.CancelTaskRequest(), grpc.StatusCode.INVALID_ARGUMENT, "task_id"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await env.stub.CancelTask(request, timeout=5)
+        assert err.value.code() == code and words in (err.value.details() or ""), err.value
+
+
+async def test_cancelling_a_task_that_finished_is_failed_precondition_naming_its_status(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    reply = await start_sleep(env, fake_openai, "done", 0.01)
+    task_id = reply.tool_calls[0].task_id
+    await wait_finished(env, task_id)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.stub.CancelTask(llm_pb2.CancelTaskRequest(task_id=task_id), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == f"task '{task_id}' has already ended (TASK_STATUS_SUCCEEDED)"

@@ -1,7 +1,8 @@
 """The built wheel works without the checkout: ``toolcall up`` finds its example plugins.
 
 A regular (non-editable) install has no ``examples/`` directory beside it, so
-the wheel must carry the CLI and the example plugins it starts.
+the wheel must carry the CLI and the example plugins it starts, and the web
+console's page, styles and script.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def test_the_wheel_carries_the_cli_and_the_example_plugins(wheel: Path) -> None:
         "toolcall/cli/stack.py",
         "toolcall_examples/weather_plugin.py",
         "toolcall_examples/network_plugin.py",
+        "gateway/console.py",
+        "gateway/console_static/index.html",
+        "gateway/console_static/console.css",
+        "gateway/console_static/console.js",
     ):
         assert module in names
 

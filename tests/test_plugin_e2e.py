@@ -12,12 +12,14 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
 import pytest
+from pydantic import BaseModel, Field
 
-from plugin_stub import Plugin, llm_tool
+from plugin_stub import Image, Plugin, llm_tool
+from tests.support.images import png
 from tests.support.plugins import (
     PluginProcess,
     RegistryProcess,
@@ -27,7 +29,7 @@ from tests.support.plugins import (
     wait_for,
 )
 from toolcall.clients import auth_metadata, channel
-from toolcall.jsonvalue import from_value, to_struct
+from toolcall.jsonvalue import from_struct, from_value, to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 SHORT_TTL = "1.5"
@@ -282,3 +284,58 @@ async def test_the_timeout_error_a_sync_call_shows_is_the_one_the_docs_give(
     assert len(patterns) == 2
     assert any(p.match(result.error) for p in patterns), result.error
     assert "overrun" in result.error and "0.3s" in result.error
+
+
+class Reading(BaseModel):
+    """One weather reading."""
+
+    city: str
+    temp_c: Annotated[float, Field(description="Temperature in °C")]
+
+
+class RichTools(Plugin):
+    """Structured output, hints and an image, through a real registry."""
+
+    plugin_id = "rich"
+
+    @llm_tool(title="Current weather", read_only=True, idempotent=True, open_world=True)
+    def reading(self, city: str, broken: bool = False) -> Reading:
+        """Current weather of a city."""
+        if broken:  # breaks its own output_schema: the caller refuses it
+            return {"city": city, "temp_c": "warm"}  # type: ignore[return-value]
+        return Reading(city=city, temp_c=21.5)
+
+    @llm_tool(title="Weekly chart", metadata={"category": "charts"})
+    def chart(self, days: int) -> list[Any]:
+        """A chart of the last days' temperatures."""
+        return [{"days": days}, Image(png(2, 2))]
+
+
+@pytest.mark.anyio
+async def test_an_sdk_plugin_registers_title_hints_inferred_output_schema_and_returns_an_image(
+    registry: str, stub: registry_pb2_grpc.ToolRegistryAsyncStub
+) -> None:
+    plugin = RichTools(registry_address=registry)
+    async with plugin:
+        await plugin.wait_registered(10)
+        listed = {t.tool.name: t.tool for t in await list_tools(stub, source="plugin:rich")}
+        reading = listed["reading"]
+        assert reading.title == "Current weather"
+        assert reading.annotations == tools_pb2.ToolAnnotations(
+            read_only=True, idempotent=True, open_world=True
+        )
+        schema = from_struct(reading.output_schema)
+        assert schema["properties"]["temp_c"]["description"] == "Temperature in °C"
+        assert schema["required"] == ["city", "temp_c"]
+        assert dict(listed["chart"].metadata) == {"category": "charts"}
+        assert not listed["chart"].HasField("output_schema")  # list[Any]: not structured
+
+        ok = await invoke(stub, "reading", {"city": "Oslo"})
+        assert not ok.is_error and from_value(ok.output) == {"city": "Oslo", "temp_c": 21.5}
+        broken = await invoke(stub, "reading", {"city": "Oslo", "broken": True})
+        assert broken.is_error and "output.temp_c: 'warm' is not of type 'number'" in broken.error
+
+        chart = await invoke(stub, "chart", {"days": 7})
+        assert not chart.is_error and from_value(chart.output) == {"days": 7}
+        [part] = chart.parts
+        assert part.image.mime_type == "image/png" and part.image.data == png(2, 2)

@@ -7,6 +7,7 @@ keeps retrying in the background, which must not disturb serving calls.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import threading
@@ -16,12 +17,14 @@ from typing import Any
 
 import grpc
 import pytest
+from pydantic import BaseModel
 
-from plugin_stub import CallContext, Plugin, ToolConflictError, ToolError, llm_tool
+from plugin_stub import CallContext, File, Image, Plugin, ToolConflictError, ToolError, llm_tool
+from tests.support.images import png
 from tests.support.lag import loop_lag
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_value, to_struct
-from toolcall.v1 import callback_pb2, callback_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
 
 NOWHERE = "127.0.0.1:9"  # discard port: nothing listens there
 
@@ -29,6 +32,17 @@ NOWHERE = "127.0.0.1:9"  # discard port: nothing listens there
 class Shape(enum.Enum):
     CIRCLE = "circle"
     SQUARE = "square"
+
+
+class Temperature(BaseModel):
+    city: str
+    temp_c: float
+
+
+@dataclasses.dataclass
+class Spot:
+    x: float
+    label: str = "here"
 
 
 class Probe(Plugin):
@@ -120,6 +134,32 @@ class Probe(Plugin):
     @llm_tool
     def huge_output(self) -> Any:
         return {"n": 10**400}
+
+    @llm_tool
+    def parts(self, kind: str) -> Any:
+        return {
+            "image_and_json": [{"days": 7}, Image(png(2, 2)), "note"],
+            "image_only": Image(png()),
+            "file": File(uri="file:///tmp/report.pdf", mime_type="application/pdf", name="r.pdf"),
+            "model": Temperature(city="Oslo", temp_c=3.5),
+            "dataclass": Spot(1.5),
+            "envelope": {
+                "output": {"n": 1},
+                "is_error": True,
+                "error": "bad",
+                "parts": [Image(png())],
+            },
+        }[kind]
+
+    @llm_tool
+    def describe(self, spot: Spot, reading: Temperature | None = None) -> str:
+        assert isinstance(spot, Spot)
+        assert reading is None or isinstance(reading, Temperature)
+        return f"{spot.label} at {spot.x}" + (f", {reading.temp_c} °C" if reading else "")
+
+    @llm_tool
+    def refuse_spot(self) -> None:
+        raise ToolError("off the map", output=Spot(-1.0))
 
     @llm_tool
     def area(self, shape: Shape, size: float) -> dict[str, Any]:
@@ -417,3 +457,49 @@ async def test_unix_socket_listen_address(tmp_path: Any) -> None:
             reply = await call(callback_pb2_grpc.ToolCallbackStub(ch), "add", {"a": 1, "b": 1})
     assert from_value(reply.output) == 2
     assert not plugin.running
+
+
+@pytest.mark.anyio
+async def test_images_files_models_and_dataclasses_become_parts_and_json_output(stub: Any) -> None:
+    mixed = await call(stub, "parts", {"kind": "image_and_json"})
+    # The parts are the content parts; the other items the output (several: a list).
+    assert from_value(mixed.output) == [{"days": 7}, "note"] and not mixed.is_error
+    [image] = mixed.parts
+    assert image.image.mime_type == "image/png" and image.image.data == png(2, 2)
+    only = await call(stub, "parts", {"kind": "image_only"})
+    assert from_value(only.output) is None and only.parts[0].image.data == png()
+    file = await call(stub, "parts", {"kind": "file"})
+    assert file.parts[0].resource == tools_pb2.ResourcePart(
+        uri="file:///tmp/report.pdf", mime_type="application/pdf", name="r.pdf"
+    )
+    model = await call(stub, "parts", {"kind": "model"})
+    assert from_value(model.output) == {"city": "Oslo", "temp_c": 3.5} and not model.parts
+    dataclass = await call(stub, "parts", {"kind": "dataclass"})
+    assert from_value(dataclass.output) == {"x": 1.5, "label": "here"}
+    envelope = await call(stub, "parts", {"kind": "envelope"})
+    assert envelope.is_error and envelope.error == "bad" and len(envelope.parts) == 1
+    refused = await call(stub, "refuse_spot")
+    assert refused.is_error and from_value(refused.output) == {"x": -1.0, "label": "here"}
+
+
+def test_an_image_is_typed_from_its_bytes_or_refused() -> None:
+    assert Image(png()).mime_type == "image/png"
+    assert Image(b"GIF89a...").mime_type == "image/gif"
+    with pytest.raises(ValueError, match="not PNG, JPEG, GIF or WebP"):
+        Image(b"<svg/>")
+    with pytest.raises(ValueError, match="File needs a uri or data"):
+        File()
+
+
+@pytest.mark.anyio
+async def test_dataclass_and_pydantic_arguments_arrive_as_instances(stub: Any) -> None:
+    plain = await call(stub, "describe", {"spot": {"x": 2}})
+    assert from_value(plain.output) == "here at 2"  # JSON's 2 is an int
+    both = await call(
+        stub,
+        "describe",
+        {"spot": {"x": 1.5, "label": "pier"}, "reading": {"city": "O", "temp_c": 4}},
+    )
+    assert from_value(both.output) == "pier at 1.5, 4.0 °C"
+    refused = await call(stub, "describe", {"spot": {"label": "no x"}})
+    assert refused.is_error and refused.error.startswith("INVALID_ARGUMENT: arguments.spot")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic import BaseModel, Field
 
 from plugin_stub import (
     CallContext,
@@ -17,10 +19,14 @@ from plugin_stub import (
     llm_tool,
     tool_meta,
 )
+from plugin_stub.callback_server import shape_result
 from plugin_stub.decorator import OPTION_NAMES
+from plugin_stub.local_tools import LocalTool
 from plugin_stub.schema_inference import parse_docstring
 from toolcall import tools
+from toolcall.jsonvalue import from_value, to_struct
 from toolcall.tools import ToolSpec
+from toolcall.v1 import tools_pb2
 
 
 class Color(enum.Enum):
@@ -324,7 +330,21 @@ def test_a_tool_without_description_logs_a_warning(caplog: pytest.LogCaptureFixt
 
 
 def test_options_are_one_type_for_the_decorator_and_the_plugin() -> None:
-    assert OPTION_NAMES == {"description", "parameters", "timeout", "role", "mode", "ack_message"}
+    assert OPTION_NAMES == {
+        "description",
+        "parameters",
+        "timeout",
+        "role",
+        "mode",
+        "ack_message",
+        "title",
+        "read_only",
+        "destructive",
+        "idempotent",
+        "open_world",
+        "output_schema",
+        "metadata",
+    }
     with pytest.raises(TypeError, match="unknown option"):
         llm_tool(timout=3)(lambda: None)  # type: ignore[call-overload]
     plugin = Plugin(registry_address="127.0.0.1:9")
@@ -332,3 +352,144 @@ def test_options_are_one_type_for_the_decorator_and_the_plugin() -> None:
         plugin.register_llm_tool("t", lambda: None, timout=3)  # type: ignore[call-arg]
     info = plugin.register_llm_tool("t", lambda: None, description="T.", timeout=5, mode="async")
     assert (info["timeout"], info["mode"]) == (5.0, "async")
+
+
+class Wind(BaseModel):
+    kph: float
+
+
+class Report(BaseModel):
+    city: str
+    wind: Wind
+
+
+@dataclasses.dataclass
+class Point:
+    """A point on the map."""
+
+    x: float
+    label: str = "here"
+
+
+class Row(TypedDict):
+    name: str
+    score: NotRequired[int]
+
+
+@dataclasses.dataclass
+class Node:
+    value: int
+    children: list[Node]
+
+
+def output_schema_of(func: Any) -> dict[str, Any] | None:
+    meta = tool_meta(llm_tool(func))
+    assert meta is not None
+    return meta.output_schema
+
+
+def test_title_hints_and_metadata_reach_the_registered_definition() -> None:
+    @llm_tool(
+        title="Delete file", destructive=True, idempotent=False, metadata={"category": "files"}
+    )
+    def delete(path: str) -> None:
+        """Delete a file."""
+
+    meta = tool_meta(delete)
+    assert meta is not None and meta.title == "Delete file"
+    assert meta.annotations == {"destructive": True, "idempotent": False}
+    definition = LocalTool.build(meta, delete).definition("127.0.0.1:9", "plugin:x")
+    assert definition.title == "Delete file" and dict(definition.metadata) == {"category": "files"}
+    assert definition.annotations.destructive and definition.annotations.HasField("idempotent")
+    assert not definition.annotations.HasField("read_only")  # not given: MCP's default
+    assert not definition.HasField("output_schema")  # None: not structured
+    assert ToolSpec.from_definition(definition).title == "Delete file"
+
+
+def test_output_schema_is_inferred_from_a_structured_return_type() -> None:
+    def report() -> Report:
+        """A report."""
+        return Report(city="Oslo", wind=Wind(kph=3))
+
+    def point() -> Point:
+        """A point."""
+        return Point(1.0)
+
+    def row() -> Row:
+        """A row."""
+        return {"name": "a"}
+
+    pydantic_schema = output_schema_of(report)
+    assert pydantic_schema is not None
+    assert pydantic_schema["properties"]["wind"] == {"$ref": "#/$defs/Wind"}
+    assert pydantic_schema["$defs"]["Wind"]["properties"]["kph"]["type"] == "number"
+    assert output_schema_of(point) == {
+        "type": "object",
+        "properties": {"x": {"type": "number"}, "label": {"type": "string", "default": "here"}},
+        "required": ["x"],
+        "description": "A point on the map.",
+    }
+    assert output_schema_of(row) == {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "score": {"type": "integer"}},
+        "required": ["name"],
+    }
+    # What the handler returns, as the SDK sends it, passes its own schema.
+    for func in (report, point, row):
+        spec = ToolSpec.from_definition(
+            LocalTool.build(tool_meta(llm_tool(func)), func).definition("127.0.0.1:9", "x")  # type: ignore[arg-type]
+        )
+        assert spec.validate_output is not None
+        assert spec.validate_output(from_value(shape_result(func()).output)) is None
+
+    # Other return types declare no output_schema; an explicit one wins.
+    def plain() -> dict[str, int]:
+        """Plain."""
+        return {"a": 1}
+
+    assert output_schema_of(plain) is None
+    explicit = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    assert tool_meta(llm_tool(output_schema=explicit)(report)).output_schema == explicit  # type: ignore[union-attr]
+
+
+def test_structured_parameters_and_field_descriptions_are_inferred_with_defs_at_the_root() -> None:
+    def place(
+        where: Point, report: Report, city: Annotated[str, Field(description="City name")]
+    ) -> None:
+        """Place."""
+
+    schema = schema_of(place)
+    assert schema["properties"]["where"]["properties"]["x"] == {"type": "number"}
+    assert schema["properties"]["report"]["properties"]["wind"] == {"$ref": "#/$defs/Wind"}
+    assert "Wind" in schema["$defs"]  # hoisted, so the $ref resolves from the root
+    assert schema["properties"]["city"] == {"type": "string", "description": "City name"}
+    spec = ToolSpec.from_definition(
+        tools_pb2.ToolDefinition(
+            name="p", callback_address="127.0.0.1:9", parameters=to_struct(schema)
+        )
+    )
+    good = {"where": {"x": 1}, "report": {"city": "a", "wind": {"kph": 2}}, "city": "b"}
+    assert spec.validate_arguments(good) is None
+    bad = {**good, "report": {"city": "a", "wind": {"kph": "fast"}}}
+    assert "arguments.report.wind.kph" in (spec.validate_arguments(bad) or "")
+
+
+def test_bad_hints_metadata_and_self_containing_types_fail_at_decoration() -> None:
+    def f() -> None:
+        """F."""
+
+    with pytest.raises(ValueError, match="read_only must be True, False or None"):
+        llm_tool(read_only="yes")(f)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="metadata must be a dict of str to str"):
+        llm_tool(metadata={"n": 1})(f)  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="read_only and destructive cannot both be true"):
+        llm_tool(read_only=True, destructive=True)(f)
+    with pytest.raises(ValueError, match="title is longer than 128"):
+        llm_tool(title="t" * 129)(f)
+
+    def tree() -> Node:
+        """A tree."""
+        return Node(1, [])
+
+    with pytest.raises(SchemaInferenceError, match="Node contains itself; pass output_schema="):
+        llm_tool(tree)

@@ -13,10 +13,11 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from toolcall import config
 from toolcall.callback_channels import (
@@ -206,7 +207,8 @@ class Dispatcher:
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
         entry = self._channels.acquire(spec.callback_address)
         try:
-            reply = await entry.stub.Invoke(request, timeout=timeout)
+            # Decoded as a ToolResult (toolcall/callback_channels.py).
+            reply = cast(tools_pb2.ToolResult, await entry.stub.Invoke(request, timeout=timeout))
         except grpc.aio.AioRpcError as exc:
             return error_result(self._describe_rpc_error(spec, exc, timeout))
         finally:
@@ -241,12 +243,12 @@ class Dispatcher:
                     f"the tool's output_schema: {mismatch}",
                     reply.output,
                 )
-        result = tools_pb2.ToolResult(
-            output=reply.output, is_error=reply.is_error, error=reply.error
-        )
-        if reply.parts:  # text results (the usual ones) skip this
-            result.parts.extend(reply.parts)
-        return result
+        if len(UnknownFieldSet(reply)):
+            # Fields this version does not know are not passed on as if they were ours.
+            return tools_pb2.ToolResult(
+                output=reply.output, is_error=reply.is_error, error=reply.error, parts=reply.parts
+            )
+        return reply
 
     def _describe_rpc_error(self, spec: ToolSpec, exc: grpc.aio.AioRpcError, timeout: float) -> str:
         code = exc.code()

@@ -30,7 +30,9 @@ ToolsChanged = Callable[[Iterable[ToolSpec], Iterable[ToolSpec]], None]
 class RegistryView:
     def __init__(self, registry_address: str, on_change: ToolsChanged | None = None) -> None:
         self.registry_address = registry_address
-        self._on_change = on_change
+        # Change hooks: the owner's, and those of other readers sharing the view
+        # (the gateway's MCP bridge and its web console read one view).
+        self._hooks: list[ToolsChanged] = [on_change] if on_change is not None else []
         self._tools: Tools = {}
         # Roles the registry serves (from each Watch's SYNCED event); None until
         # the first sync. Never from List: a large registry's full List would
@@ -76,6 +78,10 @@ class RegistryView:
             except TimeoutError:
                 return False
         return True
+
+    def add_change_hook(self, hook: ToolsChanged) -> None:
+        """Also calls ``hook(gone, added)`` each time the served tools change."""
+        self._hooks.append(hook)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -151,9 +157,10 @@ class RegistryView:
                     self._changed.notify_all()
 
     def _changed_tools(self, gone: Iterable[ToolSpec], added: Iterable[ToolSpec]) -> None:
-        if self._on_change is not None:
+        gone, added = list(gone), list(added)
+        for hook in self._hooks:
             try:
-                self._on_change(gone, added)
+                hook(gone, added)
             except Exception:
                 log.exception("registry view change hook failed")
 

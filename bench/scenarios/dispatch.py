@@ -8,7 +8,8 @@ It does so on asyncio's loop, where the real LLMService runs on uvloop: if
 anything, B is measured slower than a chat dispatches.
 B dials the plugin over TCP loopback, B-uds over a unix socket. The tool is
 an ``async def``; B-sync serves the same tool as a plain ``def``, which the
-SDK runs in its thread pool (what that hop costs).
+SDK runs in its thread pool (what that hop costs). B-img's tool returns the
+same output and a 1 MiB PNG as a content part (what an image result costs).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from bench.payload import CALL_ID, RAW_ARGUMENTS
+from bench.payload import CALL_ID, RAW_ARGUMENTS, image_png
 from bench.processes import running
 from bench.scenarios.base import BenchEnv, Call, expect_output
 from bench.servers.sdk_plugin import get_weather
@@ -43,11 +44,13 @@ def spec_for(address: str) -> ToolSpec:
 
 @contextlib.asynccontextmanager
 async def _open(
-    env: BenchEnv, name: str, listen: str, *, sync_handler: bool = False
+    env: BenchEnv, name: str, listen: str, *, sync_handler: bool = False, image: bool = False
 ) -> AsyncIterator[Call]:
     args = ["-m", "bench.servers.sdk_plugin", "--address", listen]
     if sync_handler:
         args.append("--sync")
+    if image:
+        args.append("--image")
     async with running(name, args, log_dir=env.log_dir, env=plugin_env(env)) as plugin:
         spec = spec_for(plugin.target)
         dispatcher = Dispatcher()
@@ -60,6 +63,8 @@ async def _open(
             if result.is_error:
                 raise RuntimeError(f"{name}: dispatch failed: {result.error}")
             expect_output(from_value(result.output), name)
+            if image and [len(p.image.data) for p in result.parts] != [len(image_png())]:
+                raise RuntimeError(f"{name}: the result does not carry the 1 MiB image")
             yield call
         finally:
             await dispatcher.close()
@@ -75,3 +80,7 @@ def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
 
 def open_sync(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
     return _open(env, "B-sync", "127.0.0.1:0", sync_handler=True)
+
+
+def open_image(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    return _open(env, "B-img", "127.0.0.1:0", image=True)

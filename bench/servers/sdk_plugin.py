@@ -4,7 +4,8 @@
 registers with ``TOOLCALL_REGISTRY_ADDRESS`` (B points that at a socket no
 one listens on: the plugin then serves while its registrar backs off).
 ``--sync`` serves a plain ``def`` handler, which the SDK runs in its thread
-pool, instead of the default ``async def``.
+pool, instead of the default ``async def``; ``--image`` one whose result also
+carries a 1 MiB PNG as a content part (B-img).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.payload import DESCRIPTION, OUTPUT, PARAMETERS, TOOL_NAME
+from bench.payload import DESCRIPTION, OUTPUT, PARAMETERS, TOOL_NAME, image_png
 from bench.processes import announce_ready
-from plugin_stub import Plugin, llm_tool
+from plugin_stub import Image, Plugin, llm_tool
+
+IMAGE = Image(image_png())
 
 
 @llm_tool(name=TOOL_NAME, description=DESCRIPTION, parameters=PARAMETERS, timeout=30)
@@ -25,6 +28,11 @@ async def get_weather(city: str) -> dict[str, Any]:
 @llm_tool(name=TOOL_NAME, description=DESCRIPTION, parameters=PARAMETERS, timeout=30)
 def get_weather_sync(city: str) -> dict[str, Any]:
     return OUTPUT
+
+
+@llm_tool(name=TOOL_NAME, description=DESCRIPTION, parameters=PARAMETERS, timeout=30)
+async def get_weather_image(city: str) -> list[Any]:
+    return [OUTPUT, IMAGE]
 
 
 class BenchPlugin(Plugin):
@@ -38,10 +46,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", default="127.0.0.1:0")
     parser.add_argument("--sync", action="store_true")
+    parser.add_argument("--image", action="store_true")
     args = parser.parse_args()
-    plugin = BenchPlugin(
-        address=args.address, tools=[get_weather_sync if args.sync else get_weather]
-    )
+    tool = get_weather_image if args.image else get_weather_sync if args.sync else get_weather
+    plugin = BenchPlugin(address=args.address, tools=[tool])
     plugin.run(log_level="WARNING")
 
 

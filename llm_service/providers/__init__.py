@@ -62,6 +62,7 @@ class Providers:
                 default_model=s.openai_model,
                 timeout_s=s.provider_timeout_s,
                 max_retries=s.provider_max_retries,
+                image_input=s.openai_image_input,
             )
         if name == "gemini":
             if not s.gemini_api_key:

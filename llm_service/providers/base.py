@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 from llm_service.messages import Message, ToolCall
 from toolcall.tools import ToolSpec
 
+ToolChoice = Literal["auto", "none", "required"]
+
 # How a provider failure is reported to the caller (the servicer maps these to
 # gRPC status codes; see docs/llm.md).
 ErrorKind = Literal[
@@ -43,6 +45,12 @@ class ProviderRequest:
     tools: list[ToolSpec]
     temperature: float | None = None
     stream: bool = False
+    # This round: "auto", "none" (call no tool) or "required" (call at least
+    # one); ``forced_tool`` (one of ``tools``) wins over it.
+    tool_choice: ToolChoice = "auto"
+    forced_tool: str = ""
+    # False: at most one tool call per answer; None: the provider's default.
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(slots=True)

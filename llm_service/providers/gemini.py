@@ -27,6 +27,7 @@ from llm_service.providers.base import (
     http_error,
 )
 from toolcall.ids import new_call_id
+from toolcall.parts import placeholder
 
 SIGNATURE = "gemini_thought_signature"
 
@@ -53,6 +54,21 @@ def _function_response_part(m: Message) -> types.Part:
     )
 
 
+def _content_parts(m: Message) -> list[types.Part]:
+    """A tool message's content parts, to follow its function response in the same
+    turn: images and audio as ``inline_data``, text as text, files as a short
+    placeholder (never base64 text)."""
+    out: list[types.Part] = []
+    for p in m.parts:
+        media = p.image if p.HasField("image") else p.audio if p.HasField("audio") else None
+        if media is not None:
+            blob = types.Blob(mime_type=media.mime_type, data=media.data)
+            out.append(types.Part(inline_data=blob))
+        else:
+            out.append(types.Part(text=placeholder(p)))
+    return out
+
+
 def to_gemini_contents(messages: list[Message]) -> tuple[str, list[types.Content]]:
     """System instruction (the leading system messages) and the contents."""
     system: list[str] = []
@@ -62,6 +78,7 @@ def to_gemini_contents(messages: list[Message]) -> tuple[str, list[types.Content
         i += 1
     contents: list[types.Content] = []
     for m in messages[i:]:
+        extra: list[types.Part] = []
         if m.role == "assistant":
             parts = [types.Part(text=m.content)] if m.content else []
             parts.extend(_function_call_part(c) for c in m.tool_calls)
@@ -69,6 +86,7 @@ def to_gemini_contents(messages: list[Message]) -> tuple[str, list[types.Content
             continue
         if m.role == "tool":
             part = _function_response_part(m)
+            extra = _content_parts(m)
         elif m.role == "system":
             # Gemini has no mid-conversation system turns; notes (async task
             # results) go in as user text, marked as such.
@@ -80,8 +98,9 @@ def to_gemini_contents(messages: list[Message]) -> tuple[str, list[types.Content
         # user and model turns alternate.
         if last is not None and last.role == "user" and last.parts is not None:
             last.parts.append(part)
+            last.parts.extend(extra)
         else:
-            contents.append(types.Content(role="user", parts=[part]))
+            contents.append(types.Content(role="user", parts=[part, *extra]))
     return "\n\n".join(system), contents
 
 
@@ -135,6 +154,22 @@ class GeminiProvider:
                     ]
                 )
             ]
+            if request.forced_tool:
+                config.tool_config = types.ToolConfig(
+                    function_calling_config=types.FunctionCallingConfig(
+                        mode=types.FunctionCallingConfigMode.ANY,
+                        allowed_function_names=[request.forced_tool],
+                    )
+                )
+            elif request.tool_choice != "auto":
+                mode = (
+                    types.FunctionCallingConfigMode.NONE
+                    if request.tool_choice == "none"
+                    else types.FunctionCallingConfigMode.ANY
+                )
+                config.tool_config = types.ToolConfig(
+                    function_calling_config=types.FunctionCallingConfig(mode=mode)
+                )
         return config
 
     async def generate(

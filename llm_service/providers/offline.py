@@ -8,7 +8,8 @@ tests and demos are reproducible. Its rules (also in docs/llm.md):
    "<tool> returned: <json>" (keys sorted), "The tool <tool> failed: <error>"
    (plus " (output: <json>)" when the failed tool gave an output), or for an
    async acknowledgement "Started <tool> (task <id>); I'll report the result
-   when it arrives."
+   when it arrives." A result's content parts are named after it
+   ("with [image: image/png, 2048 bytes, not shown]"), never shown.
 2. Otherwise it reads the latest user message, splits it into lowercase
    words, drops stopwords, and scores every tool: 3 points per message word in
    the tool's name (split at ``_ . -`` and camelCase), 1 per word in its
@@ -20,6 +21,11 @@ tests and demos are reproducible. Its rules (also in docs/llm.md):
    not start the sentence, else the last word; an enum gets the first of its
    values named in the message (else its first value); integers and numbers
    get the first number in the message (else 1); booleans get true.
+4. The request's tool control wins over rule 2: tool_choice "none" answers a
+   fixed text and calls nothing; a forced tool is the one called; "required"
+   with no word in common calls the alphabetically first tool. The tools it
+   sees are already narrowed to allowed_tools; it makes one call per answer,
+   so parallel_tool_calls changes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 from llm_service.messages import Message, ToolCall, parse_tool_content
 from llm_service.providers.base import ModelTurn, ProviderRequest, TextChunk
+from toolcall.parts import placeholder
 from toolcall.tools import ToolSpec
 
 MODEL = "rules-v1"
@@ -122,7 +129,14 @@ def fill_arguments(spec: ToolSpec, message: str) -> dict[str, Any]:
 
 
 def describe_result(msg: Message) -> str:
-    """Rule 1: one sentence per tool result."""
+    """Rule 1: one sentence per tool result (its content parts named, never shown)."""
+    sentence = _describe_value(msg)
+    if msg.parts:
+        sentence += " with " + ", ".join(placeholder(p) for p in msg.parts)
+    return sentence
+
+
+def _describe_value(msg: Message) -> str:
     value = parse_tool_content(msg.content)
     if isinstance(value, dict) and set(value) == {"error"}:
         return f"The tool {msg.name} failed: {value['error']}"
@@ -154,6 +168,12 @@ def no_match_text(tools: list[ToolSpec]) -> str:
     )
 
 
+TOOLS_OFF_TEXT = (
+    "I am the offline stand-in (rule-based, not a language model). "
+    "Tools are off for this turn (tool_choice none), so I call none."
+)
+
+
 def respond(request: ProviderRequest) -> ModelTurn:
     msgs = request.messages
     if msgs and msgs[-1].role == "tool":
@@ -164,7 +184,13 @@ def respond(request: ProviderRequest) -> ModelTurn:
             results.append(m)
         return ModelTurn(text="\n".join(describe_result(m) for m in reversed(results)))
     user = next((m.content for m in reversed(msgs) if m.role == "user"), "")[:MAX_READ_CHARS]
+    if request.tool_choice == "none" and not request.forced_tool:
+        return ModelTurn(text=TOOLS_OFF_TEXT)
     spec = pick_tool(user, request.tools)
+    if request.forced_tool:
+        spec = next((t for t in request.tools if t.name == request.forced_tool), spec)
+    elif spec is None and request.tool_choice == "required" and request.tools:
+        spec = min(request.tools, key=lambda t: t.name)
     if spec is None:
         return ModelTurn(text=no_match_text(request.tools))
     call = ToolCall(

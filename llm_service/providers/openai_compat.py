@@ -7,6 +7,7 @@ DeepSeek, vLLM, Ollama (``TOOLCALL_OPENAI_BASE_URL``). Streaming assembles
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -23,6 +24,7 @@ from llm_service.providers.base import (
     http_error,
 )
 from toolcall.ids import new_call_id
+from toolcall.parts import placeholder
 
 # OpenAI function names allow [a-zA-Z0-9_-]; toolcall names may also hold dots.
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
@@ -49,9 +51,39 @@ class NameMap:
         return self.from_model.get(alias, alias)
 
 
-def to_openai_messages(messages: list[Message], names: NameMap) -> list[dict[str, Any]]:
+def parts_message(tool_messages: list[Message], images: bool) -> dict[str, Any]:
+    """The user message that follows a round's tool messages with their content
+    parts: a tool message holds text only, so images come here, as data-URL
+    ``image_url`` parts, each group after a line naming its call. Without
+    ``images`` (a model that takes none), and for audio and files, a short
+    text placeholder: never base64 in the prompt."""
+    content: list[dict[str, Any]] = []
+    for m in tool_messages:
+        content.append(
+            {"type": "text", "text": f"Content returned by tool call {m.tool_call_id} ({m.name}):"}
+        )
+        for p in m.parts:
+            if images and p.HasField("image"):
+                data = base64.b64encode(p.image.data).decode()
+                url = f"data:{p.image.mime_type};base64,{data}"
+                content.append({"type": "image_url", "image_url": {"url": url}})
+            else:
+                content.append({"type": "text", "text": placeholder(p)})
+    if all(c["type"] == "text" for c in content):  # plain text: any server takes it
+        return {"role": "user", "content": "\n".join(c["text"] for c in content)}
+    return {"role": "user", "content": content}
+
+
+def to_openai_messages(
+    messages: list[Message], names: NameMap, *, images: bool = True
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    # Tool messages of the current run that have content parts.
+    with_parts: list[Message] = []
     for m in messages:
+        if m.role != "tool" and with_parts:
+            out.append(parts_message(with_parts, images))
+            with_parts = []
         if m.role == "assistant":
             item: dict[str, Any] = {"role": "assistant", "content": m.content or None}
             if m.tool_calls:
@@ -69,8 +101,12 @@ def to_openai_messages(messages: list[Message], names: NameMap) -> list[dict[str
             out.append(item)
         elif m.role == "tool":
             out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+            if m.parts:
+                with_parts.append(m)
         else:
             out.append({"role": m.role, "content": m.content})
+    if with_parts:
+        out.append(parts_message(with_parts, images))
     return out
 
 
@@ -85,8 +121,10 @@ class OpenAICompatProvider:
         default_model: str,
         timeout_s: float,
         max_retries: int,
+        image_input: bool = True,
     ) -> None:
         self.default_model = default_model
+        self._image_input = image_input
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url or None,
@@ -104,7 +142,7 @@ class OpenAICompatProvider:
         names = NameMap([t.name for t in request.tools])
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": to_openai_messages(request.messages, names),
+            "messages": to_openai_messages(request.messages, names, images=self._image_input),
         }
         if request.tools:
             params["tools"] = [
@@ -118,6 +156,15 @@ class OpenAICompatProvider:
                 }
                 for t in request.tools
             ]
+            if request.forced_tool:
+                params["tool_choice"] = {
+                    "type": "function",
+                    "function": {"name": names.model_name(request.forced_tool)},
+                }
+            elif request.tool_choice != "auto":
+                params["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:  # only valid beside tools
+                params["parallel_tool_calls"] = request.parallel_tool_calls
         if request.temperature is not None:
             params["temperature"] = request.temperature
         try:

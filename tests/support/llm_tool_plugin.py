@@ -14,6 +14,11 @@ serving. What a call does depends on the tool name's first word (before
 - ``nan``:   returns a NaN number (protobuf carries it; JSON cannot)
 - ``deep``:  returns ``arguments.levels`` nested lists (default 60: past protobuf's
   decoding limit of 100 messages)
+- ``picture``: a chart as an image part (PNG) beside ``{"points": 3}``
+- ``image``: returns ``{"chart": "weekly"}`` with three content parts: the text
+  "a weekly chart", the PNG ``tests.support.images.png(2, 2)`` (or, with
+  ``arguments.noise`` set, an incompressible one of that many pixels a side),
+  and a file reference ``file:///tmp/chart.csv``
 - ``chat``:  calls LLMService.Chat at ``arguments.address`` for ``arguments.session``
   (default: its own session); returns ``{"code", "details"|"answer"}``
 """
@@ -27,12 +32,16 @@ import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from google.protobuf import struct_pb2
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: tests.support
+
+from tests.support.images import png
 from toolcall.jsonvalue import from_struct, to_value
-from toolcall.v1 import callback_pb2, callback_pb2_grpc, llm_pb2, llm_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc, llm_pb2, llm_pb2_grpc, tools_pb2
 
 
 class Tools(callback_pb2_grpc.ToolCallbackServicer):
@@ -71,6 +80,21 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
                 value = value.list_value.values.add()
             value.string_value = "x"
             return reply
+        if kind == "image":
+            side = int(args.get("noise", 0))
+            data = png(side, side, noise=True) if side else png(2, 2)
+            parts = [
+                tools_pb2.ContentPart(text="a weekly chart"),
+                tools_pb2.ContentPart(image=tools_pb2.ImagePart(mime_type="image/png", data=data)),
+                tools_pb2.ContentPart(
+                    resource=tools_pb2.ResourcePart(
+                        uri="file:///tmp/chart.csv", mime_type="text/csv", name="chart.csv"
+                    )
+                ),
+            ]
+            return callback_pb2.ToolCallbackInvokeResponse(
+                output=to_value({"chart": "weekly"}), parts=parts
+            )
         if kind == "chat":
             out = await chat(args["address"], args.get("session") or request.session_id)
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
@@ -81,6 +105,12 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
             return callback_pb2.ToolCallbackInvokeResponse(
                 is_error=True, error="CITY_NOT_FOUND", output=to_value(out)
             )
+        if kind == "picture":
+            reply = callback_pb2.ToolCallbackInvokeResponse(output=to_value({"points": 3}))
+            reply.parts.add().image.CopyFrom(
+                tools_pb2.ImagePart(mime_type="image/png", data=png(48, 32, noise=True))
+            )
+            return reply
         if kind == "crash":
             await context.abort(grpc.StatusCode.INTERNAL, "plugin crashed")
         return callback_pb2.ToolCallbackInvokeResponse(

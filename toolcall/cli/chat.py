@@ -10,6 +10,7 @@ from typing import TextIO
 from toolcall import config
 from toolcall.clients import channel
 from toolcall.jsonvalue import value_to_json
+from toolcall.parts import placeholder
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
 # The service this command talks to (named when an address serves another one).
@@ -61,6 +62,8 @@ class EventPrinter:
                 status = f"accepted as task {rec.task_id}"
             else:
                 status = value_to_json(rec.result.output)
+            for part in rec.result.parts:  # named, never printed as bytes
+                status += f" + {placeholder(part)}"
             self._end_text()
             out.write(f"  <- {rec.call.name}: {status}  ({rec.latency_ms:.1f} ms)\n")
         elif kind == "final":

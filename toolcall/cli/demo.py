@@ -130,6 +130,8 @@ async def main(args: argparse.Namespace) -> int:
         if not args.exit_after_demo:
             stop = stop_requested()
             print(try_next(stack.registry_address, stack.llm_address, sys.argv[0]))
+            if stack.gateway_address:
+                print(f"Or open the web console: http://{stack.gateway_address}/")
             print("Ctrl-C stops it.", flush=True)
             await stop.wait()
     except (RuntimeError, TimeoutError) as exc:

@@ -252,6 +252,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"registry   {stack.registry_address}")
         print(f"llm        {stack.llm_address}")
         if stack.gateway_address:
+            print(f"console    http://{stack.gateway_address}/")
             print(f"mcp        http://{stack.gateway_address}/mcp")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
         print(f"mounted    {', '.join(f'mcp:{n}' for n, _ in stack.mcp_servers) or '(none)'}")

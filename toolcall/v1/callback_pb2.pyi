@@ -70,7 +70,9 @@ Global___ToolCallbackInvokeRequest: _TypeAlias = ToolCallbackInvokeRequest  # no
 
 @_typing.final
 class ToolCallbackInvokeResponse(_message.Message):
-    """The plugin's answer."""
+    """The plugin's answer. Field for field the same as ToolResult (callers
+    decode it as one): a field added here is added there with the same number.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

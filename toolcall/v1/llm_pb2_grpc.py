@@ -61,6 +61,11 @@ class LLMServiceStub:
                 request_serializer=toolcall_dot_v1_dot_llm__pb2.GetTaskRequest.SerializeToString,
                 response_deserializer=toolcall_dot_v1_dot_llm__pb2.GetTaskResponse.FromString,
                 _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/toolcall.v1.LLMService/CancelTask',
+                request_serializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskResponse.FromString,
+                _registered_method=True)
         self.GetHistory = channel.unary_unary(
                 '/toolcall.v1.LLMService/GetHistory',
                 request_serializer=toolcall_dot_v1_dot_llm__pb2.GetHistoryRequest.SerializeToString,
@@ -120,6 +125,17 @@ class LLMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelTask(self, request, context):
+        """Cancels a running async task: its plugin call is cancelled (the plugin
+        sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+        delivered on Subscribe and noted in the history like any result. Answers
+        once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+        already ended: FAILED_PRECONDITION naming its status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHistory(self, request, context):
         """Returns the stored messages of a session, oldest first, at most 4 MiB
         less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -155,6 +171,11 @@ def add_LLMServiceServicer_to_server(servicer, server):
                     servicer.GetTask,
                     request_deserializer=toolcall_dot_v1_dot_llm__pb2.GetTaskRequest.FromString,
                     response_serializer=toolcall_dot_v1_dot_llm__pb2.GetTaskResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskRequest.FromString,
+                    response_serializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskResponse.SerializeToString,
             ),
             'GetHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistory,
@@ -299,6 +320,33 @@ class LLMService:
             '/toolcall.v1.LLMService/GetTask',
             toolcall_dot_v1_dot_llm__pb2.GetTaskRequest.SerializeToString,
             toolcall_dot_v1_dot_llm__pb2.GetTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toolcall.v1.LLMService/CancelTask',
+            toolcall_dot_v1_dot_llm__pb2.CancelTaskRequest.SerializeToString,
+            toolcall_dot_v1_dot_llm__pb2.CancelTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

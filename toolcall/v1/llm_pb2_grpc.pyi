@@ -60,6 +60,13 @@ class LLMServiceStub:
     """Marks async results as received so Subscribe does not send them again."""
     GetTask: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetTaskRequest, _llm_pb2.GetTaskResponse]
     """Reports the status of one async task. Unknown id: NOT_FOUND."""
+    CancelTask: _grpc.UnaryUnaryMultiCallable[_llm_pb2.CancelTaskRequest, _llm_pb2.CancelTaskResponse]
+    """Cancels a running async task: its plugin call is cancelled (the plugin
+    sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+    delivered on Subscribe and noted in the history like any result. Answers
+    once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+    already ended: FAILED_PRECONDITION naming its status.
+    """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetHistoryRequest, _llm_pb2.GetHistoryResponse]
     """Returns the stored messages of a session, oldest first, at most 4 MiB
     less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -97,6 +104,13 @@ class LLMServiceAsyncStub(LLMServiceStub):
     """Marks async results as received so Subscribe does not send them again."""
     GetTask: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetTaskRequest, _llm_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Reports the status of one async task. Unknown id: NOT_FOUND."""
+    CancelTask: _aio.UnaryUnaryMultiCallable[_llm_pb2.CancelTaskRequest, _llm_pb2.CancelTaskResponse]  # type: ignore[assignment]
+    """Cancels a running async task: its plugin call is cancelled (the plugin
+    sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+    delivered on Subscribe and noted in the history like any result. Answers
+    once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+    already ended: FAILED_PRECONDITION naming its status.
+    """
     GetHistory: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetHistoryRequest, _llm_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """Returns the stored messages of a session, oldest first, at most 4 MiB
     less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -161,6 +175,19 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.GetTaskResponse, _abc.Awaitable[_llm_pb2.GetTaskResponse]]:
         """Reports the status of one async task. Unknown id: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def CancelTask(
+        self,
+        request: _llm_pb2.CancelTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.CancelTaskResponse, _abc.Awaitable[_llm_pb2.CancelTaskResponse]]:
+        """Cancels a running async task: its plugin call is cancelled (the plugin
+        sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+        delivered on Subscribe and noted in the history like any result. Answers
+        once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+        already ended: FAILED_PRECONDITION naming its status.
+        """
 
     @_abc_1.abstractmethod
     def GetHistory(

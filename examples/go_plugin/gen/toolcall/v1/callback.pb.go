@@ -115,7 +115,8 @@ func (x *ToolCallbackInvokeRequest) GetRole() string {
 	return ""
 }
 
-// The plugin's answer.
+// The plugin's answer. Field for field the same as ToolResult (callers
+// decode it as one): a field added here is added there with the same number.
 type ToolCallbackInvokeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tool's output: any JSON value.

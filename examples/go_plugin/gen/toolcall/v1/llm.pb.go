@@ -84,6 +84,63 @@ func (MessageRole) EnumDescriptor() ([]byte, []int) {
 	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{0}
 }
 
+// What the model may do with its tools in a turn.
+type ToolChoiceMode int32
+
+const (
+	// Not set: treated exactly like TOOL_CHOICE_MODE_AUTO.
+	ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED ToolChoiceMode = 0
+	// The model decides whether to call tools.
+	ToolChoiceMode_TOOL_CHOICE_MODE_AUTO ToolChoiceMode = 1
+	// The model calls no tool (it is told so; the tools stay declared).
+	ToolChoiceMode_TOOL_CHOICE_MODE_NONE ToolChoiceMode = 2
+	// The model must call at least one tool.
+	ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED ToolChoiceMode = 3
+)
+
+// Enum value maps for ToolChoiceMode.
+var (
+	ToolChoiceMode_name = map[int32]string{
+		0: "TOOL_CHOICE_MODE_UNSPECIFIED",
+		1: "TOOL_CHOICE_MODE_AUTO",
+		2: "TOOL_CHOICE_MODE_NONE",
+		3: "TOOL_CHOICE_MODE_REQUIRED",
+	}
+	ToolChoiceMode_value = map[string]int32{
+		"TOOL_CHOICE_MODE_UNSPECIFIED": 0,
+		"TOOL_CHOICE_MODE_AUTO":        1,
+		"TOOL_CHOICE_MODE_NONE":        2,
+		"TOOL_CHOICE_MODE_REQUIRED":    3,
+	}
+)
+
+func (x ToolChoiceMode) Enum() *ToolChoiceMode {
+	p := new(ToolChoiceMode)
+	*p = x
+	return p
+}
+
+func (x ToolChoiceMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ToolChoiceMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_toolcall_v1_llm_proto_enumTypes[1].Descriptor()
+}
+
+func (ToolChoiceMode) Type() protoreflect.EnumType {
+	return &file_toolcall_v1_llm_proto_enumTypes[1]
+}
+
+func (x ToolChoiceMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ToolChoiceMode.Descriptor instead.
+func (ToolChoiceMode) EnumDescriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{1}
+}
+
 // State of an async tool task.
 type TaskStatus int32
 
@@ -96,6 +153,9 @@ const (
 	TaskStatus_TASK_STATUS_SUCCEEDED TaskStatus = 2
 	// Finished with an error (is_error is true).
 	TaskStatus_TASK_STATUS_FAILED TaskStatus = 3
+	// Cancelled by CancelTask before it finished (is_error is true; error
+	// says so and gives the reason).
+	TaskStatus_TASK_STATUS_CANCELLED TaskStatus = 4
 )
 
 // Enum value maps for TaskStatus.
@@ -105,12 +165,14 @@ var (
 		1: "TASK_STATUS_RUNNING",
 		2: "TASK_STATUS_SUCCEEDED",
 		3: "TASK_STATUS_FAILED",
+		4: "TASK_STATUS_CANCELLED",
 	}
 	TaskStatus_value = map[string]int32{
 		"TASK_STATUS_UNSPECIFIED": 0,
 		"TASK_STATUS_RUNNING":     1,
 		"TASK_STATUS_SUCCEEDED":   2,
 		"TASK_STATUS_FAILED":      3,
+		"TASK_STATUS_CANCELLED":   4,
 	}
 )
 
@@ -125,11 +187,11 @@ func (x TaskStatus) String() string {
 }
 
 func (TaskStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_toolcall_v1_llm_proto_enumTypes[1].Descriptor()
+	return file_toolcall_v1_llm_proto_enumTypes[2].Descriptor()
 }
 
 func (TaskStatus) Type() protoreflect.EnumType {
-	return &file_toolcall_v1_llm_proto_enumTypes[1]
+	return &file_toolcall_v1_llm_proto_enumTypes[2]
 }
 
 func (x TaskStatus) Number() protoreflect.EnumNumber {
@@ -138,7 +200,7 @@ func (x TaskStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskStatus.Descriptor instead.
 func (TaskStatus) EnumDescriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{1}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{2}
 }
 
 // A tool call the model asked for.
@@ -332,6 +394,20 @@ type ChatRequest struct {
 	// Cap on model/tool rounds for this turn. Unset or 0: the service's
 	// default (8); at most 32.
 	MaxToolRounds int32 `protobuf:"varint,7,opt,name=max_tool_rounds,json=maxToolRounds,proto3" json:"max_tool_rounds,omitempty"`
+	// Whether and which tool the model must call (OpenAI's tool_choice,
+	// Gemini's function_calling_config). Unset: auto. REQUIRED and a named
+	// tool hold for the turn's first model round only (later rounds are auto,
+	// so the model can answer); NONE holds for every round.
+	ToolChoice *ToolChoice `protobuf:"bytes,8,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
+	// Whether the model may ask for several tool calls in one answer. Unset:
+	// the provider's default (yes). false: the provider is told so (OpenAI's
+	// parallel_tool_calls), and past the first call of an answer every call
+	// gets an error result instead of running.
+	ParallelToolCalls *bool `protobuf:"varint,9,opt,name=parallel_tool_calls,json=parallelToolCalls,proto3,oneof" json:"parallel_tool_calls,omitempty"`
+	// Narrows the role's tools for this turn to these names (every round).
+	// Empty: all of the role's tools. A name the role does not have is
+	// INVALID_ARGUMENT naming it. At most 128 names.
+	AllowedTools  []string `protobuf:"bytes,10,rep,name=allowed_tools,json=allowedTools,proto3" json:"allowed_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +491,114 @@ func (x *ChatRequest) GetMaxToolRounds() int32 {
 	return 0
 }
 
+func (x *ChatRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetParallelToolCalls() bool {
+	if x != nil && x.ParallelToolCalls != nil {
+		return *x.ParallelToolCalls
+	}
+	return false
+}
+
+func (x *ChatRequest) GetAllowedTools() []string {
+	if x != nil {
+		return x.AllowedTools
+	}
+	return nil
+}
+
+// ChatRequest.tool_choice: a mode, or one tool the model must call.
+type ToolChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which of the two.
+	//
+	// Types that are valid to be assigned to Choice:
+	//
+	//	*ToolChoice_Mode
+	//	*ToolChoice_Name
+	Choice        isToolChoice_Choice `protobuf_oneof:"choice"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolChoice) Reset() {
+	*x = ToolChoice{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolChoice) ProtoMessage() {}
+
+func (x *ToolChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolChoice.ProtoReflect.Descriptor instead.
+func (*ToolChoice) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ToolChoice) GetChoice() isToolChoice_Choice {
+	if x != nil {
+		return x.Choice
+	}
+	return nil
+}
+
+func (x *ToolChoice) GetMode() ToolChoiceMode {
+	if x != nil {
+		if x, ok := x.Choice.(*ToolChoice_Mode); ok {
+			return x.Mode
+		}
+	}
+	return ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED
+}
+
+func (x *ToolChoice) GetName() string {
+	if x != nil {
+		if x, ok := x.Choice.(*ToolChoice_Name); ok {
+			return x.Name
+		}
+	}
+	return ""
+}
+
+type isToolChoice_Choice interface {
+	isToolChoice_Choice()
+}
+
+type ToolChoice_Mode struct {
+	// AUTO, NONE or REQUIRED.
+	Mode ToolChoiceMode `protobuf:"varint,1,opt,name=mode,proto3,enum=toolcall.v1.ToolChoiceMode,oneof"`
+}
+
+type ToolChoice_Name struct {
+	// The model must call this tool (a name the turn's tools include).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3,oneof"`
+}
+
+func (*ToolChoice_Mode) isToolChoice_Choice() {}
+
+func (*ToolChoice_Name) isToolChoice_Choice() {}
+
 // Request of LLMService.ChatStream.
 type ChatStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -426,7 +610,7 @@ type ChatStreamRequest struct {
 
 func (x *ChatStreamRequest) Reset() {
 	*x = ChatStreamRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[3]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +622,7 @@ func (x *ChatStreamRequest) String() string {
 func (*ChatStreamRequest) ProtoMessage() {}
 
 func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[3]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +635,7 @@ func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamRequest.ProtoReflect.Descriptor instead.
 func (*ChatStreamRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{3}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChatStreamRequest) GetRequest() *ChatRequest {
@@ -478,7 +662,7 @@ type ToolCallRecord struct {
 
 func (x *ToolCallRecord) Reset() {
 	*x = ToolCallRecord{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[4]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +674,7 @@ func (x *ToolCallRecord) String() string {
 func (*ToolCallRecord) ProtoMessage() {}
 
 func (x *ToolCallRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[4]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +687,7 @@ func (x *ToolCallRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallRecord.ProtoReflect.Descriptor instead.
 func (*ToolCallRecord) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{4}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ToolCallRecord) GetCall() *ToolCall {
@@ -549,7 +733,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[5]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +745,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[5]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +758,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{5}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Usage) GetPromptTokens() int32 {
@@ -621,7 +805,7 @@ type ChatResponse struct {
 
 func (x *ChatResponse) Reset() {
 	*x = ChatResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[6]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +817,7 @@ func (x *ChatResponse) String() string {
 func (*ChatResponse) ProtoMessage() {}
 
 func (x *ChatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[6]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +830,7 @@ func (x *ChatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
 func (*ChatResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{6}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChatResponse) GetSessionId() string {
@@ -709,7 +893,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[7]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +905,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[7]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +918,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{7}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TextDelta) GetText() string {
@@ -755,7 +939,7 @@ type ToolCallStarted struct {
 
 func (x *ToolCallStarted) Reset() {
 	*x = ToolCallStarted{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[8]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +951,7 @@ func (x *ToolCallStarted) String() string {
 func (*ToolCallStarted) ProtoMessage() {}
 
 func (x *ToolCallStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[8]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +964,7 @@ func (x *ToolCallStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallStarted.ProtoReflect.Descriptor instead.
 func (*ToolCallStarted) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{8}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ToolCallStarted) GetCall() *ToolCall {
@@ -801,7 +985,7 @@ type ToolCallFinished struct {
 
 func (x *ToolCallFinished) Reset() {
 	*x = ToolCallFinished{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[9]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +997,7 @@ func (x *ToolCallFinished) String() string {
 func (*ToolCallFinished) ProtoMessage() {}
 
 func (x *ToolCallFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[9]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1010,7 @@ func (x *ToolCallFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallFinished.ProtoReflect.Descriptor instead.
 func (*ToolCallFinished) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{9}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ToolCallFinished) GetRecord() *ToolCallRecord {
@@ -855,7 +1039,7 @@ type ChatStreamResponse struct {
 
 func (x *ChatStreamResponse) Reset() {
 	*x = ChatStreamResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[10]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1051,7 @@ func (x *ChatStreamResponse) String() string {
 func (*ChatStreamResponse) ProtoMessage() {}
 
 func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[10]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1064,7 @@ func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamResponse.ProtoReflect.Descriptor instead.
 func (*ChatStreamResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{10}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChatStreamResponse) GetEvent() isChatStreamResponse_Event {
@@ -1001,7 +1185,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[11]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1197,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[11]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1210,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{11}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1106,7 +1290,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[12]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1302,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[12]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1315,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{12}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubscribeRequest) GetSessionId() string {
@@ -1159,7 +1343,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1355,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1368,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{13}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubscribeResponse) GetTask() *Task {
@@ -1207,7 +1391,7 @@ type AckTasksRequest struct {
 
 func (x *AckTasksRequest) Reset() {
 	*x = AckTasksRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1403,7 @@ func (x *AckTasksRequest) String() string {
 func (*AckTasksRequest) ProtoMessage() {}
 
 func (x *AckTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1416,7 @@ func (x *AckTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckTasksRequest.ProtoReflect.Descriptor instead.
 func (*AckTasksRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{14}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AckTasksRequest) GetSessionId() string {
@@ -1260,7 +1444,7 @@ type AckTasksResponse struct {
 
 func (x *AckTasksResponse) Reset() {
 	*x = AckTasksResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1456,7 @@ func (x *AckTasksResponse) String() string {
 func (*AckTasksResponse) ProtoMessage() {}
 
 func (x *AckTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1469,7 @@ func (x *AckTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckTasksResponse.ProtoReflect.Descriptor instead.
 func (*AckTasksResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{15}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AckTasksResponse) GetAcknowledged() int32 {
@@ -1306,7 +1490,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1502,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1515,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{16}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTaskRequest) GetTaskId() string {
@@ -1339,6 +1523,108 @@ func (x *GetTaskRequest) GetTaskId() string {
 		return x.TaskId
 	}
 	return ""
+}
+
+// Request of LLMService.CancelTask.
+type CancelTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task id. Required.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Why, for the task's error text and the history (at most 500 characters
+	// are kept).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskRequest) Reset() {
+	*x = CancelTaskRequest{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskRequest) ProtoMessage() {}
+
+func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
+func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CancelTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *CancelTaskRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Response of LLMService.CancelTask.
+type CancelTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task, ended (TASK_STATUS_CANCELLED, or the status it reached first).
+	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskResponse) Reset() {
+	*x = CancelTaskResponse{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskResponse) ProtoMessage() {}
+
+func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
+func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CancelTaskResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
 }
 
 // Response of LLMService.GetTask.
@@ -1352,7 +1638,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1650,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1663,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{17}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1400,7 +1686,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1698,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1711,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{18}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetHistoryRequest) GetSessionId() string {
@@ -1457,7 +1743,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1755,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1768,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{19}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*ChatMessage {
@@ -1518,7 +1804,7 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12.\n" +
-	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\x87\x02\n" +
+	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\xb3\x03\n" +
 	"\vChatRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -1527,8 +1813,19 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\bprovider\x18\x04 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x05 \x01(\tR\x05model\x12%\n" +
 	"\vtemperature\x18\x06 \x01(\x01H\x00R\vtemperature\x88\x01\x01\x12&\n" +
-	"\x0fmax_tool_rounds\x18\a \x01(\x05R\rmaxToolRoundsB\x0e\n" +
-	"\f_temperature\"G\n" +
+	"\x0fmax_tool_rounds\x18\a \x01(\x05R\rmaxToolRounds\x128\n" +
+	"\vtool_choice\x18\b \x01(\v2\x17.toolcall.v1.ToolChoiceR\n" +
+	"toolChoice\x123\n" +
+	"\x13parallel_tool_calls\x18\t \x01(\bH\x01R\x11parallelToolCalls\x88\x01\x01\x12#\n" +
+	"\rallowed_tools\x18\n" +
+	" \x03(\tR\fallowedToolsB\x0e\n" +
+	"\f_temperatureB\x16\n" +
+	"\x14_parallel_tool_calls\"_\n" +
+	"\n" +
+	"ToolChoice\x121\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1b.toolcall.v1.ToolChoiceModeH\x00R\x04mode\x12\x14\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04nameB\b\n" +
+	"\x06choice\"G\n" +
 	"\x11ChatStreamRequest\x122\n" +
 	"\arequest\x18\x01 \x01(\v2\x18.toolcall.v1.ChatRequestR\arequest\"\xa4\x01\n" +
 	"\x0eToolCallRecord\x12)\n" +
@@ -1591,7 +1888,12 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x10AckTasksResponse\x12\"\n" +
 	"\facknowledged\x18\x01 \x01(\x05R\facknowledged\")\n" +
 	"\x0eGetTaskRequest\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"8\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"D\n" +
+	"\x11CancelTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
+	"\x12CancelTaskResponse\x12%\n" +
+	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\"8\n" +
 	"\x0fGetTaskResponse\x12%\n" +
 	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\"H\n" +
 	"\x11GetHistoryRequest\x12\x1d\n" +
@@ -1606,13 +1908,19 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x13MESSAGE_ROLE_SYSTEM\x10\x01\x12\x15\n" +
 	"\x11MESSAGE_ROLE_USER\x10\x02\x12\x1a\n" +
 	"\x16MESSAGE_ROLE_ASSISTANT\x10\x03\x12\x15\n" +
-	"\x11MESSAGE_ROLE_TOOL\x10\x04*u\n" +
+	"\x11MESSAGE_ROLE_TOOL\x10\x04*\x87\x01\n" +
+	"\x0eToolChoiceMode\x12 \n" +
+	"\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n" +
+	"\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n" +
+	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\x90\x01\n" +
 	"\n" +
 	"TaskStatus\x12\x1b\n" +
 	"\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n" +
 	"\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n" +
-	"\x12TASK_STATUS_FAILED\x10\x032\xc6\x03\n" +
+	"\x12TASK_STATUS_FAILED\x10\x03\x12\x19\n" +
+	"\x15TASK_STATUS_CANCELLED\x10\x042\x95\x04\n" +
 	"\n" +
 	"LLMService\x12;\n" +
 	"\x04Chat\x12\x18.toolcall.v1.ChatRequest\x1a\x19.toolcall.v1.ChatResponse\x12O\n" +
@@ -1621,6 +1929,8 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\tSubscribe\x12\x1d.toolcall.v1.SubscribeRequest\x1a\x1e.toolcall.v1.SubscribeResponse0\x01\x12G\n" +
 	"\bAckTasks\x12\x1c.toolcall.v1.AckTasksRequest\x1a\x1d.toolcall.v1.AckTasksResponse\x12D\n" +
 	"\aGetTask\x12\x1b.toolcall.v1.GetTaskRequest\x1a\x1c.toolcall.v1.GetTaskResponse\x12M\n" +
+	"\n" +
+	"CancelTask\x12\x1e.toolcall.v1.CancelTaskRequest\x1a\x1f.toolcall.v1.CancelTaskResponse\x12M\n" +
 	"\n" +
 	"GetHistory\x12\x1e.toolcall.v1.GetHistoryRequest\x1a\x1f.toolcall.v1.GetHistoryResponseB\xa0\x01\n" +
 	"\x0fcom.toolcall.v1B\bLlmProtoP\x01Z6toolcall/examples/go_plugin/gen/toolcall/v1;toolcallv1\xa2\x02\x03TXX\xaa\x02\vToolcall.V1\xca\x02\vToolcall\\V1\xe2\x02\x17Toolcall\\V1\\GPBMetadata\xea\x02\fToolcall::V1b\x06proto3"
@@ -1637,80 +1947,89 @@ func file_toolcall_v1_llm_proto_rawDescGZIP() []byte {
 	return file_toolcall_v1_llm_proto_rawDescData
 }
 
-var file_toolcall_v1_llm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_toolcall_v1_llm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_toolcall_v1_llm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_toolcall_v1_llm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_toolcall_v1_llm_proto_goTypes = []any{
 	(MessageRole)(0),              // 0: toolcall.v1.MessageRole
-	(TaskStatus)(0),               // 1: toolcall.v1.TaskStatus
-	(*ToolCall)(nil),              // 2: toolcall.v1.ToolCall
-	(*ChatMessage)(nil),           // 3: toolcall.v1.ChatMessage
-	(*ChatRequest)(nil),           // 4: toolcall.v1.ChatRequest
-	(*ChatStreamRequest)(nil),     // 5: toolcall.v1.ChatStreamRequest
-	(*ToolCallRecord)(nil),        // 6: toolcall.v1.ToolCallRecord
-	(*Usage)(nil),                 // 7: toolcall.v1.Usage
-	(*ChatResponse)(nil),          // 8: toolcall.v1.ChatResponse
-	(*TextDelta)(nil),             // 9: toolcall.v1.TextDelta
-	(*ToolCallStarted)(nil),       // 10: toolcall.v1.ToolCallStarted
-	(*ToolCallFinished)(nil),      // 11: toolcall.v1.ToolCallFinished
-	(*ChatStreamResponse)(nil),    // 12: toolcall.v1.ChatStreamResponse
-	(*Task)(nil),                  // 13: toolcall.v1.Task
-	(*SubscribeRequest)(nil),      // 14: toolcall.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 15: toolcall.v1.SubscribeResponse
-	(*AckTasksRequest)(nil),       // 16: toolcall.v1.AckTasksRequest
-	(*AckTasksResponse)(nil),      // 17: toolcall.v1.AckTasksResponse
-	(*GetTaskRequest)(nil),        // 18: toolcall.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),       // 19: toolcall.v1.GetTaskResponse
-	(*GetHistoryRequest)(nil),     // 20: toolcall.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),    // 21: toolcall.v1.GetHistoryResponse
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*ContentPart)(nil),           // 23: toolcall.v1.ContentPart
-	(*ToolResult)(nil),            // 24: toolcall.v1.ToolResult
-	(*structpb.Struct)(nil),       // 25: google.protobuf.Struct
+	(ToolChoiceMode)(0),           // 1: toolcall.v1.ToolChoiceMode
+	(TaskStatus)(0),               // 2: toolcall.v1.TaskStatus
+	(*ToolCall)(nil),              // 3: toolcall.v1.ToolCall
+	(*ChatMessage)(nil),           // 4: toolcall.v1.ChatMessage
+	(*ChatRequest)(nil),           // 5: toolcall.v1.ChatRequest
+	(*ToolChoice)(nil),            // 6: toolcall.v1.ToolChoice
+	(*ChatStreamRequest)(nil),     // 7: toolcall.v1.ChatStreamRequest
+	(*ToolCallRecord)(nil),        // 8: toolcall.v1.ToolCallRecord
+	(*Usage)(nil),                 // 9: toolcall.v1.Usage
+	(*ChatResponse)(nil),          // 10: toolcall.v1.ChatResponse
+	(*TextDelta)(nil),             // 11: toolcall.v1.TextDelta
+	(*ToolCallStarted)(nil),       // 12: toolcall.v1.ToolCallStarted
+	(*ToolCallFinished)(nil),      // 13: toolcall.v1.ToolCallFinished
+	(*ChatStreamResponse)(nil),    // 14: toolcall.v1.ChatStreamResponse
+	(*Task)(nil),                  // 15: toolcall.v1.Task
+	(*SubscribeRequest)(nil),      // 16: toolcall.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 17: toolcall.v1.SubscribeResponse
+	(*AckTasksRequest)(nil),       // 18: toolcall.v1.AckTasksRequest
+	(*AckTasksResponse)(nil),      // 19: toolcall.v1.AckTasksResponse
+	(*GetTaskRequest)(nil),        // 20: toolcall.v1.GetTaskRequest
+	(*CancelTaskRequest)(nil),     // 21: toolcall.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),    // 22: toolcall.v1.CancelTaskResponse
+	(*GetTaskResponse)(nil),       // 23: toolcall.v1.GetTaskResponse
+	(*GetHistoryRequest)(nil),     // 24: toolcall.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),    // 25: toolcall.v1.GetHistoryResponse
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*ContentPart)(nil),           // 27: toolcall.v1.ContentPart
+	(*ToolResult)(nil),            // 28: toolcall.v1.ToolResult
+	(*structpb.Struct)(nil),       // 29: google.protobuf.Struct
 }
 var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	0,  // 0: toolcall.v1.ChatMessage.role:type_name -> toolcall.v1.MessageRole
-	2,  // 1: toolcall.v1.ChatMessage.tool_calls:type_name -> toolcall.v1.ToolCall
-	22, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
-	23, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
-	3,  // 4: toolcall.v1.ChatRequest.messages:type_name -> toolcall.v1.ChatMessage
-	4,  // 5: toolcall.v1.ChatStreamRequest.request:type_name -> toolcall.v1.ChatRequest
-	2,  // 6: toolcall.v1.ToolCallRecord.call:type_name -> toolcall.v1.ToolCall
-	24, // 7: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
-	3,  // 8: toolcall.v1.ChatResponse.message:type_name -> toolcall.v1.ChatMessage
-	6,  // 9: toolcall.v1.ChatResponse.tool_calls:type_name -> toolcall.v1.ToolCallRecord
-	7,  // 10: toolcall.v1.ChatResponse.usage:type_name -> toolcall.v1.Usage
-	2,  // 11: toolcall.v1.ToolCallStarted.call:type_name -> toolcall.v1.ToolCall
-	6,  // 12: toolcall.v1.ToolCallFinished.record:type_name -> toolcall.v1.ToolCallRecord
-	9,  // 13: toolcall.v1.ChatStreamResponse.text_delta:type_name -> toolcall.v1.TextDelta
-	10, // 14: toolcall.v1.ChatStreamResponse.tool_call_started:type_name -> toolcall.v1.ToolCallStarted
-	11, // 15: toolcall.v1.ChatStreamResponse.tool_call_finished:type_name -> toolcall.v1.ToolCallFinished
-	8,  // 16: toolcall.v1.ChatStreamResponse.final:type_name -> toolcall.v1.ChatResponse
-	7,  // 17: toolcall.v1.ChatStreamResponse.usage:type_name -> toolcall.v1.Usage
-	1,  // 18: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
-	24, // 19: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
-	22, // 20: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	22, // 21: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
-	25, // 22: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
-	13, // 23: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
-	13, // 24: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
-	3,  // 25: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
-	4,  // 26: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
-	5,  // 27: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
-	14, // 28: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
-	16, // 29: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
-	18, // 30: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
-	20, // 31: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
-	8,  // 32: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
-	12, // 33: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
-	15, // 34: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
-	17, // 35: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
-	19, // 36: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
-	21, // 37: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	3,  // 1: toolcall.v1.ChatMessage.tool_calls:type_name -> toolcall.v1.ToolCall
+	26, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
+	27, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
+	4,  // 4: toolcall.v1.ChatRequest.messages:type_name -> toolcall.v1.ChatMessage
+	6,  // 5: toolcall.v1.ChatRequest.tool_choice:type_name -> toolcall.v1.ToolChoice
+	1,  // 6: toolcall.v1.ToolChoice.mode:type_name -> toolcall.v1.ToolChoiceMode
+	5,  // 7: toolcall.v1.ChatStreamRequest.request:type_name -> toolcall.v1.ChatRequest
+	3,  // 8: toolcall.v1.ToolCallRecord.call:type_name -> toolcall.v1.ToolCall
+	28, // 9: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
+	4,  // 10: toolcall.v1.ChatResponse.message:type_name -> toolcall.v1.ChatMessage
+	8,  // 11: toolcall.v1.ChatResponse.tool_calls:type_name -> toolcall.v1.ToolCallRecord
+	9,  // 12: toolcall.v1.ChatResponse.usage:type_name -> toolcall.v1.Usage
+	3,  // 13: toolcall.v1.ToolCallStarted.call:type_name -> toolcall.v1.ToolCall
+	8,  // 14: toolcall.v1.ToolCallFinished.record:type_name -> toolcall.v1.ToolCallRecord
+	11, // 15: toolcall.v1.ChatStreamResponse.text_delta:type_name -> toolcall.v1.TextDelta
+	12, // 16: toolcall.v1.ChatStreamResponse.tool_call_started:type_name -> toolcall.v1.ToolCallStarted
+	13, // 17: toolcall.v1.ChatStreamResponse.tool_call_finished:type_name -> toolcall.v1.ToolCallFinished
+	10, // 18: toolcall.v1.ChatStreamResponse.final:type_name -> toolcall.v1.ChatResponse
+	9,  // 19: toolcall.v1.ChatStreamResponse.usage:type_name -> toolcall.v1.Usage
+	2,  // 20: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
+	28, // 21: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
+	26, // 22: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	26, // 23: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
+	29, // 24: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
+	15, // 25: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
+	15, // 26: toolcall.v1.CancelTaskResponse.task:type_name -> toolcall.v1.Task
+	15, // 27: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
+	4,  // 28: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
+	5,  // 29: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
+	7,  // 30: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
+	16, // 31: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
+	18, // 32: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
+	20, // 33: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
+	21, // 34: toolcall.v1.LLMService.CancelTask:input_type -> toolcall.v1.CancelTaskRequest
+	24, // 35: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
+	10, // 36: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
+	14, // 37: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
+	17, // 38: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
+	19, // 39: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
+	23, // 40: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
+	22, // 41: toolcall.v1.LLMService.CancelTask:output_type -> toolcall.v1.CancelTaskResponse
+	25, // 42: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
+	36, // [36:43] is the sub-list for method output_type
+	29, // [29:36] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_llm_proto_init() }
@@ -1720,7 +2039,11 @@ func file_toolcall_v1_llm_proto_init() {
 	}
 	file_toolcall_v1_tools_proto_init()
 	file_toolcall_v1_llm_proto_msgTypes[2].OneofWrappers = []any{}
-	file_toolcall_v1_llm_proto_msgTypes[10].OneofWrappers = []any{
+	file_toolcall_v1_llm_proto_msgTypes[3].OneofWrappers = []any{
+		(*ToolChoice_Mode)(nil),
+		(*ToolChoice_Name)(nil),
+	}
+	file_toolcall_v1_llm_proto_msgTypes[11].OneofWrappers = []any{
 		(*ChatStreamResponse_TextDelta)(nil),
 		(*ChatStreamResponse_ToolCallStarted)(nil),
 		(*ChatStreamResponse_ToolCallFinished)(nil),
@@ -1732,8 +2055,8 @@ func file_toolcall_v1_llm_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_toolcall_v1_llm_proto_rawDesc), len(file_toolcall_v1_llm_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	LLMService_Subscribe_FullMethodName  = "/toolcall.v1.LLMService/Subscribe"
 	LLMService_AckTasks_FullMethodName   = "/toolcall.v1.LLMService/AckTasks"
 	LLMService_GetTask_FullMethodName    = "/toolcall.v1.LLMService/GetTask"
+	LLMService_CancelTask_FullMethodName = "/toolcall.v1.LLMService/CancelTask"
 	LLMService_GetHistory_FullMethodName = "/toolcall.v1.LLMService/GetHistory"
 )
 
@@ -56,6 +57,12 @@ type LLMServiceClient interface {
 	AckTasks(ctx context.Context, in *AckTasksRequest, opts ...grpc.CallOption) (*AckTasksResponse, error)
 	// Reports the status of one async task. Unknown id: NOT_FOUND.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
+	// Cancels a running async task: its plugin call is cancelled (the plugin
+	// sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+	// delivered on Subscribe and noted in the history like any result. Answers
+	// once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+	// already ended: FAILED_PRECONDITION naming its status.
+	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
 	// Returns the stored messages of a session, oldest first, at most 4 MiB
 	// less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
@@ -137,6 +144,16 @@ func (c *lLMServiceClient) GetTask(ctx context.Context, in *GetTaskRequest, opts
 	return out, nil
 }
 
+func (c *lLMServiceClient) CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelTaskResponse)
+	err := c.cc.Invoke(ctx, LLMService_CancelTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *lLMServiceClient) GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetHistoryResponse)
@@ -176,6 +193,12 @@ type LLMServiceServer interface {
 	AckTasks(context.Context, *AckTasksRequest) (*AckTasksResponse, error)
 	// Reports the status of one async task. Unknown id: NOT_FOUND.
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
+	// Cancels a running async task: its plugin call is cancelled (the plugin
+	// sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+	// delivered on Subscribe and noted in the history like any result. Answers
+	// once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+	// already ended: FAILED_PRECONDITION naming its status.
+	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
 	// Returns the stored messages of a session, oldest first, at most 4 MiB
 	// less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
@@ -203,6 +226,9 @@ func (UnimplementedLLMServiceServer) AckTasks(context.Context, *AckTasksRequest)
 }
 func (UnimplementedLLMServiceServer) GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTask not implemented")
+}
+func (UnimplementedLLMServiceServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelTask not implemented")
 }
 func (UnimplementedLLMServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
@@ -304,6 +330,24 @@ func _LLMService_GetTask_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LLMService_CancelTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LLMServiceServer).CancelTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LLMService_CancelTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LLMServiceServer).CancelTask(ctx, req.(*CancelTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LLMService_GetHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetHistoryRequest)
 	if err := dec(in); err != nil {
@@ -340,6 +384,10 @@ var LLMService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTask",
 			Handler:    _LLMService_GetTask_Handler,
+		},
+		{
+			MethodName: "CancelTask",
+			Handler:    _LLMService_CancelTask_Handler,
 		},
 		{
 			MethodName: "GetHistory",

@@ -49,7 +49,10 @@ export interface ToolCallbackInvokeRequest {
   role: string;
 }
 
-/** The plugin's answer. */
+/**
+ * The plugin's answer. Field for field the same as ToolResult (callers
+ * decode it as one): a field added here is added there with the same number.
+ */
 export interface ToolCallbackInvokeResponse {
   /** The tool's output: any JSON value. */
   output?:

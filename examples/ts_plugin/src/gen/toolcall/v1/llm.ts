@@ -43,6 +43,19 @@ export enum MessageRole {
   UNRECOGNIZED = -1,
 }
 
+/** What the model may do with its tools in a turn. */
+export enum ToolChoiceMode {
+  /** TOOL_CHOICE_MODE_UNSPECIFIED - Not set: treated exactly like TOOL_CHOICE_MODE_AUTO. */
+  TOOL_CHOICE_MODE_UNSPECIFIED = 0,
+  /** TOOL_CHOICE_MODE_AUTO - The model decides whether to call tools. */
+  TOOL_CHOICE_MODE_AUTO = 1,
+  /** TOOL_CHOICE_MODE_NONE - The model calls no tool (it is told so; the tools stay declared). */
+  TOOL_CHOICE_MODE_NONE = 2,
+  /** TOOL_CHOICE_MODE_REQUIRED - The model must call at least one tool. */
+  TOOL_CHOICE_MODE_REQUIRED = 3,
+  UNRECOGNIZED = -1,
+}
+
 /** State of an async tool task. */
 export enum TaskStatus {
   /** TASK_STATUS_UNSPECIFIED - Never used. */
@@ -53,6 +66,11 @@ export enum TaskStatus {
   TASK_STATUS_SUCCEEDED = 2,
   /** TASK_STATUS_FAILED - Finished with an error (is_error is true). */
   TASK_STATUS_FAILED = 3,
+  /**
+   * TASK_STATUS_CANCELLED - Cancelled by CancelTask before it finished (is_error is true; error
+   * says so and gives the reason).
+   */
+  TASK_STATUS_CANCELLED = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -126,6 +144,40 @@ export interface ChatRequest {
    * default (8); at most 32.
    */
   maxToolRounds: number;
+  /**
+   * Whether and which tool the model must call (OpenAI's tool_choice,
+   * Gemini's function_calling_config). Unset: auto. REQUIRED and a named
+   * tool hold for the turn's first model round only (later rounds are auto,
+   * so the model can answer); NONE holds for every round.
+   */
+  toolChoice?:
+    | ToolChoice
+    | undefined;
+  /**
+   * Whether the model may ask for several tool calls in one answer. Unset:
+   * the provider's default (yes). false: the provider is told so (OpenAI's
+   * parallel_tool_calls), and past the first call of an answer every call
+   * gets an error result instead of running.
+   */
+  parallelToolCalls?:
+    | boolean
+    | undefined;
+  /**
+   * Narrows the role's tools for this turn to these names (every round).
+   * Empty: all of the role's tools. A name the role does not have is
+   * INVALID_ARGUMENT naming it. At most 128 names.
+   */
+  allowedTools: string[];
+}
+
+/** ChatRequest.tool_choice: a mode, or one tool the model must call. */
+export interface ToolChoice {
+  /** AUTO, NONE or REQUIRED. */
+  mode?:
+    | ToolChoiceMode
+    | undefined;
+  /** The model must call this tool (a name the turn's tools include). */
+  name?: string | undefined;
 }
 
 /** Request of LLMService.ChatStream. */
@@ -285,6 +337,23 @@ export interface AckTasksResponse {
 export interface GetTaskRequest {
   /** Task id. Required. */
   taskId: string;
+}
+
+/** Request of LLMService.CancelTask. */
+export interface CancelTaskRequest {
+  /** Task id. Required. */
+  taskId: string;
+  /**
+   * Why, for the task's error text and the history (at most 500 characters
+   * are kept).
+   */
+  reason: string;
+}
+
+/** Response of LLMService.CancelTask. */
+export interface CancelTaskResponse {
+  /** The task, ended (TASK_STATUS_CANCELLED, or the status it reached first). */
+  task?: Task | undefined;
 }
 
 /** Response of LLMService.GetTask. */
@@ -520,7 +589,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
 };
 
 function createBaseChatRequest(): ChatRequest {
-  return { sessionId: "", role: "", messages: [], provider: "", model: "", temperature: undefined, maxToolRounds: 0 };
+  return {
+    sessionId: "",
+    role: "",
+    messages: [],
+    provider: "",
+    model: "",
+    temperature: undefined,
+    maxToolRounds: 0,
+    toolChoice: undefined,
+    parallelToolCalls: undefined,
+    allowedTools: [],
+  };
 }
 
 export const ChatRequest: MessageFns<ChatRequest> = {
@@ -545,6 +625,15 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     }
     if (message.maxToolRounds !== 0) {
       writer.uint32(56).int32(message.maxToolRounds);
+    }
+    if (message.toolChoice !== undefined) {
+      ToolChoice.encode(message.toolChoice, writer.uint32(66).fork()).join();
+    }
+    if (message.parallelToolCalls !== undefined) {
+      writer.uint32(72).bool(message.parallelToolCalls);
+    }
+    for (const v of message.allowedTools) {
+      writer.uint32(82).string(v!);
     }
     return writer;
   },
@@ -618,6 +707,30 @@ export const ChatRequest: MessageFns<ChatRequest> = {
             message.maxToolRounds = reader.int32();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.toolChoice = ToolChoice.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.parallelToolCalls = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.allowedTools.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -642,6 +755,78 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     message.model = object.model ?? "";
     message.temperature = object.temperature ?? undefined;
     message.maxToolRounds = object.maxToolRounds ?? 0;
+    message.toolChoice = (object.toolChoice !== undefined && object.toolChoice !== null)
+      ? ToolChoice.fromPartial(object.toolChoice)
+      : undefined;
+    message.parallelToolCalls = object.parallelToolCalls ?? undefined;
+    message.allowedTools = object.allowedTools?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseToolChoice(): ToolChoice {
+  return { mode: undefined, name: undefined };
+}
+
+export const ToolChoice: MessageFns<ToolChoice> = {
+  encode(message: ToolChoice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mode !== undefined) {
+      writer.uint32(8).int32(message.mode);
+    }
+    if (message.name !== undefined) {
+      writer.uint32(18).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolChoice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolChoice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ToolChoice>, I>>(base?: I): ToolChoice {
+    return ToolChoice.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolChoice>, I>>(object: I): ToolChoice {
+    const message = createBaseToolChoice();
+    message.mode = object.mode ?? undefined;
+    message.name = object.name ?? undefined;
     return message;
   },
 };
@@ -1758,6 +1943,128 @@ export const GetTaskRequest: MessageFns<GetTaskRequest> = {
   },
 };
 
+function createBaseCancelTaskRequest(): CancelTaskRequest {
+  return { taskId: "", reason: "" };
+}
+
+export const CancelTaskRequest: MessageFns<CancelTaskRequest> = {
+  encode(message: CancelTaskRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelTaskRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelTaskRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelTaskRequest>, I>>(base?: I): CancelTaskRequest {
+    return CancelTaskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelTaskRequest>, I>>(object: I): CancelTaskRequest {
+    const message = createBaseCancelTaskRequest();
+    message.taskId = object.taskId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelTaskResponse(): CancelTaskResponse {
+  return { task: undefined };
+}
+
+export const CancelTaskResponse: MessageFns<CancelTaskResponse> = {
+  encode(message: CancelTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.task !== undefined) {
+      Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelTaskResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelTaskResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.task = Task.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelTaskResponse>, I>>(base?: I): CancelTaskResponse {
+    return CancelTaskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelTaskResponse>, I>>(object: I): CancelTaskResponse {
+    const message = createBaseCancelTaskResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
+  },
+};
+
 function createBaseGetTaskResponse(): GetTaskResponse {
   return { task: undefined };
 }
@@ -2022,6 +2329,22 @@ export const LLMServiceService = {
     responseDeserialize: (value: Buffer): GetTaskResponse => GetTaskResponse.decode(value),
   },
   /**
+   * Cancels a running async task: its plugin call is cancelled (the plugin
+   * sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+   * delivered on Subscribe and noted in the history like any result. Answers
+   * once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+   * already ended: FAILED_PRECONDITION naming its status.
+   */
+  cancelTask: {
+    path: "/toolcall.v1.LLMService/CancelTask" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelTaskRequest): Buffer => Buffer.from(CancelTaskRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelTaskRequest => CancelTaskRequest.decode(value),
+    responseSerialize: (value: CancelTaskResponse): Buffer => Buffer.from(CancelTaskResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelTaskResponse => CancelTaskResponse.decode(value),
+  },
+  /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
    * less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
    */
@@ -2065,6 +2388,14 @@ export interface LLMServiceServer extends UntypedServiceImplementation {
   ackTasks: handleUnaryCall<AckTasksRequest, AckTasksResponse>;
   /** Reports the status of one async task. Unknown id: NOT_FOUND. */
   getTask: handleUnaryCall<GetTaskRequest, GetTaskResponse>;
+  /**
+   * Cancels a running async task: its plugin call is cancelled (the plugin
+   * sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+   * delivered on Subscribe and noted in the history like any result. Answers
+   * once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+   * already ended: FAILED_PRECONDITION naming its status.
+   */
+  cancelTask: handleUnaryCall<CancelTaskRequest, CancelTaskResponse>;
   /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
    * less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -2149,6 +2480,28 @@ export interface LLMServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetTaskResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Cancels a running async task: its plugin call is cancelled (the plugin
+   * sees the gRPC cancellation) and the task ends TASK_STATUS_CANCELLED,
+   * delivered on Subscribe and noted in the history like any result. Answers
+   * once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
+   * already ended: FAILED_PRECONDITION naming its status.
+   */
+  cancelTask(
+    request: CancelTaskRequest,
+    callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
+  ): ClientUnaryCall;
+  cancelTask(
+    request: CancelTaskRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
+  ): ClientUnaryCall;
+  cancelTask(
+    request: CancelTaskRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
   ): ClientUnaryCall;
   /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
