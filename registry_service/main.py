@@ -58,6 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $TOOLCALL_MAX_DEFINITION_BYTES or %(default)s)",
     )
     parser.add_argument(
+        "--store",
+        choices=["sqlite", "etcd"],
+        default=d.store,
+        help="where tools and leases live: sqlite (this process, the default) or etcd (several "
+        "replicas share $TOOLCALL_ETCD_ENDPOINTS) (default: $TOOLCALL_REGISTRY_STORE or "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--etcd-endpoints",
+        default=None,
+        help="comma-separated etcd members, host:port or https://host:port "
+        "(default: $TOOLCALL_ETCD_ENDPOINTS)",
+    )
+    parser.add_argument(
         "--data-dir",
         default=None,
         help=f"directory of {DATA_FILE}, where tools registered without a lease are kept "
@@ -75,7 +89,10 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
         roles=roles,
         max_tools=args.max_tools,
         max_definition_bytes=args.max_definition_bytes,
+        store=args.store,
     )
+    if args.etcd_endpoints is not None:
+        settings.etcd.endpoints = [e.strip() for e in args.etcd_endpoints.split(",") if e.strip()]
     if args.token is not None and args.token_file is not None:
         raise SystemExit("give --token or --token-file, not both")
     if args.token is not None:

@@ -8,7 +8,6 @@ import grpc
 
 from registry_service import wire
 from registry_service.access import MutationGate
-from registry_service.archive import ToolArchive
 from registry_service.registry import Registry
 from registry_service.servicer import RegistryServicer
 from registry_service.settings import RegistrySettings
@@ -30,7 +29,7 @@ class RegistryHost(ServiceHost):
         self.registry = Registry(
             settings.roles,
             to_message=wire.watch_event,
-            archive=ToolArchive(settings.resolved_data_path()),
+            storage=settings.storage(),
             dispatcher=settings.dispatcher(),
             sweep_interval_s=settings.lease_sweep_interval_s,
             watch_queue_size=settings.watch_queue_size,
@@ -60,14 +59,15 @@ class RegistryHost(ServiceHost):
             await self.registry.close()
             raise
         log.info(
-            "registry %s on %s; roles: %s; token %s; %d stored tools from %s; "
+            "registry %s on %s; roles: %s; token %s; %d stored tools from %s %s; "
             "limits: %d tools, %d definition bytes",
             self.registry.instance_id,
             self.target,
             ", ".join(self.registry.roles),
             "required for changes and Invoke" if self.settings.token else "not required",
             len(self.registry.store),
-            self.settings.resolved_data_path(),
+            self.registry.storage.kind,
+            self.registry.storage.describe(),
             self.registry.max_tools,
             self.registry.max_definition_bytes,
         )
