@@ -10,6 +10,7 @@ from pathlib import Path
 from llm_service.history import StoreError
 from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+from llm_service.store import store_problems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "%(default)s)",
     )
     parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default=d.store,
+        help="where history and tasks live: sqlite (this process, the default) or postgres "
+        "(replicas share $TOOLCALL_PG_DSN) (default: $TOOLCALL_LLM_STORE or %(default)s)",
+    )
+    parser.add_argument(
         "--provider-timeout",
         type=float,
         default=d.provider_timeout_s,
@@ -72,6 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         max_tool_rounds=args.max_tool_rounds,
         max_parallel_tools=args.max_parallel_tools,
         provider_timeout_s=args.provider_timeout,
+        store=args.store,
     )
     if args.data_dir:
         settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
@@ -89,6 +98,8 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
             raise SystemExit(f"{name} must be at least {least}, got {value}")
     if problems := settings.dispatch.problems():
         raise SystemExit("; ".join(problems))
+    if problems := store_problems(settings):
+        raise SystemExit("; ".join(problems))
     return settings
 
 
@@ -97,7 +108,8 @@ STORE_ADVICE = {
     "created; its history and tasks are lost) or restore a backup, then start again",
     "readonly": "make it (and its directory) writable, then start again",
     "full": "free disk space, then start again",
-    "unavailable": "check the file and its directory, then start again",
+    "unavailable": "check the file and its directory (PostgreSQL: the server and "
+    "TOOLCALL_PG_DSN), then start again",
 }
 
 

@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from llm_service.history import HistoryStore
 from llm_service.messages import (
     Message,
     ToolCall,
@@ -37,6 +36,7 @@ from llm_service.messages import (
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
 from llm_service.providers.base import ToolChoice
 from llm_service.settings import LLMSettings
+from llm_service.store import ConversationStore
 from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.dispatch import Dispatcher, error_result
 from toolcall.ids import new_call_id
@@ -139,7 +139,7 @@ class Orchestrator:
         view: RegistryView,
         dispatcher: Dispatcher,
         providers: Providers,
-        store: HistoryStore,
+        store: ConversationStore,
         tasks: AsyncTasks,
     ) -> None:
         self._settings = settings

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 import grpc
 
-from llm_service.history import HistoryStore
 from llm_service.orchestrator import Orchestrator
 from llm_service.providers import Providers
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
+from llm_service.store import ConversationStore, make_store
 from llm_service.tasks import AsyncTasks
 from toolcall.address_policy import canonical_address
 from toolcall.dispatch import Dispatcher
@@ -77,14 +77,7 @@ class LLMServiceHost(ServiceHost):
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
-        self.store = HistoryStore(
-            settings.resolved_db_path(),
-            tail_messages=settings.max_history_messages,
-            tail_bytes=settings.max_request_bytes,
-            cache_sessions=settings.history_cache_sessions,
-            cache_bytes=settings.history_cache_bytes,
-            part_bytes=settings.history_part_bytes,
-        )
+        self.store: ConversationStore = make_store(settings)
         self.dispatcher = settings.dispatcher()
         self.view = RegistryView(
             settings.registry_address, on_change=AddressUsers(self.dispatcher).changed
@@ -137,7 +130,7 @@ class LLMServiceHost(ServiceHost):
             raise
         log.info(
             "history in %s; registry %s; default provider %s",
-            self.store.path,
+            self.store.describe(),
             self.settings.registry_address,
             self.settings.default_provider,
         )
