@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import json
@@ -56,10 +58,12 @@ from pydantic import ValidationError
 
 from gateway.mcp_http import bounded_client
 from gateway.mcp_stdio import bounded_stdio
-from plugin_stub import Plugin
+from plugin_stub import Audio, File, Image, Plugin
+from plugin_stub.parts import Part
 from toolcall import config
 from toolcall.channels import Backoff, open_channel
 from toolcall.clients import auth_metadata
+from toolcall.parts import IMAGE_SIGNATURES
 from toolcall.tools import MAX_DESCRIPTION_CHARS, NAME_PATTERN, name_error
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
@@ -219,19 +223,59 @@ def decode_text(text: str) -> Any:
         return text
 
 
-def _content_value(block: Any) -> tuple[Any, str | None]:
-    """(value to keep, None) or (None, what was dropped)."""
+def _content_value(block: Any) -> tuple[Any, Part | None, str | None]:
+    """(value to keep in the output, None, None), (None, content part, None) for
+    binary content, or (None, None, what was dropped)."""
     if isinstance(block, types.TextContent):
-        return decode_text(block.text), None
+        return decode_text(block.text), None, None
     if isinstance(block, types.EmbeddedResource):
         res = block.resource
         if isinstance(res, types.TextResourceContents):
-            return {"uri": str(res.uri), "text": res.text}, None
-        return None, f"resource {res.uri} ({res.mime_type or 'binary'})"
+            return {"uri": str(res.uri), "text": res.text}, None, None
+        data = _b64decode(res.blob)
+        if data is None:
+            return None, None, f"resource {res.uri} (its blob is not base64)"
+        return None, File(uri=str(res.uri), data=data, mime_type=res.mime_type or ""), None
     if isinstance(block, types.ResourceLink):
-        return {"resource_link": str(block.uri), "name": block.name}, None
+        return {"resource_link": str(block.uri), "name": block.name}, None, None
+    if isinstance(block, types.ImageContent | types.AudioContent):
+        data = _b64decode(block.data)
+        if data is None:
+            return None, None, f"{block.type} content (its data is not base64)"
+        if isinstance(block, types.AudioContent):
+            return None, Audio(data, block.mime_type), None
+        if block.mime_type in IMAGE_SIGNATURES:
+            return None, Image(data, block.mime_type), None
+        # A type toolcall's images do not take (SVG...): passed on as a file.
+        return None, File(uri="mcp:image", data=data, mime_type=block.mime_type), None
     mime = getattr(block, "mime_type", "")
-    return None, f"{getattr(block, 'type', 'unknown')} content ({mime or 'unknown type'})"
+    return None, None, f"{getattr(block, 'type', 'unknown')} content ({mime or 'unknown type'})"
+
+
+def _b64decode(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _display_options(t: types.Tool) -> dict[str, Any]:
+    """The MCP tool's title, hints and output schema as ``register_llm_tool`` options."""
+    options: dict[str, Any] = {}
+    title = t.title or (t.annotations.title if t.annotations else None)
+    if title:
+        options["title"] = title[:128]
+    if t.annotations is not None:
+        a = t.annotations
+        options.update(
+            read_only=a.read_only_hint,
+            destructive=a.destructive_hint,
+            idempotent=a.idempotent_hint,
+            open_world=a.open_world_hint,
+        )
+    if t.output_schema:
+        options["output_schema"] = t.output_schema
+    return options
 
 
 def tool_result(result: types.CallToolResult) -> dict[str, Any]:
@@ -239,16 +283,18 @@ def tool_result(result: types.CallToolResult) -> dict[str, Any]:
 
     ``structuredContent`` is the output when present; else one text block is
     the output (JSON-decoded when it is JSON), several are a list. Images,
-    audio and binary resources cannot travel in a ToolResult yet: they are
-    replaced by a note saying what was dropped. ``isError`` becomes
-    ``is_error`` with the text as the error.
+    audio and binary resources become the result's content parts. ``isError``
+    becomes ``is_error`` with the text as the error.
     """
     values: list[Any] = []
     texts: list[str] = []
+    parts: list[Part] = []
     for block in result.content:
-        value, dropped = _content_value(block)
-        if dropped is not None:
-            values.append(f"[{dropped} dropped: toolcall results carry no binary content yet]")
+        value, part, dropped = _content_value(block)
+        if part is not None:
+            parts.append(part)
+        elif dropped is not None:
+            values.append(f"[{dropped} dropped]")
         else:
             values.append(value)
             if isinstance(block, types.TextContent):
@@ -256,14 +302,14 @@ def tool_result(result: types.CallToolResult) -> dict[str, Any]:
     structured = result.structured_content
     if result.is_error:
         error = "\n".join(texts) or "the MCP tool reported an error without a message"
-        return {"output": structured, "is_error": True, "error": error}
+        return {"output": structured, "is_error": True, "error": error, "parts": parts}
     if structured is not None:
         output = structured
     elif len(values) == 1:
         output = values[0]
     else:
         output = values or None
-    return {"output": output, "is_error": False}
+    return {"output": output, "is_error": False, "parts": parts}
 
 
 def error_result(error: str) -> dict[str, Any]:
@@ -524,6 +570,7 @@ class ServerMount:
                     description=_description(t),
                     parameters=t.input_schema,
                     timeout=self.settings.timeout_s,
+                    **_display_options(t),
                 )
             except ValueError as exc:
                 log.warning("MCP server %s: tool %r is not mounted: %s", self.name, name, exc)

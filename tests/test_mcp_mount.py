@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ from gateway.mcp_mount import (
     tool_result,
 )
 from gateway.mcp_stdio import _LineReader, oversized_reply
+from plugin_stub import Audio, File, Image
+from tests.support.images import png
 from tests.support.llm_env import llm_env, user
 from tests.support.mcp_mount import (
     PY_SERVER,
@@ -49,7 +52,7 @@ from tests.support.mcp_mount import (
 )
 from tests.support.plugins import ChildProcess, child_env, list_tools, wait_for
 from tests.support.registry import running_registry, tool
-from toolcall.jsonvalue import from_value
+from toolcall.jsonvalue import from_struct, from_value
 from toolcall.v1 import llm_pb2
 
 pytestmark = pytest.mark.anyio
@@ -72,8 +75,14 @@ async def test_a_python_sdk_server_is_mounted_and_its_tools_answer_through_invok
         assert wrong.is_error and wrong.error.startswith("INVALID_ARGUMENT")
         image = await invoke(reg, "py_image")
         assert not image.is_error
-        note, caption = from_value(image.output)
-        assert "image content (image/png) dropped" in note and caption == "a caption"
+        assert from_value(image.output) == "a caption"
+        (part,) = image.parts
+        assert part.image.mime_type == "image/png" and part.image.data == png(2, 2)
+        (listed,) = [t.tool for t in await list_tools(reg.stub) if t.tool.name == "py_add"]
+        assert listed.title == "Add"
+        assert listed.annotations.read_only and not listed.annotations.open_world
+        assert not listed.annotations.HasField("destructive")
+        assert from_struct(listed.output_schema)["type"] == "object"
 
 
 async def test_tools_follow_the_server_on_tools_list_changed(tmp_path: Path) -> None:
@@ -342,14 +351,32 @@ def test_mcp_results_map_to_tool_results() -> None:
     assert tool_result(types.CallToolResult(content=[text('{"a": 1}')])) == {
         "output": {"a": 1},
         "is_error": False,
+        "parts": [],
     }
     assert tool_result(types.CallToolResult(content=[text("plain")]))["output"] == "plain"
     assert tool_result(types.CallToolResult(content=[text("1"), text("x")]))["output"] == [1, "x"]
     structured = types.CallToolResult(content=[text("ignored")], structured_content={"b": 2})
     assert tool_result(structured)["output"] == {"b": 2}
     failed = tool_result(types.CallToolResult(content=[text("bad city")], is_error=True))
-    assert failed == {"output": None, "is_error": True, "error": "bad city"}
+    assert failed == {"output": None, "is_error": True, "error": "bad city", "parts": []}
     assert tool_result(types.CallToolResult(content=[]))["output"] is None
+    picture = base64.b64encode(png()).decode()
+    mixed = tool_result(
+        types.CallToolResult(
+            content=[
+                types.ImageContent(type="image", data=picture, mime_type="image/png"),
+                types.ImageContent(type="image", data=picture, mime_type="image/svg+xml"),
+                types.AudioContent(type="audio", data="AAEC", mime_type="audio/wav"),
+                types.ImageContent(type="image", data="not base64!", mime_type="image/png"),
+                text("caption"),
+            ]
+        )
+    )
+    image, svg, audio = mixed["parts"]
+    assert isinstance(image, Image) and image.data == png()
+    assert isinstance(svg, File) and svg.mime_type == "image/svg+xml"  # not an image type we take
+    assert isinstance(audio, Audio) and audio.data == b"\x00\x01\x02"
+    assert mixed["output"] == ["[image content (its data is not base64) dropped]", "caption"]
 
 
 def test_an_oversized_reply_is_matched_to_its_request_at_either_end() -> None:

@@ -15,12 +15,18 @@ import asyncio
 import base64
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ImageContent, TextContent
+from mcp.types import ImageContent, TextContent, ToolAnnotations
+
+# Run as a script: the repository root on the path, for tests.support.images.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.support import images
 
 server: MCPServer[Any] = MCPServer("py-test-server", log_level="WARNING")
 
@@ -36,7 +42,11 @@ def py_echo(text: str) -> str:
     return text
 
 
-@server.tool(description="Add two integers")
+@server.tool(
+    description="Add two integers",
+    title="Add",
+    annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
+)
 def py_add(a: int, b: int) -> dict[str, int]:
     return {"sum": a + b}
 
@@ -68,7 +78,7 @@ def py_big(size: int) -> str:
 
 @server.tool(description="An image and a caption", structured_output=False)
 def py_image() -> list[Any]:
-    png = base64.b64encode(b"\x89PNG fake").decode()
+    png = base64.b64encode(images.png(2, 2)).decode()
     return [
         ImageContent(type="image", data=png, mime_type="image/png"),
         TextContent(type="text", text="a caption"),
