@@ -150,9 +150,10 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP) example-plugins java-plugin
+bench: $(STAMP) engines example-plugins java-plugin
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache examples/ts_plugin/node_modules examples/ts_plugin/dist \

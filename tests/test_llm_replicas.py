@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from llm_service.tasks import REPLICA_GONE_ERROR
@@ -195,3 +196,42 @@ async def test_unknown_store_settings_are_refused_before_start(tmp_path: Path) -
         "the postgres store needs a DSN (TOOLCALL_PG_DSN)"
     ]
     assert "must be one of" in store_problems(llm_settings(tmp_path, "x", store="mysql"))[0]
+
+
+async def test_a_postgres_restart_loses_no_history_and_results_reach_other_replicas_again(
+    tmp_path: Path, tool_plugin: str, fake_openai: FakeOpenAI
+) -> None:
+    from tests.support.postgres import start_server, stop_server
+
+    server = start_server()  # its own: it restarts here
+    try:
+        async with two_replicas(tmp_path, tool_plugin, server, fake_openai) as (env, b):
+            await env.register("sleep_bg", mode=ASYNC)
+            fake_openai.add(Reply(text="before"))
+            await env.chat("pr", "one")
+            server.stop("fast")
+            server.start()
+            # The first calls after the restart may find dead pool connections:
+            # UNAVAILABLE (retryable), never a lost or doubled row.
+            fake_openai.add(Reply(text="after"))
+            for _ in range(20):
+                try:
+                    await env.chat("pr", "two")
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                    await asyncio.sleep(0.2)
+            history = (await b.GetHistory(llm_pb2.GetHistoryRequest(session_id="pr"))).messages
+            assert [m.content for m in history] == ["one", "before", "two", "after"]
+
+            await asyncio.sleep(1.5)  # the listeners reconnect (every 0.5 s)
+            on_b = b.Subscribe(llm_pb2.SubscribeRequest(session_id="pr2"))
+            fake_openai.add(
+                Reply(tool_calls=[("c1", "sleep_bg", '{"seconds": 0.2}')]), Reply(text="ok")
+            )
+            reply = await env.chat("pr2", "sleep")
+            item = await asyncio.wait_for(on_b.read(), 10)
+            assert item.task.task_id == reply.tool_calls[0].task_id
+            on_b.cancel()
+    finally:
+        stop_server(server)
