@@ -54,6 +54,8 @@ NOTIFY_CHANNEL = "toolcall_tasks"
 _SESSION_LOCKS = 0x7C01
 _REPLICA_LOCKS = 0x7C02
 _MIGRATION_LOCK = 0x7C03
+# Tails up to this many messages are read with one LIMIT query; more, with a cursor.
+FETCH_LIMIT = 1000
 # How often a replica looks for the tasks of replicas that are gone.
 REAP_INTERVAL_S = 2.0
 
@@ -363,18 +365,33 @@ class PostgresStore:
         sql = "SELECT * FROM toolcall_messages WHERE session_id = $1 ORDER BY id DESC"
         out: list[Message] = []
         total, cut = 0, False
-        async with self._db() as db, db.transaction():
-            # A cursor: a huge session is read only as far as the bounds go.
-            async for row in db.cursor(sql, session_id, prefetch=min(max(limit, 50), 500)):
-                if 0 < limit <= len(out):
-                    break
-                m = _message(row)
-                size = message_bytes(m)
-                if max_bytes > 0 and total + size > max_bytes:
-                    cut = not 0 < limit <= len(out)
-                    break
-                out.append(m)
-                total += size
+
+        def take(row: Any) -> bool:
+            """Adds a row unless a bound is reached; False to stop."""
+            nonlocal total, cut
+            if 0 < limit <= len(out):
+                return False
+            m = _message(row)
+            size = message_bytes(m)
+            if max_bytes > 0 and total + size > max_bytes:
+                cut = not 0 < limit <= len(out)
+                return False
+            out.append(m)
+            total += size
+            return True
+
+        async with self._db() as db:
+            if 0 < limit <= FETCH_LIMIT:
+                # A turn's tail: one round trip, the LIMIT bounding what is read.
+                for row in await db.fetch(sql + " LIMIT $2", session_id, limit):
+                    if not take(row):
+                        break
+            else:
+                # A cursor: a huge session is read only as far as the bounds go.
+                async with db.transaction():
+                    async for row in db.cursor(sql, session_id, prefetch=500):
+                        if not take(row):
+                            break
         out.reverse()
         return out, cut
 
@@ -399,11 +416,16 @@ class PostgresStore:
             )
             for m in (self._capped(m) for m in messages)
         ]
-        async with self._db() as db, db.transaction():
-            await db.executemany(
+        columns = list(zip(*rows, strict=True))
+        async with self._db() as db:
+            # One statement (atomic by itself), one round trip, whatever the count.
+            await db.execute(
                 "INSERT INTO toolcall_messages (session_id, role, content, tool_calls,"
-                " tool_call_id, name, created_at, parts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                rows,
+                " tool_call_id, name, created_at, parts) SELECT a, b, c, d, e, f, g, h FROM unnest("
+                "$1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[],"
+                " $7::float8[], $8::bytea[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)"
+                " ORDER BY n",
+                *[list(c) for c in columns],
             )
 
     # -- tasks ------------------------------------------------------------
