@@ -208,3 +208,21 @@ async def test_a_registry_that_cannot_reach_etcd_does_not_start_and_says_why(
     options.timeout_s = 1.0
     with pytest.raises(StorageError, match=r"cannot load the registry from etcd 127\.0\.0\.1"):
         await start_registry(settings(tmp_path, store="etcd", etcd=options))
+
+
+def test_the_etcd_store_without_endpoints_is_refused_at_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from registry_service.main import add_arguments, settings_from_args
+
+    monkeypatch.delenv("TOOLCALL_ETCD_ENDPOINTS", raising=False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit, match="needs endpoints"):
+        settings_from_args(parser.parse_args(["--store", "etcd"]))
+    settings = settings_from_args(
+        parser.parse_args(["--store", "etcd", "--etcd-endpoints", "10.0.0.1:2379, 10.0.0.2:2379"])
+    )
+    assert settings.etcd.endpoints == ["10.0.0.1:2379", "10.0.0.2:2379"]
