@@ -71,12 +71,30 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "open_ts",
         ),
         ScenarioInfo("B-java", "B, to the Java example plugin", "bench.scenarios.java_plugin"),
+        ScenarioInfo(
+            "B-mtls", "B over mTLS (remote-plugin path)", "bench.scenarios.secure", "open_mtls"
+        ),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
+        ScenarioInfo(
+            "C-token", "C with principals: token checked", "bench.scenarios.secure", "open_token"
+        ),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
         ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
+        ScenarioInfo(
+            "J",
+            "Dispatcher.invoke → HTTP callback plugin",
+            "bench.scenarios.http_gateway",
+            "open_dispatch",
+        ),
+        ScenarioInfo(
+            "K",
+            "httpx → gateway /v1 Invoke → plugin",
+            "bench.scenarios.http_gateway",
+            "open_transcoded",
+        ),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )
 }

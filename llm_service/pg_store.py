@@ -93,7 +93,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX toolcall_tasks_by_session ON toolcall_tasks (session_id, acked, status);
     CREATE INDEX toolcall_tasks_running ON toolcall_tasks (owner) WHERE status = 'running';
     """,
+    # 2: the principal owning each session (authentication on).
+    """
+    CREATE TABLE toolcall_session_owners (
+        session_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL
+    );
+    """,
 ]
+# Owners never change once set, so the memo cannot go stale; emptied when full.
+OWNER_CACHE_ENTRIES = 4096
 
 
 def _b(text: str) -> bytes:
@@ -198,6 +207,7 @@ class PostgresStore:
         # One waiter per session per replica queues here, not on a pool connection.
         self._local: dict[str, tuple[asyncio.Lock, int]] = {}
         self._closed = False
+        self._owners: dict[str, str] = {}
         # One channel per schema: replicas of another deployment are not woken.
         self.channel = NOTIFY_CHANNEL + (f"_{options.schema}" if options.schema else "")
         self._server_settings = {"search_path": options.schema} if options.schema else None
@@ -429,6 +439,31 @@ class PostgresStore:
             )
 
     # -- tasks ------------------------------------------------------------
+
+    async def claim_session(self, session_id: str, principal: str) -> str:
+        """The session's owner: ``principal`` when it had none (first use claims it);
+        "" (admins only) for a session written before authentication was on."""
+        owner = self._owners.get(session_id)
+        if owner is None:
+            async with self._db() as db:
+                await db.execute(
+                    "INSERT INTO toolcall_session_owners (session_id, owner) SELECT $1, CASE"
+                    " WHEN EXISTS (SELECT 1 FROM toolcall_messages WHERE session_id = $1)"
+                    " OR EXISTS (SELECT 1 FROM toolcall_tasks WHERE session_id = $1)"
+                    " THEN '' ELSE $2 END ON CONFLICT (session_id) DO NOTHING",
+                    session_id,
+                    principal,
+                )
+                owner = str(
+                    await db.fetchval(
+                        "SELECT owner FROM toolcall_session_owners WHERE session_id = $1",
+                        session_id,
+                    )
+                )
+            if len(self._owners) >= OWNER_CACHE_ENTRIES:
+                self._owners.clear()
+            self._owners[session_id] = owner
+        return owner
 
     async def insert_task(self, t: TaskRecord) -> None:
         async with self._db() as db:

@@ -44,6 +44,9 @@ class ConversationStore(Protocol):
         self, session_id: str, limit: int = 0, max_bytes: int = 0
     ) -> tuple[list[Message], bool]: ...
     async def append(self, session_id: str, messages: list[Message]) -> None: ...
+    async def claim_session(self, session_id: str, principal: str) -> str:
+        """The session's owning principal, claimed by ``principal`` when it had none."""
+
     async def insert_task(self, task: TaskRecord) -> None: ...
     async def finish_task(self, task: TaskRecord) -> bool | None:
         """Stores the outcome; False when the task had ended already (PostgreSQL)."""

@@ -47,6 +47,7 @@ from registry_service.leases import Lease, UnknownLeaseError
 from registry_service.storage import LEASE_EXPIRED, LEASE_REVOKED
 from registry_service.store import Entry, Key, StorageError, ToolStore
 from toolcall import config
+from toolcall.address_policy import RemoteAllowList
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2
 
@@ -188,6 +189,7 @@ class EtcdStorage:
         self._channel: grpc.aio.Channel | None = None
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._store: ToolStore | None = None
+        self._remote: RemoteAllowList | None = None
         self._cluster_id = 0
         # Revision the view reflects; changes wait for it to pass theirs.
         self._applied = 0
@@ -287,8 +289,9 @@ class EtcdStorage:
         # Every replica on one cluster and prefix is one registry to its watchers.
         return f"etcd-{self._cluster_id:016x}" if self._cluster_id else local
 
-    async def open(self, store: ToolStore) -> None:
+    async def open(self, store: ToolStore, remote: RemoteAllowList | None = None) -> None:
         self._store = store
+        self._remote = remote
         try:
             await self._connect()
             await self._load(initial=True)
@@ -457,7 +460,7 @@ class EtcdStorage:
         tool = registry_pb2.RegisteredTool()
         try:
             tool.ParseFromString(kv.value)
-            spec = ToolSpec.from_definition(tool.tool)
+            spec = ToolSpec.from_definition(tool.tool, remote=self._remote)
         except DefinitionError as exc:
             log.warning("tool %r in etcd not served: %s", key[1][:80], exc)
             return None

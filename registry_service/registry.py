@@ -120,7 +120,7 @@ class Registry(Generic[M]):
 
     async def open(self) -> None:
         """Loads the stored tools, then starts following changes and sweeping leases."""
-        await self.storage.open(self.store)
+        await self.storage.open(self.store, self.dispatcher.remote)
         self.instance_id = self.storage.instance_id(self.instance_id)
         self._check_stored()
         self.store.subscribe(self.hub.publish)

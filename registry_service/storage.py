@@ -24,6 +24,7 @@ from typing import Protocol
 from registry_service.archive import StoredTool, ToolArchive
 from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
 from registry_service.store import Entry, Key, StorageError, ToolStore
+from toolcall.address_policy import RemoteAllowList
 from toolcall.tools import DefinitionError, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,11 @@ class Storage(Protocol):
     #: "sqlite" or "etcd" (logs, RegistryInfo).
     kind: str
 
-    async def open(self, store: ToolStore) -> None:
-        """Fills ``store`` with what is stored and keeps it up to date until ``close``."""
+    async def open(self, store: ToolStore, remote: RemoteAllowList | None = None) -> None:
+        """Fills ``store`` with what is stored and keeps it up to date until ``close``.
+
+        ``remote``: the operator's allow-list of plugins on other hosts, which
+        stored definitions are checked against as at Register."""
 
     async def close(self) -> None: ...
 
@@ -72,7 +76,9 @@ class Storage(Protocol):
         """Removes the tools of leases that expired here (etcd expires its leases itself)."""
 
 
-def restore(store: ToolStore, stored: list[StoredTool]) -> int:
+def restore(
+    store: ToolStore, stored: list[StoredTool], remote: RemoteAllowList | None = None
+) -> int:
     """Puts stored tools into ``store``; skips (with a warning) what cannot be served."""
     loaded = 0
     for tool in stored:
@@ -85,7 +91,7 @@ def restore(store: ToolStore, stored: list[StoredTool]) -> int:
             )
             continue
         try:
-            spec = ToolSpec.from_definition(tool.definition)
+            spec = ToolSpec.from_definition(tool.definition, remote=remote)
         except DefinitionError as exc:
             log.warning("stored tool %r not loaded: %s", tool.definition.name, exc)
             continue
@@ -111,10 +117,10 @@ class SqliteStorage:
         assert self._store is not None, "storage not opened"
         return self._store
 
-    async def open(self, store: ToolStore) -> None:
+    async def open(self, store: ToolStore, remote: RemoteAllowList | None = None) -> None:
         self._store = store
         if self.archive is not None:
-            restore(store, await self.archive.open())
+            restore(store, await self.archive.open(), remote)
 
     async def close(self) -> None:
         if self.archive is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from toolcall import config
-from toolcall.clients import channel
+from toolcall.clients import auth_metadata, channel
 from toolcall.jsonvalue import sorted_keys
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -41,7 +41,7 @@ async def main(args: argparse.Namespace) -> int:
     async with channel(args.target) as ch:
         stub = llm_pb2_grpc.LLMServiceStub(ch)
         request = llm_pb2.SubscribeRequest(session_id=args.session, auto_ack=args.ack)
-        async for item in stub.Subscribe(request):
+        async for item in stub.Subscribe(request, metadata=auth_metadata()):
             task = json_format.MessageToDict(item.task, preserving_proto_field_name=True)
             # The tool's values (Structs) in a stable order; the task's own fields
             # stay in proto order, as grpcurl prints them.
