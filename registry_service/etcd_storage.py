@@ -317,8 +317,12 @@ class EtcdStorage:
                     await follower
             self._follower = None
         if self._channel is not None:
-            await self._channel.close()
+            # Calls still running get a moment to end, then are cancelled; the
+            # completions of cancelled calls reach this loop from grpc's poller
+            # thread a little later: let them land before the loop may close.
+            await self._channel.close(grace=0.5)
             self._channel = None
+            await asyncio.sleep(0.05)
 
     async def put(self, entries: list[Entry], lease_id: str) -> None:
         lease = lease_number(lease_id) if lease_id else 0
