@@ -226,3 +226,28 @@ def test_the_etcd_store_without_endpoints_is_refused_at_the_command_line(
         parser.parse_args(["--store", "etcd", "--etcd-endpoints", "10.0.0.1:2379, 10.0.0.2:2379"])
     )
     assert settings.etcd.endpoints == ["10.0.0.1:2379", "10.0.0.2:2379"]
+
+
+async def test_a_registry_on_an_etcd_with_authentication_needs_the_right_password(
+    tmp_path: Path,
+) -> None:
+    from aetcd import rpc
+
+    cluster = start_cluster(1)  # its own: authentication changes the whole cluster
+    try:
+        async with grpc.aio.insecure_channel(cluster.endpoints[0]) as ch:
+            auth = rpc.AuthStub(ch)
+            await auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"), timeout=5)
+            await auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="s3cret"), timeout=5)
+            await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+            await auth.AuthEnable(rpc.AuthEnableRequest(), timeout=5)
+        options = etcd_options(tmp_path, cluster.endpoints)
+        options.user, options.password, options.timeout_s = "root", "wrong", 2.0
+        with pytest.raises(StorageError, match="cannot load the registry"):
+            await start_registry(settings(tmp_path, store="etcd", etcd=options))
+        options.password = "s3cret"
+        async with running_registry(tmp_path, store="etcd", etcd=options) as reg:
+            await reg.register(tool("guarded"))
+            assert await reg.names() == [("default", "guarded")]
+    finally:
+        stop_cluster(cluster)
