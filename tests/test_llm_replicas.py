@@ -149,26 +149,28 @@ async def test_a_replica_killed_mid_task_leaves_it_failed_with_a_reason_and_deli
             await wait_healthy(doomed, timeout_s=30)
             survivor = env.stub  # replica A, in this process
             watching = survivor.Subscribe(llm_pb2.SubscribeRequest(session_id="k1"))
-            fake_openai.add(
-                Reply(tool_calls=[("c1", "sleep_bg", '{"seconds": 60}')]), Reply(text="Started.")
-            )
+            # Five tasks in one turn, all running on the doomed replica.
+            calls = [(f"c{i}", "sleep_bg", '{"seconds": 60}') for i in range(5)]
+            fake_openai.add(Reply(tool_calls=calls), Reply(text="Started."))
             async with channel(doomed) as ch:
                 await asyncio.sleep(1)  # the doomed replica's view has the tool
                 reply = await llm_pb2_grpc.LLMServiceStub(ch).Chat(
                     llm_pb2.ChatRequest(session_id="k1", messages=[user("go")]), timeout=20
                 )
-            task_id = reply.tool_calls[0].task_id
+            task_ids = {c.task_id for c in reply.tool_calls}
+            assert len(task_ids) == 5
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
-            item = await asyncio.wait_for(watching.read(), 20)
+            delivered = [(await asyncio.wait_for(watching.read(), 20)).task for _ in range(5)]
             watching.cancel()
-            assert item.task.task_id == task_id
-            assert item.task.status == llm_pb2.TASK_STATUS_FAILED
-            assert item.task.result.error == REPLICA_GONE_ERROR
-            await asyncio.sleep(1.5)  # another reaper round: still one note
+            assert {t.task_id for t in delivered} == task_ids  # delivered == expected
+            assert {t.status for t in delivered} == {llm_pb2.TASK_STATUS_FAILED}
+            assert {t.result.error for t in delivered} == {REPLICA_GONE_ERROR}
+            await asyncio.sleep(1.5)  # another reaper round: still one note each
             history = await env.history("k1")
             notes = [m for m in history if m.role == llm_pb2.MESSAGE_ROLE_SYSTEM]
-            assert len(notes) == 1 and REPLICA_GONE_ERROR in notes[0].content
+            assert len(notes) == 5
+            assert {t for t in task_ids for m in notes if t in m.content} == task_ids
         finally:
             if proc.returncode is None:
                 proc.kill()
