@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint browser test run soak soak-hostile bench clean generators plugin-deps \
+.PHONY: venv protos check-protos lint browser test engines run soak soak-hostile bench clean generators plugin-deps \
 	example-plugins java-plugin
 
 # Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
@@ -113,10 +113,32 @@ $(JAVA_PLUGIN_JAR): examples/java_plugin/pom.xml $(shell find examples/java_plug
 
 java-plugin: $(JAVA_PLUGIN_JAR)
 
+## engines: the etcd and PostgreSQL servers the storage tests start (tests/support/etcd.py,
+## tests/support/postgres.py): apt-installs Debian's etcd-server and postgresql when missing
+## and running as root; otherwise says what is missing (those tests then fail saying so)
+engines:
+	@missing=""; \
+	command -v etcd >/dev/null 2>&1 || test -x /usr/bin/etcd || missing="$$missing etcd-server"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
+		|| missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		else echo "missing:$$missing (install them, or run make test as root)" >&2; fi; \
+	fi
+
+# The registry and LLMService suites again on the other backends (etcd, PostgreSQL).
+STORAGE_SUITE := tests/test_registry_*.py tests/test_fuzz_registry.py tests/test_plugin_heartbeat.py \
+	tests/test_llm_history.py tests/test_llm_tasks.py tests/test_llm_service.py \
+	tests/test_llm_limits.py tests/test_llm_offline.py tests/test_llm_e2e.py
+
 ## test: lint, stub drift check, the browser and the example plugins' builds (their tests
-## then find Go's and npm's caches warm), then the test suite
-test: lint check-protos browser example-plugins java-plugin
+## then find Go's and npm's caches warm), the etcd and PostgreSQL servers, the test suite,
+## then the registry and LLMService suites again on etcd and PostgreSQL
+test: lint check-protos browser example-plugins java-plugin engines
 	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -q --registry-store=etcd --llm-store=postgres $(STORAGE_SUITE)
 
 ## run: the whole demo stack (registry, LLMService, example plugins) and a scripted conversation
 run: $(STAMP)
@@ -128,9 +150,10 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP) example-plugins java-plugin
+bench: $(STAMP) engines example-plugins java-plugin
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache examples/ts_plugin/node_modules examples/ts_plugin/dist \

@@ -301,6 +301,9 @@ class HistoryStore:
             raise StoreError("readonly", f"database {self.path} is read-only")
         return self.db
 
+    def describe(self) -> str:
+        return str(self.path)
+
     @property
     def cached_sessions(self) -> int:
         return len(self._cache)

@@ -10,6 +10,7 @@ from pathlib import Path
 from llm_service.history import StoreError
 from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+from llm_service.store import store_problems
 from toolcall import config, tls
 from toolcall.dispatch import REMOTE_NEEDS_MTLS
 from toolcall.telemetry import add_metrics_argument, with_metrics_address
@@ -55,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "%(default)s)",
     )
     parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default=d.store,
+        help="where history and tasks live: sqlite (this process, the default) or postgres "
+        "(replicas share $TOOLCALL_PG_DSN) (default: $TOOLCALL_LLM_STORE or %(default)s)",
+    )
+    parser.add_argument(
         "--provider-timeout",
         type=float,
         default=d.provider_timeout_s,
@@ -79,6 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         max_tool_rounds=args.max_tool_rounds,
         max_parallel_tools=args.max_parallel_tools,
         provider_timeout_s=args.provider_timeout,
+        store=args.store,
     )
     settings.tls, settings.principals_file, settings.insecure = tls.server_args(args)
     if args.remote_plugins is not None:
@@ -112,6 +121,8 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         problems.append(err)
     if problems:
         raise SystemExit("; ".join(problems))
+    if problems := store_problems(settings):
+        raise SystemExit("; ".join(problems))
     return settings
 
 
@@ -120,7 +131,8 @@ STORE_ADVICE = {
     "created; its history and tasks are lost) or restore a backup, then start again",
     "readonly": "make it (and its directory) writable, then start again",
     "full": "free disk space, then start again",
-    "unavailable": "check the file and its directory, then start again",
+    "unavailable": "check the file and its directory (PostgreSQL: the server and "
+    "TOOLCALL_PG_DSN), then start again",
 }
 
 

@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from llm_service.history import HistoryStore
 from llm_service.messages import (
     Message,
     ToolCall,
@@ -37,6 +36,7 @@ from llm_service.messages import (
 from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Providers, TextChunk
 from llm_service.providers.base import ToolChoice
 from llm_service.settings import LLMSettings
+from llm_service.store import ConversationStore
 from llm_service.tasks import AsyncTasks, TaskLimitError
 from toolcall.auth import charge_tool_call
 from toolcall.dispatch import Dispatcher, error_result
@@ -141,7 +141,7 @@ class Orchestrator:
         view: RegistryView,
         dispatcher: Dispatcher,
         providers: Providers,
-        store: HistoryStore,
+        store: ConversationStore,
         tasks: AsyncTasks,
         telemetry: Telemetry = Telemetry.OFF,
     ) -> None:

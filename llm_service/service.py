@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 import grpc
 
-from llm_service.history import HistoryStore
 from llm_service.orchestrator import Orchestrator
 from llm_service.providers import Providers
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
+from llm_service.store import ConversationStore, make_store
 from llm_service.tasks import AsyncTasks
 from toolcall import auth
 from toolcall.address_policy import canonical_address
@@ -81,14 +81,7 @@ class LLMServiceHost(ServiceHost):
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
-        self.store = HistoryStore(
-            settings.resolved_db_path(),
-            tail_messages=settings.max_history_messages,
-            tail_bytes=settings.max_request_bytes,
-            cache_sessions=settings.history_cache_sessions,
-            cache_bytes=settings.history_cache_bytes,
-            part_bytes=settings.history_part_bytes,
-        )
+        self.store: ConversationStore = make_store(settings)
         self.telemetry = telemetry = resolve(settings.telemetry)
         self.dispatcher = settings.dispatcher(telemetry)
         self.view = RegistryView(
@@ -165,7 +158,7 @@ class LLMServiceHost(ServiceHost):
             raise
         log.info(
             "history in %s; registry %s; default provider %s",
-            self.store.path,
+            self.store.describe(),
             self.settings.registry_address,
             self.settings.default_provider,
         )
@@ -189,14 +182,20 @@ class LLMServiceHost(ServiceHost):
 
 
 def _gauges(servicer: LLMServicer, tasks: AsyncTasks) -> list[GaugeSample]:
-    return [
+    samples: list[GaugeSample] = [
         ("toolcall_chat_turns_in_flight", "Chat and ChatStream turns running", {},
          servicer.turns_in_flight),
         ("toolcall_async_tasks_running", "Async tool tasks running", {}, tasks.running()),
         ("toolcall_subscribe_streams", "Subscribe streams open", {}, tasks.subscribers),
-        ("toolcall_async_results_awaiting_ack", "Finished async tasks not yet acknowledged",
-         {}, tasks.store.unacked),
     ]  # fmt: skip
+    # Counted by the SQLite store; PostgreSQL is shared by replicas, so no one
+    # replica's count would be the truth.
+    if (unacked := getattr(tasks.store, "unacked", None)) is not None:
+        samples.append(
+            ("toolcall_async_results_awaiting_ack", "Finished async tasks not yet acknowledged",
+             {}, unacked)
+        )  # fmt: skip
+    return samples
 
 
 async def start_llm(settings: LLMSettings | None = None) -> LLMServiceHost:

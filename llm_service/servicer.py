@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from llm_service import wire
-from llm_service.history import HistoryStore, StoreError, StoreErrorKind, TaskRecord
+from llm_service.history import StoreError, StoreErrorKind, TaskRecord
 from llm_service.messages import Message, message_bytes
 from llm_service.orchestrator import Orchestrator, TurnRequest, TurnResult
 from llm_service.providers import PROVIDER_NAMES, ProviderError
 from llm_service.providers.base import ErrorKind, ToolChoice
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+from llm_service.store import ConversationStore
 from llm_service.tasks import AsyncTasks, SubscriberLimitError, SubscriberTooSlow
 from toolcall import config
 from toolcall.auth import current_principal
@@ -234,7 +235,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         settings: LLMSettings,
         *,
         orchestrator: Orchestrator,
-        store: HistoryStore,
+        store: ConversationStore,
         tasks: AsyncTasks,
         view: RegistryView,
         telemetry: Telemetry = Telemetry.OFF,

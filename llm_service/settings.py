@@ -57,8 +57,14 @@ class LLMSettings:
     default_provider: str = DEFAULT_PROVIDER
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
     max_parallel_tools: int = DEFAULT_MAX_PARALLEL_TOOLS
+    # Where history and tasks live: "sqlite" (one process) or "postgres" (replicas).
+    store: str = "sqlite"
     # None: <data dir>/llm.sqlite3, resolved when the service starts.
     db_path: Path | None = None
+    # PostgreSQL, for store="postgres": a libpq URL, and connections per replica.
+    pg_dsn: str = ""
+    pg_pool_size: int = 20
+    pg_schema: str = ""
     # Messages of a session's history sent to the provider (the newest ones).
     max_history_messages: int = DEFAULT_MAX_HISTORY_MESSAGES
     # Bytes of the messages of one provider request (system prompt, history,
@@ -122,7 +128,11 @@ class LLMSettings:
             default_provider=config.env("PROVIDER", DEFAULT_PROVIDER),
             max_tool_rounds=config.env_int("MAX_TOOL_ROUNDS", DEFAULT_MAX_TOOL_ROUNDS),
             max_parallel_tools=config.env_int("MAX_PARALLEL_TOOLS", DEFAULT_MAX_PARALLEL_TOOLS),
+            store=config.env("LLM_STORE", "sqlite"),
             db_path=Path(p).expanduser() if (p := config.env("LLM_DB")) else None,
+            pg_dsn=config.env("PG_DSN"),
+            pg_pool_size=config.env_int("PG_POOL_SIZE", 20),
+            pg_schema=config.env("PG_SCHEMA"),
             max_history_messages=config.env_int(
                 "MAX_HISTORY_MESSAGES", DEFAULT_MAX_HISTORY_MESSAGES
             ),

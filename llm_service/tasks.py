@@ -26,8 +26,9 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from llm_service.history import HistoryStore, TaskRecord
+from llm_service.history import TaskRecord
 from llm_service.messages import Message, ToolCall
+from llm_service.store import ConversationStore
 from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
@@ -38,6 +39,10 @@ from toolcall.tools import ToolSpec
 log = logging.getLogger(__name__)
 
 RESTARTED_ERROR = "service restarted before the task finished"
+# Replicas on PostgreSQL: the replica running the task died (its lock in the database freed).
+REPLICA_GONE_ERROR = "the LLMService replica running the task stopped before it finished"
+# How often a replica looks for the tasks of replicas that are gone.
+REAP_INTERVAL_S = 1.0
 STOPPED_ERROR = "service stopped before the task finished"
 CANCELLED_ERROR = "CANCELLED: the task was cancelled (CancelTask)"
 # A CancelTask reason is kept up to this many characters.
@@ -182,7 +187,7 @@ class Subscription:
 class AsyncTasks:
     def __init__(
         self,
-        store: HistoryStore,
+        store: ConversationStore,
         dispatcher: Dispatcher,
         *,
         max_per_session: int = 64,
@@ -207,6 +212,15 @@ class AsyncTasks:
         self._subscriber_count = 0  # Subscribe streams over all sessions
         self._closing = False
         self._telemetry = telemetry
+        # Replicas (a store with on_finished): results of tasks run elsewhere
+        # reach this replica's subscribers, and tasks of dead replicas are failed here.
+        self._replicated = hasattr(store, "on_finished")
+        self._reaper: asyncio.Task[None] | None = None
+        # Fetches of results announced by other replicas (bounded by MAX_SUBSCRIBERS
+        # sessions' worth: only sessions with a subscriber here are fetched).
+        self._fetches: set[asyncio.Task[None]] = set()
+        if self._replicated:
+            store.on_finished(self._finished_elsewhere)  # type: ignore[attr-defined]
 
     @property
     def subscribers(self) -> int:
@@ -214,12 +228,55 @@ class AsyncTasks:
         return self._subscriber_count
 
     async def recover(self) -> None:
-        """At startup: tasks left running by a previous process can never finish."""
-        for task in await self.store.fail_running_tasks(RESTARTED_ERROR):
+        """At startup: tasks left running by a previous process can never finish.
+
+        With replicas, only those of replicas that are gone, and again every
+        ``REAP_INTERVAL_S``: a replica killed mid-task leaves its tasks failed
+        with a reason and delivered.
+        """
+        await self._reap(REPLICA_GONE_ERROR if self._replicated else RESTARTED_ERROR)
+        if self._replicated:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="llm-task-reaper")
+
+    async def _reap(self, error: str) -> None:
+        for task in await self.store.fail_running_tasks(error):
             log.warning(
-                "task %s (%s) was running at shutdown; marked failed", task.task_id, task.tool_name
+                "task %s (%s) was running in a process that is gone; marked failed",
+                task.task_id,
+                task.tool_name,
             )
+            self._push(task)
             await self._add_note(task)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            try:
+                await self._reap(REPLICA_GONE_ERROR)
+            except Exception as exc:  # the database is away: next round
+                log.warning("cannot look for tasks of stopped replicas: %s", exc)
+
+    def _finished_elsewhere(self, session_id: str, task_id: str) -> None:
+        """Another replica stored a result: hand it to this replica's subscribers."""
+        if session_id not in self._listeners or self._closing:
+            return
+        fetch = asyncio.create_task(self._deliver(task_id))
+        self._fetches.add(fetch)
+        fetch.add_done_callback(self._fetches.discard)
+
+    async def _deliver(self, task_id: str) -> None:
+        try:
+            task = await self.store.get_task(task_id)
+        except Exception as exc:  # still stored unacknowledged: the next Subscribe sends it
+            log.warning("cannot read the result of task %s: %s", task_id, exc)
+            return
+        if task is not None and task.finished:
+            self._push(task)
+
+    def _push(self, task: TaskRecord) -> None:
+        size = task_bytes(task)
+        for subscription in self._listeners.get(task.session_id, ()):
+            subscription.push(task, size)
 
     def running(self, session_id: str | None = None) -> int:
         """Tasks running now: of one session, or in total."""
@@ -343,12 +400,16 @@ class AsyncTasks:
     async def _finish(self, task: TaskRecord) -> None:
         task.finished_at = time.time()
         try:
-            await self.store.finish_task(task)
+            stored = await self.store.finish_task(task)
         except Exception:
             log.exception("cannot store the result of task %s", task.task_id)
-        size = task_bytes(task)
-        for subscription in self._listeners.get(task.session_id, ()):
-            subscription.push(task, size)
+            stored = None
+        if stored is False:
+            # Another replica declared this one gone and failed the task: that
+            # outcome was delivered; a second one would duplicate it.
+            log.warning("task %s had been failed by another replica; result dropped", task.task_id)
+            return
+        self._push(task)
         await self._add_note(task)
 
     async def _add_note(self, task: TaskRecord) -> None:
@@ -413,6 +474,11 @@ class AsyncTasks:
     async def close(self, grace_s: float) -> None:
         """Lets running tasks finish for ``grace_s``, then cancels (and records) the rest."""
         self.end_streams()
+        for background in [self._reaper, *self._fetches]:
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         running = list(self._running.values())
         if running:
             log.info("waiting up to %gs for %d async task(s)", grace_s, len(running))

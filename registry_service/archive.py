@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry_service.store import Entry, Key
+from registry_service.store import Entry, Key, StorageError
 from toolcall.v1 import tools_pb2
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _read_only(stat: os.stat_result) -> str | None:
     return None
 
 
-class ArchiveError(Exception):
+class ArchiveError(StorageError):
     """The database cannot be opened or written; the message names the file and the cause."""
 
 

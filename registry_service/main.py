@@ -8,9 +8,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
+from registry_service.store import StorageError
 from toolcall import config, tls
 from toolcall.telemetry import add_metrics_argument, with_metrics_address
 
@@ -59,6 +59,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $TOOLCALL_MAX_DEFINITION_BYTES or %(default)s)",
     )
     parser.add_argument(
+        "--store",
+        choices=["sqlite", "etcd"],
+        default=d.store,
+        help="where tools and leases live: sqlite (this process, the default) or etcd (several "
+        "replicas share $TOOLCALL_ETCD_ENDPOINTS) (default: $TOOLCALL_REGISTRY_STORE or "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--etcd-endpoints",
+        default=None,
+        help="comma-separated etcd members, host:port or https://host:port "
+        "(default: $TOOLCALL_ETCD_ENDPOINTS)",
+    )
+    parser.add_argument(
         "--data-dir",
         default=None,
         help=f"directory of {DATA_FILE}, where tools registered without a lease are kept "
@@ -80,7 +94,10 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
         roles=roles,
         max_tools=args.max_tools,
         max_definition_bytes=args.max_definition_bytes,
+        store=args.store,
     )
+    if args.etcd_endpoints is not None:
+        settings.etcd.endpoints = [e.strip() for e in args.etcd_endpoints.split(",") if e.strip()]
     settings.tls, settings.principals_file, settings.insecure = tls.server_args(args)
     if args.remote_plugins is not None:
         settings.dispatch = dataclasses.replace(
@@ -118,7 +135,7 @@ async def main(args: argparse.Namespace) -> int:
         return 1
     try:
         await host.start()
-    except (OSError, RuntimeError, sqlite3.Error, ArchiveError) as exc:
+    except (OSError, RuntimeError, sqlite3.Error, StorageError) as exc:
         # Port taken, corrupt or read-only database...: one readable line, no traceback.
         log.error("cannot start the registry on %s: %s", args.address, exc)
         return 1

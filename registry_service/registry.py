@@ -1,8 +1,9 @@
 """The registry's behaviour, without gRPC: register, remove, look up, call, lease.
 
-``Registry`` ties together the role tables (``store``), leases and their
-sweeper, the SQLite archive of leaseless tools, Watch fan-out and the shared
-``Dispatcher`` that calls plugins. The servicer only translates messages.
+``Registry`` ties together the role tables (``store``, the in-memory view),
+the ``Storage`` backend that keeps tools and leases (``storage``: SQLite in
+one process, or etcd for replicas), the lease sweeper, Watch fan-out and the
+shared ``Dispatcher`` that calls plugins. The servicer only translates messages.
 """
 
 from __future__ import annotations
@@ -16,24 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from registry_service.archive import ArchiveError, StoredTool, ToolArchive
-from registry_service.leases import Lease, LeaseTable, UnknownLeaseError
+from registry_service.archive import ArchiveError, ToolArchive
+from registry_service.leases import Lease, UnknownLeaseError
 from registry_service.stats import ToolStats
-from registry_service.store import Change, Entry, Key, ToolStore, UnknownRoleError
+from registry_service.storage import LEASE_EXPIRED, LEASE_REVOKED, SqliteStorage, Storage
+from registry_service.store import Change, Entry, Key, StorageError, ToolStore, UnknownRoleError
 from registry_service.watch import DEFAULT_QUEUE_SIZE, Watcher, WatchHub
 from toolcall.address_policy import canonical_address
 from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_call_id
-from toolcall.tools import DefinitionError, ToolSpec
+from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
-
-LEASE_EXPIRED = "lease expired"
-LEASE_REVOKED = "lease revoked"
-
 
 # Limits of one registry (RegistrySettings): every entry is held in memory,
 # in each watcher's view (the LLMService's), and in a full listing.
@@ -79,18 +77,20 @@ class Registry(Generic[M]):
         *,
         to_message: Callable[[Change, ToolStats | None, str], M],
         archive: ToolArchive | None = None,
+        storage: Storage | None = None,
         dispatcher: Dispatcher | None = None,
         sweep_interval_s: float = 0.25,
         watch_queue_size: int = DEFAULT_QUEUE_SIZE,
         max_tools: int = DEFAULT_MAX_TOOLS,
         max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES,
     ) -> None:
+        # ``archive`` is shorthand for SqliteStorage(archive); give one or the other.
+        self.storage: Storage = storage or SqliteStorage(archive)
+        # This run's id until the storage names a shared one (etcd: the cluster's).
         self.instance_id = secrets.token_hex(8)
         self.max_tools = max_tools
         self.max_definition_bytes = max_definition_bytes
         self.store = ToolStore(roles)
-        self.leases = LeaseTable()
-        self.archive = archive
         self.dispatcher = dispatcher or Dispatcher()
         self._stats: dict[str, ToolStats] = {}
         # Callback address of each entry and how many entries use it, so the
@@ -119,33 +119,15 @@ class Registry(Generic[M]):
     # -- lifecycle -------------------------------------------------------
 
     async def open(self) -> None:
-        """Loads the archived tools, then starts following changes and sweeping leases."""
-        if self.archive is not None:
-            self._restore(await self.archive.open())
+        """Loads the stored tools, then starts following changes and sweeping leases."""
+        await self.storage.open(self.store, self.dispatcher.remote)
+        self.instance_id = self.storage.instance_id(self.instance_id)
+        self._check_stored()
         self.store.subscribe(self.hub.publish)
         self.store.subscribe(self._forget_stats)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-lease-sweeper")
 
-    def _restore(self, stored: list[StoredTool]) -> None:
-        loaded = 0
-        for tool in stored:
-            if not self.store.has_role(tool.role):
-                log.warning(
-                    "stored tool %r of role %r not loaded: role not served (roles: %s)",
-                    tool.definition.name,
-                    tool.role,
-                    ", ".join(self.roles),
-                )
-                continue
-            try:
-                spec = ToolSpec.from_definition(tool.definition, remote=self.dispatcher.remote)
-            except DefinitionError as exc:
-                log.warning("stored tool %r not loaded: %s", tool.definition.name, exc)
-                continue
-            self.store.put(Entry.create(spec, tool.role, registered_at=tool.registered_at))
-            loaded += 1
-        if stored:
-            log.info("restored %d stored tools", loaded)
+    def _check_stored(self) -> None:
         # Stored tools were acknowledged: all are loaded even past lowered
         # limits; new registrations are refused until the registry is back under.
         store = self.store
@@ -197,20 +179,16 @@ class Registry(Generic[M]):
             self._sweeper = None
         self.hub.close_all()
         await self.dispatcher.close()
-        if self.archive is not None:
-            await self.archive.close()
+        await self.storage.close()
 
     # -- changes ---------------------------------------------------------
 
     async def register(self, spec: ToolSpec, lease_id: str = "") -> Registration:
         """Adds or replaces ``spec`` in its role (unset: every role).
 
-        Raises UnknownLeaseError, RegistryFullError, or ArchiveError (the change
-        cannot be stored; nothing changed); an unknown role is reported in the
-        outcome.
+        Raises UnknownLeaseError, RegistryFullError, or StorageError (the change
+        cannot be stored); an unknown role is reported in the outcome.
         """
-        if lease_id:
-            self.leases.get(lease_id)
         outcome = Registration(spec.name)
         if spec.role is not None:
             if err := self.store.role_error(spec.role):
@@ -223,18 +201,9 @@ class Registry(Generic[M]):
         entries = [Entry.create(spec, role, lease_id, now) for role in roles]
         async with self._changing:
             self._check_room(entries)
-            deleted = await self._persist(entries, [])
-            if lease_id and lease_id not in self.leases:
-                # The lease ended during the write: the rows it replaced are
-                # gone from the file, so their tools go from memory too.
-                self.store.remove(deleted, LEASE_EXPIRED)
-                raise UnknownLeaseError(lease_id)
-            for entry in entries:
-                old = self.store.put(entry)
-                outcome.affected_roles.append(entry.role)
-                log.debug(
-                    "%s %r in role %r", "replaced" if old else "registered", spec.name, entry.role
-                )
+            await self.storage.put(entries, lease_id)
+            outcome.affected_roles.extend(entry.role for entry in entries)
+            log.debug("registered %r in roles %s", spec.name, outcome.affected_roles)
         return outcome
 
     def _check_room(self, entries: list[Entry]) -> None:
@@ -259,27 +228,16 @@ class Registry(Generic[M]):
             )
 
     async def unregister(self, name: str, role: str | None) -> list[Entry]:
-        """Raises ArchiveError (nothing removed) when the removal cannot be stored."""
+        """Raises StorageError when the removal cannot be stored."""
         async with self._changing:
             keys = self.store.unregister_keys(name, role)
-            await self._persist([], keys)
-            return self.store.remove(keys, "unregistered")
+            return await self.storage.remove(keys, "unregistered")
 
     async def clear(self, source: str, role: str | None) -> list[Entry]:
-        """Raises ArchiveError (nothing removed) when the removal cannot be stored."""
+        """Raises StorageError when the removal cannot be stored."""
         async with self._changing:
             keys = self.store.clear_keys(source, role)
-            await self._persist([], keys)
-            return self.store.remove(keys, "cleared")
-
-    async def _persist(self, put: list[Entry], removed: list[Key]) -> list[Key]:
-        """Writes what the archive needs for this change, before memory changes: an
-        ArchiveError leaves both as they were. Returns the keys whose rows were deleted."""
-        if self.archive is None:
-            return []
-        puts, deletes = self.archive.changes_for(put, removed)
-        await self.archive.write(puts, deletes)
-        return deletes
+            return await self.storage.remove(keys, "cleared")
 
     # -- reading ---------------------------------------------------------
 
@@ -339,36 +297,28 @@ class Registry(Generic[M]):
 
     # -- leases ----------------------------------------------------------
 
-    def create_lease(self, ttl_s: float, holder: str) -> Lease:
-        lease = self.leases.create(ttl_s, holder)
+    async def create_lease(self, ttl_s: float, holder: str) -> Lease:
+        """Raises StorageError."""
+        lease = await self.storage.create_lease(ttl_s, holder)
         log.info("lease %s for %s (ttl %gs)", lease.lease_id, holder or "?", lease.ttl_s)
         return lease
 
-    def keep_alive(self, lease_id: str) -> tuple[Lease, int, dict[str, int]]:
+    async def keep_alive(self, lease_id: str) -> tuple[Lease, int, dict[str, int]]:
         """Renews the lease; returns it, how many tools it holds, and how many per role."""
-        lease = self.leases.renew(lease_id)
+        lease = await self.storage.renew_lease(lease_id)
         store = self.store
         return lease, store.lease_tool_count(lease_id), store.lease_tools_per_role(lease_id)
 
-    def revoke_lease(self, lease_id: str) -> list[Entry]:
-        lease = self.leases.revoke(lease_id)
-        removed = self.store.remove_lease(lease_id, LEASE_REVOKED)
-        log.info("lease %s of %s revoked: %d tools removed", lease_id, lease.holder, len(removed))
+    async def revoke_lease(self, lease_id: str) -> list[Entry]:
+        """Raises UnknownLeaseError or StorageError."""
+        async with self._changing:
+            removed = await self.storage.revoke_lease(lease_id)
+        log.info("lease %s revoked: %d tools removed", lease_id, len(removed))
         return removed
 
     def sweep(self) -> list[Entry]:
         """Removes the tools of expired leases."""
-        removed: list[Entry] = []
-        for lease in self.leases.expired():
-            gone = self.store.remove_lease(lease.lease_id, LEASE_EXPIRED)
-            log.warning(
-                "lease %s of %s expired: %d tools removed",
-                lease.lease_id,
-                lease.holder or "?",
-                len(gone),
-            )
-            removed.extend(gone)
-        return removed
+        return self.storage.sweep()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -384,9 +334,11 @@ __all__ = [
     "LEASE_REVOKED",
     "ArchiveError",
     "Call",
+    "Lease",
     "Registration",
     "Registry",
     "RegistryFullError",
+    "StorageError",
     "ToolNotFoundError",
     "UnknownLeaseError",
     "UnknownRoleError",

@@ -9,7 +9,6 @@ import grpc
 
 from registry_service import wire
 from registry_service.access import MutationGate
-from registry_service.archive import ToolArchive
 from registry_service.registry import Registry
 from registry_service.servicer import RegistryServicer
 from registry_service.settings import RegistrySettings
@@ -35,7 +34,7 @@ class RegistryHost(ServiceHost):
         self.registry = Registry(
             settings.roles,
             to_message=wire.watch_event,
-            archive=ToolArchive(settings.resolved_data_path()),
+            storage=settings.storage(),
             dispatcher=settings.dispatcher(telemetry),
             sweep_interval_s=settings.lease_sweep_interval_s,
             watch_queue_size=settings.watch_queue_size,
@@ -78,14 +77,15 @@ class RegistryHost(ServiceHost):
             await self.registry.close()
             raise
         log.info(
-            "registry %s on %s; roles: %s; token %s; %d stored tools from %s; "
+            "registry %s on %s; roles: %s; token %s; %d stored tools from %s %s; "
             "limits: %d tools, %d definition bytes",
             self.registry.instance_id,
             self.target,
             ", ".join(self.registry.roles),
             "required for changes and Invoke" if self.settings.token else "not required",
             len(self.registry.store),
-            self.settings.resolved_data_path(),
+            self.registry.storage.kind,
+            self.registry.storage.describe(),
             self.registry.max_tools,
             self.registry.max_definition_bytes,
         )
@@ -107,9 +107,14 @@ def _gauges(registry: Registry[Any]) -> list[GaugeSample]:
          registry.store.count(role))
         for role in registry.roles
     ]  # fmt: skip
+    # Leases held in this process (SQLite); on etcd they live in the cluster.
+    leases = getattr(registry.storage, "leases", None)
+    held: list[GaugeSample] = (
+        [] if leases is None else [("toolcall_registry_leases", "Leases alive", {}, len(leases))]
+    )
     return [
         *tools,
-        ("toolcall_registry_leases", "Leases alive", {}, len(registry.leases)),
+        *held,
         ("toolcall_registry_watch_streams", "Watch streams open", {}, len(registry.hub)),
     ]
 

@@ -13,10 +13,9 @@ from typing import NoReturn
 import grpc
 
 from registry_service import paging, wire
-from registry_service.archive import ArchiveError
 from registry_service.leases import UnknownLeaseError, ttl_error
 from registry_service.registry import Registry, RegistryFullError, ToolNotFoundError
-from registry_service.store import Entry, UnknownRoleError
+from registry_service.store import Entry, StorageError, UnknownRoleError
 from registry_service.watch import Closed, Overflowed, WatchLimitError
 from toolcall.errors import abort_invalid
 from toolcall.jsonvalue import from_struct
@@ -60,9 +59,14 @@ async def _not_found(context: grpc.aio.ServicerContext, exc: Exception) -> NoRet
     raise AssertionError("unreachable")  # abort always raises
 
 
-async def _unstored(context: grpc.aio.ServicerContext, exc: ArchiveError) -> NoReturn:
-    # Nothing changed (the write comes first); retrying is safe once the disk is fixed.
-    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing was changed")
+async def _unstored(context: grpc.aio.ServicerContext, exc: StorageError) -> NoReturn:
+    # SQLite: nothing changed (the write comes first); etcd: a request that timed
+    # out may have committed. Either way retrying is safe: every change is idempotent.
+    if exc.changed_nothing:
+        detail = "nothing was changed"
+    else:
+        detail = "the change may or may not have been applied; retrying is safe"
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; {detail}")
     raise AssertionError("unreachable")
 
 
@@ -85,7 +89,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
             await _not_found(context, exc)
         except RegistryFullError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except ArchiveError as exc:
+        except StorageError as exc:
             await _unstored(context, exc)
         return registry_pb2.RegisterResponse(
             ok=bool(outcome.affected_roles),
@@ -105,7 +109,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         role = await _optional_role(request, context)
         try:
             removed = await self.registry.unregister(request.name, role)
-        except ArchiveError as exc:
+        except StorageError as exc:
             await _unstored(context, exc)
         return registry_pb2.UnregisterResponse(
             removed=len(removed), affected_roles=[e.role for e in removed]
@@ -122,7 +126,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         role = await _optional_role(request, context)
         try:
             removed = await self.registry.clear(request.source, role)
-        except ArchiveError as exc:
+        except StorageError as exc:
             await _unstored(context, exc)
         return registry_pb2.ClearResponse(removed=len(removed))
 
@@ -246,7 +250,10 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
     ) -> registry_pb2.CreateLeaseResponse:
         if err := ttl_error(request.ttl_seconds):
             await abort_invalid(context, [("ttl_seconds", err)])
-        lease = self.registry.create_lease(request.ttl_seconds, request.holder)
+        try:
+            lease = await self.registry.create_lease(request.ttl_seconds, request.holder)
+        except StorageError as exc:
+            await _unstored(context, exc)
         return registry_pb2.CreateLeaseResponse(
             lease_id=lease.lease_id,
             ttl_seconds=lease.ttl_s,
@@ -259,9 +266,11 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         if not request.lease_id:
             await abort_invalid(context, [("lease_id", "is required")])
         try:
-            lease, tools, per_role = self.registry.keep_alive(request.lease_id)
+            lease, tools, per_role = await self.registry.keep_alive(request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
+        except StorageError as exc:
+            await _unstored(context, exc)
         return registry_pb2.KeepAliveResponse(
             ttl_seconds=lease.ttl_s, tools=tools, tools_per_role=per_role
         )
@@ -272,7 +281,9 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         if not request.lease_id:
             await abort_invalid(context, [("lease_id", "is required")])
         try:
-            removed = self.registry.revoke_lease(request.lease_id)
+            removed = await self.registry.revoke_lease(request.lease_id)
         except UnknownLeaseError as exc:
             await _not_found(context, exc)
+        except StorageError as exc:
+            await _unstored(context, exc)
         return registry_pb2.RevokeLeaseResponse(removed=len(removed))

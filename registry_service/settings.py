@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry_service.archive import ToolArchive
+from registry_service.etcd_storage import DEFAULT_PREFIX, EtcdOptions, EtcdStorage
 from registry_service.registry import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_TOOLS
+from registry_service.storage import SqliteStorage, Storage
 from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
@@ -16,6 +19,29 @@ from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
 DATA_FILE = "registry.sqlite3"
+STORES = ("sqlite", "etcd")
+
+
+def etcd_options_from_env() -> EtcdOptions:
+    def path(name: str) -> Path | None:
+        return Path(p).expanduser() if (p := config.env(name)) else None
+
+    password = config.env("ETCD_PASSWORD")
+    if password_file := config.env("ETCD_PASSWORD_FILE"):
+        try:
+            password = config.read_token_file(password_file)
+        except config.ConfigError as exc:
+            raise SystemExit(str(exc)) from None
+    return EtcdOptions(
+        endpoints=[e.strip() for e in config.env("ETCD_ENDPOINTS").split(",") if e.strip()],
+        prefix=config.env("ETCD_PREFIX", DEFAULT_PREFIX),
+        ca_file=path("ETCD_CA_FILE"),
+        cert_file=path("ETCD_CERT_FILE"),
+        key_file=path("ETCD_KEY_FILE"),
+        user=config.env("ETCD_USER"),
+        password=password,
+        timeout_s=config.env_float("ETCD_TIMEOUT", 5.0),
+    )
 
 
 @dataclass
@@ -28,8 +54,12 @@ class RegistrySettings:
     roles: list[str] = field(default_factory=lambda: [config.DEFAULT_ROLE])
     # Shared token for mutating RPCs; empty requires none.
     token: str = ""
+    # Where tools and leases live: "sqlite" (one process) or "etcd" (replicas).
+    store: str = "sqlite"
     # SQLite file of leaseless tools; None: <data dir>/registry.sqlite3.
     data_path: Path | None = None
+    # The etcd cluster, for store="etcd".
+    etcd: EtcdOptions = field(default_factory=EtcdOptions)
     # How often expired leases are looked for (tools of a dead plugin
     # disappear within ttl + this).
     lease_sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
@@ -57,6 +87,8 @@ class RegistrySettings:
             address=config.registry_address(),
             roles=config.roles(),
             token=config.token(),
+            store=config.env("REGISTRY_STORE", "sqlite"),
+            etcd=etcd_options_from_env(),
             data_path=Path(p).expanduser() if (p := config.env("REGISTRY_DB")) else None,
             lease_sweep_interval_s=config.env_float(
                 "LEASE_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL_S
@@ -78,6 +110,11 @@ class RegistrySettings:
             ClientTLS.of(self.tls) if remote else None, telemetry=telemetry, path="invoke"
         )
 
+    def storage(self) -> Storage:
+        if self.store == "etcd":
+            return EtcdStorage(self.etcd)
+        return SqliteStorage(ToolArchive(self.resolved_data_path()))
+
     def resolved_data_path(self) -> Path:
         return self.data_path or config.data_dir() / DATA_FILE
 
@@ -98,6 +135,10 @@ class RegistrySettings:
         if self.max_definition_bytes < 1:
             bad.append("max_definition_bytes must be at least 1")
         bad.extend(self.dispatch.problems())
+        if self.store not in STORES:
+            bad.append(f"store must be one of {', '.join(STORES)}, got {self.store[:40]!r}")
+        elif self.store == "etcd":
+            bad.extend(self.etcd.problems())
         bad.extend(self.tls.problems())
         if self.dispatch.remote_plugins and not (self.tls.ca and self.tls.client_cert):
             bad.append(REMOTE_NEEDS_MTLS)

@@ -57,7 +57,7 @@ class Entry:
 
 @dataclass(slots=True, frozen=True)
 class Change:
-    """One change of the registry; ``revision`` counts changes since start."""
+    """One change of the registry; ``revision`` counts changes since start (etcd: its revision)."""
 
     removed: bool
     entry: Entry
@@ -67,6 +67,16 @@ class Change:
 
 class UnknownRoleError(LookupError):
     pass
+
+
+class StorageError(Exception):
+    """A change cannot be stored (storage.py); the message names the store and the cause.
+
+    ``changed_nothing``: the change surely did not happen (SQLite writes first);
+    False when it may have (an etcd request that timed out may have committed).
+    """
+
+    changed_nothing = True
 
 
 class ToolStore:
@@ -96,8 +106,9 @@ class ToolStore:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def _emit(self, removed: bool, entry: Entry, reason: str) -> None:
-        self.revision += 1
+    def _emit(self, removed: bool, entry: Entry, reason: str, revision: int | None) -> None:
+        # A backend with its own revisions (etcd) passes them; otherwise count.
+        self.revision = self.revision + 1 if revision is None else revision
         self._sorted[entry.role] = None
         change = Change(removed, entry, reason, self.revision)
         for listener in list(self._listeners):
@@ -125,7 +136,9 @@ class ToolStore:
             return None
         return f"unknown role {role[:80]!r}; this registry serves: {', '.join(self.roles)}"
 
-    def put(self, entry: Entry, reason: str = "registered") -> Entry | None:
+    def put(
+        self, entry: Entry, reason: str = "registered", revision: int | None = None
+    ) -> Entry | None:
         """Adds or replaces ``entry`` in its role's table; returns the replaced entry."""
         table = self._tables.get(entry.role)
         if table is None:
@@ -139,21 +152,21 @@ class ToolStore:
         self._count += 1
         self.definition_bytes += entry.size
         self._index(entry)
-        self._emit(False, entry, reason)
+        self._emit(False, entry, reason, revision)
         return old
 
-    def _remove(self, key: Key, reason: str) -> Entry | None:
+    def _remove(self, key: Key, reason: str, revision: int | None = None) -> Entry | None:
         role, name = key
         entry = self._tables.get(role, {}).pop(name, None)
         if entry is not None:
             self._count -= 1
             self.definition_bytes -= entry.size
             self._unindex(entry)
-            self._emit(True, entry, reason)
+            self._emit(True, entry, reason, revision)
         return entry
 
-    def _remove_all(self, keys: list[Key], reason: str) -> list[Entry]:
-        return [e for k in keys if (e := self._remove(k, reason)) is not None]
+    def _remove_all(self, keys: list[Key], reason: str, revision: int | None = None) -> list[Entry]:
+        return [e for k in keys if (e := self._remove(k, reason, revision)) is not None]
 
     def unregister_keys(self, name: str, role: str | None) -> list[Key]:
         """Keys ``unregister(name, role)`` would remove."""
@@ -164,9 +177,9 @@ class ToolStore:
         """Keys ``clear(source, role)`` would remove, sorted."""
         return sorted(k for k in self._by_source.get(source, ()) if role is None or k[0] == role)
 
-    def remove(self, keys: list[Key], reason: str) -> list[Entry]:
+    def remove(self, keys: list[Key], reason: str, revision: int | None = None) -> list[Entry]:
         """Removes the entries of ``keys`` that exist; returns them."""
-        return self._remove_all(keys, reason)
+        return self._remove_all(keys, reason, revision)
 
     def unregister(self, name: str, role: str | None) -> list[Entry]:
         return self._remove_all(self.unregister_keys(name, role), "unregistered")

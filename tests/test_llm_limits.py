@@ -225,6 +225,7 @@ def delete_database(db: Path) -> None:
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
+@pytest.mark.sqlite_store
 async def test_database_write_failures_are_statuses_and_change_nothing(env: LLMEnv) -> None:
     await env.chat("w", "first")
     before = await env.history("w")

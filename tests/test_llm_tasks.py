@@ -244,6 +244,7 @@ async def test_stop_marks_unfinished_tasks_failed_and_keeps_them(
         assert history[-1].content.endswith(f"failed: {STOPPED_ERROR}")
 
 
+@pytest.mark.sqlite_store  # with replicas: tests/test_llm_replicas.py
 async def test_tasks_left_running_by_a_dead_process_fail_at_startup(
     tmp_path: Path, tool_plugin: str
 ) -> None:

@@ -98,6 +98,7 @@ async def test_ttl_zero_means_the_default(tmp_path: Path) -> None:
         assert (await _lease(reg.stub, ttl=300)).ttl_seconds == 300
 
 
+@pytest.mark.sqlite_store
 async def test_a_restarted_registry_does_not_know_old_leases(tmp_path: Path) -> None:
     async with running_registry(tmp_path) as reg:
         lease = await _lease(reg.stub)
@@ -112,6 +113,7 @@ async def test_a_restarted_registry_does_not_know_old_leases(tmp_path: Path) -> 
         assert await reg.names() == []  # leased tools are not persisted
 
 
+@pytest.mark.sqlite_store
 async def test_leaseless_tools_survive_a_restart(tmp_path: Path) -> None:
     async with running_registry(tmp_path, roles=["a", "b"]) as reg:
         await reg.register(tool("kept", description="d", timeout_seconds=7, source="s"))
@@ -142,6 +144,7 @@ async def test_tools_of_roles_no_longer_served_stay_stored(tmp_path: Path) -> No
         assert await reg.names() == [("a", "t"), ("b", "t")]
 
 
+@pytest.mark.sqlite_store
 async def test_data_path_defaults_to_the_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.anyio
 async def fill(reg: Registry, count: int, prefix: str = "t", **fields: object) -> None:
     """Registers ``count`` tools in-process under one lease (no SQLite writes): fast."""
     registry = reg.host.registry
-    lease = registry.create_lease(300, "fill")
+    lease = await registry.create_lease(300, "fill")
     for i in range(count):
         spec = ToolSpec.from_definition(tool(f"{prefix}{i:05d}", **fields))  # type: ignore[arg-type]
         await registry.register(spec, lease.lease_id)

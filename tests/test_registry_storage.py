@@ -31,7 +31,7 @@ from tests.support.plugins import REPO_ROOT, child_env, free_port
 from tests.support.registry import Registry, running_registry, tool
 from toolcall.v1 import registry_pb2
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_store]
 
 DB = "registry.sqlite3"
 # ~24 KiB of definition: needs new pages in the WAL, so a full disk refuses it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -142,7 +143,24 @@ async def start_test_registry(
     )
 
 
+# The LLMService suite's store: SQLite, or this PostgreSQL server when pytest
+# runs with --llm-store=postgres (tests/conftest.py sets it).
+PG_DSN: list[str] = []
+
+
+def pg_schema(tmp_path: Path) -> str:
+    """A schema of its own per test (the same for every replica of one test)."""
+    return "t_" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
+
+
+def on_postgres(tmp_path: Path, dsn: str) -> dict[str, Any]:
+    """Overrides that put an LLMService's history and tasks in PostgreSQL."""
+    return {"store": "postgres", "pg_dsn": dsn, "pg_schema": pg_schema(tmp_path), "pg_pool_size": 8}
+
+
 def llm_settings(tmp_path: Path, registry_target: str, **overrides: Any) -> LLMSettings:
+    if PG_DSN and "store" not in overrides:
+        overrides = {**on_postgres(tmp_path, PG_DSN[0]), **overrides}
     settings = LLMSettings(
         address="127.0.0.1:0",
         registry_address=registry_target,

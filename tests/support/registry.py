@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 
 from registry_service import RegistryHost, RegistrySettings, start_registry
+from registry_service.etcd_storage import EtcdOptions
 from tests.support.images import png
 from toolcall.clients import list_all_tools
 from toolcall.jsonvalue import from_struct, to_struct, to_value
@@ -73,6 +75,23 @@ class Registry:
         return [(t.role, t.tool.name) for t in tools]
 
 
+# The registry suite's backend: "sqlite", or the etcd endpoints when pytest runs
+# with --registry-store=etcd (tests/conftest.py sets them).
+ETCD_ENDPOINTS: list[str] = []
+
+
+def on_etcd() -> bool:
+    """Whether the registries of this run keep their tools in etcd."""
+    return bool(ETCD_ENDPOINTS)
+
+
+def etcd_options(tmp_path: Path, endpoints: list[str]) -> EtcdOptions:
+    """Options for a registry on ``endpoints`` with a key prefix of its own per test
+    (the same for every registry of one test: a restart finds its tools again)."""
+    digest = hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
+    return EtcdOptions(endpoints=list(endpoints), prefix=f"/toolcall-test/{digest}/")
+
+
 def settings(tmp_path: Path, **overrides: Any) -> RegistrySettings:
     base = RegistrySettings(
         address="127.0.0.1:0",
@@ -80,6 +99,8 @@ def settings(tmp_path: Path, **overrides: Any) -> RegistrySettings:
         lease_sweep_interval_s=0.05,
         grace_s=1.0,
     )
+    if ETCD_ENDPOINTS and "store" not in overrides:
+        base.store, base.etcd = "etcd", etcd_options(tmp_path, ETCD_ENDPOINTS)
     return dataclasses.replace(base, **overrides)
 
 

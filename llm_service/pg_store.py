@@ -1,0 +1,587 @@
+"""Conversation history, async tasks and acknowledgements in PostgreSQL, for replicas.
+
+The same methods as the SQLite ``HistoryStore`` (``llm_service.store``), on
+``asyncpg`` (an asyncio driver: no thread, no blocking), plus what several
+LLMService replicas on one database need:
+
+- Turns of one session never interleave across replicas: ``session_lock``
+  holds a PostgreSQL advisory lock keyed by the session for the turn (a
+  replica that dies drops its connection, and PostgreSQL the lock).
+- A task is owned by the replica that runs it (``tasks.owner``). Each
+  replica holds an advisory lock on its own id for as long as it lives, on
+  its listener connection; ``fail_running_tasks`` (at startup and every few
+  seconds) marks failed the running tasks of owners whose lock is free: that
+  replica is gone. An outcome is stored only over ``running``, so a task
+  ends once (a late result of a task already failed is dropped, not
+  duplicated in the history).
+- A finished task is announced with ``NOTIFY`` on ``toolcall_tasks``; every
+  replica ``LISTEN``\\s and hands it to its Subscribe streams of that session
+  (``on_finished``).
+
+No cache: every turn reads the session's tail (one indexed query), since
+another replica may have written since. Schema changes are numbered
+migrations applied once, under a lock, in ``toolcall_schema_migrations``.
+Strings are stored as UTF-8 ``bytea`` where a model or tool chose them
+(PostgreSQL ``text`` refuses NUL characters; hostile input must still be
+stored as it came).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from llm_service.history import StoreError, TaskRecord
+from llm_service.messages import Message, ToolCall, capped_parts, message_bytes
+from toolcall.parts import part_size
+from toolcall.v1 import tools_pb2
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "toolcall_tasks"
+# advisory lock namespaces (the first key of pg_advisory_lock(int, int)).
+_SESSION_LOCKS = 0x7C01
+_REPLICA_LOCKS = 0x7C02
+_MIGRATION_LOCK = 0x7C03
+# Tails up to this many messages are read with one LIMIT query; more, with a cursor.
+FETCH_LIMIT = 1000
+# How often a replica looks for the tasks of replicas that are gone.
+REAP_INTERVAL_S = 2.0
+
+MIGRATIONS: list[str] = [
+    # 1: history, tasks (with their owner replica) and acknowledgements.
+    """
+    CREATE TABLE toolcall_messages (
+        id BIGSERIAL PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        content BYTEA NOT NULL,
+        tool_calls TEXT,
+        tool_call_id BYTEA NOT NULL,
+        name BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        parts BYTEA
+    );
+    CREATE INDEX toolcall_messages_by_session ON toolcall_messages (session_id, id);
+    CREATE TABLE toolcall_tasks (
+        task_id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        call_id BYTEA NOT NULL,
+        role TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        status TEXT NOT NULL,
+        output TEXT,
+        error BYTEA NOT NULL DEFAULT ''::bytea,
+        created_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        acked BOOLEAN NOT NULL DEFAULT FALSE,
+        parts BYTEA,
+        owner TEXT NOT NULL
+    );
+    CREATE INDEX toolcall_tasks_by_session ON toolcall_tasks (session_id, acked, status);
+    CREATE INDEX toolcall_tasks_running ON toolcall_tasks (owner) WHERE status = 'running';
+    """,
+    # 2: the principal owning each session (authentication on).
+    """
+    CREATE TABLE toolcall_session_owners (
+        session_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL
+    );
+    """,
+]
+# Owners never change once set, so the memo cannot go stale; emptied when full.
+OWNER_CACHE_ENTRIES = 4096
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _s(raw: bytes | None) -> str:
+    return bytes(raw or b"").decode("utf-8", "surrogatepass")
+
+
+def _parts(blob: bytes | None) -> list[tools_pb2.ContentPart]:
+    if not blob:
+        return []
+    try:
+        return list(tools_pb2.ToolResult.FromString(bytes(blob)).parts)
+    except Exception:  # a damaged blob costs its parts, not the session
+        return [tools_pb2.ContentPart(text="[content parts could not be read]")]
+
+
+def _parts_blob(parts: list[tools_pb2.ContentPart]) -> bytes | None:
+    return tools_pb2.ToolResult(parts=parts).SerializeToString() if parts else None
+
+
+def _message(row: Any) -> Message:
+    calls = json.loads(row["tool_calls"]) if row["tool_calls"] else []
+    return Message(
+        role=row["role"],
+        content=_s(row["content"]),
+        tool_calls=[ToolCall.from_json(c) for c in calls],
+        tool_call_id=_s(row["tool_call_id"]),
+        name=_s(row["name"]),
+        created_at=row["created_at"],
+        parts=_parts(row["parts"]),
+    )
+
+
+def _task(row: Any) -> TaskRecord:
+    return TaskRecord(
+        task_id=row["task_id"],
+        session_id=row["session_id"],
+        tool_name=row["tool_name"],
+        call_id=_s(row["call_id"]),
+        role=row["role"],
+        arguments=json.loads(row["arguments"]),
+        status=row["status"],
+        output=json.loads(row["output"]) if row["output"] is not None else None,
+        error=_s(row["error"]),
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        acked=row["acked"],
+        parts=_parts(row["parts"]),
+    )
+
+
+@dataclass
+class PostgresOptions:
+    """``TOOLCALL_PG_DSN`` and pool bounds (llm_service/settings.py)."""
+
+    # postgresql://user:password@host:port/database?sslmode=verify-full (libpq's form).
+    dsn: str = ""
+    # Connections per replica: turns hold one each for their session lock.
+    pool_size: int = 20
+    # Bound of one statement (and of connecting).
+    timeout_s: float = 10.0
+    # Schema holding the tables (created if missing); empty: the search_path's default.
+    schema: str = ""
+
+    def problems(self) -> list[str]:
+        bad = []
+        if not self.dsn:
+            bad.append("the postgres store needs a DSN (TOOLCALL_PG_DSN)")
+        if self.schema and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema):
+            bad.append("the PostgreSQL schema must be lowercase letters, digits and _")
+        if not 2 <= self.pool_size <= 1000:
+            bad.append("the PostgreSQL pool size must be from 2 to 1000")
+        return bad
+
+
+class PostgresStore:
+    """History and tasks in PostgreSQL; raises ``StoreError`` ("unavailable") when it fails."""
+
+    replicated = True
+
+    def __init__(
+        self,
+        options: PostgresOptions,
+        *,
+        tail_messages: int,
+        tail_bytes: int,
+        part_bytes: int,
+    ) -> None:
+        self.options = options
+        self.tail_messages = max(1, tail_messages)
+        self.tail_bytes = max(1, tail_bytes)
+        self.part_bytes = max(0, part_bytes)
+        # This run's id: the owner of the tasks it starts.
+        self.replica_id = secrets.token_hex(8)
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._finished_callbacks: list[Callable[[str, str], None]] = []
+        # One waiter per session per replica queues here, not on a pool connection.
+        self._local: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._closed = False
+        self._owners: dict[str, str] = {}
+        # One channel per schema: replicas of another deployment are not woken.
+        self.channel = NOTIFY_CHANNEL + (f"_{options.schema}" if options.schema else "")
+        self._server_settings = {"search_path": options.schema} if options.schema else None
+
+    def describe(self) -> str:
+        host = self.options.dsn.rsplit("@", 1)[-1]  # no password in logs
+        return f"PostgreSQL {host} (replica {self.replica_id})"
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("unavailable", "PostgreSQL store is not open")
+        return self._pool
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            if self.options.schema:
+                conn = await asyncpg.connect(self.options.dsn, timeout=self.options.timeout_s)
+                try:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.options.schema}")
+                except asyncpg.UniqueViolationError:
+                    pass  # another replica made it at the same moment
+                finally:
+                    await conn.close()
+            self._pool = await asyncpg.create_pool(
+                self.options.dsn,
+                server_settings=self._server_settings,
+                min_size=1,
+                max_size=self.options.pool_size,
+                timeout=self.options.timeout_s,
+                command_timeout=self.options.timeout_s,
+            )
+            await self._migrate()
+            await self._listen()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            await self.close()
+            raise StoreError("unavailable", f"PostgreSQL: {exc}") from None
+        self._keeper = asyncio.create_task(self._keep_listening(), name="llm-pg-listener")
+
+    async def _migrate(self) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1, 0)", _MIGRATION_LOCK)
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS toolcall_schema_migrations ("
+                " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {
+                r["version"]
+                for r in await db.fetch("SELECT version FROM toolcall_schema_migrations")
+            }
+            for version, sql in enumerate(MIGRATIONS, start=1):
+                if version not in done:
+                    await db.execute(sql)
+                    await db.execute(
+                        "INSERT INTO toolcall_schema_migrations (version) VALUES ($1)", version
+                    )
+                    log.info("PostgreSQL schema migrated to version %d", version)
+            newest = max(done | {len(MIGRATIONS)})
+            if newest > len(MIGRATIONS):
+                raise StoreError(
+                    "unavailable",
+                    f"the database has schema version {newest}, newer than this LLMService "
+                    f"knows ({len(MIGRATIONS)}); upgrade the service",
+                )
+
+    async def _listen(self) -> None:
+        """The replica's own connection: its liveness lock and LISTEN."""
+        conn = await asyncpg.connect(
+            self.options.dsn, timeout=self.options.timeout_s, server_settings=self._server_settings
+        )
+        await conn.execute(
+            "SELECT pg_advisory_lock($1, hashtext($2))", _REPLICA_LOCKS, self.replica_id
+        )
+        await conn.add_listener(self.channel, self._notified)
+        self._listener = conn
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        owner, _, rest = payload.partition(" ")
+        session_id, _, task_id = rest.partition(" ")
+        if owner == self.replica_id or not task_id:
+            return  # this replica pushed its own results already
+        for callback in list(self._finished_callbacks):
+            callback(session_id, task_id)
+
+    def on_finished(self, callback: Callable[[str, str], None]) -> None:
+        """Calls ``callback(session_id, task_id)`` when another replica finishes a task."""
+        self._finished_callbacks.append(callback)
+
+    async def _keep_listening(self) -> None:
+        """Reconnects the listener after PostgreSQL restarts or the connection drops."""
+        while not self._closed:
+            await asyncio.sleep(0.5)
+            if self._listener is not None and not self._listener.is_closed():
+                continue
+            try:
+                await self._listen()
+                log.warning("PostgreSQL listener reconnected")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("PostgreSQL listener cannot reconnect yet: %s", exc)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 5)
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _db(self) -> AsyncIterator[Any]:
+        try:
+            async with self.pool.acquire() as db:
+                yield db
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
+
+    # -- session lock ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Serializes writers of one session across every replica."""
+        lock, users = self._local.get(session_id, (asyncio.Lock(), 0))
+        self._local[session_id] = (lock, users + 1)
+        try:
+            async with lock, self._db() as db:
+                await db.execute(
+                    "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
+                )
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(Exception):
+                        await db.execute(
+                            "SELECT pg_advisory_unlock($1, hashtext($2))",
+                            _SESSION_LOCKS,
+                            session_id,
+                        )
+        finally:
+            lock, users = self._local[session_id]
+            if users <= 1:
+                del self._local[session_id]
+            else:
+                self._local[session_id] = (lock, users - 1)
+
+    # -- messages ------------------------------------------------------------
+
+    async def recent(self, session_id: str) -> list[Message]:
+        return (await self.page(session_id, self.tail_messages, self.tail_bytes))[0]
+
+    async def messages(self, session_id: str, limit: int = 0) -> list[Message]:
+        return (await self.page(session_id, limit))[0]
+
+    async def page(
+        self, session_id: str, limit: int = 0, max_bytes: int = 0
+    ) -> tuple[list[Message], bool]:
+        sql = "SELECT * FROM toolcall_messages WHERE session_id = $1 ORDER BY id DESC"
+        out: list[Message] = []
+        total, cut = 0, False
+
+        def take(row: Any) -> bool:
+            """Adds a row unless a bound is reached; False to stop."""
+            nonlocal total, cut
+            if 0 < limit <= len(out):
+                return False
+            m = _message(row)
+            size = message_bytes(m)
+            if max_bytes > 0 and total + size > max_bytes:
+                cut = not 0 < limit <= len(out)
+                return False
+            out.append(m)
+            total += size
+            return True
+
+        async with self._db() as db:
+            if 0 < limit <= FETCH_LIMIT:
+                # A turn's tail: one round trip, the LIMIT bounding what is read.
+                for row in await db.fetch(sql + " LIMIT $2", session_id, limit):
+                    if not take(row):
+                        break
+            else:
+                # A cursor: a huge session is read only as far as the bounds go.
+                async with db.transaction():
+                    async for row in db.cursor(sql, session_id, prefetch=500):
+                        if not take(row):
+                            break
+        out.reverse()
+        return out, cut
+
+    def _capped(self, m: Message) -> Message:
+        if not m.parts or sum(part_size(p) for p in m.parts) <= self.part_bytes:
+            return m
+        return dataclasses.replace(m, parts=capped_parts(m.parts, self.part_bytes), weight=0)
+
+    async def append(self, session_id: str, messages: list[Message]) -> None:
+        if not messages:
+            return
+        rows = [
+            (
+                session_id,
+                m.role,
+                _b(m.content),
+                json.dumps([c.to_json() for c in m.tool_calls]) if m.tool_calls else None,
+                _b(m.tool_call_id),
+                _b(m.name),
+                m.created_at,
+                _parts_blob(m.parts),
+            )
+            for m in (self._capped(m) for m in messages)
+        ]
+        columns = list(zip(*rows, strict=True))
+        async with self._db() as db:
+            # One statement (atomic by itself), one round trip, whatever the count.
+            await db.execute(
+                "INSERT INTO toolcall_messages (session_id, role, content, tool_calls,"
+                " tool_call_id, name, created_at, parts) SELECT a, b, c, d, e, f, g, h FROM unnest("
+                "$1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[],"
+                " $7::float8[], $8::bytea[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)"
+                " ORDER BY n",
+                *[list(c) for c in columns],
+            )
+
+    # -- tasks ------------------------------------------------------------
+
+    async def claim_session(self, session_id: str, principal: str) -> str:
+        """The session's owner: ``principal`` when it had none (first use claims it);
+        "" (admins only) for a session written before authentication was on."""
+        owner = self._owners.get(session_id)
+        if owner is None:
+            async with self._db() as db:
+                await db.execute(
+                    "INSERT INTO toolcall_session_owners (session_id, owner) SELECT $1, CASE"
+                    " WHEN EXISTS (SELECT 1 FROM toolcall_messages WHERE session_id = $1)"
+                    " OR EXISTS (SELECT 1 FROM toolcall_tasks WHERE session_id = $1)"
+                    " THEN '' ELSE $2 END ON CONFLICT (session_id) DO NOTHING",
+                    session_id,
+                    principal,
+                )
+                owner = str(
+                    await db.fetchval(
+                        "SELECT owner FROM toolcall_session_owners WHERE session_id = $1",
+                        session_id,
+                    )
+                )
+            if len(self._owners) >= OWNER_CACHE_ENTRIES:
+                self._owners.clear()
+            self._owners[session_id] = owner
+        return owner
+
+    async def insert_task(self, t: TaskRecord) -> None:
+        async with self._db() as db:
+            await db.execute(
+                "INSERT INTO toolcall_tasks (task_id, session_id, tool_name, call_id, role,"
+                " arguments, status, created_at, owner)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                t.task_id,
+                t.session_id,
+                t.tool_name,
+                _b(t.call_id),
+                t.role,
+                json.dumps(t.arguments),
+                t.status,
+                t.created_at,
+                self.replica_id,
+            )
+
+    async def finish_task(self, t: TaskRecord) -> bool:
+        """Stores the outcome of a running task and announces it; False when the task had
+        ended already (a replica declared this one gone and failed it)."""
+        if sum(part_size(p) for p in t.parts) > self.part_bytes:
+            t.parts = capped_parts(t.parts, self.part_bytes)
+        async with self._db() as db, db.transaction():
+            updated = await db.fetchval(
+                "UPDATE toolcall_tasks SET status = $1, output = $2, error = $3,"
+                " finished_at = $4, parts = $5 WHERE task_id = $6 AND status = 'running'"
+                " RETURNING task_id",
+                t.status,
+                json.dumps(t.output),
+                _b(t.error),
+                t.finished_at,
+                _parts_blob(t.parts),
+                t.task_id,
+            )
+            if updated is not None:
+                await self._notify(db, t)
+        return updated is not None
+
+    async def _notify(self, db: Any, t: TaskRecord) -> None:
+        # Delivered at commit, to every replica's listener (this one skips its own).
+        await db.execute(
+            "SELECT pg_notify($1, $2)",
+            self.channel,
+            f"{self.replica_id} {t.session_id} {t.task_id}",
+        )
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        async with self._db() as db:
+            row = await db.fetchrow("SELECT * FROM toolcall_tasks WHERE task_id = $1", task_id)
+        return _task(row) if row else None
+
+    async def unacked_results(
+        self, session_id: str, *, after: tuple[float, str] | None = None, limit: int = 0
+    ) -> list[TaskRecord]:
+        sql = (
+            "SELECT * FROM toolcall_tasks WHERE session_id = $1 AND NOT acked"
+            " AND status != 'running'"
+        )
+        args: list[Any] = [session_id]
+        if after is not None:
+            sql += " AND (finished_at, task_id) > ($2, $3)"
+            # -inf is a valid float8 in PostgreSQL.
+            args += [after[0], after[1]]
+        sql += " ORDER BY finished_at, task_id"
+        if limit > 0:
+            sql += f" LIMIT {int(limit)}"
+        async with self._db() as db:
+            return [_task(r) for r in await db.fetch(sql, *args)]
+
+    async def ack_tasks(self, session_id: str, task_ids: list[str]) -> int:
+        async with self._db() as db:
+            return int(
+                await db.fetchval(
+                    "WITH done AS (UPDATE toolcall_tasks SET acked = TRUE WHERE session_id = $1"
+                    " AND task_id = ANY($2::text[]) AND NOT acked AND status != 'running'"
+                    " RETURNING 1) SELECT count(*) FROM done",
+                    session_id,
+                    list(dict.fromkeys(task_ids)),
+                )
+            )
+
+    async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
+        """Marks failed the running tasks of replicas that are gone (their liveness lock
+        is free); returns them. This replica's own tasks are never touched."""
+        failed: list[TaskRecord] = []
+        async with self._db() as db:
+            owners = [
+                r["owner"]
+                for r in await db.fetch(
+                    "SELECT DISTINCT owner FROM toolcall_tasks WHERE status = 'running'"
+                    " AND owner != $1",
+                    self.replica_id,
+                )
+            ]
+            for owner in owners:
+                got = await db.fetchval(
+                    "SELECT pg_try_advisory_lock($1, hashtext($2))", _REPLICA_LOCKS, owner
+                )
+                if not got:
+                    continue  # that replica is alive
+                try:
+                    now = time.time()
+                    async with db.transaction():
+                        rows = await db.fetch(
+                            "UPDATE toolcall_tasks SET status = 'failed', error = $1,"
+                            " output = 'null', finished_at = $2"
+                            " WHERE owner = $3 AND status = 'running' RETURNING *",
+                            _b(error),
+                            now,
+                            owner,
+                        )
+                        tasks = [_task(r) for r in rows]
+                        for t in tasks:
+                            await self._notify(db, t)
+                    failed.extend(tasks)
+                finally:
+                    await db.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", _REPLICA_LOCKS, owner
+                    )
+        return failed

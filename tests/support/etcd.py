@@ -1,0 +1,199 @@
+"""A real etcd cluster for tests: three members on loopback ports, data in a temp dir.
+
+The binary comes from Debian's ``etcd-server`` package (``make test`` installs
+it when missing and running as root). Without it the tests that need it fail
+with a message saying so; they are not skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+MISSING = (
+    "etcd is not installed: run `make test` as root (it apt-installs etcd-server), "
+    "or `apt-get install etcd-server`, or put an etcd 3.4+ binary on PATH"
+)
+
+
+def etcd_binary() -> str:
+    """The etcd binary; fails the test with how to install it when there is none."""
+    found = shutil.which("etcd") or (
+        "/usr/bin/etcd" if os.access("/usr/bin/etcd", os.X_OK) else None
+    )
+    if found is None:
+        pytest.fail(MISSING, pytrace=False)
+    return found
+
+
+def _die_with_parent() -> None:
+    """Linux: the member gets SIGKILL when the test process dies (a killed pytest
+    leaves no etcd behind)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+
+@dataclass
+class EtcdCluster:
+    """``members`` running from ``root``; ``endpoints`` is what TOOLCALL_ETCD_ENDPOINTS takes."""
+
+    root: Path
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def _start(self, member: Member, state: str) -> None:
+        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        log = open(self.root / f"{member.name}.log", "ab")
+        member.process = subprocess.Popen(
+            [
+                etcd_binary(),
+                "--name", member.name,
+                "--data-dir", str(member.data_dir),
+                "--listen-client-urls", f"http://127.0.0.1:{member.client_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{member.client_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{member.peer_port}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{member.peer_port}",
+                "--initial-cluster", initial,
+                "--initial-cluster-state", state,
+                "--initial-cluster-token", self.root.name,
+                # Quick elections on loopback; fsync is not what these tests are about.
+                "--heartbeat-interval", "50",
+                "--election-timeout", "500",
+                "--unsafe-no-fsync",
+                "--logger", "zap",
+                "--log-level", "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ETCD_UNSUPPORTED_ARCH": ""},
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        log.close()
+
+    def start(self, size: int = 3) -> None:
+        ports = free_ports(2 * size)
+        self.members = [
+            Member(f"m{i}", ports[2 * i], ports[2 * i + 1], self.root / f"m{i}")
+            for i in range(size)
+        ]
+        for member in self.members:
+            self._start(member, "new")
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout_s: float = 30.0, members: list[Member] | None = None) -> None:
+        """Waits until each running member answers a linearizable read (a leader exists)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        for member in members or [m for m in self.members if m.process is not None]:
+            while True:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://{member.endpoint}/health", timeout=1
+                    ) as reply:
+                        if b'"true"' in reply.read():
+                            break
+                except OSError:
+                    pass
+                if member.process is not None and member.process.poll() is not None:
+                    log = (self.root / f"{member.name}.log").read_text()[-2000:]
+                    pytest.fail(f"etcd member {member.name} exited:\n{log}", pytrace=False)
+                if time.monotonic() > deadline:
+                    pytest.fail(f"etcd member {member.name} not healthy in {timeout_s}s")
+                time.sleep(0.05)
+
+    def kill(self, member: Member) -> None:
+        """kill -9: no goodbye to the cluster."""
+        if member.process is not None:
+            member.process.send_signal(signal.SIGKILL)
+            member.process.wait()
+            member.process = None
+
+    def restart(self, member: Member) -> None:
+        self._start(member, "existing")
+        self.wait_healthy(members=[member])
+
+    def leader(self) -> Member:
+        import json
+        import urllib.request
+
+        for member in self.members:
+            if member.process is None:
+                continue
+            request = urllib.request.Request(
+                f"http://{member.endpoint}/v3/maintenance/status", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=2) as reply:
+                status = json.loads(reply.read())
+            if status["header"]["member_id"] == status["leader"]:
+                return member
+        raise AssertionError("no etcd leader")
+
+    def stop(self) -> None:
+        for member in self.members:
+            if member.process is not None:
+                member.process.terminate()
+        for member in self.members:
+            if member.process is not None:
+                try:
+                    member.process.wait(5)
+                except subprocess.TimeoutExpired:
+                    member.process.kill()
+                    member.process.wait()
+                member.process = None
+
+
+def start_cluster(size: int = 3) -> EtcdCluster:
+    cluster = EtcdCluster(Path(tempfile.mkdtemp(prefix="toolcall-etcd-")))
+    try:
+        cluster.start(size)
+    except BaseException:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        raise
+    return cluster
+
+
+def stop_cluster(cluster: EtcdCluster) -> None:
+    cluster.stop()
+    shutil.rmtree(cluster.root, ignore_errors=True)
