@@ -48,6 +48,8 @@ from registry_service.storage import LEASE_EXPIRED, LEASE_REVOKED
 from registry_service.store import Entry, Key, StorageError, ToolStore
 from toolcall import config
 from toolcall.address_policy import RemoteAllowList
+from toolcall.channels import open_channel
+from toolcall.tls import ClientTLS
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2
 
@@ -210,25 +212,27 @@ class EtcdStorage:
         target, tls, server_name = await channel_target(o.endpoints)
         options: list[tuple[str, Any]] = [
             ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             # A member that stops answering (not one that died: its socket
             # closes) is noticed by the watch stream within ~20 s.
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
         ]
+        client_tls = None
         if tls or o.ca_file:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=o.ca_file.read_bytes() if o.ca_file else None,
                 private_key=o.key_file.read_bytes() if o.key_file else None,
                 certificate_chain=o.cert_file.read_bytes() if o.cert_file else None,
             )
-            if not target.startswith(server_name):
-                options.append(("grpc.ssl_target_name_override", server_name))
-            self._channel = grpc.aio.secure_channel(target, creds, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            override = (
+                ()
+                if target.startswith(server_name)
+                else (("grpc.ssl_target_name_override", server_name),)
+            )
+            client_tls = ClientTLS(creds, override)
+        self._channel = open_channel(
+            target, max_message_bytes=MAX_RECEIVE_BYTES, tls=client_tls, extra_options=options
+        )
         self._kv = rpc.KVStub(self._channel)
         self._leases = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)

@@ -11,6 +11,7 @@ registry watch, a plugin's registration) wait with ``Backoff``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -44,10 +45,12 @@ def open_channel(
     *,
     max_message_bytes: int = config.MAX_MESSAGE_BYTES,
     tls: ClientTLS | None = None,
+    extra_options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """A channel to ``address`` (create it inside the running loop); TLS when ``tls``
-    is given and the address is not a unix socket."""
-    options: list[tuple[str, Any]] = list(channel_options(max_message_bytes))
+    is given and the address is not a unix socket. ``extra_options``: gRPC channel
+    arguments a caller needs beside ours (load balancing, keepalive)."""
+    options: list[tuple[str, Any]] = [*channel_options(max_message_bytes), *extra_options]
     if tls is not None and not address.startswith(("unix:", "unix-abstract:")):
         return grpc.aio.secure_channel(address, tls.credentials, options=[*options, *tls.options])
     return grpc.aio.insecure_channel(address, options=options)
