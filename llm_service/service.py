@@ -97,6 +97,7 @@ class LLMServiceHost(ServiceHost):
             max_total=settings.max_async_tasks,
             subscribe_buffer=settings.subscribe_buffer,
             subscribe_buffer_bytes=settings.subscribe_buffer_bytes,
+            tool_spec=self.view.get,
         )
         self.orchestrator = Orchestrator(
             settings,
@@ -135,6 +136,8 @@ class LLMServiceHost(ServiceHost):
         except BaseException:
             await self._close_parts()
             raise
+        # Long-job handles name this service, so plugins report back here.
+        self.tasks.llm_address = self.target
         log.info(
             "history in %s; registry %s; default provider %s",
             self.store.path,

@@ -12,7 +12,9 @@ the output (one: that item; several: a list); a dict with ``output`` and
 ``parts`` its content parts); a raised exception becomes ``is_error`` with
 ``"ExceptionClass: message"`` (logged here, never sent as a traceback).
 An unknown tool name is a NOT_FOUND status: the caller's view of this plugin
-is stale, which is not the tool's fault.
+is stale, which is not the tool's fault. ``Accepted`` (an async call offered a
+long job, ``CallContext.job``) is the "accepted" answer; the job is then
+remembered for ``CancelJob`` (plugin_stub/jobs.py).
 
 Deadlines: a call gets the tool's timeout or the caller's gRPC deadline,
 whichever is shorter. An ``async def`` handler that overruns is cancelled;
@@ -35,10 +37,11 @@ import grpc
 
 from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
+from plugin_stub.jobs import Accepted, Job, cancel_live, remember
 from plugin_stub.local_tools import LocalTool, ToolTable
 from plugin_stub.parts import PART_TYPES, Part
 from toolcall.jsonvalue import from_struct, to_value
-from toolcall.v1 import callback_pb2, callback_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,10 @@ class ToolRunner:
         arguments = from_struct(request.arguments)
         if reason := tool.validate(arguments):
             return error_response(f"INVALID_ARGUMENT: {reason}")
+        job = None
+        if request.HasField("job"):
+            offered = request.job
+            job = Job(offered.task_id, offered.token, offered.llm_address, offered.max_age_seconds)
         if tool.context_param is not None:
             arguments[tool.context_param] = CallContext(
                 tool=tool.name,
@@ -129,6 +136,7 @@ class ToolRunner:
                 session_id=request.session_id,
                 role=request.role,
                 raw_arguments=request.raw_arguments,
+                job=job,
             )
         if tool.enum_params:
             try:
@@ -166,6 +174,15 @@ class ToolRunner:
             return self._raised(tool, exc)
         except Exception as exc:
             return self._raised(tool, exc)
+        if isinstance(value, Accepted):
+            if job is None:
+                return error_response(
+                    f"FAILED_PRECONDITION: tool '{tool.name}' returned Accepted, but this call "
+                    "offered no long job (only async tools called by the LLMService can accept)"
+                )
+            job.job_id = value.job_id or job.task_id
+            remember(job)
+            return Response(accepted=tools_pb2.JobAccepted(job_id=value.job_id))
         return shape_result(value)
 
     async def _call(self, tool: LocalTool, arguments: dict[str, Any]) -> Any:
@@ -205,3 +222,15 @@ class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
             )
             raise AssertionError("unreachable")  # abort always raises
         return await self._run(tool, request, context.time_remaining())
+
+    async def CancelJob(
+        self,
+        request: callback_pb2.CancelJobRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> callback_pb2.CancelJobResponse:
+        known = cancel_live(request.task_id, request.token, request.reason)
+        if known is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong token for this job")
+        if known:
+            log.info("job %s ended: %s", request.task_id, request.reason[:200])
+        return callback_pb2.CancelJobResponse(known=bool(known))
