@@ -77,6 +77,18 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
         ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
+        ScenarioInfo(
+            "J",
+            "Dispatcher.invoke → HTTP callback plugin",
+            "bench.scenarios.http_gateway",
+            "open_dispatch",
+        ),
+        ScenarioInfo(
+            "K",
+            "httpx → gateway /v1 Invoke → plugin",
+            "bench.scenarios.http_gateway",
+            "open_transcoded",
+        ),
         ScenarioInfo("G", "registry at scale", "bench.scenarios.registry_scale", "run"),
     )
 }

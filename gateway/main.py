@@ -1,8 +1,9 @@
 """``toolcall gateway``: the HTTP edge, on 127.0.0.1:48913 by default.
 
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
-``gateway.mcp_serve``) and ``/healthz``. The browser console and the HTTP/JSON
-APIs join them here.
+``gateway.mcp_serve``), ``/api/tools/...`` (the HTTP/JSON registry API that
+HTTP plugins speak, ``gateway.http_api``), ``/v1/...`` (every ToolRegistry
+and LLMService RPC as JSON, ``gateway.http_v1``) and ``/healthz``.
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
 written for (its session manager is a Starlette app), so one server carries
@@ -42,6 +43,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.console import Console, ConsoleSettings
+from gateway.http_api import HttpApi
+from gateway.http_v1 import Backends, DirectInvoke, InvokeLane, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
@@ -185,6 +188,9 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             status_code=200 if synced else 503,
         )
 
+    backends = Backends(settings.mcp.registry_address, settings.llm_address)
+    direct = DirectInvoke(bridge.view, bridge.dispatcher, settings.token)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
@@ -195,15 +201,19 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         finally:
             await console.close()
             await bridge.close()
+            await backends.close()
 
     app = Starlette(
         routes=[
             *console.routes(),
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
+            *HttpApi(backends).routes(),
+            *Transcoder(backends, direct).routes(),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(InvokeLane, direct=direct)  # inside LocalOnly: after its gates
     app.add_middleware(LocalOnly, token=settings.token)
     return app
 
@@ -227,6 +237,8 @@ async def serve(settings: GatewaySettings) -> int:
             timeout_graceful_shutdown=5,
             server_header=False,
             access_log=False,
+            # No X-Forwarded-For rewriting of the peer: LocalOnly judges the real one.
+            proxy_headers=False,
         )
     )
     log.info(

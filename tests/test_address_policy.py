@@ -16,6 +16,9 @@ ACCEPTED = [
     "unix:/tmp/x.sock",
     "unix:///tmp/x.sock",
     "unix:/" + "a" * 106,  # 107 bytes: the longest path sun_path holds
+    "http://127.0.0.1:8080/tool_invoke",
+    "http://[::1]:80/a/b?c=d",
+    "http://localhost:80",
 ]
 
 REFUSED = {
@@ -52,7 +55,11 @@ REFUSED = {
     "dns resolver with authority": "dns://8.8.8.8/localhost:1",
     "ipv4 resolver": "ipv4:127.0.0.1:1",
     "ipv6 resolver": "ipv6:[::1]:1",
-    "http url": "http://127.0.0.1:1",
+    "https url": "https://127.0.0.1:1/",
+    "http url to a private host": "http://10.0.0.1:1/",
+    "http url without a port": "http://127.0.0.1/x",
+    "http url with user info": "http://a@127.0.0.1:1/",
+    "http url with a fragment": "http://127.0.0.1:1/#f",
     "grpc url": "grpc://127.0.0.1:1",
     # ports
     "missing port": "127.0.0.1",
@@ -108,7 +115,8 @@ def test_reasons_say_what_is_wrong() -> None:
     assert "port" in (loopback_address_error("127.0.0.1:0") or "")
     assert "not loopback" in (loopback_address_error("10.0.0.1:80") or "")
     assert "absolute" in (loopback_address_error("unix:rel.sock") or "")
-    assert "scheme" in (loopback_address_error("http://127.0.0.1:1") or "")
+    assert "scheme" in (loopback_address_error("https://127.0.0.1:1") or "")
+    assert "user info" in (loopback_address_error("http://a@127.0.0.1:1/") or "")
     assert "[::1]" in (loopback_address_error("[::ffff:127.0.0.1]:80") or "")
 
 
@@ -124,6 +132,8 @@ SPELLINGS = {
     "[::1]:80": ["[::1]:80", "[0::1]:80", "[0:0:0:0:0:0:0:1]:80", "[::0:1]:080", "[::1]:0080"],
     "127.0.0.1:5000": ["127.0.0.1:5000", "127.0.0.1:05000"],
     "localhost:80": ["localhost:80", "localhost:080"],
+    "http://127.0.0.1:80/": ["http://127.0.0.1:80", "http://127.0.0.1:080/"],
+    "http://[::1]:80/p?q": ["http://[0::1]:80/p?q", "http://[::1]:0080/p?q"],
 }
 
 

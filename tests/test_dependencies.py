@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("toolcall", "registry_service", "llm_service", "plugin_stub", "examples")
+SHIPPED = ("toolcall", "registry_service", "llm_service", "plugin_stub", "gateway", "examples")
 FIRST_PARTY = {*SHIPPED, "toolcall_examples"}
 
 

@@ -7,10 +7,13 @@ would turn it into an egress proxy (SSRF). Only these forms pass:
 * ``[::1]:PORT``
 * ``localhost:PORT`` (the literal name, lower case)
 * ``unix:/absolute/path`` (also ``unix:///absolute/path``), without ``..``
+* ``http://HOST:PORT/path`` with one of the host forms above (an HTTP
+  callback plugin, ``toolcall/http_callbacks.py``): no user info, no
+  fragment, an explicit port; the path (and query) in URL characters only
 
 Everything else is refused with a reason: wildcard, private, public, mapped
 (``::ffff:...``) or numeric (``2130706433``, ``0x7f.1``, ``127.1``) hosts, DNS
-names, scheme or resolver prefixes (``dns:///``, ``ipv4:``, ``http://``),
+names, other scheme or resolver prefixes (``dns:///``, ``ipv4:``, ``https://``),
 missing or out-of-range ports. A unix path may not climb with ``..``: that
 would make two spellings of one path reach different sockets through a
 symlink, so ``canonical_address`` could not key channels by it.
@@ -31,7 +34,13 @@ _PORT = re.compile(r"^[0-9]{1,5}$")
 _MAX_ADDRESS_LEN = 512
 _MAX_UNIX_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
-ALLOWED_FORMS = "127.0.0.0/8:PORT, [::1]:PORT, localhost:PORT or unix:/absolute/path"
+ALLOWED_FORMS = (
+    "127.0.0.0/8:PORT, [::1]:PORT, localhost:PORT, unix:/absolute/path "
+    "or http://127.0.0.1:PORT/path"
+)
+HTTP_PREFIX = "http://"
+# RFC 3986 path and query characters (pchar, "/", "?"); "#" and "\\" are not.
+_HTTP_PATH = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*\Z")
 
 
 def loopback_address_error(address: str) -> str | None:
@@ -44,6 +53,8 @@ def loopback_address_error(address: str) -> str | None:
         return "must not contain whitespace or control characters"
     if address.startswith("unix:"):
         return _unix_error(address)
+    if address.startswith(HTTP_PREFIX):
+        return _http_error(address)
     if "://" in address or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:(?![0-9]*$)", address):
         if not address.startswith("["):
             return f"must not carry a scheme or resolver prefix; use {ALLOWED_FORMS}"
@@ -88,6 +99,34 @@ def _unix_error(address: str) -> str | None:
     return None
 
 
+def split_http(address: str) -> tuple[str, str]:
+    """``http://host:port/path?q`` -> (``host:port``, ``/path?q``); the path is "/" when absent."""
+    rest = address[len(HTTP_PREFIX) :]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path = rest[cut:] or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return rest[:cut], path
+
+
+def _http_error(address: str) -> str | None:
+    authority, path = split_http(address)
+    if "@" in authority:
+        return "http callback must not carry user info (user@host)"
+    if not _HTTP_PATH.match(path):
+        return "http callback path may hold URL path and query characters only (no '#' or '\\')"
+    if authority.startswith("unix:") or "/" in authority:
+        return f"http callback host must be one of {ALLOWED_FORMS}"
+    if err := loopback_address_error(authority):
+        return f"http callback {err}"
+    return None
+
+
+def is_http(address: str) -> bool:
+    """An HTTP callback plugin (``http://...``) rather than a gRPC target."""
+    return address.startswith(HTTP_PREFIX)
+
+
 def canonical_address(address: str) -> str:
     """One spelling of an accepted address (other addresses are returned unchanged).
 
@@ -102,6 +141,9 @@ def canonical_address(address: str) -> str:
         path = address[len("unix:") :]
         parts = [p for p in path.split("/") if p not in ("", ".")]
         return "unix:/" + "/".join(parts)
+    if address.startswith(HTTP_PREFIX):
+        authority, path = split_http(address)
+        return HTTP_PREFIX + canonical_address(authority) + path
     host, _, port = address.rpartition(":")
     if host.startswith("["):
         host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"

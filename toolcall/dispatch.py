@@ -20,12 +20,15 @@ from google.protobuf import struct_pb2
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from toolcall import config
+from toolcall.address_policy import is_http
 from toolcall.callback_channels import (
     DEFAULT_CHANNEL_IDLE_S,
     DEFAULT_MAX_CHANNELS,
     UNDECODABLE_REPLY,
     CallbackChannels,
 )
+from toolcall.http_callbacks import DEFAULT_IDLE_S as DEFAULT_HTTP_IDLE_S
+from toolcall.http_callbacks import DEFAULT_MAX_CONNECTIONS, CallbackFailed, HttpCallbacks
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
@@ -112,7 +115,10 @@ class DispatchLimits:
 class Dispatcher:
     """Calls plugins' ToolCallback services over a bounded pool of channels
     (``toolcall/callback_channels.py``: shared per socket, closed on
-    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``)."""
+    ``release``, when idle for ``channel_idle_s`` or past ``max_channels``),
+    and HTTP callback plugins (``http://`` addresses) over a bounded pool of
+    connections (``toolcall/http_callbacks.py``). One routine for both: the
+    transport only carries the request and brings back a reply."""
 
     def __init__(
         self,
@@ -131,6 +137,12 @@ class Dispatcher:
         self._channels = CallbackChannels(
             max_channels=max_channels, idle_s=channel_idle_s, max_message_bytes=max_message_bytes
         )
+        # Replies are read up to the gRPC message limit, as from gRPC plugins.
+        self._http = HttpCallbacks(
+            max_reply_bytes=max_message_bytes,
+            max_connections=max(max_channels, DEFAULT_MAX_CONNECTIONS),
+            idle_s=min(channel_idle_s, DEFAULT_HTTP_IDLE_S),
+        )
 
     @property
     def open_channels(self) -> int:
@@ -143,6 +155,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         await self._channels.close()
+        await self._http.close()
 
     async def invoke(
         self,
@@ -196,33 +209,18 @@ class Dispatcher:
             arguments, refused = spec.check_arguments(raw_arguments, arguments)
             if refused:
                 return error_result(refused)
-        request = callback_pb2.ToolCallbackInvokeRequest(
-            name=spec.name,
-            arguments=to_struct(arguments),
-            raw_arguments=raw_arguments or (json.dumps(arguments) if arguments else ""),
-            call_id=call_id,
-            session_id=session_id,
-            role=role,
-        )
-        if job is not None:
-            request.job.CopyFrom(job)
-        if (size := request.ByteSize()) > self._max_message_bytes:
-            # The request carries the arguments twice (Struct and raw string):
-            # gRPC would refuse to send it, with a status that reads like an
-            # oversized reply.
-            return error_result(
-                f"INVALID_ARGUMENT: arguments make a {size} byte request to the plugin; "
-                f"the message limit is {self._max_message_bytes} bytes (send smaller arguments)"
-            )
         timeout = spec.timeout_s if timeout_s is None else max(0.0, min(spec.timeout_s, timeout_s))
-        entry = self._channels.acquire(spec.callback_address)
         try:
-            # Decoded as a ToolResult (toolcall/callback_channels.py).
-            reply = cast(tools_pb2.ToolResult, await entry.stub.Invoke(request, timeout=timeout))
-        except grpc.aio.AioRpcError as exc:
-            return error_result(self._describe_rpc_error(spec, exc, timeout))
-        finally:
-            self._channels.done(entry)
+            if is_http(spec.callback_address):
+                reply = await self._call_http(
+                    spec, raw_arguments, arguments, call_id, session_id, role, timeout
+                )
+            else:
+                reply = await self._call_grpc(
+                    spec, raw_arguments, arguments, call_id, session_id, role, timeout, job
+                )
+        except _Failed as failed:
+            return error_result(str(failed))
         if reply is UNDECODABLE_REPLY:
             return error_result(
                 f"INVALID_ARGUMENT: {_where(spec)} returned an output nested too deeply to decode"
@@ -282,6 +280,8 @@ class Dispatcher:
         '' when it answered; otherwise why not (the status name), never raised:
         the job has ended either way.
         """
+        if is_http(address):  # HTTP plugins cannot accept jobs: nothing to tell
+            return "UNIMPLEMENTED"
         entry = self._channels.acquire(address)
         try:
             await entry.stub.CancelJob(request, timeout=timeout_s)
@@ -290,6 +290,79 @@ class Dispatcher:
         finally:
             self._channels.done(entry)
         return ""
+
+    async def _call_grpc(
+        self,
+        spec: ToolSpec,
+        raw_arguments: str,
+        arguments: dict[str, Any] | None,
+        call_id: str,
+        session_id: str,
+        role: str,
+        timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
+        job: callback_pb2.LongJob | None = None,
+    ) -> tools_pb2.ToolResult:
+        request = callback_pb2.ToolCallbackInvokeRequest(
+            name=spec.name,
+            arguments=to_struct(arguments),
+            raw_arguments=raw_arguments or (json.dumps(arguments) if arguments else ""),
+            call_id=call_id,
+            session_id=session_id,
+            role=role,
+        )
+        if job is not None:
+            request.job.CopyFrom(job)
+        if (size := request.ByteSize()) > self._max_message_bytes:
+            # The request carries the arguments twice (Struct and raw string):
+            # gRPC would refuse to send it, with a status that reads like an
+            # oversized reply.
+            raise self._request_too_big(size)
+        entry = self._channels.acquire(spec.callback_address)
+        try:
+            # Decoded as a ToolResult (toolcall/callback_channels.py).
+            return cast(tools_pb2.ToolResult, await entry.stub.Invoke(request, timeout=timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise _Failed(self._describe_rpc_error(spec, exc, timeout)) from None
+        finally:
+            self._channels.done(entry)
+
+    async def _call_http(
+        self,
+        spec: ToolSpec,
+        raw_arguments: str,
+        arguments: dict[str, Any] | None,
+        call_id: str,
+        session_id: str,
+        role: str,
+        timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
+    ) -> tools_pb2.ToolResult:
+        try:
+            encoded = json.dumps(arguments or {}, allow_nan=False)
+        except (ValueError, RecursionError):
+            raise _Failed(
+                "INVALID_ARGUMENT: arguments hold NaN or Infinity, which JSON cannot carry"
+            ) from None
+        # Built by hand so the arguments are encoded once (also for raw_arguments).
+        body = (
+            f'{{"name":{json.dumps(spec.name)},"arguments":{encoded},'
+            f'"call_id":{json.dumps(call_id)},'
+            f'"raw_arguments":{json.dumps(raw_arguments or encoded)},'
+            f'"session_id":{json.dumps(session_id)},'
+            f'"role":{json.dumps(role)}}}'
+        )
+        data = body.encode()
+        if len(data) > self._max_message_bytes:
+            raise self._request_too_big(len(data))
+        try:
+            return await self._http.invoke(spec.callback_address, data, timeout)
+        except CallbackFailed as exc:
+            raise _Failed(f"{exc.code}: {_where(spec)} {exc}") from None
+
+    def _request_too_big(self, size: int) -> _Failed:
+        return _Failed(
+            f"INVALID_ARGUMENT: arguments make a {size} byte request to the plugin; "
+            f"the message limit is {self._max_message_bytes} bytes (send smaller arguments)"
+        )
 
     def _describe_rpc_error(self, spec: ToolSpec, exc: grpc.aio.AioRpcError, timeout: float) -> str:
         code = exc.code()
@@ -333,6 +406,10 @@ def accepted_result(
             f"{MAX_JOB_ID_CHARS} printable characters"
         )
     return tools_pb2.ToolResult(accepted=tools_pb2.JobAccepted(job_id=job_id))
+
+
+class _Failed(Exception):
+    """A transport's failure, as the text of the is_error result."""
 
 
 def _where(spec: ToolSpec) -> str:

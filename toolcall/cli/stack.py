@@ -254,6 +254,7 @@ async def main(args: argparse.Namespace) -> int:
         if stack.gateway_address:
             print(f"console    http://{stack.gateway_address}/")
             print(f"mcp        http://{stack.gateway_address}/mcp")
+            print(f"http       http://{stack.gateway_address}/api/tools, /v1/<service>/<method>")
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
         print(f"mounted    {', '.join(f'mcp:{n}' for n, _ in stack.mcp_servers) or '(none)'}")
         print(f"logs       {stack.log_dir}")

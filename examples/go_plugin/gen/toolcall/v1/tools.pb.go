@@ -94,8 +94,12 @@ type ToolDefinition struct {
 	Parameters *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
 	// gRPC target of the plugin's ToolCallback service. Loopback only:
 	// "127.x.y.z:port", "[::1]:port", "localhost:port" or "unix:/absolute/path".
-	// Anything else (0.0.0.0, other IPs, DNS names, dns:/// targets, numeric
-	// host forms, bad ports) is refused with INVALID_ARGUMENT.
+	// Or the URL of an HTTP callback plugin, "http://<one of those hosts>:port/
+	// path", which is POSTed {name, arguments, call_id, raw_arguments,
+	// session_id, role} as JSON and answers {output, is_error, error} or a bare
+	// JSON value (docs/http.md). Anything else (0.0.0.0, other IPs, DNS names,
+	// dns:/// targets, https, numeric host forms, bad ports) is refused with
+	// INVALID_ARGUMENT.
 	CallbackAddress string `protobuf:"bytes,4,opt,name=callback_address,json=callbackAddress,proto3" json:"callback_address,omitempty"`
 	// Role (persona) the tool is registered for. Unset registers it for every
 	// role the registry serves; an unknown role is reported in

@@ -56,8 +56,12 @@ export interface ToolDefinition {
   /**
    * gRPC target of the plugin's ToolCallback service. Loopback only:
    * "127.x.y.z:port", "[::1]:port", "localhost:port" or "unix:/absolute/path".
-   * Anything else (0.0.0.0, other IPs, DNS names, dns:/// targets, numeric
-   * host forms, bad ports) is refused with INVALID_ARGUMENT.
+   * Or the URL of an HTTP callback plugin, "http://<one of those hosts>:port/
+   * path", which is POSTed {name, arguments, call_id, raw_arguments,
+   * session_id, role} as JSON and answers {output, is_error, error} or a bare
+   * JSON value (docs/http.md). Anything else (0.0.0.0, other IPs, DNS names,
+   * dns:/// targets, https, numeric host forms, bad ports) is refused with
+   * INVALID_ARGUMENT.
    */
   callbackAddress: string;
   /**

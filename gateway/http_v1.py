@@ -1,0 +1,553 @@
+"""``/v1/...``: every ToolRegistry and LLMService RPC as JSON over HTTP, for curl users.
+
+One uniform mapping, no per-method routes: ``POST /v1/<package.Service>/<Method>``
+(the gRPC method path under ``/v1``, e.g. ``/v1/toolcall.v1.ToolRegistry/List``)
+with the request message as JSON in the body (an empty body is the empty
+message). JSON follows protobuf's JSON mapping (``google.protobuf.json_format``):
+the reply uses the proto field names (``page_size``, not ``pageSize``; both
+are accepted in requests), enums by name, 64-bit integers as strings, fields
+at their default value left out.
+
+- Unary RPCs answer ``200`` with the reply message.
+- Server-streaming RPCs (``Watch``, ``ChatStream``, ``Subscribe``) answer
+  ``text/event-stream``: one ``data:`` event per message; a failure after the
+  stream has started is a final ``event: error`` whose data is the status
+  below. A failure within ``FIRST_EVENT_WINDOW_S`` (an unknown role, a bad
+  request) is a plain HTTP error instead. Closing the connection cancels
+  the call.
+- A gRPC status other than OK is the HTTP status of google.api's mapping
+  (``HTTP_STATUS``) with a ``google.rpc.Status`` as JSON: ``{"code": 5,
+  "message": "...", "details": [...]}`` (details such as ``BadRequest``
+  field violations kept, with their ``@type``).
+
+The caller's ``Authorization`` header goes to the service as gRPC metadata:
+the services decide (the registry's token rules apply unchanged).
+
+``ToolRegistry/Invoke`` of a tool the gateway's Watch-fed view holds is
+answered by the gateway's own ``Dispatcher`` (one hop to the plugin, as
+chats and ``/mcp`` call tools; a hop through the registry doubled the
+latency): the same argument validation, deadline, output cap and reply;
+the common case by ``InvokeLane``, below the router. It is gated like
+``/mcp``: with the gateway's token when one is configured (a caller without
+it is forwarded to the registry, which answers 401). Calls made this way
+are not counted in the registry's ``ToolStats``, as the LLMService's are
+not. Anything else (unknown tool or role, a view not yet synced) goes to
+the registry.
+
+Bounds: request bodies of at most ``MAX_BODY_BYTES`` (413), JSON only
+(415), unary calls under ``UNARY_DEADLINE_S``; open streams are bounded by
+the server's connection limit and by each service's own limits
+(Subscribe's places).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from toolcall.clients import channel
+from toolcall.dispatch import Dispatcher
+from toolcall.ids import new_call_id
+from toolcall.jsonvalue import from_struct, from_value, shape_error
+from toolcall.registry_view import RegistryView
+from toolcall.tools import ToolSpec
+from toolcall.v1 import llm_pb2, registry_pb2
+
+# Largest request body: a chat's messages or a tool's definition.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# Longest unary call (a chat turn may run several tool rounds of up to 300 s each).
+UNARY_DEADLINE_S = 900.0
+# How long a stream's first message is awaited before the 200 and the
+# event-stream headers go out: errors found at once keep their HTTP status.
+FIRST_EVENT_WINDOW_S = 0.25
+# SSE comment lines that keep idle streams (Subscribe, Watch) alive through proxies.
+SSE_PING_S = 15
+
+# google.api's mapping of gRPC codes to HTTP (google/rpc/code.proto).
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+SERVICES = (
+    registry_pb2.DESCRIPTOR.services_by_name["ToolRegistry"],
+    llm_pb2.DESCRIPTOR.services_by_name["LLMService"],
+)
+
+
+class HttpRefusal(Exception):
+    """A request refused before any RPC: its HTTP status and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(reason)
+
+
+def status_json(code: grpc.StatusCode, message: str, details: list[Any] | None = None) -> Any:
+    body: dict[str, Any] = {"code": code.value[0], "message": message}
+    if details:
+        body["details"] = details
+    return body
+
+
+def rpc_error_response(exc: grpc.aio.AioRpcError) -> JSONResponse:
+    return JSONResponse(rpc_error_json(exc), status_code=HTTP_STATUS.get(exc.code(), 500))
+
+
+def rpc_error_json(exc: grpc.aio.AioRpcError) -> Any:
+    """The call's ``google.rpc.Status`` (with its details) as JSON."""
+    status = None
+    with contextlib.suppress(Exception):  # a malformed status detail is not our failure
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is not None:
+        return json_format.MessageToDict(status, preserving_proto_field_name=True)
+    return status_json(exc.code(), exc.details() or exc.code().name)
+
+
+def refusal_response(status: int, reason: str) -> JSONResponse:
+    code = {
+        401: grpc.StatusCode.UNAUTHENTICATED,
+        403: grpc.StatusCode.PERMISSION_DENIED,
+        404: grpc.StatusCode.NOT_FOUND,
+        405: grpc.StatusCode.UNIMPLEMENTED,
+        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }.get(status, grpc.StatusCode.INVALID_ARGUMENT)
+    return JSONResponse(status_json(code, reason), status_code=status)
+
+
+async def read_json_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body of a JSON request, read up to ``limit`` bytes; HttpRefusal otherwise.
+
+    JSON only: a form post (what a cross-site page can send without a CORS
+    preflight) is 415 before its body is read.
+    """
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise HttpRefusal(415, "send the request as JSON (Content-Type: application/json)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HttpRefusal(413, f"the request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpRefusal(413, f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def auth_of(request: Request) -> tuple[tuple[str, str], ...]:
+    """The caller's Authorization header, passed on as gRPC metadata."""
+    given = request.headers.get("authorization")
+    return (("authorization", given),) if given else ()
+
+
+class Backends:
+    """Channels to the registry and the LLMService, opened on first use inside the loop."""
+
+    def __init__(self, registry_address: str, llm_address: str) -> None:
+        self.addresses = {"toolcall.v1.ToolRegistry": registry_address}
+        self.addresses["toolcall.v1.LLMService"] = llm_address
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        ch = self._channels.get(service)
+        if ch is None:
+            ch = self._channels[service] = channel(self.addresses[service])
+        return ch
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            await ch.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    path: str
+    service: str
+    streaming: bool
+    request: type[Message]
+    response: type[Message]
+
+
+def _methods() -> dict[str, Method]:
+    found = {}
+    for service in SERVICES:
+        for m in service.methods:
+            assert isinstance(m, MethodDescriptor)
+            path = f"{service.full_name}/{m.name}"
+            found[path] = Method(
+                path=f"/{path}",
+                service=service.full_name,
+                streaming=m.server_streaming,
+                request=message_factory.GetMessageClass(m.input_type),
+                response=message_factory.GetMessageClass(m.output_type),
+            )
+    return found
+
+
+METHODS = _methods()
+
+
+def parse_request(method: Method, body: bytes) -> Message:
+    message = method.request()
+    if not body.strip():
+        return message
+    try:
+        json_format.Parse(body, message)
+    except json_format.ParseError as exc:
+        raise HttpRefusal(
+            400, f"the body is not a valid {message.DESCRIPTOR.name}: {exc}"
+        ) from None
+    except (RecursionError, ValueError, UnicodeDecodeError) as exc:
+        reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise HttpRefusal(
+            400, f"the body is not a valid {message.DESCRIPTOR.name}: {reason}"
+        ) from None
+    return message
+
+
+def to_json(message: Message) -> Any:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+INVOKE = "toolcall.v1.ToolRegistry/Invoke"
+INVOKE_PATH = f"/v1/{INVOKE}"
+# InvokeRequest's JSON names (proto and lowerCamelCase) -> field.
+_INVOKE_FIELDS = {
+    "name": "name",
+    "arguments": "arguments",
+    "raw_arguments": "raw_arguments",
+    "rawArguments": "raw_arguments",
+    "call_id": "call_id",
+    "callId": "call_id",
+    "role": "role",
+    "session_id": "session_id",
+    "sessionId": "session_id",
+}
+
+
+# Below the nesting protobuf decodes (Struct/Value count two messages a level).
+_PLAIN_DEPTH = 40
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def plain_invoke(body: bytes) -> tuple[registry_pb2.InvokeRequest, dict[str, Any] | None] | None:
+    """The common Invoke body read without json_format (a fifth of the gateway's CPU per
+    call): the request, and its arguments as parsed. None for anything unusual (unknown
+    or duplicate-prone names, wrong types, NaN), which then takes json_format's path
+    and its exact error."""
+    try:
+        d = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(d, dict) or not d.keys() <= _INVOKE_FIELDS.keys():
+        return None
+    fields: dict[str, Any] = {}
+    for key, value in d.items():
+        field = _INVOKE_FIELDS[key]
+        if value is None or field in fields:
+            return None
+        if field == "arguments":
+            # Surrogates, NaN, huge integers, deep nesting: json_format's path refuses
+            # (or converts) them with its own words.
+            if not isinstance(value, dict) or shape_error(value, _PLAIN_DEPTH):
+                return None
+        elif not isinstance(value, str):
+            return None
+        fields[field] = value
+    arguments = fields.pop("arguments", None)
+    try:
+        request = registry_pb2.InvokeRequest(**fields)
+    except ValueError:  # a string protobuf will not hold (lone surrogates)
+        return None
+    return request, arguments
+
+
+def invoke_json(reply: registry_pb2.InvokeResponse) -> Any:
+    """``to_json(reply)`` for a reply without content parts, built directly."""
+    result = reply.result
+    if result.parts:
+        return to_json(reply)
+    out: dict[str, Any] = {}
+    if result.HasField("output"):
+        out["output"] = from_value(result.output)
+    if result.is_error:
+        out["is_error"] = True
+    if result.error:
+        out["error"] = result.error
+    return {"result": out, "call_id": reply.call_id, "latency_ms": reply.latency_ms}
+
+
+@dataclass(frozen=True, slots=True)
+class DirectInvoke:
+    """What the gateway needs to answer Invoke itself: its view, dispatcher and token."""
+
+    view: RegistryView
+    dispatcher: Dispatcher
+    token: str = ""
+
+    def spec(
+        self, request: registry_pb2.InvokeRequest, auth: str | None
+    ) -> tuple[ToolSpec, str] | None:
+        """The tool to call here and its role, or None to forward the request to the registry."""
+        if self.token and not hmac.compare_digest(
+            (auth or "").encode(), f"Bearer {self.token}".encode()
+        ):
+            return None
+        if not self.view.synced or not request.name:
+            return None
+        roles = [request.role] if request.HasField("role") else sorted(self.view.roles or ())
+        for role in roles:
+            if (spec := self.view.get(role, request.name)) is not None:
+                return spec, role
+        return None
+
+    async def invoke(
+        self,
+        spec: ToolSpec,
+        role: str,
+        request: registry_pb2.InvokeRequest,
+        arguments: dict[str, Any] | None = None,
+    ) -> registry_pb2.InvokeResponse:
+        if arguments is None and request.HasField("arguments"):
+            arguments = from_struct(request.arguments)
+        call_id = request.call_id or new_call_id()
+        started = time.perf_counter()
+        result = await self.dispatcher.invoke(
+            spec,
+            raw_arguments=request.raw_arguments,
+            arguments=None if request.raw_arguments else arguments,
+            call_id=call_id,
+            session_id=request.session_id,
+            role=role,
+            timeout_s=UNARY_DEADLINE_S,
+        )
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return registry_pb2.InvokeResponse(result=result, call_id=call_id, latency_ms=latency_ms)
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class InvokeLane:
+    """ASGI middleware: the common ``/v1`` Invoke (JSON, a tool the view holds) answered
+    without Starlette's router, request and response objects (profiled: they were most
+    of the gateway's own time per call). Everything else, including every refusal
+    but an oversized body, goes on to the app unchanged (the body replayed)."""
+
+    def __init__(self, app: ASGIApp, direct: DirectInvoke | None) -> None:
+        self.app = app
+        self.direct = direct
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct = self.direct
+        if (
+            direct is None
+            or scope["type"] != "http"
+            or scope["path"] != INVOKE_PATH
+            or scope["method"] != "POST"
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != b"application/json":
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await _too_big(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await _too_big(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        plain = plain_invoke(body)
+        auth = headers.get(b"authorization")
+        found = (
+            direct.spec(plain[0], auth.decode("latin-1") if auth else None)
+            if plain is not None
+            else None
+        )
+        if plain is None or found is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        reply = await direct.invoke(*found, plain[0], plain[1])
+        data = json.dumps(
+            invoke_json(reply), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(data)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
+async def _too_big(scope: Scope, receive: Receive, send: Send) -> None:
+    reason = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+    await refusal_response(413, reason)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> AsgiMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class Transcoder:
+    """The ``/v1`` routes over ``Backends``."""
+
+    def __init__(self, backends: Backends, direct: DirectInvoke | None = None) -> None:
+        self.backends = backends
+        self.direct = direct
+        self._callables: dict[str, Callable[..., Any]] = {}
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/{service}/{method}", self.handle, methods=["POST"])]
+
+    def _callable(self, method: Method) -> Callable[..., Any]:
+        fn = self._callables.get(method.path)
+        if fn is None:
+            ch = self.backends.channel(method.service)
+            make = ch.unary_stream if method.streaming else ch.unary_unary
+            fn = self._callables[method.path] = make(
+                method.path,
+                request_serializer=method.request.SerializeToString,
+                response_deserializer=method.response.FromString,
+            )
+        return fn
+
+    async def handle(self, request: Request) -> Response:
+        key = f"{request.path_params['service']}/{request.path_params['method']}"
+        method = METHODS.get(key)
+        if method is None:
+            return refusal_response(
+                404,
+                f"no RPC {key[:200]!r}; POST /v1/<service>/<method>, for example "
+                "/v1/toolcall.v1.ToolRegistry/List",
+            )
+        try:
+            body = await read_json_body(request)
+            plain = plain_invoke(body) if key == INVOKE and self.direct is not None else None
+            message = plain[0] if plain is not None else parse_request(method, body)
+        except HttpRefusal as exc:
+            return refusal_response(exc.status, str(exc))
+        if key == INVOKE and self.direct is not None:
+            assert isinstance(message, registry_pb2.InvokeRequest)
+            found = self.direct.spec(message, request.headers.get("authorization"))
+            if found is not None:
+                arguments = plain[1] if plain is not None else None
+                reply = await self.direct.invoke(*found, message, arguments)
+                return JSONResponse(invoke_json(reply))
+            if plain is not None:  # to the registry: with its arguments as a Struct
+                try:
+                    message = parse_request(method, body)
+                except HttpRefusal as exc:
+                    return refusal_response(exc.status, str(exc))
+        call = self._callable(method)
+        metadata = auth_of(request)
+        if not method.streaming:
+            try:
+                reply = await call(message, timeout=UNARY_DEADLINE_S, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                return rpc_error_response(exc)
+            return JSONResponse(to_json(reply))
+        return await self._stream(call(message, metadata=metadata))
+
+    async def _stream(self, call: Any) -> Response:
+        first = asyncio.ensure_future(call.read())
+        done, _ = await asyncio.wait({first}, timeout=FIRST_EVENT_WINDOW_S)
+        if done:
+            try:
+                head = first.result()
+            except grpc.aio.AioRpcError as exc:
+                return rpc_error_response(exc)
+            if head is grpc.aio.EOF:
+                code, details = await call.code(), await call.details()
+                if code != grpc.StatusCode.OK:
+                    return JSONResponse(
+                        status_json(code, details), status_code=HTTP_STATUS.get(code, 500)
+                    )
+        # The background task also runs when the client left before the first
+        # event (the generator never started, so its finally never runs).
+        return EventSourceResponse(
+            _events(call, first),
+            ping=SSE_PING_S,
+            headers={"cache-control": "no-store"},
+            background=BackgroundTask(call.cancel),
+        )
+
+
+async def _events(call: Any, first: asyncio.Future[Any]) -> AsyncIterator[dict[str, str]]:
+    try:
+        message = await first
+        while message is not grpc.aio.EOF:
+            yield {"data": json.dumps(to_json(message), separators=(",", ":"))}
+            message = await call.read()
+        code = await call.code()
+        if code != grpc.StatusCode.OK:
+            yield {"event": "error", "data": json.dumps(status_json(code, await call.details()))}
+    except grpc.aio.AioRpcError as exc:
+        yield {"event": "error", "data": json.dumps(rpc_error_json(exc))}
+    finally:
+        call.cancel()
