@@ -24,6 +24,7 @@ from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from llm_service.tasks import (
     AsyncTasks,
     JobTokenError,
+    ProgressTooFrequent,
     SubscriberLimitError,
     SubscriberTooSlow,
     Subscription,
@@ -530,6 +531,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 await call()
             except JobTokenError as exc:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            except ProgressTooFrequent as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             except TaskEndedError as exc:
                 status = llm_pb2.TaskStatus.Name(wire.TASK_STATUS[exc.task.status])
                 await context.abort(

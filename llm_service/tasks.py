@@ -64,6 +64,9 @@ MAX_CANCEL_REASON_CHARS = 500
 MAX_PROGRESS_MESSAGE_CHARS = 500
 # How long telling a plugin that its job ended (CancelJob) may take.
 NOTIFY_TIMEOUT_S = 5.0
+# A task's progress is stored at most once per this interval (each report is
+# a database write); a report sooner is refused (ProgressTooFrequent).
+MIN_PROGRESS_INTERVAL_S = 0.05
 MAX_SUBSCRIBERS_PER_SESSION = 16
 # Subscribe streams over all sessions (each holds a queue of up to 16 MiB).
 MAX_SUBSCRIBERS = 1024
@@ -87,6 +90,10 @@ class SubscriberTooSlow(Exception):
 
 class JobTokenError(Exception):
     """No running task with this id accepts this token (unknown id or wrong token)."""
+
+
+class ProgressTooFrequent(Exception):
+    """A progress report came sooner than ``MIN_PROGRESS_INTERVAL_S`` after the last one."""
 
 
 class TaskEndedError(Exception):
@@ -163,6 +170,15 @@ class Subscription:
     def push(self, task: TaskRecord, size: int) -> None:
         if self.closed or self.overflowed.is_set():
             return
+        if not task.finished:
+            # Progress: only the latest per task waits, so a chatty job cannot
+            # push a slow reader over its bounds (at most one entry per task).
+            for i, (queued, queued_size) in enumerate(self._queue):
+                if queued.task_id == task.task_id and not queued.finished:
+                    self._queue[i] = (task, size)
+                    self._queued_bytes += size - queued_size
+                    self._wakeup.set()
+                    return
         if len(self._queue) >= self.max_items or self._queued_bytes + size > self.max_bytes:
             self._queue.clear()
             self._queued_bytes = 0
@@ -257,6 +273,8 @@ class AsyncTasks:
         self._running_by_session: collections.Counter[str] = collections.Counter()
         self._running_total = 0
         self._held: dict[str, str] = {}
+        # Task id -> when its last progress was stored (held tasks only: bounded by the caps).
+        self._progress_at: dict[str, float] = {}
         # Accepted long jobs running now: task id -> when they expire.
         self._jobs: dict[str, float] = {}
         self._jobs_changed = asyncio.Event()
@@ -370,6 +388,7 @@ class AsyncTasks:
 
     def _release(self, task_id: str) -> None:
         session_id = self._held.pop(task_id, None)
+        self._progress_at.pop(task_id, None)
         if session_id is None:  # released already
             return
         self._running_total -= 1
@@ -421,11 +440,20 @@ class AsyncTasks:
     ) -> TaskRecord:
         """Stores and pushes a running task's progress.
 
-        Raises JobTokenError, TaskEndedError, ValueError (a fraction outside 0..1).
+        Raises JobTokenError, TaskEndedError, ValueError (a fraction outside 0..1),
+        ProgressTooFrequent.
         """
         if fraction is not None and not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
             raise ValueError("fraction must be between 0 and 1")
         task = await self._authorised(task_id, token)
+        now = time.monotonic()
+        if now - self._progress_at.get(task_id, -math.inf) < MIN_PROGRESS_INTERVAL_S:
+            raise ProgressTooFrequent(
+                f"progress of task '{task_id}' was reported less than "
+                f"{MIN_PROGRESS_INTERVAL_S:g}s ago; this report is dropped (report less often)"
+            )
+        if task_id in self._held:
+            self._progress_at[task_id] = now
         task.progress_fraction = fraction
         task.progress_message = one_line(message, MAX_PROGRESS_MESSAGE_CHARS)
         task.progress_at = time.time()

@@ -177,8 +177,13 @@ class Job:
         message: str = "",
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT_S,
-    ) -> None:
-        """Tells the LLMService how far the job has come (``fraction`` from 0 to 1)."""
+    ) -> bool:
+        """Tells the LLMService how far the job has come (``fraction`` from 0 to 1).
+
+        False when the report was dropped because the last one was less than
+        50 ms ago (the service stores at most 20 a second per job): a later
+        report supersedes it, so nothing needs doing.
+        """
         from toolcall.v1 import llm_pb2
 
         request = llm_pb2.ReportProgressRequest(
@@ -186,7 +191,13 @@ class Job:
         )
         if fraction is not None:
             request.fraction = fraction
-        self._call("ReportProgress", request, timeout)
+        try:
+            self._call("ReportProgress", request, timeout)
+        except JobError as exc:
+            if exc.code == "RESOURCE_EXHAUSTED":
+                return False
+            raise
+        return True
 
     def complete(self, value: Any = None, *, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> None:
         """Delivers the job's result: anything a handler may return (JSON, a pydantic

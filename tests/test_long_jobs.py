@@ -18,7 +18,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+import llm_service.tasks as tasks_module
 from llm_service import LLMServiceHost, LLMSettings
+from llm_service.history import TaskRecord
+from llm_service.tasks import Subscription
 from plugin_stub import Job, JobEnded, JobError
 from tests.support.fake_providers import FakeOpenAI, Reply
 from tests.support.llm_env import (
@@ -106,6 +109,12 @@ async def handle(s: Stack, tag: str) -> Job:
     return Job.from_json(path.read_text())
 
 
+async def report(job: Job, fraction: float, message: str) -> None:
+    """One stored report (a report within 50 ms of the last is dropped: try again)."""
+    while not await asyncio.to_thread(job.report_progress, fraction, message):
+        await asyncio.sleep(0.05)
+
+
 async def next_item(
     stream: grpc.aio.UnaryStreamCall, wait_s: float = 10
 ) -> llm_pb2.SubscribeResponse:
@@ -145,10 +154,10 @@ async def test_a_long_job_reports_progress_three_times_survives_a_restart_and_is
             assert accepted.task_id == task_id and accepted.job_id == "hold-r1"
             assert accepted.status == llm_pb2.TASK_STATUS_RUNNING
             assert accepted.expires_at.seconds > accepted.created_at.seconds + 23 * 3600
-            await asyncio.to_thread(job.report_progress, 0.25, "first\nthird")
+            await report(job, 0.25, "first\nthird")
             first = (await next_item(watch)).progress
             assert (first.progress.fraction, first.progress.message) == (0.25, "first third")
-            await asyncio.to_thread(job.report_progress, 0.5, "second")
+            await report(job, 0.5, "second")
             assert (await next_item(watch)).progress.progress.message == "second"
             # The call's 300 s cap is not the job's: it holds its place meanwhile.
             assert host.tasks.running(SESSION) == 1
@@ -166,7 +175,7 @@ async def test_a_long_job_reports_progress_three_times_survives_a_restart_and_is
                 llm_pb2.SubscribeRequest(session_id=SESSION, progress=True, auto_ack=True)
             )
             await asyncio.sleep(0.2)  # listening
-            await asyncio.to_thread(job.report_progress, 0.75, "third")
+            await report(job, 0.75, "third")
             assert (await next_item(watch)).progress.progress.fraction == 0.75
             await asyncio.to_thread(job.complete, {"pages": 3})
             done = (await next_item(watch)).task
@@ -358,3 +367,37 @@ async def test_an_accepted_answer_to_a_call_that_offered_no_job_is_an_error_resu
         assert record.result.is_error
         assert record.result.error.startswith("FAILED_PRECONDITION:")
         assert "only async calls of the LLMService can become long jobs" in record.result.error
+
+
+async def test_progress_reported_too_often_is_dropped_and_the_stored_one_stays(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each stored report is a database write: at most one per interval per task.
+    monkeypatch.setattr(tasks_module, "MIN_PROGRESS_INTERVAL_S", 60.0)
+    async with stack(tmp_path, fake_openai) as s, llm(s) as (_, stub):
+        task_id = await call_tool(stub, s.fake, "hold_job", {"tag": "p1"})
+        job = await handle(s, "p1")
+        assert await asyncio.to_thread(job.report_progress, 0.1, "kept") is True
+        assert await asyncio.to_thread(job.report_progress, 0.2, "dropped") is False
+        got = (await stub.GetTask(llm_pb2.GetTaskRequest(task_id=task_id))).task
+        assert (got.progress.fraction, got.progress.message) == (0.1, "kept")
+        await asyncio.to_thread(job.complete, "done")  # completion is never rate limited
+
+
+def test_a_slow_readers_queue_keeps_only_the_latest_progress_of_a_task() -> None:
+    subscription = Subscription(None, SESSION, max_items=2, max_bytes=1 << 20)  # type: ignore[arg-type]
+    for i in range(10):  # a chatty job: more reports than the queue has places
+        running = TaskRecord("task_a", SESSION, "hold_job", "c1", "default", {})
+        running.progress_message = f"step {i}"
+        subscription.push(running, 100)
+    subscription.push(TaskRecord("task_b", SESSION, "hold_job", "c2", "default", {}), 100)
+    assert not subscription.overflowed.is_set()
+    queued = [task for task, _ in subscription._queue]
+    assert [(t.task_id, t.progress_message) for t in queued] == [
+        ("task_a", "step 9"),
+        ("task_b", ""),
+    ]
+    # A result is never replaced: one more entry goes over the bound.
+    finished = TaskRecord("task_a", SESSION, "hold_job", "c1", "default", {}, status="succeeded")
+    subscription.push(finished, 100)
+    assert subscription.overflowed.is_set()

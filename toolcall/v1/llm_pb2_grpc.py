@@ -154,6 +154,8 @@ class LLMServiceServicer:
         both); a task that has ended: FAILED_PRECONDITION naming its status.
         Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
         (ChatStreamRequest.task_updates); the latest is kept with the task.
+        A report within 50 ms of the task's last stored one is dropped with
+        RESOURCE_EXHAUSTED (report less often; the next one is taken).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,6 +75,8 @@ class LLMServiceStub:
     both); a task that has ended: FAILED_PRECONDITION naming its status.
     Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
     (ChatStreamRequest.task_updates); the latest is kept with the task.
+    A report within 50 ms of the task's last stored one is dropped with
+    RESOURCE_EXHAUSTED (report less often; the next one is taken).
     """
     CompleteTask: _grpc.UnaryUnaryMultiCallable[_llm_pb2.CompleteTaskRequest, _llm_pb2.CompleteTaskResponse]
     """Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
@@ -136,6 +138,8 @@ class LLMServiceAsyncStub(LLMServiceStub):
     both); a task that has ended: FAILED_PRECONDITION naming its status.
     Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
     (ChatStreamRequest.task_updates); the latest is kept with the task.
+    A report within 50 ms of the task's last stored one is dropped with
+    RESOURCE_EXHAUSTED (report less often; the next one is taken).
     """
     CompleteTask: _aio.UnaryUnaryMultiCallable[_llm_pb2.CompleteTaskRequest, _llm_pb2.CompleteTaskResponse]  # type: ignore[assignment]
     """Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
@@ -236,6 +240,8 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         both); a task that has ended: FAILED_PRECONDITION naming its status.
         Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
         (ChatStreamRequest.task_updates); the latest is kept with the task.
+        A report within 50 ms of the task's last stored one is dropped with
+        RESOURCE_EXHAUSTED (report less often; the next one is taken).
         """
 
     @_abc_1.abstractmethod

@@ -72,6 +72,8 @@ type LLMServiceClient interface {
 	// both); a task that has ended: FAILED_PRECONDITION naming its status.
 	// Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
 	// (ChatStreamRequest.task_updates); the latest is kept with the task.
+	// A report within 50 ms of the task's last stored one is dropped with
+	// RESOURCE_EXHAUSTED (report less often; the next one is taken).
 	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
 	// Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
 	// and the result is pushed and noted in the history like any async
@@ -243,6 +245,8 @@ type LLMServiceServer interface {
 	// both); a task that has ended: FAILED_PRECONDITION naming its status.
 	// Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
 	// (ChatStreamRequest.task_updates); the latest is kept with the task.
+	// A report within 50 ms of the task's last stored one is dropped with
+	// RESOURCE_EXHAUSTED (report less often; the next one is taken).
 	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
 	// Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
 	// and the result is pushed and noted in the history like any async

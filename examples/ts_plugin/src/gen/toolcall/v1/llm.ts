@@ -2887,6 +2887,8 @@ export const LLMServiceService = {
    * both); a task that has ended: FAILED_PRECONDITION naming its status.
    * Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
    * (ChatStreamRequest.task_updates); the latest is kept with the task.
+   * A report within 50 ms of the task's last stored one is dropped with
+   * RESOURCE_EXHAUSTED (report less often; the next one is taken).
    */
   reportProgress: {
     path: "/toolcall.v1.LLMService/ReportProgress" as const,
@@ -2977,6 +2979,8 @@ export interface LLMServiceServer extends UntypedServiceImplementation {
    * both); a task that has ended: FAILED_PRECONDITION naming its status.
    * Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
    * (ChatStreamRequest.task_updates); the latest is kept with the task.
+   * A report within 50 ms of the task's last stored one is dropped with
+   * RESOURCE_EXHAUSTED (report less often; the next one is taken).
    */
   reportProgress: handleUnaryCall<ReportProgressRequest, ReportProgressResponse>;
   /**
@@ -3103,6 +3107,8 @@ export interface LLMServiceClient extends Client {
    * both); a task that has ended: FAILED_PRECONDITION naming its status.
    * Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
    * (ChatStreamRequest.task_updates); the latest is kept with the task.
+   * A report within 50 ms of the task's last stored one is dropped with
+   * RESOURCE_EXHAUSTED (report less often; the next one is taken).
    */
   reportProgress(
     request: ReportProgressRequest,
