@@ -111,8 +111,11 @@ async def handle(s: Stack, tag: str) -> Job:
 
 async def report(job: Job, fraction: float, message: str) -> None:
     """One stored report (a report within 50 ms of the last is dropped: try again)."""
-    while not await asyncio.to_thread(job.report_progress, fraction, message):
+    for _ in range(100):
+        if await asyncio.to_thread(job.report_progress, fraction, message):
+            return
         await asyncio.sleep(0.05)
+    raise AssertionError("every report was dropped")
 
 
 async def next_item(
