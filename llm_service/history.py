@@ -84,6 +84,9 @@ TASK_COLUMNS = {
     "progress_fraction": "REAL",
     "progress_message": "TEXT NOT NULL DEFAULT ''",
     "progress_at": "REAL",
+    # The follow-up turn asked for ({"provider", "model"} as JSON; '' none) and its text.
+    "follow_up": "TEXT NOT NULL DEFAULT ''",
+    "follow_up_text": "TEXT NOT NULL DEFAULT ''",
 }
 
 DEFAULT_CACHE_SESSIONS = 256
@@ -150,6 +153,10 @@ class TaskRecord:
     progress_fraction: float | None = None
     progress_message: str = ""
     progress_at: float | None = None
+    # ChatRequest.follow_up_async_results: the turn to run when the task ends
+    # ({"provider", "model"} as JSON; '' none), and the model's answer.
+    follow_up: str = ""
+    follow_up_text: str = ""
 
     @property
     def finished(self) -> bool:
@@ -178,6 +185,8 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         progress_fraction=row["progress_fraction"],
         progress_message=row["progress_message"],
         progress_at=row["progress_at"],
+        follow_up=row["follow_up"],
+        follow_up_text=row["follow_up_text"],
     )
 
 
@@ -503,7 +512,7 @@ class HistoryStore:
     def _insert_task(self, t: TaskRecord) -> None:
         self._writable().execute(
             "INSERT INTO tasks (task_id, session_id, tool_name, call_id, role, arguments,"
-            " status, created_at, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, created_at, token, follow_up) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 t.task_id,
                 t.session_id,
@@ -514,6 +523,7 @@ class HistoryStore:
                 t.status,
                 t.created_at,
                 t.token,
+                t.follow_up,
             ),
         )
 
@@ -578,6 +588,15 @@ class HistoryStore:
                 (t.progress_fraction, t.progress_message, t.progress_at, t.task_id),
             )
             .rowcount
+        )
+
+    async def set_follow_up_text(self, task: TaskRecord) -> None:
+        """Stores the model's sentence about a task's result (``task.follow_up_text``)."""
+        await self._run(self._set_follow_up_text, task)
+
+    def _set_follow_up_text(self, t: TaskRecord) -> None:
+        self._writable().execute(
+            "UPDATE tasks SET follow_up_text = ? WHERE task_id = ?", (t.follow_up_text, t.task_id)
         )
 
     async def running_jobs(self) -> list[TaskRecord]:

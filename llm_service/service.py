@@ -107,6 +107,7 @@ class LLMServiceHost(ServiceHost):
             store=self.store,
             tasks=self.tasks,
         )
+        self.tasks.follow_up = self.orchestrator.follow_up
         servicer = LLMServicer(
             settings,
             orchestrator=self.orchestrator,

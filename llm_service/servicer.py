@@ -321,6 +321,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 r.parallel_tool_calls if r.HasField("parallel_tool_calls") else None
             ),
             allowed_tools=frozenset(r.allowed_tools),
+            follow_up_async=(
+                r.follow_up_async_results if r.HasField("follow_up_async_results") else None
+            ),
         )
 
     async def Chat(

@@ -41,7 +41,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from llm_service.history import HistoryStore, TaskRecord
@@ -255,6 +255,7 @@ class AsyncTasks:
         subscribe_buffer: int = 256,
         subscribe_buffer_bytes: int = 16 * 1024 * 1024,
         tool_spec: Callable[[str, str], ToolSpec | None] = lambda role, name: None,
+        max_follow_ups: int = 4,
     ) -> None:
         self.store = store
         self._dispatcher = dispatcher
@@ -263,6 +264,11 @@ class AsyncTasks:
         # This service's target, given to plugins in the long-job handle; set
         # once the server listens. Empty: calls offer no long job.
         self.llm_address = ""
+        # Runs a task's follow-up turn and returns its text (set by the service:
+        # the orchestrator's). At most max_follow_ups run at once; the others wait.
+        self.follow_up: Callable[[TaskRecord], Awaitable[str]] | None = None
+        self._follow_up_slots = asyncio.Semaphore(max(1, max_follow_ups))
+        self._deliveries: set[asyncio.Task[None]] = set()
         self.max_per_session = max(1, max_per_session)
         self.max_total = max(1, max_total)
         self._subscribe_buffer = subscribe_buffer
@@ -324,6 +330,8 @@ class AsyncTasks:
         arguments: dict[str, Any] | None,
         session_id: str,
         role: str,
+        *,
+        follow_up: str = "",
     ) -> TaskRecord:
         """Starts a call whose arguments ``spec.check_arguments`` has passed (None: raw only).
 
@@ -338,6 +346,7 @@ class AsyncTasks:
             role=role,
             arguments=arguments if arguments is not None else {},
             created_at=time.time(),
+            follow_up=follow_up,
         )
         if self.llm_address:
             task.token = secrets.token_urlsafe(32)
@@ -583,9 +592,33 @@ class AsyncTasks:
             if store_errors:
                 raise
             log.exception("cannot store the result of task %s", task.task_id)
+        if task.follow_up and self.follow_up is not None:
+            # The note first (the follow-up turn reads it), then the sentence,
+            # then the push: in the background, so a CompleteTask does not wait
+            # for a model.
+            delivery = asyncio.create_task(self._deliver_with_follow_up(task))
+            self._deliveries.add(delivery)
+            delivery.add_done_callback(self._deliveries.discard)
+            return True
         self._push(task)
         await self._add_note(task)
         return True
+
+    async def _deliver_with_follow_up(self, task: TaskRecord) -> None:
+        await self._add_note(task)
+        assert self.follow_up is not None
+        try:
+            async with self._follow_up_slots:
+                text = await self.follow_up(task)
+            task.follow_up_text = one_line(text, 4000) if text else ""
+            if task.follow_up_text:
+                await self.store.set_follow_up_text(task)
+        except asyncio.CancelledError:
+            self._push(task)  # stopping: the result goes out without its sentence
+            raise
+        except Exception:  # a provider or store failure costs the sentence, not the result
+            log.warning("follow-up turn of task %s failed", task.task_id, exc_info=True)
+        self._push(task)
 
     def _push(self, task: TaskRecord) -> None:
         """To the session's subscribers: a result to all, progress to those asking for it."""
@@ -664,6 +697,8 @@ class AsyncTasks:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        for delivery in list(self._deliveries):  # results are stored: resent on Subscribe
+            delivery.cancel()
         running = list(self._running.values())
         if running:
             log.info("waiting up to %gs for %d async task(s)", grace_s, len(running))

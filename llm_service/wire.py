@@ -144,6 +144,10 @@ def task_to_proto(t: TaskRecord) -> llm_pb2.Task:
     task.job_id = t.job_id
     if t.expires_at is not None:
         task.expires_at.CopyFrom(timestamp(t.expires_at))
+    if t.follow_up_text:
+        task.follow_up.CopyFrom(
+            llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_ASSISTANT, content=t.follow_up_text)
+        )
     if t.progress_at is not None:
         task.progress.message = t.progress_message
         task.progress.updated_at.CopyFrom(timestamp(t.progress_at))

@@ -404,3 +404,39 @@ def test_a_slow_readers_queue_keeps_only_the_latest_progress_of_a_task() -> None
     finished = TaskRecord("task_a", SESSION, "hold_job", "c1", "default", {}, status="succeeded")
     subscription.push(finished, 100)
     assert subscription.overflowed.is_set()
+
+
+async def test_a_follow_up_turn_tells_the_user_about_an_async_result_when_asked(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    async with stack(tmp_path, fake_openai) as s, llm(s) as (_, stub):
+        sub = stub.Subscribe(llm_pb2.SubscribeRequest(session_id=SESSION, auto_ack=True))
+        asked = await stub.Chat(
+            llm_pb2.ChatRequest(
+                session_id=SESSION,
+                messages=[user("hold job r9")],
+                provider="offline",
+                follow_up_async_results=True,
+            ),
+            timeout=20,
+        )
+        task_id = asked.tool_calls[0].task_id
+        job = await handle(s, "r9")
+        await asyncio.to_thread(job.complete, {"pages": 3})
+        task = (await next_item(sub)).task
+        assert task.task_id == task_id and task.status == llm_pb2.TASK_STATUS_SUCCEEDED
+        sentence = 'Your async task hold_job finished: {"pages":3}'  # the offline rule 0
+        assert task.follow_up.role == llm_pb2.MESSAGE_ROLE_ASSISTANT
+        assert task.follow_up.content == sentence
+        history = await stub.GetHistory(llm_pb2.GetHistoryRequest(session_id=SESSION))
+        assert history.messages[-1].content == sentence
+        assert history.messages[-3].content.startswith(f"Result of async task {task_id}")
+
+        # Off by default (TOOLCALL_ASYNC_FOLLOW_UP): no model turn, no sentence.
+        plain = await call_tool(stub, s.fake, "hold_job", {"tag": "r10"})
+        requests = len(s.fake.requests)
+        await asyncio.to_thread((await handle(s, "r10")).complete, "done")
+        task = (await next_item(sub)).task
+        sub.cancel()
+        assert task.task_id == plain and not task.HasField("follow_up")
+        assert len(s.fake.requests) == requests

@@ -220,6 +220,7 @@ class ChatRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
     ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_ASYNC_RESULTS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Conversation id. History is kept per session. Required; at most 128
     characters of [A-Za-z0-9_.:-].
@@ -246,6 +247,13 @@ class ChatRequest(_message.Message):
     the provider's default (yes). false: the provider is told so (OpenAI's
     parallel_tool_calls), and past the first call of an answer every call
     gets an error result instead of running.
+    """
+    follow_up_async_results: _builtins.bool
+    """Whether the results of async tools started in this turn get a follow-up:
+    when one arrives, the service runs a short model turn in the session
+    (same provider and model, no tools) so the user gets a sentence about
+    it, stored in the history and sent with the task (Task.follow_up).
+    Unset: the service's setting (TOOLCALL_ASYNC_FOLLOW_UP, off by default).
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
@@ -282,15 +290,20 @@ class ChatRequest(_message.Message):
         tool_choice: Global___ToolChoice | None = ...,
         parallel_tool_calls: _builtins.bool | None = ...,
         allowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+        follow_up_async_results: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "parallel_tool_calls", b"parallel_tool_calls", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_follow_up_async_results", b"_follow_up_async_results", "_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "follow_up_async_results", b"follow_up_async_results", "parallel_tool_calls", b"parallel_tool_calls", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "allowed_tools", b"allowed_tools", "max_tool_rounds", b"max_tool_rounds", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider", b"provider", "role", b"role", "session_id", b"session_id", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_follow_up_async_results", b"_follow_up_async_results", "_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "allowed_tools", b"allowed_tools", "follow_up_async_results", b"follow_up_async_results", "max_tool_rounds", b"max_tool_rounds", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider", b"provider", "role", b"role", "session_id", b"session_id", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__follow_up_async_results: _TypeAlias = _typing.Literal["follow_up_async_results"]  # noqa: Y015
+    _WhichOneofArgType__follow_up_async_results: _TypeAlias = _typing.Literal["_follow_up_async_results", b"_follow_up_async_results"]  # noqa: Y015
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__follow_up_async_results) -> _WhichOneofReturnType__follow_up_async_results | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
     @_typing.overload
@@ -623,6 +636,7 @@ class Task(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id, given to the model in the acknowledgement."""
     session_id: _builtins.str
@@ -659,6 +673,13 @@ class Task(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """A long job: when it fails unless completed first (max_job_seconds)."""
 
+    @_builtins.property
+    def follow_up(self) -> Global___ChatMessage:
+        """The model's sentence about the result (assistant role), when the turn
+        that started the task asked for a follow-up
+        (ChatRequest.follow_up_async_results) and the model answered.
+        """
+
     def __init__(
         self,
         *,
@@ -674,10 +695,11 @@ class Task(_message.Message):
         job_id: _builtins.str = ...,
         progress: Global___TaskProgress | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        follow_up: Global___ChatMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "created_at", b"created_at", "expires_at", b"expires_at", "finished_at", b"finished_at", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "created_at", b"created_at", "expires_at", b"expires_at", "finished_at", b"finished_at", "follow_up", b"follow_up", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "expires_at", b"expires_at", "finished_at", b"finished_at", "job_id", b"job_id", "progress", b"progress", "result", b"result", "session_id", b"session_id", "status", b"status", "task_id", b"task_id", "tool_name", b"tool_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "expires_at", b"expires_at", "finished_at", b"finished_at", "follow_up", b"follow_up", "job_id", b"job_id", "progress", b"progress", "result", b"result", "session_id", b"session_id", "status", b"status", "task_id", b"task_id", "tool_name", b"tool_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

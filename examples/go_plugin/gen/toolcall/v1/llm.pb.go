@@ -407,9 +407,15 @@ type ChatRequest struct {
 	// Narrows the role's tools for this turn to these names (every round).
 	// Empty: all of the role's tools. A name the role does not have is
 	// INVALID_ARGUMENT naming it. At most 128 names.
-	AllowedTools  []string `protobuf:"bytes,10,rep,name=allowed_tools,json=allowedTools,proto3" json:"allowed_tools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AllowedTools []string `protobuf:"bytes,10,rep,name=allowed_tools,json=allowedTools,proto3" json:"allowed_tools,omitempty"`
+	// Whether the results of async tools started in this turn get a follow-up:
+	// when one arrives, the service runs a short model turn in the session
+	// (same provider and model, no tools) so the user gets a sentence about
+	// it, stored in the history and sent with the task (Task.follow_up).
+	// Unset: the service's setting (TOOLCALL_ASYNC_FOLLOW_UP, off by default).
+	FollowUpAsyncResults *bool `protobuf:"varint,11,opt,name=follow_up_async_results,json=followUpAsyncResults,proto3,oneof" json:"follow_up_async_results,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ChatRequest) Reset() {
@@ -510,6 +516,13 @@ func (x *ChatRequest) GetAllowedTools() []string {
 		return x.AllowedTools
 	}
 	return nil
+}
+
+func (x *ChatRequest) GetFollowUpAsyncResults() bool {
+	if x != nil && x.FollowUpAsyncResults != nil {
+		return *x.FollowUpAsyncResults
+	}
+	return false
 }
 
 // ChatRequest.tool_choice: a mode, or one tool the model must call.
@@ -1213,7 +1226,11 @@ type Task struct {
 	// A long job's latest progress (unset until it reports some).
 	Progress *TaskProgress `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
 	// A long job: when it fails unless completed first (max_job_seconds).
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The model's sentence about the result (assistant role), when the turn
+	// that started the task asked for a follow-up
+	// (ChatRequest.follow_up_async_results) and the model answered.
+	FollowUp      *ChatMessage `protobuf:"bytes,13,opt,name=follow_up,json=followUp,proto3" json:"follow_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1328,6 +1345,13 @@ func (x *Task) GetProgress() *TaskProgress {
 func (x *Task) GetExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Task) GetFollowUp() *ChatMessage {
+	if x != nil {
+		return x.FollowUp
 	}
 	return nil
 }
@@ -2167,7 +2191,7 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12.\n" +
-	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\xb3\x03\n" +
+	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\x8b\x04\n" +
 	"\vChatRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -2181,9 +2205,11 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"toolChoice\x123\n" +
 	"\x13parallel_tool_calls\x18\t \x01(\bH\x01R\x11parallelToolCalls\x88\x01\x01\x12#\n" +
 	"\rallowed_tools\x18\n" +
-	" \x03(\tR\fallowedToolsB\x0e\n" +
+	" \x03(\tR\fallowedTools\x12:\n" +
+	"\x17follow_up_async_results\x18\v \x01(\bH\x02R\x14followUpAsyncResults\x88\x01\x01B\x0e\n" +
 	"\f_temperatureB\x16\n" +
-	"\x14_parallel_tool_calls\"_\n" +
+	"\x14_parallel_tool_callsB\x1a\n" +
+	"\x18_follow_up_async_results\"_\n" +
 	"\n" +
 	"ToolChoice\x121\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1b.toolcall.v1.ToolChoiceModeH\x00R\x04mode\x12\x14\n" +
@@ -2227,7 +2253,7 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x05usage\x18\x05 \x01(\v2\x12.toolcall.v1.UsageH\x00R\x05usage\x124\n" +
 	"\vtask_update\x18\x06 \x01(\v2\x11.toolcall.v1.TaskH\x00R\n" +
 	"taskUpdateB\a\n" +
-	"\x05event\"\x8e\x04\n" +
+	"\x05event\"\xc5\x04\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
 	"\n" +
@@ -2245,7 +2271,8 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	" \x01(\tR\x05jobId\x125\n" +
 	"\bprogress\x18\v \x01(\v2\x19.toolcall.v1.TaskProgressR\bprogress\x129\n" +
 	"\n" +
-	"expires_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x91\x01\n" +
+	"expires_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
+	"\tfollow_up\x18\r \x01(\v2\x18.toolcall.v1.ChatMessageR\bfollowUp\"\x91\x01\n" +
 	"\fTaskProgress\x12\x1f\n" +
 	"\bfraction\x18\x01 \x01(\x01H\x00R\bfraction\x88\x01\x01\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
@@ -2409,37 +2436,38 @@ var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	34, // 25: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
 	16, // 26: toolcall.v1.Task.progress:type_name -> toolcall.v1.TaskProgress
 	31, // 27: toolcall.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
-	31, // 28: toolcall.v1.TaskProgress.updated_at:type_name -> google.protobuf.Timestamp
-	33, // 29: toolcall.v1.CompleteTaskRequest.result:type_name -> toolcall.v1.ToolResult
-	15, // 30: toolcall.v1.CompleteTaskResponse.task:type_name -> toolcall.v1.Task
-	15, // 31: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
-	15, // 32: toolcall.v1.SubscribeResponse.progress:type_name -> toolcall.v1.Task
-	15, // 33: toolcall.v1.CancelTaskResponse.task:type_name -> toolcall.v1.Task
-	15, // 34: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
-	4,  // 35: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
-	5,  // 36: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
-	7,  // 37: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
-	21, // 38: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
-	23, // 39: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
-	25, // 40: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
-	26, // 41: toolcall.v1.LLMService.CancelTask:input_type -> toolcall.v1.CancelTaskRequest
-	17, // 42: toolcall.v1.LLMService.ReportProgress:input_type -> toolcall.v1.ReportProgressRequest
-	19, // 43: toolcall.v1.LLMService.CompleteTask:input_type -> toolcall.v1.CompleteTaskRequest
-	29, // 44: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
-	10, // 45: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
-	14, // 46: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
-	22, // 47: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
-	24, // 48: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
-	28, // 49: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
-	27, // 50: toolcall.v1.LLMService.CancelTask:output_type -> toolcall.v1.CancelTaskResponse
-	18, // 51: toolcall.v1.LLMService.ReportProgress:output_type -> toolcall.v1.ReportProgressResponse
-	20, // 52: toolcall.v1.LLMService.CompleteTask:output_type -> toolcall.v1.CompleteTaskResponse
-	30, // 53: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
-	45, // [45:54] is the sub-list for method output_type
-	36, // [36:45] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	4,  // 28: toolcall.v1.Task.follow_up:type_name -> toolcall.v1.ChatMessage
+	31, // 29: toolcall.v1.TaskProgress.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 30: toolcall.v1.CompleteTaskRequest.result:type_name -> toolcall.v1.ToolResult
+	15, // 31: toolcall.v1.CompleteTaskResponse.task:type_name -> toolcall.v1.Task
+	15, // 32: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
+	15, // 33: toolcall.v1.SubscribeResponse.progress:type_name -> toolcall.v1.Task
+	15, // 34: toolcall.v1.CancelTaskResponse.task:type_name -> toolcall.v1.Task
+	15, // 35: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
+	4,  // 36: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
+	5,  // 37: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
+	7,  // 38: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
+	21, // 39: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
+	23, // 40: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
+	25, // 41: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
+	26, // 42: toolcall.v1.LLMService.CancelTask:input_type -> toolcall.v1.CancelTaskRequest
+	17, // 43: toolcall.v1.LLMService.ReportProgress:input_type -> toolcall.v1.ReportProgressRequest
+	19, // 44: toolcall.v1.LLMService.CompleteTask:input_type -> toolcall.v1.CompleteTaskRequest
+	29, // 45: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
+	10, // 46: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
+	14, // 47: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
+	22, // 48: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
+	24, // 49: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
+	28, // 50: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
+	27, // 51: toolcall.v1.LLMService.CancelTask:output_type -> toolcall.v1.CancelTaskResponse
+	18, // 52: toolcall.v1.LLMService.ReportProgress:output_type -> toolcall.v1.ReportProgressResponse
+	20, // 53: toolcall.v1.LLMService.CompleteTask:output_type -> toolcall.v1.CompleteTaskResponse
+	30, // 54: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
+	46, // [46:55] is the sub-list for method output_type
+	37, // [37:46] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_llm_proto_init() }

@@ -168,6 +168,14 @@ export interface ChatRequest {
    * INVALID_ARGUMENT naming it. At most 128 names.
    */
   allowedTools: string[];
+  /**
+   * Whether the results of async tools started in this turn get a follow-up:
+   * when one arrives, the service runs a short model turn in the session
+   * (same provider and model, no tools) so the user gets a sentence about
+   * it, stored in the history and sent with the task (Task.follow_up).
+   * Unset: the service's setting (TOOLCALL_ASYNC_FOLLOW_UP, off by default).
+   */
+  followUpAsyncResults?: boolean | undefined;
 }
 
 /** ChatRequest.tool_choice: a mode, or one tool the model must call. */
@@ -324,7 +332,15 @@ export interface Task {
     | TaskProgress
     | undefined;
   /** A long job: when it fails unless completed first (max_job_seconds). */
-  expiresAt?: Date | undefined;
+  expiresAt?:
+    | Date
+    | undefined;
+  /**
+   * The model's sentence about the result (assistant role), when the turn
+   * that started the task asked for a follow-up
+   * (ChatRequest.follow_up_async_results) and the model answered.
+   */
+  followUp?: ChatMessage | undefined;
 }
 
 /** How far a long job has come, as its plugin last reported. */
@@ -692,6 +708,7 @@ function createBaseChatRequest(): ChatRequest {
     toolChoice: undefined,
     parallelToolCalls: undefined,
     allowedTools: [],
+    followUpAsyncResults: undefined,
   };
 }
 
@@ -726,6 +743,9 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     }
     for (const v of message.allowedTools) {
       writer.uint32(82).string(v!);
+    }
+    if (message.followUpAsyncResults !== undefined) {
+      writer.uint32(88).bool(message.followUpAsyncResults);
     }
     return writer;
   },
@@ -823,6 +843,14 @@ export const ChatRequest: MessageFns<ChatRequest> = {
             message.allowedTools.push(reader.string());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.followUpAsyncResults = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -852,6 +880,7 @@ export const ChatRequest: MessageFns<ChatRequest> = {
       : undefined;
     message.parallelToolCalls = object.parallelToolCalls ?? undefined;
     message.allowedTools = object.allowedTools?.map((e) => e) || [];
+    message.followUpAsyncResults = object.followUpAsyncResults ?? undefined;
     return message;
   },
 };
@@ -1614,6 +1643,7 @@ function createBaseTask(): Task {
     jobId: "",
     progress: undefined,
     expiresAt: undefined,
+    followUp: undefined,
   };
 }
 
@@ -1654,6 +1684,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.expiresAt !== undefined) {
       Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(98).fork()).join();
+    }
+    if (message.followUp !== undefined) {
+      ChatMessage.encode(message.followUp, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -1767,6 +1800,14 @@ export const Task: MessageFns<Task> = {
             message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.followUp = ChatMessage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1800,6 +1841,9 @@ export const Task: MessageFns<Task> = {
       ? TaskProgress.fromPartial(object.progress)
       : undefined;
     message.expiresAt = object.expiresAt ?? undefined;
+    message.followUp = (object.followUp !== undefined && object.followUp !== null)
+      ? ChatMessage.fromPartial(object.followUp)
+      : undefined;
     return message;
   },
 };
