@@ -525,6 +525,8 @@ class AsyncTasks:
     async def _expire_jobs(self) -> None:
         """Fails accepted jobs past their expiry; one timer for all of them."""
         while True:
+            # Cleared before the scan: a job accepted meanwhile wakes the next wait.
+            self._jobs_changed.clear()
             now = time.time()
             for task_id in [t for t, at in self._jobs.items() if at <= now]:
                 at = datetime.datetime.fromtimestamp(self._jobs[task_id], datetime.UTC)
@@ -537,7 +539,6 @@ class AsyncTasks:
                     await self._end_job(task_id, "failed", error, f"expired: {error}")
                 except Exception:  # the store failed: try again at the next wake-up
                     log.exception("cannot expire task %s", task_id)
-            self._jobs_changed.clear()
             wait = min(self._jobs.values(), default=now + 3600) - time.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._jobs_changed.wait(), max(0.05, min(wait, 3600)))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import pickle
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -440,3 +441,15 @@ async def test_a_follow_up_turn_tells_the_user_about_an_async_result_when_asked(
         sub.cancel()
         assert task.task_id == plain and not task.HasField("follow_up")
         assert len(s.fake.requests) == requests
+
+
+def test_a_job_handle_moves_between_processes_and_never_prints_its_token() -> None:
+    job = Job("task_1", "s3cret-token", "127.0.0.1:48912", 600.0, "scan-1")
+    for moved in (Job.from_json(job.to_json()), pickle.loads(pickle.dumps(job))):
+        assert (moved.task_id, moved.token, moved.llm_address) == (
+            "task_1",
+            "s3cret-token",
+            "127.0.0.1:48912",
+        )
+        assert (moved.max_age_s, moved.job_id, moved.cancelled) == (600.0, "scan-1", False)
+    assert "s3cret" not in repr(job) and "s3cret" not in str(job)
