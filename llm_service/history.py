@@ -599,6 +599,19 @@ class HistoryStore:
             "UPDATE tasks SET follow_up_text = ? WHERE task_id = ?", (t.follow_up_text, t.task_id)
         )
 
+    async def running_snapshots(self, session_id: str, limit: int) -> list[TaskRecord]:
+        """A session's running tasks that are long jobs or reported progress, oldest
+        first, at most ``limit`` (what a new progress subscriber is shown first)."""
+        return await self._run(self._running_snapshots, session_id, limit)
+
+    def _running_snapshots(self, session_id: str, limit: int) -> list[TaskRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM tasks WHERE session_id = ? AND status = 'running'"
+            " AND (job_id != '' OR progress_at IS NOT NULL) ORDER BY created_at LIMIT ?",
+            (session_id, limit),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
     async def running_jobs(self) -> list[TaskRecord]:
         """Running tasks their plugins accepted as long jobs (they outlive a restart)."""
         return await self._run(self._running_jobs)

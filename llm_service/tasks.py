@@ -215,7 +215,8 @@ class Subscription:
 
     async def results(self, *, auto_ack: bool) -> AsyncGenerator[TaskRecord, None]:
         """Stored unacknowledged results (in pages), then live ones, until closed.
-        Running tasks are progress (with ``progress``): never acknowledged.
+        Running tasks are progress (with ``progress``: first where the session's
+        running jobs stand, then as reported): never acknowledged.
 
         Raises SubscriberTooSlow when the queue went over its bounds.
         """
@@ -231,6 +232,12 @@ class Subscription:
                 after = (page[-1].finished_at or 0.0, page[-1].task_id)
             if len(page) < STORED_PAGE:
                 break
+        if self.progress:
+            # Where running jobs stand now (a later push supersedes these).
+            queued = {t.task_id for t, _ in self._queue if not t.finished}
+            for task in await store.running_snapshots(self.session_id, STORED_PAGE):
+                if task.task_id not in queued:
+                    yield task
         # Results queued while the store was read were stored first, so the
         # pages above held the ones that finished up to ``after``: skip them.
         already_sent = len(self._queue)

@@ -178,7 +178,9 @@ async def test_a_long_job_reports_progress_three_times_survives_a_restart_and_is
             watch = stub.Subscribe(
                 llm_pb2.SubscribeRequest(session_id=SESSION, progress=True, auto_ack=True)
             )
-            await asyncio.sleep(0.2)  # listening
+            # A new progress subscriber first hears where the job stands.
+            now = (await next_item(watch)).progress
+            assert (now.task_id, now.progress.message) == (task_id, "second")
             await report(job, 0.75, "third")
             assert (await next_item(watch)).progress.progress.fraction == 0.75
             await asyncio.to_thread(job.complete, {"pages": 3})

@@ -1650,8 +1650,9 @@ type SubscribeRequest struct {
 	// Acknowledge each result as soon as it has been sent on this stream, so
 	// no explicit AckTasks call is needed.
 	AutoAck bool `protobuf:"varint,2,opt,name=auto_ack,json=autoAck,proto3" json:"auto_ack,omitempty"`
-	// Also send long jobs' progress as it is reported (SubscribeResponse.progress).
-	// Progress is live only: it is not stored for resending, nor acknowledged.
+	// Also send long jobs' progress (SubscribeResponse.progress): first where
+	// the session's running jobs stand (after the stored results), then each
+	// report as it comes. Progress is never acknowledged.
 	Progress      bool `protobuf:"varint,3,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -405,8 +405,9 @@ export interface SubscribeRequest {
    */
   autoAck: boolean;
   /**
-   * Also send long jobs' progress as it is reported (SubscribeResponse.progress).
-   * Progress is live only: it is not stored for resending, nor acknowledged.
+   * Also send long jobs' progress (SubscribeResponse.progress): first where
+   * the session's running jobs stand (after the stored results), then each
+   * report as it comes. Progress is never acknowledged.
    */
   progress: boolean;
 }
