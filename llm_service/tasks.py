@@ -275,6 +275,7 @@ class AsyncTasks:
         # the orchestrator's). At most max_follow_ups run at once; the others wait.
         self.follow_up: Callable[[TaskRecord], Awaitable[str]] | None = None
         self._follow_up_slots = asyncio.Semaphore(max(1, max_follow_ups))
+        # Follow-up deliveries and expiry notices running in the background.
         self._deliveries: set[asyncio.Task[None]] = set()
         self.max_per_session = max(1, max_per_session)
         self.max_total = max(1, max_total)
@@ -510,8 +511,12 @@ class AsyncTasks:
         if self._jobs.pop(task_id, None) is not None or task_id not in self._running:
             self._release(task_id)
 
-    async def _end_job(self, task_id: str, status: str, error: str, notice: str) -> None:
-        """Ends an accepted job without its result (cancelled, expired); tells its plugin."""
+    async def _end_job(
+        self, task_id: str, status: str, error: str, notice: str, *, wait: bool = True
+    ) -> None:
+        """Ends an accepted job without its result (cancelled, expired); tells its plugin
+        (awaited with ``wait``, else in the background: expiry must not queue behind
+        plugins that do not answer)."""
         task = await self.store.get_task(task_id)
         if task is None or task.finished:
             self._job_over(task_id)
@@ -524,10 +529,17 @@ class AsyncTasks:
             request = callback_pb2.CancelJobRequest(
                 task_id=task.task_id, job_id=task.job_id, token=task.token, reason=notice
             )
-            if problem := await self._dispatcher.cancel_job(
-                task.callback_address, request, NOTIFY_TIMEOUT_S
-            ):
-                log.info("could not tell the plugin of task %s: %s", task_id, problem)
+            telling = self._tell_plugin(task.callback_address, request)
+            if wait:
+                await telling
+            else:
+                notice_task = asyncio.create_task(telling)
+                self._deliveries.add(notice_task)
+                notice_task.add_done_callback(self._deliveries.discard)
+
+    async def _tell_plugin(self, address: str, request: callback_pb2.CancelJobRequest) -> None:
+        if problem := await self._dispatcher.cancel_job(address, request, NOTIFY_TIMEOUT_S):
+            log.info("could not tell the plugin of task %s: %s", request.task_id, problem)
 
     async def _expire_jobs(self) -> None:
         """Fails accepted jobs past their expiry; one timer for all of them."""
@@ -543,7 +555,7 @@ class AsyncTasks:
                     "default 24 h)"
                 )
                 try:
-                    await self._end_job(task_id, "failed", error, f"expired: {error}")
+                    await self._end_job(task_id, "failed", error, f"expired: {error}", wait=False)
                 except Exception:  # the store failed: try again at the next wake-up
                     log.exception("cannot expire task %s", task_id)
             wait = min(self._jobs.values(), default=now + 3600) - time.time()
