@@ -71,7 +71,13 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "open_ts",
         ),
         ScenarioInfo("B-java", "B, to the Java example plugin", "bench.scenarios.java_plugin"),
+        ScenarioInfo(
+            "B-mtls", "B over mTLS (remote-plugin path)", "bench.scenarios.secure", "open_mtls"
+        ),
         ScenarioInfo("C", "ToolRegistry.Invoke → plugin", "bench.scenarios.registry_invoke"),
+        ScenarioInfo(
+            "C-token", "C with principals: token checked", "bench.scenarios.secure", "open_token"
+        ),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),

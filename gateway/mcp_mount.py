@@ -64,6 +64,7 @@ from toolcall import config
 from toolcall.channels import Backoff, open_channel
 from toolcall.clients import auth_metadata
 from toolcall.parts import IMAGE_SIGNATURES
+from toolcall.tls import ClientTLS
 from toolcall.tools import MAX_DESCRIPTION_CHARS, NAME_PATTERN, name_error
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
@@ -361,7 +362,8 @@ class ServerMount:
     async def run(self) -> None:
         """Until cancelled: connect, mount the tools, and start again when the server ends."""
         backoff = Backoff(self.settings.restart_initial_s, self.settings.restart_max_s)
-        channel = open_channel(self.settings.registry_address)
+        # TLS as the plugin's registrar dials it (TOOLCALL_TLS_*; docs/security.md).
+        channel = open_channel(self.settings.registry_address, tls=ClientTLS.of(self.plugin.tls))
         self._registry = registry_pb2_grpc.ToolRegistryStub(channel)
         try:
             await self.plugin.start()

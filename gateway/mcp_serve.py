@@ -46,10 +46,12 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.mcp_tasks import DEFAULT_MAX_RUNNING, JobLimits, Jobs, TasksFull
 from toolcall import config
+from toolcall.clients import auth_metadata
 from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value
 from toolcall.registry_view import RegistryView
+from toolcall.tls import ClientTLS, TLSSettings
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 
@@ -80,10 +82,15 @@ class McpSettings:
     role: str = config.DEFAULT_ROLE
     dispatch: DispatchLimits = field(default_factory=DispatchLimits)
     jobs: JobLimits = field(default_factory=JobLimits)
+    # How the registry watch authenticates (docs/security.md): TLS/mTLS and a token.
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    token: str = ""
 
     @classmethod
     def from_env(cls) -> McpSettings:
         return cls(
+            tls=TLSSettings.from_env(),
+            token=config.token(),
             registry_address=config.registry_address(),
             role=config.env("MCP_ROLE", config.DEFAULT_ROLE),
             dispatch=DispatchLimits.from_env(),
@@ -119,8 +126,17 @@ class McpBridge:
 
     def __init__(self, settings: McpSettings, *, version: str = "") -> None:
         self.settings = settings
-        self.view = RegistryView(settings.registry_address, on_change=self._tools_changed)
-        self.dispatcher: Dispatcher = settings.dispatch.dispatcher()
+        remote = bool(settings.dispatch.remote_plugins)
+        self.dispatcher: Dispatcher = settings.dispatch.dispatcher(
+            ClientTLS.of(settings.tls) if remote else None
+        )
+        self.view = RegistryView(
+            settings.registry_address,
+            on_change=self._tools_changed,
+            tls=ClientTLS.of(settings.tls),
+            metadata=auth_metadata(settings.token),
+            remote=self.dispatcher.remote,
+        )
         self.jobs = Jobs(settings.jobs)
         self._bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self._bus, max_subscriptions=MAX_LISTENERS)

@@ -72,7 +72,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     parts BLOB
 );
 CREATE INDEX IF NOT EXISTS tasks_by_session ON tasks (session_id, acked, status);
+CREATE TABLE IF NOT EXISTS session_owners (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+);
 """
+# Owners never change once set, so a memo cannot go stale: at most this many
+# sessions (ids <= 128 chars, owners <= 4 KB names), emptied when full.
+OWNER_CACHE_ENTRIES = 4096
 
 # Columns added since the first schema (long jobs, issue 14): name -> declaration.
 # Databases made before get them added, empty.
@@ -258,6 +265,7 @@ class HistoryStore:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cached_bytes = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._owners: dict[str, str] = {}
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -505,6 +513,33 @@ class HistoryStore:
         return ids[0], ids[-1]
 
     # -- tasks ------------------------------------------------------------
+
+    async def claim_session(self, session_id: str, principal: str) -> str:
+        """The session's owner: ``principal`` when it had none (first use claims it).
+
+        A session with history or tasks but no owner was written before
+        authentication was on: it goes to nobody ("", admins only), not to
+        whoever asks first."""
+        owner = self._owners.get(session_id)
+        if owner is None:
+            owner = await self._run(self._claim, session_id, principal)
+            if len(self._owners) >= OWNER_CACHE_ENTRIES:
+                self._owners.clear()
+            self._owners[session_id] = owner
+        return owner
+
+    def _claim(self, session_id: str, principal: str) -> str:
+        db = self._writable()
+        db.execute(
+            "INSERT OR IGNORE INTO session_owners (session_id, owner) SELECT ?, CASE WHEN "
+            "EXISTS (SELECT 1 FROM messages WHERE session_id = ?) OR "
+            "EXISTS (SELECT 1 FROM tasks WHERE session_id = ?) THEN '' ELSE ? END",
+            (session_id, session_id, session_id, principal),
+        )
+        row = db.execute(
+            "SELECT owner FROM session_owners WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return str(row[0])
 
     async def insert_task(self, task: TaskRecord) -> None:
         await self._run(self._insert_task, task)

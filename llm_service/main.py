@@ -10,6 +10,8 @@ from pathlib import Path
 from llm_service.history import StoreError
 from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
+from toolcall import config, tls
+from toolcall.dispatch import REMOTE_NEEDS_MTLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.provider_timeout_s,
         help="seconds to wait for the model (default: $TOOLCALL_PROVIDER_TIMEOUT or %(default)s)",
     )
+    tls.add_server_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> LLMSettings:
@@ -73,6 +76,11 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         max_parallel_tools=args.max_parallel_tools,
         provider_timeout_s=args.provider_timeout,
     )
+    settings.tls, settings.principals_file, settings.insecure = tls.server_args(args)
+    if args.remote_plugins is not None:
+        settings.dispatch = dataclasses.replace(
+            settings.dispatch, remote_plugins=args.remote_plugins
+        )
     if args.data_dir:
         settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
     for name, value, least in (
@@ -87,7 +95,17 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
     ):
         if value < least:
             raise SystemExit(f"{name} must be at least {least}, got {value}")
-    if problems := settings.dispatch.problems():
+    problems = settings.dispatch.problems() + settings.tls.problems()
+    if settings.dispatch.remote_plugins and not (settings.tls.ca and settings.tls.client_cert):
+        problems.append(REMOTE_NEEDS_MTLS)
+    if err := tls.exposure_error(
+        settings.address,
+        settings.tls,
+        authenticated=bool(settings.principals_file),
+        insecure=settings.insecure,
+    ):
+        problems.append(err)
+    if problems:
         raise SystemExit("; ".join(problems))
     return settings
 
@@ -102,7 +120,11 @@ STORE_ADVICE = {
 
 
 async def main(args: argparse.Namespace) -> int:
-    host = LLMServiceHost(settings_from_args(args))
+    try:
+        host = LLMServiceHost(settings_from_args(args))
+    except config.ConfigError as exc:  # an unreadable certificate or principals file
+        print(f"error: cannot start the LLMService: {exc}", file=sys.stderr)
+        return 1
     try:
         await host.start()
     except StoreError as exc:

@@ -40,6 +40,7 @@ from llm_service.providers import ModelTurn, ProviderError, ProviderRequest, Pro
 from llm_service.providers.base import ToolChoice
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks, TaskLimitError
+from toolcall.auth import charge_tool_call
 from toolcall.dispatch import Dispatcher, error_result
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
@@ -350,6 +351,11 @@ class Orchestrator:
             elif spec is None:
                 available = ", ".join(t.name for t in self._tools(req)) or "(none)"
                 result = error_result(f"unknown tool '{call.name}'; available: {available}")
+            elif wait := charge_tool_call():  # the caller's tool_calls_per_minute
+                result = error_result(
+                    f"RESOURCE_EXHAUSTED: this caller's tool calls per minute are used up; "
+                    f"retry in {wait:.1f} s"
+                )
             elif spec.is_async:
                 # Starting counts against the per-chat cap like a sync call.
                 async with turn.semaphore:

@@ -13,10 +13,13 @@ from llm_service.providers import Providers
 from llm_service.servicer import LLMServicer
 from llm_service.settings import LLMSettings
 from llm_service.tasks import AsyncTasks
+from toolcall import auth
 from toolcall.address_policy import canonical_address
+from toolcall.clients import auth_metadata
 from toolcall.dispatch import Dispatcher
 from toolcall.registry_view import RegistryView
 from toolcall.serving import ServiceHost
+from toolcall.tls import ClientTLS, insecure_warning
 from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -87,7 +90,11 @@ class LLMServiceHost(ServiceHost):
         )
         self.dispatcher = settings.dispatcher()
         self.view = RegistryView(
-            settings.registry_address, on_change=AddressUsers(self.dispatcher).changed
+            settings.registry_address,
+            on_change=AddressUsers(self.dispatcher).changed,
+            tls=ClientTLS.of(settings.tls),
+            metadata=auth_metadata(settings.registry_token),
+            remote=self.dispatcher.remote,
         )
         self.providers = Providers(settings)
         self.tasks = AsyncTasks(
@@ -119,12 +126,26 @@ class LLMServiceHost(ServiceHost):
         def add(server: grpc.aio.Server) -> None:
             llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
-        super().__init__(settings.address, [SERVICE_NAME], add, grace_s=settings.grace_s)
+        # With principals or mTLS every RPC is authorised and sessions have owners.
+        security = auth.gate(
+            settings.principals_file, shared_token="", mtls=settings.tls.requires_client_cert
+        )
+        super().__init__(
+            settings.address,
+            [SERVICE_NAME],
+            add,
+            interceptors=[security] if security else [],
+            grace_s=settings.grace_s,
+            credentials=settings.tls.server_credentials(),
+        )
         self._stopped = False
         self.on_stop(self._close_parts)
 
     async def start(self) -> int:
         """Raises ``StoreError`` when the database cannot be opened (see ``main``)."""
+        s = self.settings
+        if warning := insecure_warning(s.address, s.tls, authenticated=bool(s.principals_file)):
+            log.warning("%s", warning)
         try:
             await self.store.open()
             await self.tasks.recover()

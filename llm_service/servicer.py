@@ -31,6 +31,7 @@ from llm_service.tasks import (
     TaskEndedError,
 )
 from toolcall import config
+from toolcall.auth import current_principal
 from toolcall.errors import abort_invalid
 from toolcall.registry_view import RegistryView
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
@@ -251,6 +252,40 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self._view = view
         self._turns_in_flight = 0
 
+    async def _own(self, session_id: str, context: grpc.aio.ServicerContext) -> None:
+        """Refuses a session another principal owns (toolcall/auth.py); first use claims it.
+
+        PERMISSION_DENIED, not NOT_FOUND: clients choose session ids, and Chat
+        must refuse to write into a foreign session anyway, which tells that it
+        exists; the answer never names the owner. Admins may use every session.
+        """
+        principal = current_principal()
+        if principal is None or principal.admin:
+            return
+        async with store_errors(context):
+            owner = await self._store.claim_session(session_id, principal.name)
+        if owner != principal.name:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"session '{session_id}' belongs to another principal; use a session id "
+                "of your own",
+            )
+
+    async def _visible(
+        self, task: TaskRecord | None, context: grpc.aio.ServicerContext
+    ) -> TaskRecord | None:
+        """``task``, or None when its session belongs to another principal.
+
+        NOT_FOUND then, as for a missing task: task ids are the service's random
+        ids, so a foreign one says nothing at all.
+        """
+        principal = current_principal()
+        if task is None or principal is None or principal.admin:
+            return task
+        async with store_errors(context):
+            owner = await self._store.claim_session(task.session_id, principal.name)
+        return task if owner == principal.name else None
+
     @contextlib.asynccontextmanager
     async def _admitted(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         """One of at most ``max_turns`` turns in flight; past it RESOURCE_EXHAUSTED at once.
@@ -296,6 +331,14 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             )
         if bad:
             await abort_invalid(context, bad)
+        role = r.role or s.default_role
+        if (principal := current_principal()) is not None and not principal.may_use_role(role):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"principal {principal.name!r} may not chat in role '{role}'; its roles: "
+                + ", ".join(sorted(principal.roles)),
+            )
+        await self._own(r.session_id, context)
         if waiting := self._orchestrator.waiting_on_tools(r.session_id):
             # Waiting for the session would deadlock when a tool is the caller.
             await context.abort(
@@ -307,7 +350,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         remaining = context.time_remaining()
         return TurnRequest(
             session_id=r.session_id,
-            role=r.role or s.default_role,
+            role=role,
             messages=messages,
             provider=r.provider,
             model=r.model,
@@ -437,6 +480,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> None:
         if bad := session_violation("session_id", request.session_id):
             await abort_invalid(context, bad)
+        await self._own(request.session_id, context)
         try:
             subscription = self._tasks.subscribe(request.session_id, progress=request.progress)
         except SubscriberLimitError as exc:
@@ -476,6 +520,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             bad.append(("task_ids", "at least one task id is required"))
         if bad:
             await abort_invalid(context, bad)
+        await self._own(request.session_id, context)
         async with store_errors(context):
             n = await self._store.ack_tasks(request.session_id, list(request.task_ids))
         return llm_pb2.AckTasksResponse(acknowledged=n)
@@ -487,6 +532,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await abort_invalid(context, [("task_id", "is required")])
         async with store_errors(context):
             task = await self._store.get_task(request.task_id)
+        task = await self._visible(task, context)
         if task is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
             raise AssertionError("unreachable")
@@ -498,7 +544,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         if not request.task_id:
             await abort_invalid(context, [("task_id", "is required")])
         async with store_errors(context):
-            task = await self._store.get_task(request.task_id)
+            task = await self._visible(await self._store.get_task(request.task_id), context)
         if task is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task '{request.task_id[:64]}'")
             raise AssertionError("unreachable")
@@ -587,6 +633,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             bad.append(("limit", "must not be negative"))
         if bad:
             await abort_invalid(context, bad)
+        await self._own(request.session_id, context)
         async with store_errors(context):
             messages, truncated = await self._store.page(
                 request.session_id, request.limit, MAX_HISTORY_RESPONSE_BYTES

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolcall import config
 from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.tls import ClientTLS, TLSSettings
 
 DEFAULT_PROVIDER = "offline"
 DEFAULT_MAX_TOOL_ROUNDS = 8
@@ -104,6 +105,13 @@ class LLMSettings:
     # Tool output and plugin channel bounds (toolcall/dispatch.py).
     dispatch: DispatchLimits = field(default_factory=DispatchLimits)
     grace_s: float = 5.0
+    # TLS / mTLS (toolcall/tls.py) for serving and for dialling the registry;
+    # principals (toolcall/auth.py); the opt-out for a non-loopback address.
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    principals_file: str = ""
+    insecure: bool = False
+    # Sent as 'authorization: Bearer' on the registry Watch (TOOLCALL_TOKEN).
+    registry_token: str = ""
 
     @classmethod
     def from_env(cls) -> LLMSettings:
@@ -155,10 +163,14 @@ class LLMSettings:
             gemini_model=config.env("GEMINI_MODEL", DEFAULT_GEMINI_MODEL),
             task_grace_s=config.env_float("TASK_GRACE", DEFAULT_TASK_GRACE_S),
             dispatch=DispatchLimits.from_env(),
+            tls=TLSSettings.from_env(),
+            principals_file=config.env("PRINCIPALS_FILE"),
+            registry_token=config.token(),
         )
 
     def dispatcher(self) -> Dispatcher:
-        return self.dispatch.dispatcher()
+        remote = bool(self.dispatch.remote_plugins)
+        return self.dispatch.dispatcher(ClientTLS.of(self.tls) if remote else None)
 
     def resolved_db_path(self) -> Path:
         return self.db_path or config.data_dir() / "llm.sqlite3"

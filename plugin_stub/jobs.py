@@ -21,7 +21,8 @@ until the tool's ``max_job_seconds``, 24 h by default). The handle is the
 task id, a per-task token and the LLMService's address: serializable
 (``to_json``), so another process, or this one after a restart, can finish
 the job; keep it like a password. Calls are blocking gRPC calls (any
-thread; from async code use ``asyncio.to_thread``); a refused one raises
+thread; from async code use ``asyncio.to_thread``), with the process's
+TLS and token settings (``TOOLCALL_TLS_*``, ``TOOLCALL_TOKEN``); a refused one raises
 ``JobError`` (``JobEnded`` once the task has ended: cancelled, expired or
 completed already).
 
@@ -233,17 +234,29 @@ class Job:
 
         from toolcall import config
         from toolcall.clients import auth_metadata
+        from toolcall.tls import TLSSettings
         from toolcall.v1 import llm_pb2_grpc
 
         with self._lock:
             if self._channel is None:
                 limit = config.MAX_MESSAGE_BYTES
-                self._channel = grpc.insecure_channel(
-                    self.llm_address,
-                    options=[
-                        ("grpc.max_send_message_length", limit),
-                        ("grpc.max_receive_message_length", limit),
-                    ],
+                options = [
+                    ("grpc.max_send_message_length", limit),
+                    ("grpc.max_receive_message_length", limit),
+                ]
+                # The process's own TLS and token settings (TOOLCALL_TLS_*,
+                # TOOLCALL_TOKEN), as its other clients use: a worker may be
+                # another program than the plugin.
+                tls = TLSSettings.from_env()
+                credentials = None
+                if not self.llm_address.startswith("unix:"):
+                    credentials = tls.channel_credentials()
+                self._channel = (
+                    grpc.insecure_channel(self.llm_address, options=options)
+                    if credentials is None
+                    else grpc.secure_channel(
+                        self.llm_address, credentials, options=[*options, *tls.channel_options()]
+                    )
                 )
             stub = llm_pb2_grpc.LLMServiceStub(self._channel)
         try:

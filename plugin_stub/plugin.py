@@ -13,6 +13,9 @@ argument                   environment                 default
 ``address`` (listen)       ``TOOLCALL_PLUGIN_ADDRESS``  ``127.0.0.1:0`` (ephemeral port)
 ``lease_ttl_s``            ``TOOLCALL_PLUGIN_LEASE_TTL``  6 seconds
 ``max_workers`` (threads)  ``TOOLCALL_PLUGIN_WORKERS``  min(32, CPUs + 4)
+(TLS)                      ``TOOLCALL_TLS_*``          none: the registry is dialled over
+                                                       TLS/mTLS with them; a listen address
+                                                       off loopback serves mTLS only
 =========================  ==========================  ============================
 """
 
@@ -32,6 +35,7 @@ from plugin_stub.decorator import ToolOptions, make_meta, tool_meta
 from plugin_stub.local_tools import LocalTool, ToolTable
 from toolcall import config, eventloop, grpc_env
 from toolcall.address_policy import loopback_address_error
+from toolcall.tls import ClientTLS, TLSSettings, is_local_address
 from toolcall.tools import NAME_PATTERN
 from toolcall.v1 import callback_pb2
 
@@ -92,6 +96,8 @@ class Plugin:
         self.source = source or f"plugin:{pid}"
         self.registry_address = registry_address or config.registry_address()
         self.token = config.token() if token is None else token
+        # TOOLCALL_TLS_*: dial the registry over TLS/mTLS (toolcall/tls.py).
+        self.tls = TLSSettings.from_env()
         self.listen_address = address or config.env("PLUGIN_ADDRESS", DEFAULT_PLUGIN_ADDRESS)
         self.lease_ttl_s = lease_ttl_s or config.env_float("PLUGIN_LEASE_TTL", DEFAULT_LEASE_TTL_S)
         if not 1 <= self.lease_ttl_s <= 300:
@@ -187,11 +193,23 @@ class Plugin:
         def add_servicers(server: grpc.aio.Server) -> None:
             callback_pb2_grpc.add_ToolCallbackServicer_to_server(servicer, server)
 
+        # On another host's reach a plugin serves mTLS only: the registry and the
+        # LLMService dial it with client certificates from the CA (docs/security.md).
+        remote = not is_local_address(self.listen_address)
+        if remote and not self.tls.requires_client_cert:
+            raise ValueError(
+                f"plugin address {self.listen_address!r} is not loopback: a plugin there serves "
+                "mTLS only; set TOOLCALL_TLS_CERT, TOOLCALL_TLS_KEY and TOOLCALL_TLS_CA"
+            )
         host = ServiceHost(
-            self.listen_address, [CALLBACK_SERVICE], add_servicers, grace_s=self.shutdown_grace_s
+            self.listen_address,
+            [CALLBACK_SERVICE],
+            add_servicers,
+            grace_s=self.shutdown_grace_s,
+            credentials=self.tls.server_credentials() if remote else None,
         )
         await host.start()
-        if err := loopback_address_error(host.target):
+        if not remote and (err := loopback_address_error(host.target)):
             await host.stop()
             raise ValueError(f"plugin address {host.target!r} {err}")
         self._host, self.address = host, host.target
@@ -203,6 +221,7 @@ class Plugin:
             tools=self._tools,
             token=self.token,
             lease_ttl_s=self.lease_ttl_s,
+            tls=ClientTLS.of(self.tls),
         )
         self._registrar.start()
         log.info(

@@ -36,6 +36,7 @@ from plugin_stub.local_tools import ToolTable
 from toolcall.channels import Backoff, open_channel
 from toolcall.clients import auth_metadata, list_all_tools
 from toolcall.errors import bad_request_violations
+from toolcall.tls import ClientTLS
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class Registrar:
         tools: ToolTable,
         token: str = "",
         lease_ttl_s: float = 6.0,
+        tls: ClientTLS | None = None,
     ) -> None:
+        self._tls = tls
         self.registry_address = registry_address
         self.callback_address = callback_address
         self.source = source
@@ -92,7 +95,7 @@ class Registrar:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._channel = open_channel(self.registry_address)
+        self._channel = open_channel(self.registry_address, tls=self._tls)
         self._stub = registry_pb2_grpc.ToolRegistryStub(self._channel)
         self._task = asyncio.create_task(self._run(), name=f"registrar:{self.source}")
 
@@ -266,6 +269,7 @@ class Registrar:
                 registry_pb2.ListRequest(source=self.source),
                 timeout_s=self._rpc_timeout_s,
                 max_tools=max(1000, 2 * len(wanted)),
+                metadata=self._metadata,
             )
         except (grpc.aio.AioRpcError, RuntimeError):
             return []

@@ -11,7 +11,7 @@ from pathlib import Path
 from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
-from toolcall import config
+from toolcall import config, tls
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"directory of {DATA_FILE}, where tools registered without a lease are kept "
         "(default: $TOOLCALL_DATA_DIR or ~/.local/share/toolcall)",
     )
+    tls.add_server_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
@@ -76,6 +77,11 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
         max_tools=args.max_tools,
         max_definition_bytes=args.max_definition_bytes,
     )
+    settings.tls, settings.principals_file, settings.insecure = tls.server_args(args)
+    if args.remote_plugins is not None:
+        settings.dispatch = dataclasses.replace(
+            settings.dispatch, remote_plugins=args.remote_plugins
+        )
     if args.token is not None and args.token_file is not None:
         raise SystemExit("give --token or --token-file, not both")
     if args.token is not None:
@@ -100,7 +106,11 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
 
 
 async def main(args: argparse.Namespace) -> int:
-    host = RegistryHost(settings_from_args(args))
+    try:
+        host = RegistryHost(settings_from_args(args))
+    except config.ConfigError as exc:  # an unreadable certificate or principals file
+        log.error("cannot start the registry: %s", exc)
+        return 1
     try:
         await host.start()
     except (OSError, RuntimeError, sqlite3.Error, ArchiveError) as exc:

@@ -138,7 +138,7 @@ class Registry(Generic[M]):
                 )
                 continue
             try:
-                spec = ToolSpec.from_definition(tool.definition)
+                spec = ToolSpec.from_definition(tool.definition, remote=self.dispatcher.remote)
             except DefinitionError as exc:
                 log.warning("stored tool %r not loaded: %s", tool.definition.name, exc)
                 continue

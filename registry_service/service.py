@@ -12,7 +12,9 @@ from registry_service.archive import ToolArchive
 from registry_service.registry import Registry
 from registry_service.servicer import RegistryServicer
 from registry_service.settings import RegistrySettings
+from toolcall import auth
 from toolcall.serving import ServiceHost
+from toolcall.tls import insecure_warning
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -42,17 +44,28 @@ class RegistryHost(ServiceHost):
         def add(server: grpc.aio.Server) -> None:
             registry_pb2_grpc.add_ToolRegistryServicer_to_server(servicer, server)
 
+        # With principals or mTLS every RPC is authorised (toolcall/auth.py);
+        # otherwise today's gate: local peers and the optional shared token.
+        security = auth.gate(
+            settings.principals_file,
+            shared_token=settings.token,
+            mtls=settings.tls.requires_client_cert,
+        )
         super().__init__(
             settings.address,
             [SERVICE_NAME],
             add,
-            interceptors=[MutationGate(SERVICE_NAME, settings.token)],
+            interceptors=[security or MutationGate(SERVICE_NAME, settings.token)],
             grace_s=settings.grace_s,
+            credentials=settings.tls.server_credentials(),
         )
         self._stopped = False
         self.on_stop(self.registry.close)
 
     async def start(self) -> int:
+        s = self.settings
+        if warning := insecure_warning(s.address, s.tls, authenticated=bool(s.principals_file)):
+            log.warning("%s", warning)
         try:
             await self.registry.open()
             port = await super().start()

@@ -76,7 +76,7 @@ class RegistryServicer(registry_pb2_grpc.ToolRegistryServicer):
         if not request.HasField("tool"):
             await abort_invalid(context, [("tool", "is required")])
         try:
-            spec = ToolSpec.from_definition(request.tool)
+            spec = ToolSpec.from_definition(request.tool, remote=self.registry.dispatcher.remote)
         except DefinitionError as exc:
             await abort_invalid(context, exc.violations)
         try:

@@ -9,7 +9,8 @@ from registry_service.registry import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_
 from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
-from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.dispatch import REMOTE_NEEDS_MTLS, Dispatcher, DispatchLimits
+from toolcall.tls import ClientTLS, TLSSettings, exposure_error
 from toolcall.tools import control_error
 
 DEFAULT_SWEEP_INTERVAL_S = 0.25
@@ -41,6 +42,11 @@ class RegistrySettings:
     max_tools: int = DEFAULT_MAX_TOOLS
     # Most bytes of serialized definitions held, over all entries.
     max_definition_bytes: int = DEFAULT_MAX_DEFINITION_BYTES
+    # TLS / mTLS (toolcall/tls.py), principals (toolcall/auth.py), and the
+    # explicit opt-out for a non-loopback address without them.
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    principals_file: str = ""
+    insecure: bool = False
 
     @classmethod
     def from_env(cls) -> RegistrySettings:
@@ -58,10 +64,13 @@ class RegistrySettings:
                 "MAX_DEFINITION_BYTES", DEFAULT_MAX_DEFINITION_BYTES
             ),
             dispatch=DispatchLimits.from_env(),
+            tls=TLSSettings.from_env(),
+            principals_file=config.env("PRINCIPALS_FILE"),
         )
 
     def dispatcher(self) -> Dispatcher:
-        return self.dispatch.dispatcher()
+        remote = bool(self.dispatch.remote_plugins)
+        return self.dispatch.dispatcher(ClientTLS.of(self.tls) if remote else None)
 
     def resolved_data_path(self) -> Path:
         return self.data_path or config.data_dir() / DATA_FILE
@@ -83,6 +92,13 @@ class RegistrySettings:
         if self.max_definition_bytes < 1:
             bad.append("max_definition_bytes must be at least 1")
         bad.extend(self.dispatch.problems())
+        bad.extend(self.tls.problems())
+        if self.dispatch.remote_plugins and not (self.tls.ca and self.tls.client_cert):
+            bad.append(REMOTE_NEEDS_MTLS)
+        if err := exposure_error(
+            self.address, self.tls, authenticated=bool(self.principals_file), insecure=self.insecure
+        ):
+            bad.append(err)
         if self.address.startswith("unix:") and loopback_address_error(self.address):
             bad.append(f"address {self.address!r}: {loopback_address_error(self.address)}")
         return bad

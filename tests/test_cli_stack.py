@@ -299,6 +299,9 @@ def test_an_unavailable_provider_is_not_reported_as_an_unreachable_llmservice(
         ["tools", "clear"],
         ["plugin"],
         ["plugin", "check"],
+        ["certs"],
+        ["certs", "init"],
+        ["certs", "issue"],
     ],
     ids=lambda c: " ".join(c) or "toolcall",
 )

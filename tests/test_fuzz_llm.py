@@ -54,6 +54,7 @@ from tests.support.fuzz import (
     undecodable_payloads,
 )
 from tests.support.llm_env import llm_settings, start_test_registry, tool_plugin
+from tests.support.tls import fuzz_security
 from toolcall.clients import channel
 from toolcall.jsonvalue import to_struct
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -153,8 +154,9 @@ def conversation(history: list[llm_pb2.ChatMessage]) -> Turn:
 
 
 async def _start(loop: Loop, tmp: Path, plugin: str) -> World:
-    registry = await start_test_registry(tmp / "registry.sqlite3", roles=ROLES)
-    rch = channel(registry.target)
+    security = fuzz_security(tmp)  # TOOLCALL_TEST_SECURE=1: mTLS and principals
+    registry = await start_test_registry(tmp / "registry.sqlite3", roles=ROLES, **security.server)
+    rch = channel(registry.target, tls=security.client)
     rstub: registry_pb2_grpc.ToolRegistryAsyncStub = registry_pb2_grpc.ToolRegistryStub(rch)
     for name, description, mode in TOOLS:
         d = tools_pb2.ToolDefinition(
@@ -165,12 +167,17 @@ async def _start(loop: Loop, tmp: Path, plugin: str) -> World:
         assert (await rstub.Register(registry_pb2.RegisterRequest(tool=d))).ok
     # No API keys: "openai" and "gemini" turns are FAILED_PRECONDITION.
     settings = llm_settings(tmp, registry.target, openai_api_key="", gemini_api_key="")
+    if security.client is not None:
+        settings.tls, settings.principals_file = (
+            security.llm_client,
+            security.server["principals_file"],
+        )
     llm = await start_llm(settings)
     assert await llm.view.wait_synced(10)
     for name, _, _ in TOOLS:
         for role in ROLES:
             assert await llm.view.wait_for(role, name, timeout_s=5)
-    return World(loop, registry, llm, rch, channel(llm.target))
+    return World(loop, registry, llm, rch, channel(llm.target, tls=security.client))
 
 
 async def _stop(world: World) -> None:

@@ -57,6 +57,7 @@ from tests.support.fuzz import (
     undecodable_payloads,
 )
 from tests.support.llm_env import tool_plugin
+from tests.support.tls import fuzz_security
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_struct, from_value, to_struct
 from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
@@ -130,12 +131,17 @@ class World:
 
 
 async def _start(loop: Loop, tmp: Path, plugin: str) -> World:
+    security = fuzz_security(tmp)  # TOOLCALL_TEST_SECURE=1: mTLS and principals
     host = await start_registry(
         RegistrySettings(
-            address="127.0.0.1:0", roles=ROLES, data_path=tmp / "registry.sqlite3", grace_s=0.5
+            address="127.0.0.1:0",
+            roles=ROLES,
+            data_path=tmp / "registry.sqlite3",
+            grace_s=0.5,
+            **security.server,
         )
     )
-    ch = channel(host.target)
+    ch = channel(host.target, tls=security.client)
     stub: registry_pb2_grpc.ToolRegistryAsyncStub = registry_pb2_grpc.ToolRegistryStub(ch)
     lease = await stub.CreateLease(registry_pb2.CreateLeaseRequest(ttl_seconds=300, holder="fuzz"))
     return World(loop, host, ch, plugin, lease.lease_id)

@@ -227,7 +227,9 @@ async def test_non_local_peers_are_refused_even_on_a_non_loopback_listener(
     tmp_path: Path,
 ) -> None:
     with _non_loopback_ipv4() as host:
-        async with running_registry(tmp_path, address=f"{host}:0") as reg:
+        # --insecure: without TLS and principals a non-loopback address is refused
+        # at start (tests/test_security_tls.py); the loopback gate still holds.
+        async with running_registry(tmp_path, address=f"{host}:0", insecure=True) as reg:
             # Dialling the machine's own external address: the peer is not loopback.
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await reg.register(tool("t"))

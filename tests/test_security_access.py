@@ -100,8 +100,14 @@ MUTATING: list[tuple[str, Any]] = [
 
 @contextlib.asynccontextmanager
 async def registry(tmp_path: Path, listen: str, token: str = "") -> AsyncIterator[tuple[Any, int]]:
+    # --insecure: off loopback a registry without TLS and principals refuses to
+    # start (tests/test_security_tls.py); these tests check the gate it keeps.
     settings = RegistrySettings(
-        address=listen, token=token, data_path=tmp_path / "registry.sqlite3", grace_s=0.2
+        address=listen,
+        token=token,
+        data_path=tmp_path / "registry.sqlite3",
+        grace_s=0.2,
+        insecure=True,
     )
     host = await start_registry(settings)
     try:

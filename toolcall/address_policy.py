@@ -18,6 +18,10 @@ missing or out-of-range ports. A unix path may not climb with ``..``: that
 would make two spellings of one path reach different sockets through a
 symlink, so ``canonical_address`` could not key channels by it.
 
+An operator may allow plugins on other hosts (``RemoteAllowList``: CIDRs
+and host names, ``callback_address_error``); they are dialled over mTLS only.
+Without a list nothing above changes.
+
 ``canonical_address`` gives one spelling per socket (``unix:/a//./b`` and
 ``unix:///a/b`` are ``unix:/a/b``; ``[0::1]:050`` is ``[::1]:50``), so the
 Dispatcher shares one channel between them instead of opening one per
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 
 _DOTTED_QUAD = re.compile(r"^(?:\d{1,3}\.){3}\d{1,3}$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
@@ -163,3 +168,87 @@ def is_loopback_ip(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+# -- plugins on other hosts (docs/security.md) --------------------------------
+
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*\Z")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class RemoteAllowList:
+    """The operator's list of where plugins on other hosts may be: CIDRs and host names.
+
+    Only ``host:port`` forms pass: a dotted-quad IPv4 or bracketed IPv6 address
+    inside one of ``networks`` (never an unspecified or multicast one, never an
+    IPv4-mapped IPv6 spelling), or a lower-case DNS name equal to one of
+    ``names`` (no wildcards). The services dial these only over mTLS, and the
+    plugin's certificate must name the host (toolcall/tls.py).
+    """
+
+    networks: tuple[Network, ...] = ()
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> RemoteAllowList:
+        """From ``10.0.0.0/24,plugins.internal,...``; ValueError naming a bad entry."""
+        networks: list[Network] = []
+        names: set[str] = set()
+        for raw in text.split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            if _DNS_NAME.match(item) and not item.replace(".", "").isdigit():
+                names.add(item)
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=True))
+            except ValueError as exc:
+                raise ValueError(
+                    f"remote plugin entry {item[:80]!r} is neither a CIDR nor a lower-case "
+                    f"host name ({exc})"
+                ) from None
+        return cls(tuple(networks), frozenset(names))
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.names)
+
+    def allows(self, address: str) -> bool:
+        if len(address) > _MAX_ADDRESS_LEN or "://" in address:
+            return False
+        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+            return False
+        host, sep, port = address.rpartition(":")
+        if not sep or not _PORT.match(port) or not 1 <= int(port) <= 65535:
+            return False
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                ip6 = ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                return False
+            if ip6.ipv4_mapped is not None:
+                return False
+            ip = ip6
+        elif _DOTTED_QUAD.match(host):
+            try:
+                ip = ipaddress.IPv4Address(host)
+            except ValueError:
+                return False
+        else:
+            return host in self.names
+        if ip.is_unspecified or ip.is_multicast:
+            return False
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+def callback_address_error(address: str, remote: RemoteAllowList | None = None) -> str | None:
+    """Why ``address`` may not be a callback address, or None: loopback, or allow-listed."""
+    err = loopback_address_error(address)
+    if err is None or not remote:
+        return err
+    if remote.allows(address):
+        return None
+    return f"{err}; nor is it on the remote plugin allow-list (TOOLCALL_REMOTE_PLUGINS)"

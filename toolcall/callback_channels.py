@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from toolcall import config
 from toolcall.address_policy import canonical_address
 from toolcall.channels import open_channel
+from toolcall.tls import ClientTLS, is_local_address
 from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
 
 DEFAULT_MAX_CHANNELS = 256
@@ -81,12 +82,15 @@ class CallbackChannels:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         idle_s: float = DEFAULT_CHANNEL_IDLE_S,
         max_message_bytes: int = config.MAX_MESSAGE_BYTES,
+        remote_tls: ClientTLS | None = None,
     ) -> None:
         if max_channels < 1 or not idle_s > 0:
             raise ValueError("channel pool limits must be positive")
         self._max_channels = max_channels
         self._idle_s = idle_s
         self._max_message_bytes = max_message_bytes
+        # mTLS for plugins on other hosts (allow-listed); loopback stays plaintext.
+        self._remote_tls = remote_tls
         # canonical address -> channel, least recently used first.
         self._pool: OrderedDict[str, CallbackChannel] = OrderedDict()
         self._retired: set[CallbackChannel] = set()
@@ -113,7 +117,8 @@ class CallbackChannels:
         key = self._key(address)
         entry = self._pool.get(key)
         if entry is None:
-            channel = open_channel(key, max_message_bytes=self._max_message_bytes)
+            tls = None if is_local_address(key) else self._remote_tls
+            channel = open_channel(key, max_message_bytes=self._max_message_bytes, tls=tls)
             entry = CallbackChannel(channel, _invoke_stub(channel))
             self._pool[key] = entry
             while len(self._pool) > self._max_channels:

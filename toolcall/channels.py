@@ -11,9 +11,14 @@ registry watch, a plugin's registration) wait with ``Backoff``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import grpc
 
 from toolcall import config
+
+if TYPE_CHECKING:
+    from toolcall.tls import ClientTLS
 
 RECONNECT_INITIAL_MS = 100
 RECONNECT_MAX_MS = 1000
@@ -35,10 +40,17 @@ def channel_options(max_message_bytes: int = config.MAX_MESSAGE_BYTES) -> list[t
 
 
 def open_channel(
-    address: str, *, max_message_bytes: int = config.MAX_MESSAGE_BYTES
+    address: str,
+    *,
+    max_message_bytes: int = config.MAX_MESSAGE_BYTES,
+    tls: ClientTLS | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to ``address`` (create it inside the running loop)."""
-    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+    """A channel to ``address`` (create it inside the running loop); TLS when ``tls``
+    is given and the address is not a unix socket."""
+    options: list[tuple[str, Any]] = list(channel_options(max_message_bytes))
+    if tls is not None and not address.startswith(("unix:", "unix-abstract:")):
+        return grpc.aio.secure_channel(address, tls.credentials, options=[*options, *tls.options])
+    return grpc.aio.insecure_channel(address, options=options)
 
 
 class Backoff:

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toolcall import config
 from toolcall.channels import open_channel
+from toolcall.tls import ClientTLS, TLSSettings
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -20,9 +21,10 @@ def auth_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """A channel from toolcall's one factory (create it inside the loop)."""
-    return open_channel(address)
+def channel(address: str, tls: ClientTLS | None = None) -> grpc.aio.Channel:
+    """A channel from toolcall's one factory (create it inside the loop); TLS from
+    ``tls`` or, by default, from the ``TOOLCALL_TLS_*`` variables."""
+    return open_channel(address, tls=tls or ClientTLS.of(TLSSettings.from_env()))
 
 
 async def list_all_tools(
@@ -31,18 +33,22 @@ async def list_all_tools(
     *,
     timeout_s: float | None = None,
     max_tools: int = 1_000_000,
+    metadata: tuple[tuple[str, str], ...] | None = None,
 ) -> tuple[list[registry_pb2.RegisteredTool], list[str]]:
     """Every tool ``ToolRegistry.List`` matches, following its pages; and the served roles.
 
-    ``timeout_s`` bounds each page. ``max_tools`` bounds what is kept in memory:
-    past it, RuntimeError (a registry caps its entries far below the default).
+    ``timeout_s`` bounds each page; ``metadata`` defaults to ``auth_metadata()``.
+    ``max_tools`` bounds what is kept in memory: past it, RuntimeError (a
+    registry caps its entries far below the default).
     """
     page = registry_pb2.ListRequest()
     if request is not None:
         page.CopyFrom(request)
     tools: list[registry_pb2.RegisteredTool] = []
+    # Reads are authorised too when the registry has principals (toolcall/auth.py).
+    meta = auth_metadata() if metadata is None else metadata
     while True:
-        reply = await stub.List(page, timeout=timeout_s)
+        reply = await stub.List(page, timeout=timeout_s, metadata=meta)
         tools.extend(reply.tools)
         if len(tools) > max_tools:
             raise RuntimeError(f"the registry listed more than {max_tools} tools")

@@ -129,6 +129,11 @@ def _warn_if_shared(path: Path) -> None:
         )
 
 
+def warn_if_shared(path: Path) -> None:
+    """Once per file: a secret file others on the machine can read (logged, not refused)."""
+    _warn_if_shared(path)
+
+
 def token() -> str:
     """Shared token for the registry's gated RPCs; empty means none is required.
 

@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from toolcall import config
-from toolcall.address_policy import is_http
+from toolcall.address_policy import RemoteAllowList, is_http
 from toolcall.callback_channels import (
     DEFAULT_CHANNEL_IDLE_S,
     DEFAULT_MAX_CHANNELS,
@@ -33,6 +33,7 @@ from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
 from toolcall.schemas import ValueValidator
+from toolcall.tls import ClientTLS
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
 
@@ -69,6 +70,8 @@ class DispatchLimits:
     max_result_parts: int = MAX_PARTS
     max_result_images: int = MAX_IMAGES
     max_part_bytes: int = MAX_PART_BYTES
+    # Where plugins on other hosts may be (CIDRs, host names; docs/security.md).
+    remote_plugins: str = ""
 
     @property
     def parts(self) -> PartLimits:
@@ -88,6 +91,7 @@ class DispatchLimits:
             max_result_parts=config.env_int("MAX_RESULT_PARTS", MAX_PARTS),
             max_result_images=config.env_int("MAX_RESULT_IMAGES", MAX_IMAGES),
             max_part_bytes=config.env_int("MAX_PART_BYTES", MAX_PART_BYTES),
+            remote_plugins=config.env("REMOTE_PLUGINS"),
         )
 
     def problems(self) -> list[str]:
@@ -99,17 +103,34 @@ class DispatchLimits:
             bad.append("max_callback_channels must be at least 1")
         if not self.callback_channel_idle_s > 0:
             bad.append("callback_channel_idle_s must be a positive number of seconds")
+        try:
+            RemoteAllowList.parse(self.remote_plugins)
+        except ValueError as exc:
+            bad.append(f"TOOLCALL_REMOTE_PLUGINS: {exc}")
         return bad + self.parts.problems()
 
-    def dispatcher(self) -> Dispatcher:
+    def dispatcher(self, remote_tls: ClientTLS | None = None) -> Dispatcher:
+        """``remote_tls``: how plugins on the allow-list are dialled; an allow-list
+        without it is a ValueError (they are reached over mTLS only)."""
         if problems := self.problems():
             raise ValueError("; ".join(problems))
+        allow = RemoteAllowList.parse(self.remote_plugins)
+        if allow and remote_tls is None:
+            raise ValueError(REMOTE_NEEDS_MTLS)
         return Dispatcher(
             max_output_bytes=self.max_tool_output_bytes,
             max_channels=self.max_callback_channels,
             channel_idle_s=self.callback_channel_idle_s,
             part_limits=self.parts,
+            remote=allow or None,
+            remote_tls=remote_tls if allow else None,
         )
+
+
+REMOTE_NEEDS_MTLS = (
+    "plugins on other hosts (TOOLCALL_REMOTE_PLUGINS) are reached over mTLS only: set "
+    "TOOLCALL_TLS_CA and TOOLCALL_TLS_CLIENT_CERT/_KEY"
+)
 
 
 class Dispatcher:
@@ -128,14 +149,21 @@ class Dispatcher:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         channel_idle_s: float = DEFAULT_CHANNEL_IDLE_S,
         part_limits: PartLimits = PartLimits(),  # noqa: B008 (frozen)
+        remote: RemoteAllowList | None = None,
+        remote_tls: ClientTLS | None = None,
     ) -> None:
         if max_output_bytes < 1 or part_limits.problems():
             raise ValueError("Dispatcher limits must be positive")
         self._max_message_bytes = max_message_bytes
         self._max_output_bytes = max_output_bytes
         self._part_limits = part_limits
+        # The allow-list of plugins on other hosts, checked by ToolSpec.from_definition.
+        self.remote = remote
         self._channels = CallbackChannels(
-            max_channels=max_channels, idle_s=channel_idle_s, max_message_bytes=max_message_bytes
+            max_channels=max_channels,
+            idle_s=channel_idle_s,
+            max_message_bytes=max_message_bytes,
+            remote_tls=remote_tls,
         )
         # Replies are read up to the gRPC message limit, as from gRPC plugins.
         self._http = HttpCallbacks(

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
+from toolcall.address_policy import RemoteAllowList
 from toolcall.channels import Backoff, open_channel
+from toolcall.tls import ClientTLS
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
@@ -28,8 +30,21 @@ ToolsChanged = Callable[[Iterable[ToolSpec], Iterable[ToolSpec]], None]
 
 
 class RegistryView:
-    def __init__(self, registry_address: str, on_change: ToolsChanged | None = None) -> None:
+    def __init__(
+        self,
+        registry_address: str,
+        on_change: ToolsChanged | None = None,
+        *,
+        tls: ClientTLS | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+        remote: RemoteAllowList | None = None,
+    ) -> None:
         self.registry_address = registry_address
+        # How the Watch authenticates (toolcall/tls.py, toolcall/auth.py).
+        self._tls = tls
+        self._metadata = metadata
+        # Plugins on other hosts this service may dial (toolcall/address_policy.py).
+        self._remote = remote
         # Change hooks: the owner's, and those of other readers sharing the view
         # (the gateway's MCP bridge and its web console read one view).
         self._hooks: list[ToolsChanged] = [on_change] if on_change is not None else []
@@ -99,7 +114,7 @@ class RegistryView:
         backoff = Backoff()
         while True:
             try:
-                async with open_channel(self.registry_address) as ch:
+                async with open_channel(self.registry_address, tls=self._tls) as ch:
                     stub: registry_pb2_grpc.ToolRegistryAsyncStub = (
                         registry_pb2_grpc.ToolRegistryStub(ch)
                     )
@@ -125,12 +140,14 @@ class RegistryView:
         """Applies one Watch stream; yields once each time a snapshot is complete."""
         snapshot: Tools | None = {}
         # wait_for_ready: a registry that is starting up is waited for, not failed.
-        async for event in stub.Watch(registry_pb2.WatchRequest(), wait_for_ready=True):
+        async for event in stub.Watch(
+            registry_pb2.WatchRequest(), wait_for_ready=True, metadata=self._metadata
+        ):
             target = snapshot if snapshot is not None else self._tools
             role, name = event.tool.role, event.tool.tool.name
             before = self.get(role, name) if snapshot is None else None
             if event.type == registry_pb2.EVENT_TYPE_UPSERTED:
-                _upsert(target, event.tool)
+                _upsert(target, event.tool, self._remote)
             elif event.type == registry_pb2.EVENT_TYPE_REMOVED:
                 target.get(role, {}).pop(name, None)
             elif event.type == registry_pb2.EVENT_TYPE_SYNCED and snapshot is not None:
@@ -169,9 +186,11 @@ def _specs(tools: Tools) -> list[ToolSpec]:
     return [spec for by_name in tools.values() for spec in by_name.values()]
 
 
-def _upsert(target: Tools, entry: registry_pb2.RegisteredTool) -> None:
+def _upsert(
+    target: Tools, entry: registry_pb2.RegisteredTool, remote: RemoteAllowList | None
+) -> None:
     try:
-        spec = ToolSpec.from_definition(entry.tool)
+        spec = ToolSpec.from_definition(entry.tool, remote=remote)
     except DefinitionError as exc:
         log.warning("ignoring invalid tool %r from the registry: %s", entry.tool.name, exc)
         return

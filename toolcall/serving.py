@@ -55,8 +55,11 @@ class ServiceHost:
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         grace_s: float = 5.0,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.address = address
+        # TLS (toolcall/tls.py); never on a unix socket, whose file mode is its gate.
+        self.credentials = None if address.startswith("unix:") else credentials
         self.service_names = list(service_names)
         self.grace_s = grace_s
         self.server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
@@ -94,7 +97,10 @@ class ServiceHost:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         try:
-            self.port = self.server.add_insecure_port(self.address)
+            if self.credentials is not None:
+                self.port = self.server.add_secure_port(self.address, self.credentials)
+            else:
+                self.port = self.server.add_insecure_port(self.address)
         except RuntimeError:  # grpc's "Failed to bind"; its reason went to the C log only
             self.port = -1
         if self.port == -1 or (self.port == 0 and not self.address.startswith("unix:")):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolcall import config
-from toolcall.address_policy import loopback_address_error
+from toolcall.address_policy import RemoteAllowList, callback_address_error
 from toolcall.jsonvalue import from_struct
 from toolcall.schemas import (
     EMPTY_PARAMETERS,
@@ -143,8 +143,13 @@ class ToolSpec:
         return arguments, None
 
     @classmethod
-    def from_definition(cls, d: tools_pb2.ToolDefinition) -> ToolSpec:
-        """Checks every rule and returns the spec, or raises DefinitionError."""
+    def from_definition(
+        cls, d: tools_pb2.ToolDefinition, *, remote: RemoteAllowList | None = None
+    ) -> ToolSpec:
+        """Checks every rule and returns the spec, or raises DefinitionError.
+
+        ``remote``: the operator's allow-list of plugins on other hosts; without
+        it a callback address must be loopback."""
         bad: list[tuple[str, str]] = []
         if err := name_error(d.name):
             bad.append(("tool.name", err))
@@ -161,7 +166,7 @@ class ToolSpec:
             bad.append(("tool.annotations", "read_only and destructive cannot both be true"))
         if d.metadata and (err := metadata_error(d.metadata)):
             bad.append(("tool.metadata", err))
-        if err := loopback_address_error(d.callback_address):
+        if err := callback_address_error(d.callback_address, remote):
             bad.append(("tool.callback_address", err))
         if d.HasField("role") and not d.role:
             bad.append(("tool.role", "must not be empty when set; leave it unset for all roles"))

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from bench.payload import TOOL_NAME
 from bench.processes import ServerProcess, free_port, running
 from bench.scenarios.base import BenchEnv
-from toolcall.clients import channel, list_all_tools
+from toolcall.clients import auth_metadata, channel, list_all_tools
 from toolcall.v1 import registry_pb2_grpc
 
 CLI = ["-m", "toolcall.cli"]
@@ -23,33 +23,36 @@ CLI = ["-m", "toolcall.cli"]
 
 @contextlib.asynccontextmanager
 async def registry(
-    env: BenchEnv, name: str, *, roles: str = "default"
+    env: BenchEnv, name: str, *, roles: str = "default", extra: tuple[str, ...] = ()
 ) -> AsyncIterator[ServerProcess]:
     address = f"127.0.0.1:{free_port()}"
     data = env.tmp_dir / f"{name}-data"
     args = [*CLI, "registry", "--address", address, "--roles", roles, "--data-dir", str(data)]
+    args += extra
     async with running(name, args, log_dir=env.log_dir, healthy_at=address) as proc:
         yield proc
 
 
 @contextlib.asynccontextmanager
 async def plugin(
-    env: BenchEnv, name: str, registry_address: str, *, timeout_s: float = 15.0
+    env: BenchEnv, name: str, registry_address: str, *, timeout_s: float = 15.0, token: str = ""
 ) -> AsyncIterator[ServerProcess]:
-    """The bench SDK plugin, once the registry lists its tool."""
-    plugin_env = {"TOOLCALL_REGISTRY_ADDRESS": registry_address}
+    """The bench SDK plugin, once the registry lists its tool; ``token``: its bearer token."""
+    plugin_env = {"TOOLCALL_REGISTRY_ADDRESS": registry_address, "TOOLCALL_TOKEN": token}
     args = ["-m", "bench.servers.sdk_plugin"]
     async with running(name, args, log_dir=env.log_dir, env=plugin_env) as proc:
-        await wait_listed(registry_address, TOOL_NAME, timeout_s=timeout_s)
+        await wait_listed(registry_address, TOOL_NAME, timeout_s=timeout_s, token=token)
         yield proc
 
 
-async def wait_listed(registry_address: str, tool: str, *, timeout_s: float) -> None:
+async def wait_listed(
+    registry_address: str, tool: str, *, timeout_s: float, token: str = ""
+) -> None:
     deadline = time.monotonic() + timeout_s
     async with channel(registry_address) as ch:
         stub: registry_pb2_grpc.ToolRegistryAsyncStub = registry_pb2_grpc.ToolRegistryStub(ch)
         while time.monotonic() < deadline:
-            listed, _ = await list_all_tools(stub, timeout_s=5)
+            listed, _ = await list_all_tools(stub, timeout_s=5, metadata=auth_metadata(token))
             if any(t.tool.name == tool for t in listed):
                 return
             await asyncio.sleep(0.05)

@@ -129,11 +129,16 @@ class LLMEnv:
 
 
 async def start_test_registry(
-    data_path: Path, address: str = "127.0.0.1:0", roles: tuple[str, ...] = ("default",)
+    data_path: Path,
+    address: str = "127.0.0.1:0",
+    roles: tuple[str, ...] = ("default",),
+    **overrides: Any,
 ) -> RegistryHost:
     """A real ToolRegistry, in-process."""
     return await start_registry(
-        RegistrySettings(address=address, roles=list(roles), data_path=data_path, grace_s=0.2)
+        RegistrySettings(
+            address=address, roles=list(roles), data_path=data_path, grace_s=0.2, **overrides
+        )
     )
 
 

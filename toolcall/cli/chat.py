@@ -8,7 +8,7 @@ import uuid
 from typing import TextIO
 
 from toolcall import config
-from toolcall.clients import channel
+from toolcall.clients import auth_metadata, channel
 from toolcall.jsonvalue import value_to_json
 from toolcall.parts import placeholder
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
@@ -89,6 +89,8 @@ async def main(args: argparse.Namespace) -> int:
         stub = llm_pb2_grpc.LLMServiceStub(ch)
         print(f"[session {session}]", file=sys.stderr)
         show = EventPrinter()
-        async for event in stub.ChatStream(llm_pb2.ChatStreamRequest(request=request)):
+        async for event in stub.ChatStream(
+            llm_pb2.ChatStreamRequest(request=request), metadata=auth_metadata()
+        ):
             show(event)
     return 0

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "subscribe": ("toolcall.cli.subscribe", "print async tool results of a session as they arrive"),
     "gateway": ("gateway.main", "serve the HTTP gateway: MCP at /mcp"),
     "plugin": ("toolcall.cli.plugin_check", "check a running plugin against the plugin contract"),
+    "certs": ("toolcall.cli.certs", "create a development CA and TLS certificates"),
     "mcp": ("toolcall.cli.mcp", "MCP both ways: serve the registry's tools, or mount MCP servers"),
 }
 

@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from toolcall import config
-from toolcall.clients import channel
+from toolcall.clients import auth_metadata, channel
 from toolcall.jsonvalue import sorted_keys
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
 
@@ -52,7 +52,7 @@ async def main(args: argparse.Namespace) -> int:
         request = llm_pb2.SubscribeRequest(
             session_id=args.session, auto_ack=args.ack, progress=args.progress
         )
-        async for item in stub.Subscribe(request):
+        async for item in stub.Subscribe(request, metadata=auth_metadata()):
             progress = item.HasField("progress")
             shown = item.progress if progress else item.task
             task = json_format.MessageToDict(shown, preserving_proto_field_name=True)
