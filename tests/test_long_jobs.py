@@ -35,6 +35,7 @@ from tests.support.llm_env import (
     user,
 )
 from tests.support.plugins import PluginProcess, free_port, wait_for
+from tests.support.tls import PRINCIPALS, principals_file
 from toolcall.clients import channel
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
@@ -94,11 +95,14 @@ async def call_tool(
     tool: str,
     arguments: dict[str, object],
     session: str = SESSION,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> tools_pb2.ToolResult | str:
     """One turn in which the model calls ``tool``: the task id, or the error result."""
     fake.add(Reply(tool_calls=[("c1", tool, json.dumps(arguments))]), Reply(text="Started."))
     reply = await stub.Chat(
-        llm_pb2.ChatRequest(session_id=session, messages=[user("go")]), timeout=20
+        llm_pb2.ChatRequest(session_id=session, messages=[user("go")]),
+        timeout=20,
+        metadata=metadata,
     )
     [record] = reply.tool_calls
     return record.task_id or record.result
@@ -455,3 +459,32 @@ def test_a_job_handle_moves_between_processes_and_never_prints_its_token() -> No
         )
         assert (moved.max_age_s, moved.job_id, moved.cancelled) == (600.0, "scan-1", False)
     assert "s3cret" not in repr(job) and "s3cret" not in str(job)
+
+
+async def test_under_authentication_a_worker_reports_with_any_identity_and_the_task_token(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = principals_file(tmp_path / "p.toml", PRINCIPALS)
+    alice = (("authorization", "Bearer alice-token"),)
+    monkeypatch.delenv("TOOLCALL_TOKEN", raising=False)
+    async with stack(tmp_path, fake_openai, principals_file=str(path)) as s, llm(s) as (_, stub):
+        task_id = await call_tool(stub, s.fake, "hold_job", {"tag": "a1"}, metadata=alice)
+        job = await handle(s, "a1")
+        with pytest.raises(JobError) as anonymous:  # the gate still wants an identity
+            await asyncio.to_thread(job.report_progress, 0.5, "half")
+        assert anonymous.value.code == "UNAUTHENTICATED"
+        # Bob does not own alice's session: the task token is the authority here.
+        monkeypatch.setenv("TOOLCALL_TOKEN", "bob-token")
+        assert await asyncio.to_thread(job.report_progress, 0.5, "half") is True
+        await asyncio.to_thread(job.complete, "done")
+        got = await stub.GetTask(llm_pb2.GetTaskRequest(task_id=task_id), metadata=alice)
+        assert got.task.status == llm_pb2.TASK_STATUS_SUCCEEDED, got.task.result.error
+
+
+def test_a_tool_returning_accepted_declares_no_output_schema() -> None:
+    # Accepted is a dataclass, but the job's result (Job.complete) has its own shape.
+    from plugin_stub import tool_meta
+    from tests.support.long_job_plugin import LongJobs
+
+    meta = tool_meta(LongJobs.hold_job)
+    assert meta is not None and meta.output_schema is None
