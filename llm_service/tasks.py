@@ -179,7 +179,10 @@ class Subscription:
                     self._queued_bytes += size - queued_size
                     self._wakeup.set()
                     return
-        if len(self._queue) >= self.max_items or self._queued_bytes + size > self.max_bytes:
+        full = len(self._queue) >= self.max_items or self._queued_bytes + size > self.max_bytes
+        if full and not task.finished:
+            return  # progress is superseded by the next report: dropped, not a reason to end
+        if full:
             self._queue.clear()
             self._queued_bytes = 0
             self.overflowed.set()

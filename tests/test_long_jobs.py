@@ -401,6 +401,8 @@ def test_a_slow_readers_queue_keeps_only_the_latest_progress_of_a_task() -> None
         running.progress_message = f"step {i}"
         subscription.push(running, 100)
     subscription.push(TaskRecord("task_b", SESSION, "hold_job", "c2", "default", {}), 100)
+    # The queue is full: a third task's progress is dropped, the reader is not.
+    subscription.push(TaskRecord("task_c", SESSION, "hold_job", "c3", "default", {}), 100)
     assert not subscription.overflowed.is_set()
     queued = [task for task, _ in subscription._queue]
     assert [(t.task_id, t.progress_message) for t in queued] == [
