@@ -56,6 +56,15 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             "B-sync", "B, plain def tool (thread pool)", "bench.scenarios.dispatch", "open_sync"
         ),
         ScenarioInfo(
+            "B-traced",
+            "B, every call traced (no-op exporter)",
+            "bench.scenarios.dispatch",
+            "open_traced",
+        ),
+        ScenarioInfo(
+            "B-metrics", "B, Prometheus metrics on", "bench.scenarios.dispatch", "open_metrics"
+        ),
+        ScenarioInfo(
             "B-img", "B, result with a 1 MiB image part", "bench.scenarios.dispatch", "open_image"
         ),
         ScenarioInfo(
@@ -81,6 +90,12 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
+        ScenarioInfo(
+            "F-observed",
+            "F, traces to OTLP and metrics on, every process",
+            "bench.scenarios.chat_turn",
+            "open_observed",
+        ),
         ScenarioInfo("H", "MCP client → toolcall gateway → plugin", "bench.scenarios.mcp_gateway"),
         ScenarioInfo("I", "chat dispatch → mounted MCP server, stdio", "bench.scenarios.mcp_mount"),
         ScenarioInfo(

@@ -52,6 +52,10 @@ def _within(key: str) -> Target:
 TARGETS: tuple[Target, ...] = (
     Target("B p50 ≤ 1.15 × A p50", (("A", "p50_us"), ("B", "p50_us")),
            _ratio("B", "p50_us", "A", "p50_us"), 1.15, at_most=True),
+    Target("B-traced p50 ≤ 1.15 × B p50", (("B", "p50_us"), ("B-traced", "p50_us")),
+           _ratio("B-traced", "p50_us", "B", "p50_us"), 1.15, at_most=True),
+    Target("B-metrics p50 ≤ 1.03 × B p50", (("B", "p50_us"), ("B-metrics", "p50_us")),
+           _ratio("B-metrics", "p50_us", "B", "p50_us"), 1.03, at_most=True),
     Target("B-uds p50 ≤ A p50", (("A", "p50_us"), ("B-uds", "p50_us")),
            _ratio("B-uds", "p50_us", "A", "p50_us"), 1.0, at_most=True),
     Target("B c64 ≥ 0.8 × A c64", (("A", "c64_per_s"), ("B", "c64_per_s")),

@@ -3,7 +3,8 @@
 Routes: ``/mcp`` (the registry's tools over MCP's streamable HTTP transport,
 ``gateway.mcp_serve``), ``/api/tools/...`` (the HTTP/JSON registry API that
 HTTP plugins speak, ``gateway.http_api``), ``/v1/...`` (every ToolRegistry
-and LLMService RPC as JSON, ``gateway.http_v1``) and ``/healthz``.
+and LLMService RPC as JSON, ``gateway.http_v1``), ``/healthz`` and
+``/metrics`` (Prometheus text, docs/observability.md).
 
 Starlette and uvicorn: the ASGI stack the MCP SDK's HTTP transport is
 written for (its session manager is a Starlette app), so one server carries
@@ -36,6 +37,7 @@ from typing import cast
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -48,6 +50,7 @@ from gateway.http_v1 import Backends, DirectInvoke, InvokeLane, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config
 from toolcall.address_policy import is_loopback_ip
+from toolcall.telemetry import REGISTRY, Telemetry, TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,10 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     backends = Backends(settings.mcp.registry_address, settings.llm_address)
     direct = DirectInvoke(bridge.view, bridge.dispatcher, settings.token)
 
+    async def metrics(request: Request) -> Response:
+        # Prometheus text format (docs/observability.md); behind LocalOnly like the rest.
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
@@ -210,6 +217,7 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             Route("/healthz", endpoint=health),
             *HttpApi(backends).routes(),
             *Transcoder(backends, direct).routes(),
+            Route("/metrics", endpoint=metrics),
         ],
         lifespan=lifespan,
     )
@@ -220,7 +228,10 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
 
 async def serve(settings: GatewaySettings) -> int:
     host, port = settings.host_port()
-    bridge = McpBridge(settings.mcp, version=installed_version())
+    # Metrics always (served at /metrics); traces when an OTLP endpoint is set.
+    traces = TelemetrySettings.from_env("gateway").build()
+    telemetry = Telemetry(tracer_provider=traces.tracer_provider, metrics=True, owned=True)
+    bridge = McpBridge(settings.mcp, version=installed_version(), telemetry=telemetry)
     server = uvicorn.Server(
         uvicorn.Config(
             build_app(settings, bridge),
@@ -249,6 +260,7 @@ async def serve(settings: GatewaySettings) -> int:
         settings.mcp.registry_address,
     )
     await server.serve()
+    telemetry.stopped()
     return 0 if server.started else 1
 
 

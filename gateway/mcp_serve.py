@@ -51,6 +51,7 @@ from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value
 from toolcall.registry_view import RegistryView
+from toolcall.telemetry import Telemetry
 from toolcall.tls import ClientTLS, TLSSettings
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
@@ -124,11 +125,13 @@ class _Server(Server[Any]):
 class McpBridge:
     """The MCP server of one gateway process: a registry view, a dispatcher, a task table."""
 
-    def __init__(self, settings: McpSettings, *, version: str = "") -> None:
+    def __init__(
+        self, settings: McpSettings, *, version: str = "", telemetry: Telemetry = Telemetry.OFF
+    ) -> None:
         self.settings = settings
         remote = bool(settings.dispatch.remote_plugins)
         self.dispatcher: Dispatcher = settings.dispatch.dispatcher(
-            ClientTLS.of(settings.tls) if remote else None
+            ClientTLS.of(settings.tls) if remote else None, telemetry=telemetry, path="mcp"
         )
         self.view = RegistryView(
             settings.registry_address,

@@ -266,6 +266,9 @@ class HistoryStore:
         self._cached_bytes = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._owners: dict[str, str] = {}
+        # Finished tasks not yet acknowledged (counted at open, then kept up to
+        # date by the one database thread): the awaiting-ack gauge.
+        self.unacked = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -313,6 +316,9 @@ class HistoryStore:
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
         self._db = db
+        self.unacked = db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE acked = 0 AND status != 'running'"
+        ).fetchone()[0]
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -573,23 +579,21 @@ class HistoryStore:
         return await self._run(self._finish_task, task)
 
     def _finish_task(self, t: TaskRecord) -> bool:
-        return (
-            0
-            < self._writable()
-            .execute(
-                "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, parts = ?"
-                " WHERE task_id = ? AND status = 'running'",
-                (
-                    t.status,
-                    json.dumps(t.output),
-                    t.error,
-                    t.finished_at,
-                    _parts_blob(t.parts),
-                    t.task_id,
-                ),
-            )
-            .rowcount
+        cur = self._writable().execute(
+            "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, parts = ?"
+            " WHERE task_id = ? AND status = 'running'",
+            (
+                t.status,
+                json.dumps(t.output),
+                t.error,
+                t.finished_at,
+                _parts_blob(t.parts),
+                t.task_id,
+            ),
         )
+        if cur.rowcount and t.status != "running":
+            self.unacked += 1
+        return 0 < cur.rowcount
 
     async def accept_task(self, task: TaskRecord) -> bool:
         """Stores that a running task became a long job (job_id, callback_address,
@@ -701,7 +705,8 @@ class HistoryStore:
                 " AND acked = 0 AND status != 'running'",
                 [(session_id, t) for t in dict.fromkeys(task_ids)],
             )
-            return cur.rowcount
+        self.unacked -= cur.rowcount
+        return cur.rowcount
 
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
         """Marks every RUNNING task failed (their runner is gone) but accepted long
@@ -722,6 +727,7 @@ class HistoryStore:
                 (error, now),
             )
         failed = [_task(r) for r in rows]
+        self.unacked += len(failed)
         for t in failed:
             t.status, t.error, t.finished_at = "failed", error, now
         return failed

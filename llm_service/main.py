@@ -12,6 +12,7 @@ from llm_service.service import LLMServiceHost
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from toolcall import config, tls
 from toolcall.dispatch import REMOTE_NEEDS_MTLS
+from toolcall.telemetry import add_metrics_argument, with_metrics_address
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for the model (default: $TOOLCALL_PROVIDER_TIMEOUT or %(default)s)",
     )
     tls.add_server_arguments(parser)
+    add_metrics_argument(
+        parser, getattr(d.telemetry, "metrics_address", ""), "TOOLCALL_LLM_METRICS_ADDRESS"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> LLMSettings:
@@ -81,6 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> LLMSettings:
         settings.dispatch = dataclasses.replace(
             settings.dispatch, remote_plugins=args.remote_plugins
         )
+    settings.telemetry = with_metrics_address(settings.telemetry, args.metrics_address)
     if args.data_dir:
         settings.db_path = Path(args.data_dir).expanduser() / "llm.sqlite3"
     for name, value, least in (

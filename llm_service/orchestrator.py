@@ -46,6 +46,7 @@ from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, to_value
 from toolcall.parts import part_size, placeholder
 from toolcall.registry_view import RegistryView
+from toolcall.telemetry import Telemetry
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 
@@ -146,8 +147,10 @@ class Orchestrator:
         providers: Providers,
         store: HistoryStore,
         tasks: AsyncTasks,
+        telemetry: Telemetry = Telemetry.OFF,
     ) -> None:
         self._settings = settings
+        self._telemetry = telemetry
         self._view = view
         self._dispatcher = dispatcher
         self._providers = providers
@@ -164,8 +167,25 @@ class Orchestrator:
         """
         return self._waiting_on_tools.get(session_id, [])
 
-    async def run(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
+    def run(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
         """Runs one turn; raises ProviderError when the model cannot be reached."""
+        return self._observed(req) if self._telemetry.on else self._run(req)
+
+    async def _observed(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
+        """``_run`` inside the turn's span (current: tool calls become its children)."""
+        with self._telemetry.turn(req.session_id, req.role, req.stream) as recorder:
+            async with contextlib.aclosing(self._run(req)) as events:
+                async for event in events:
+                    if isinstance(event, TurnResult):
+                        recorder.finished(
+                            event.usage.rounds,
+                            event.round_limit_reached,
+                            event.provider,
+                            event.model,
+                        )
+                    yield event
+
+    async def _run(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
         provider = self._providers.get(req.provider)
         model = req.model or provider.default_model
         max_rounds = req.max_tool_rounds or self._settings.max_tool_rounds
@@ -204,14 +224,19 @@ class Orchestrator:
                     forced_tool=forced,
                     parallel_tool_calls=req.parallel_tool_calls,
                 )
-                async with contextlib.aclosing(provider.generate(request)) as items:
-                    async for item in items:
-                        if isinstance(item, TextChunk):
-                            yield TextDelta(item.text)
-                        else:
-                            answer = item
-                if answer is None:  # a provider bug; never leave the caller hanging
-                    raise RuntimeError(f"provider {provider.name} yielded no answer")
+                model_round = self._telemetry.model_round(provider.name, model)
+                with model_round:
+                    async with contextlib.aclosing(provider.generate(request)) as items:
+                        async for item in items:
+                            if isinstance(item, TextChunk):
+                                yield TextDelta(item.text)
+                            else:
+                                answer = item
+                    if answer is None:  # a provider bug; never leave the caller hanging
+                        raise RuntimeError(f"provider {provider.name} yielded no answer")
+                model_round.answered(
+                    answer.prompt_tokens, answer.completion_tokens, len(answer.tool_calls)
+                )
                 usage.rounds += 1
                 usage.prompt_tokens += answer.prompt_tokens
                 usage.completion_tokens += answer.completion_tokens
@@ -349,6 +374,7 @@ class Orchestrator:
                     "(parallel_tool_calls is off); this one was not run: ask for it again"
                 )
             elif spec is None:
+                self._telemetry.unknown_tool("chat")
                 available = ", ".join(t.name for t in self._tools(req)) or "(none)"
                 result = error_result(f"unknown tool '{call.name}'; available: {available}")
             elif wait := charge_tool_call():  # the caller's tool_calls_per_minute

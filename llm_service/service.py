@@ -19,6 +19,7 @@ from toolcall.clients import auth_metadata
 from toolcall.dispatch import Dispatcher
 from toolcall.registry_view import RegistryView
 from toolcall.serving import ServiceHost
+from toolcall.telemetry import GaugeSample, resolve
 from toolcall.tls import ClientTLS, insecure_warning
 from toolcall.tools import ToolSpec
 from toolcall.v1 import llm_pb2, llm_pb2_grpc
@@ -88,7 +89,8 @@ class LLMServiceHost(ServiceHost):
             cache_bytes=settings.history_cache_bytes,
             part_bytes=settings.history_part_bytes,
         )
-        self.dispatcher = settings.dispatcher()
+        self.telemetry = telemetry = resolve(settings.telemetry)
+        self.dispatcher = settings.dispatcher(telemetry)
         self.view = RegistryView(
             settings.registry_address,
             on_change=AddressUsers(self.dispatcher).changed,
@@ -105,6 +107,7 @@ class LLMServiceHost(ServiceHost):
             subscribe_buffer=settings.subscribe_buffer,
             subscribe_buffer_bytes=settings.subscribe_buffer_bytes,
             tool_spec=self.view.get,
+            telemetry=telemetry,
         )
         self.orchestrator = Orchestrator(
             settings,
@@ -113,6 +116,7 @@ class LLMServiceHost(ServiceHost):
             providers=self.providers,
             store=self.store,
             tasks=self.tasks,
+            telemetry=telemetry,
         )
         self.tasks.follow_up = self.orchestrator.follow_up
         servicer = LLMServicer(
@@ -121,6 +125,7 @@ class LLMServiceHost(ServiceHost):
             store=self.store,
             tasks=self.tasks,
             view=self.view,
+            telemetry=telemetry,
         )
 
         def add(server: grpc.aio.Server) -> None:
@@ -137,7 +142,9 @@ class LLMServiceHost(ServiceHost):
             interceptors=[security] if security else [],
             grace_s=settings.grace_s,
             credentials=settings.tls.server_credentials(),
+            telemetry=telemetry,
         )
+        self.add_gauges(lambda: _gauges(servicer, self.tasks))
         self._stopped = False
         self.on_stop(self._close_parts)
 
@@ -183,6 +190,17 @@ class LLMServiceHost(ServiceHost):
         await self.dispatcher.close()
         await self.providers.close()
         await self.store.close()
+
+
+def _gauges(servicer: LLMServicer, tasks: AsyncTasks) -> list[GaugeSample]:
+    return [
+        ("toolcall_chat_turns_in_flight", "Chat and ChatStream turns running", {},
+         servicer.turns_in_flight),
+        ("toolcall_async_tasks_running", "Async tool tasks running", {}, tasks.running()),
+        ("toolcall_subscribe_streams", "Subscribe streams open", {}, tasks.subscribers),
+        ("toolcall_async_results_awaiting_ack", "Finished async tasks not yet acknowledged",
+         {}, tasks.store.unacked),
+    ]  # fmt: skip
 
 
 async def start_llm(settings: LLMSettings | None = None) -> LLMServiceHost:

@@ -34,6 +34,7 @@ from toolcall import config
 from toolcall.auth import current_principal
 from toolcall.errors import abort_invalid
 from toolcall.registry_view import RegistryView
+from toolcall.telemetry import Telemetry
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
@@ -244,13 +245,19 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         store: HistoryStore,
         tasks: AsyncTasks,
         view: RegistryView,
+        telemetry: Telemetry = Telemetry.OFF,
     ) -> None:
         self._settings = settings
+        self._telemetry = telemetry
         self._orchestrator = orchestrator
         self._store = store
         self._tasks = tasks
         self._view = view
         self._turns_in_flight = 0
+
+    @property
+    def turns_in_flight(self) -> int:
+        return self._turns_in_flight
 
     async def _own(self, session_id: str, context: grpc.aio.ServicerContext) -> None:
         """Refuses a session another principal owns (toolcall/auth.py); first use claims it.
@@ -503,6 +510,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                     )
                     if not await _send(context, response, subscription.overflowed, ack):
                         raise subscription.too_slow()
+                    self._telemetry.results_delivered()
         except SubscriberTooSlow as exc:
             # Dropped, not buffered without end; nothing is lost: every
             # unacknowledged result is sent again on the next Subscribe.

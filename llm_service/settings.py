@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolcall import config
 from toolcall.dispatch import Dispatcher, DispatchLimits
+from toolcall.telemetry import Telemetry, TelemetrySettings
 from toolcall.tls import ClientTLS, TLSSettings
 
 DEFAULT_PROVIDER = "offline"
@@ -104,6 +105,8 @@ class LLMSettings:
     task_grace_s: float = DEFAULT_TASK_GRACE_S
     # Tool output and plugin channel bounds (toolcall/dispatch.py).
     dispatch: DispatchLimits = field(default_factory=DispatchLimits)
+    # Traces and metrics (toolcall/telemetry.py): what to build, or a ready one.
+    telemetry: TelemetrySettings | Telemetry = field(default_factory=TelemetrySettings)
     grace_s: float = 5.0
     # TLS / mTLS (toolcall/tls.py) for serving and for dialling the registry;
     # principals (toolcall/auth.py); the opt-out for a non-loopback address.
@@ -166,11 +169,14 @@ class LLMSettings:
             tls=TLSSettings.from_env(),
             principals_file=config.env("PRINCIPALS_FILE"),
             registry_token=config.token(),
+            telemetry=TelemetrySettings.from_env("llm", "LLM_METRICS_ADDRESS"),
         )
 
-    def dispatcher(self) -> Dispatcher:
+    def dispatcher(self, telemetry: Telemetry = Telemetry.OFF) -> Dispatcher:
         remote = bool(self.dispatch.remote_plugins)
-        return self.dispatch.dispatcher(ClientTLS.of(self.tls) if remote else None)
+        return self.dispatch.dispatcher(
+            ClientTLS.of(self.tls) if remote else None, telemetry=telemetry, path="chat"
+        )
 
     def resolved_db_path(self) -> Path:
         return self.db_path or config.data_dir() / "llm.sqlite3"

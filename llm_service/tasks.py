@@ -50,6 +50,7 @@ from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
 from toolcall.parts import part_size, placeholder
+from toolcall.telemetry import Telemetry
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
 
@@ -266,6 +267,7 @@ class AsyncTasks:
         subscribe_buffer_bytes: int = 16 * 1024 * 1024,
         tool_spec: Callable[[str, str], ToolSpec | None] = lambda role, name: None,
         max_follow_ups: int = 4,
+        telemetry: Telemetry = Telemetry.OFF,
     ) -> None:
         self.store = store
         self._dispatcher = dispatcher
@@ -301,6 +303,12 @@ class AsyncTasks:
         self._cancel_reasons: dict[str, str] = {}
         self._subscriber_count = 0  # Subscribe streams over all sessions
         self._closing = False
+        self._telemetry = telemetry
+
+    @property
+    def subscribers(self) -> int:
+        """Subscribe streams open, over all sessions."""
+        return self._subscriber_count
 
     async def recover(self) -> None:
         """At startup: tasks left running by a previous process can never finish,
@@ -368,8 +376,12 @@ class AsyncTasks:
         except BaseException:
             self._release(task.task_id)
             raise
+        # Its span is current in the task: the tool call becomes its child.
+        span = self._telemetry.start_task(task.task_id, spec, session_id)
         runner = asyncio.create_task(
-            self._run(spec, call, arguments, task), name=f"async-tool-{task.task_id}"
+            self._run(spec, call, arguments, task),
+            name=f"async-tool-{task.task_id}",
+            context=self._telemetry.task_context(span),
         )
         self._running[task.task_id] = runner
 
@@ -377,6 +389,7 @@ class AsyncTasks:
             self._running.pop(task.task_id, None)
             if task.task_id not in self._jobs:  # an accepted job keeps its place
                 self._release(task.task_id)
+            self._telemetry.end_task(span, task.status, task.error)
 
         runner.add_done_callback(done)
         return task

@@ -16,6 +16,11 @@ is stale, which is not the tool's fault. ``Accepted`` (an async call offered a
 long job, ``CallContext.job``) is the "accepted" answer; the job is then
 remembered for ``CancelJob`` (plugin_stub/jobs.py).
 
+Traces: the handler runs in the context of the caller's W3C ``traceparent``
+(the dispatcher's ``execute_tool`` span), so spans it starts with the
+OpenTelemetry API are children of the tool call; with no ``traceparent``
+nothing changes.
+
 Deadlines: a call gets the tool's timeout or the caller's gRPC deadline,
 whichever is shorter. An ``async def`` handler that overruns is cancelled;
 so is one whose caller cancels the RPC (grpc.aio cancels the RPC task). A
@@ -27,6 +32,7 @@ function returns, because Python threads cannot be killed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -34,6 +40,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 
 from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
@@ -41,6 +48,7 @@ from plugin_stub.jobs import Accepted, Job, cancel_live, remember
 from plugin_stub.local_tools import LocalTool, ToolTable
 from plugin_stub.parts import PART_TYPES, Part
 from toolcall.jsonvalue import from_struct, to_value
+from toolcall.telemetry import attach_remote_parent
 from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
@@ -190,7 +198,8 @@ class ToolRunner:
             return await tool.handler(**arguments)
         loop = asyncio.get_running_loop()
         call = functools.partial(tool.handler, **arguments)
-        return await loop.run_in_executor(self._executor, call)
+        # In a copy of this task's context: the thread sees the trace context too.
+        return await loop.run_in_executor(self._executor, contextvars.copy_context().run, call)
 
     @staticmethod
     def _raised(tool: LocalTool, exc: Exception) -> Response:
@@ -221,7 +230,12 @@ class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
                 f"tool {request.name!r} is not served by plugin {self._plugin_id!r}",
             )
             raise AssertionError("unreachable")  # abort always raises
-        return await self._run(tool, request, context.time_remaining())
+        token = attach_remote_parent(context.invocation_metadata())
+        try:
+            return await self._run(tool, request, context.time_remaining())
+        finally:
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
 
     async def CancelJob(
         self,

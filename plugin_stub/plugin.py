@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from plugin_stub.registration import Registrar
     from toolcall.serving import ServiceHost
+    from toolcall.telemetry import Telemetry, TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Plugin:
         max_workers: int | None = None,
         shutdown_grace_s: float = 2.0,
         tools: Iterable[Callable[..., Any]] = (),
+        telemetry: TelemetrySettings | Telemetry | None = None,
         source: str | None = None,
     ) -> None:
         pid = (
@@ -106,6 +108,10 @@ class Plugin:
             "PLUGIN_WORKERS", min(32, (os.cpu_count() or 1) + 4)
         )
         self.shutdown_grace_s = shutdown_grace_s
+        # Traces (OTEL_EXPORTER_OTLP_ENDPOINT or TOOLCALL_OTLP_ENDPOINT) and /metrics
+        # (TOOLCALL_PLUGIN_METRICS_ADDRESS): both off unless set; None: read at start
+        # (toolcall.telemetry loads grpc, which must wait for grpc_env.apply()).
+        self.telemetry = telemetry
         self.address = ""  # the callback address, once started
         self._tools = ToolTable()
         self._host: ServiceHost | None = None
@@ -183,6 +189,7 @@ class Plugin:
         from plugin_stub.callback_server import CallbackServicer, ToolRunner
         from plugin_stub.registration import Registrar
         from toolcall.serving import ServiceHost
+        from toolcall.telemetry import TelemetrySettings, resolve
         from toolcall.v1 import callback_pb2_grpc
 
         self._executor = ThreadPoolExecutor(
@@ -207,6 +214,10 @@ class Plugin:
             add_servicers,
             grace_s=self.shutdown_grace_s,
             credentials=self.tls.server_credentials() if remote else None,
+            telemetry=resolve(
+                self.telemetry
+                or TelemetrySettings.from_env(f"plugin-{self.plugin_id}", "PLUGIN_METRICS_ADDRESS")
+            ),
         )
         await host.start()
         if not remote and (err := loopback_address_error(host.target)):

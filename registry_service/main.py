@@ -12,6 +12,7 @@ from registry_service.archive import ArchiveError
 from registry_service.service import RegistryHost
 from registry_service.settings import DATA_FILE, RegistrySettings
 from toolcall import config, tls
+from toolcall.telemetry import add_metrics_argument, with_metrics_address
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $TOOLCALL_DATA_DIR or ~/.local/share/toolcall)",
     )
     tls.add_server_arguments(parser)
+    add_metrics_argument(
+        parser, getattr(d.telemetry, "metrics_address", ""), "TOOLCALL_REGISTRY_METRICS_ADDRESS"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
@@ -82,6 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> RegistrySettings:
         settings.dispatch = dataclasses.replace(
             settings.dispatch, remote_plugins=args.remote_plugins
         )
+    settings.telemetry = with_metrics_address(settings.telemetry, args.metrics_address)
     if args.token is not None and args.token_file is not None:
         raise SystemExit("give --token or --token-file, not both")
     if args.token is not None:

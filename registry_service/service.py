@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 
@@ -14,6 +15,7 @@ from registry_service.servicer import RegistryServicer
 from registry_service.settings import RegistrySettings
 from toolcall import auth
 from toolcall.serving import ServiceHost
+from toolcall.telemetry import GaugeSample, resolve
 from toolcall.tls import insecure_warning
 from toolcall.v1 import registry_pb2, registry_pb2_grpc
 
@@ -29,11 +31,12 @@ class RegistryHost(ServiceHost):
         if problems := settings.problems():
             raise ValueError("; ".join(problems))
         self.settings = settings
+        self.telemetry = telemetry = resolve(settings.telemetry)
         self.registry = Registry(
             settings.roles,
             to_message=wire.watch_event,
             archive=ToolArchive(settings.resolved_data_path()),
-            dispatcher=settings.dispatcher(),
+            dispatcher=settings.dispatcher(telemetry),
             sweep_interval_s=settings.lease_sweep_interval_s,
             watch_queue_size=settings.watch_queue_size,
             max_tools=settings.max_tools,
@@ -58,7 +61,9 @@ class RegistryHost(ServiceHost):
             interceptors=[security or MutationGate(SERVICE_NAME, settings.token)],
             grace_s=settings.grace_s,
             credentials=settings.tls.server_credentials(),
+            telemetry=telemetry,
         )
+        self.add_gauges(lambda: _gauges(self.registry))
         self._stopped = False
         self.on_stop(self.registry.close)
 
@@ -94,6 +99,19 @@ class RegistryHost(ServiceHost):
         # only for unary calls.
         self.registry.end_watches()
         await super().stop()
+
+
+def _gauges(registry: Registry[Any]) -> list[GaugeSample]:
+    tools = [
+        ("toolcall_registry_tools", "Tools registered, per role", {"role": role},
+         registry.store.count(role))
+        for role in registry.roles
+    ]  # fmt: skip
+    return [
+        *tools,
+        ("toolcall_registry_leases", "Leases alive", {}, len(registry.leases)),
+        ("toolcall_registry_watch_streams", "Watch streams open", {}, len(registry.hub)),
+    ]
 
 
 async def start_registry(settings: RegistrySettings | None = None) -> RegistryHost:

@@ -10,6 +10,7 @@ from registry_service.watch import DEFAULT_QUEUE_SIZE
 from toolcall import config
 from toolcall.address_policy import loopback_address_error
 from toolcall.dispatch import REMOTE_NEEDS_MTLS, Dispatcher, DispatchLimits
+from toolcall.telemetry import Telemetry, TelemetrySettings
 from toolcall.tls import ClientTLS, TLSSettings, exposure_error
 from toolcall.tools import control_error
 
@@ -47,6 +48,8 @@ class RegistrySettings:
     tls: TLSSettings = field(default_factory=TLSSettings)
     principals_file: str = ""
     insecure: bool = False
+    # Traces and metrics (toolcall/telemetry.py): what to build, or a ready one.
+    telemetry: TelemetrySettings | Telemetry = field(default_factory=TelemetrySettings)
 
     @classmethod
     def from_env(cls) -> RegistrySettings:
@@ -66,11 +69,14 @@ class RegistrySettings:
             dispatch=DispatchLimits.from_env(),
             tls=TLSSettings.from_env(),
             principals_file=config.env("PRINCIPALS_FILE"),
+            telemetry=TelemetrySettings.from_env("registry", "REGISTRY_METRICS_ADDRESS"),
         )
 
-    def dispatcher(self) -> Dispatcher:
+    def dispatcher(self, telemetry: Telemetry = Telemetry.OFF) -> Dispatcher:
         remote = bool(self.dispatch.remote_plugins)
-        return self.dispatch.dispatcher(ClientTLS.of(self.tls) if remote else None)
+        return self.dispatch.dispatcher(
+            ClientTLS.of(self.tls) if remote else None, telemetry=telemetry, path="invoke"
+        )
 
     def resolved_data_path(self) -> Path:
         return self.data_path or config.data_dir() / DATA_FILE

@@ -87,6 +87,10 @@ class ToolStore:
         """(role, tool) entries held."""
         return self._count
 
+    def count(self, role: str) -> int:
+        """Tools of ``role`` (0 for a role not served)."""
+        return len(self._tables.get(role, ()))
+
     def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
         """Calls ``listener`` on every change; returns the unsubscribe function."""
         self._listeners.append(listener)

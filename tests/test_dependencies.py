@@ -21,7 +21,8 @@ FIRST_PARTY = {*SHIPPED, "toolcall_examples"}
 
 
 def imported_modules() -> dict[str, str]:
-    """Imported top-level module (two levels in the ``google`` namespace) -> first importer."""
+    """Imported top-level module (two levels in the ``google`` namespace, the whole
+    name in ``opentelemetry``'s) -> first importer."""
     found: dict[str, str] = {}
     for package in SHIPPED:
         for path in sorted((REPO / package).rglob("*.py")):
@@ -30,15 +31,18 @@ def imported_modules() -> dict[str, str]:
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
-                    if node.module == "google":  # ``from google import genai``
-                        names = [f"google.{a.name}" for a in node.names]
+                    if node.module in ("google", "opentelemetry"):  # ``from google import genai``
+                        names = [f"{node.module}.{a.name}" for a in node.names]
                 else:
                     continue
                 for name in names:
                     parts = name.split(".")
                     if parts[0] in sys.stdlib_module_names or parts[0] in FIRST_PARTY:
                         continue
-                    module = ".".join(parts[:2]) if parts[0] == "google" else parts[0]
+                    if parts[0] == "opentelemetry":  # namespaces all the way down: whole name
+                        module = name
+                    else:
+                        module = ".".join(parts[:2]) if parts[0] == "google" else parts[0]
                     found.setdefault(module, str(path.relative_to(REPO)))
     return found
 

@@ -45,7 +45,7 @@ async def _refused(call: object) -> grpc.aio.AioRpcError:
             {"tool.annotations"},
         ),
         (
-            tool("no way", "http://127.0.0.1:1", role="", timeout_seconds=999),
+            tool("no way", "http://example.com:1/x", role="", timeout_seconds=999),
             {"tool.name", "tool.callback_address", "tool.role", "tool.timeout_seconds"},
         ),
     ],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
 from toolcall.schemas import ValueValidator
+from toolcall.telemetry import Telemetry
 from toolcall.tls import ClientTLS
 from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
@@ -109,7 +111,13 @@ class DispatchLimits:
             bad.append(f"TOOLCALL_REMOTE_PLUGINS: {exc}")
         return bad + self.parts.problems()
 
-    def dispatcher(self, remote_tls: ClientTLS | None = None) -> Dispatcher:
+    def dispatcher(
+        self,
+        remote_tls: ClientTLS | None = None,
+        *,
+        telemetry: Telemetry = Telemetry.OFF,
+        path: str = "invoke",
+    ) -> Dispatcher:
         """``remote_tls``: how plugins on the allow-list are dialled; an allow-list
         without it is a ValueError (they are reached over mTLS only)."""
         if problems := self.problems():
@@ -124,6 +132,8 @@ class DispatchLimits:
             part_limits=self.parts,
             remote=allow or None,
             remote_tls=remote_tls if allow else None,
+            telemetry=telemetry,
+            path=path,
         )
 
 
@@ -139,7 +149,11 @@ class Dispatcher:
     ``release``, when idle for ``channel_idle_s`` or past ``max_channels``),
     and HTTP callback plugins (``http://`` addresses) over a bounded pool of
     connections (``toolcall/http_callbacks.py``). One routine for both: the
-    transport only carries the request and brings back a reply."""
+    transport only carries the request and brings back a reply.
+
+    ``telemetry`` records every call (an ``execute_tool`` span whose
+    ``traceparent`` goes to the plugin, a latency sample labelled with
+    ``path``: ``chat`` in the LLMService, ``invoke`` for Registry.Invoke)."""
 
     def __init__(
         self,
@@ -151,6 +165,8 @@ class Dispatcher:
         part_limits: PartLimits = PartLimits(),  # noqa: B008 (frozen)
         remote: RemoteAllowList | None = None,
         remote_tls: ClientTLS | None = None,
+        telemetry: Telemetry = Telemetry.OFF,
+        path: str = "invoke",
     ) -> None:
         if max_output_bytes < 1 or part_limits.problems():
             raise ValueError("Dispatcher limits must be positive")
@@ -159,6 +175,8 @@ class Dispatcher:
         self._part_limits = part_limits
         # The allow-list of plugins on other hosts, checked by ToolSpec.from_definition.
         self.remote = remote
+        self._telemetry = telemetry
+        self._path = path
         self._channels = CallbackChannels(
             max_channels=max_channels,
             idle_s=channel_idle_s,
@@ -209,16 +227,36 @@ class Dispatcher:
         ``spec.check_arguments`` on these arguments (the async path does, to
         answer the model at once), so they are not checked again.
         """
-        return await self._invoke(
+        call_id = call_id or new_call_id()
+        if not self._telemetry.on:
+            return await self._invoke(
+                spec,
+                raw_arguments,
+                arguments,
+                call_id,
+                session_id,
+                role,
+                timeout_s,
+                checked,
+                job=job,
+            )
+        return await self._telemetry.tool_call(
             spec,
-            raw_arguments,
-            arguments,
-            call_id or new_call_id(),
-            session_id,
-            role,
-            timeout_s,
-            checked,
-            job,
+            role=role,
+            path=self._path,
+            call_id=call_id,
+            run=lambda metadata: self._invoke(
+                spec,
+                raw_arguments,
+                arguments,
+                call_id,
+                session_id,
+                role,
+                timeout_s,
+                checked,
+                metadata,
+                job,
+            ),
         )
 
     async def _invoke(
@@ -231,6 +269,7 @@ class Dispatcher:
         role: str,
         timeout_s: float | None,
         checked: bool,
+        metadata: Sequence[tuple[str, str]] | None = None,
         job: callback_pb2.LongJob | None = None,
     ) -> tools_pb2.ToolResult:
         if not checked:
@@ -245,7 +284,15 @@ class Dispatcher:
                 )
             else:
                 reply = await self._call_grpc(
-                    spec, raw_arguments, arguments, call_id, session_id, role, timeout, job
+                    spec,
+                    raw_arguments,
+                    arguments,
+                    call_id,
+                    session_id,
+                    role,
+                    timeout,
+                    metadata,
+                    job,
                 )
         except _Failed as failed:
             return error_result(str(failed))
@@ -328,6 +375,7 @@ class Dispatcher:
         session_id: str,
         role: str,
         timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
+        metadata: Sequence[tuple[str, str]] | None = None,
         job: callback_pb2.LongJob | None = None,
     ) -> tools_pb2.ToolResult:
         request = callback_pb2.ToolCallbackInvokeRequest(
@@ -348,7 +396,10 @@ class Dispatcher:
         entry = self._channels.acquire(spec.callback_address)
         try:
             # Decoded as a ToolResult (toolcall/callback_channels.py).
-            return cast(tools_pb2.ToolResult, await entry.stub.Invoke(request, timeout=timeout))
+            return cast(
+                tools_pb2.ToolResult,
+                await entry.stub.Invoke(request, timeout=timeout, metadata=metadata),
+            )
         except grpc.aio.AioRpcError as exc:
             raise _Failed(self._describe_rpc_error(spec, exc, timeout)) from None
         finally:

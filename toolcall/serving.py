@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from toolcall import config
+from toolcall.telemetry import LIVE, LOG_FORMATS, JsonFormatter, MetricsServer, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class ServiceHost:
 
     ``add_servicers`` registers the service's servicers on the server;
     ``service_names`` are their full names (for reflection and health).
+    ``telemetry`` adds its interceptor (spans and RPC metrics, ahead of the
+    others so refused calls count too) and serves ``/metrics`` at its
+    ``metrics_address`` while the server runs (``add_gauges``: read at scrape).
     """
 
     def __init__(
@@ -56,13 +60,20 @@ class ServiceHost:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         grace_s: float = 5.0,
         credentials: grpc.ServerCredentials | None = None,
+        telemetry: Telemetry = Telemetry.OFF,
     ) -> None:
         self.address = address
         # TLS (toolcall/tls.py); never on a unix socket, whose file mode is its gate.
         self.credentials = None if address.startswith("unix:") else credentials
+        self.telemetry = telemetry
+        self.metrics: MetricsServer | None = None
+        self._gauges: list[Any] = []
+        self._gauge_keys: list[int] = []
         self.service_names = list(service_names)
         self.grace_s = grace_s
-        self.server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(
+            interceptors=[*telemetry.interceptors(), *interceptors], options=SERVER_OPTIONS
+        )
         add_servicers(self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -87,6 +98,10 @@ class ServiceHost:
         host = self.address.rpartition(":")[0]
         return f"{host}:{self.port}"
 
+    def add_gauges(self, source: Any) -> None:
+        """A ``LiveGauges`` source, served while this host runs with metrics on."""
+        self._gauges.append(source)
+
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Runs ``callback`` after the server stopped accepting calls."""
         self._on_stop.append(callback)
@@ -107,6 +122,14 @@ class ServiceHost:
             raise OSError(
                 f"{self.address} is in use by another process, or is not an address of this host"
             )
+        if self.telemetry.metrics_address:
+            try:
+                self.metrics = MetricsServer(self.telemetry.metrics_address)
+                log.info("metrics on http://%s/metrics", self.metrics.address)
+            except OSError as exc:  # a taken port costs the metrics, not the service
+                log.warning("%s; serving without /metrics", exc)
+        if self.telemetry.metrics:
+            self._gauge_keys = [LIVE.add(source) for source in self._gauges]
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -117,11 +140,16 @@ class ServiceHost:
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace_s)
+        for key in self._gauge_keys:
+            LIVE.remove(key)
+        if self.metrics is not None:
+            self.metrics.close()
         for callback in self._on_stop:
             try:
                 await callback()
             except Exception:
                 log.exception("shutdown step failed")
+        self.telemetry.stopped()
         log.info("stopped %s", ", ".join(self.service_names))
 
     async def run_until_signal(self, *, started: bool = False) -> None:
@@ -230,12 +258,26 @@ def method_to_service(
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def setup_logging(level: str | None = None) -> None:
-    """Raises config.ConfigError for a level logging does not know (not a traceback)."""
+def setup_logging(level: str | None = None, log_format: str | None = None) -> None:
+    """Raises config.ConfigError for a level logging does not know (not a traceback).
+
+    ``log_format`` (else ``TOOLCALL_LOG_FORMAT``): ``text`` (the default) or
+    ``json``, one object per line with the current trace and span ids.
+    """
     name = (level or config.env("LOG_LEVEL", "INFO")).strip().upper()
     if name not in LOG_LEVELS:
         raise config.ConfigError(
             f"log level {name[:40]!r} (--log-level or TOOLCALL_LOG_LEVEL) is not one of "
             + ", ".join(LOG_LEVELS)
         )
-    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = (log_format or config.env("LOG_FORMAT", "text")).strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise config.ConfigError(
+            f"log format {fmt[:40]!r} (TOOLCALL_LOG_FORMAT) is not one of " + ", ".join(LOG_FORMATS)
+        )
+    if fmt == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=name, handlers=[handler])
+    else:
+        logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -30,10 +30,12 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from toolcall import config
+
+if TYPE_CHECKING:  # imported where credentials are built: plugin_stub must import
+    import grpc  # without loading grpc, so Plugin.run() can still apply its settings
 
 # PEM files of a CA bundle or a chain: anything larger is a wrong path.
 MAX_PEM_BYTES = 1024 * 1024
@@ -122,6 +124,8 @@ class TLSSettings:
         key = _read_pem(self.key, "TLS key (TOOLCALL_TLS_KEY)")
         cert = _read_pem(self.cert, "TLS certificate (TOOLCALL_TLS_CERT)")
         ca = _read_pem(self.ca, "CA bundle (TOOLCALL_TLS_CA)") if self.ca else None
+        import grpc
+
         return grpc.ssl_server_credentials(
             [(key, cert)],
             root_certificates=ca if self.requires_client_cert else None,
@@ -139,6 +143,8 @@ class TLSSettings:
         if self.client_cert:
             key = _read_pem(self.client_key, "client key (TOOLCALL_TLS_CLIENT_KEY)")
             cert = _read_pem(self.client_cert, "client certificate (TOOLCALL_TLS_CLIENT_CERT)")
+        import grpc
+
         return grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=cert
         )

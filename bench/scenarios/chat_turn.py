@@ -11,6 +11,10 @@ own time for the turn's two rounds, timed in the bench process) from which
 ``python -m bench`` derives ``overhead_us`` = turn p50 - B p50 - provider_us,
 what the loop adds per tool round.
 
+F-observed is F with observability on in all three processes: traces (every
+span sampled) exported over OTLP/gRPC to a local sink that drops them
+(bench/servers/otlp_sink.py), and Prometheus metrics recorded and served.
+
 Sessions: a pool of 64 conversations, one per call in flight (turns of one
 session are serialized by the service), each growing to the service's
 history cap like a long chat.
@@ -27,6 +31,7 @@ from collections.abc import AsyncIterator
 
 from bench.harness import CONCURRENCY
 from bench.payload import TOOL_NAME
+from bench.processes import free_port, running
 from bench.scenarios import stack
 from bench.scenarios.base import BenchEnv, Call, expect_output
 from bench.scenarios.dispatch import spec_for
@@ -102,10 +107,33 @@ async def _wait_tool_visible(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
 
 @contextlib.asynccontextmanager
 async def open_scenario(env: BenchEnv) -> AsyncIterator[Call]:
+    async with _open(env, "F") as call:
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def open_observed(env: BenchEnv) -> AsyncIterator[Call]:
+    async with running(
+        "F-observed-otlp", ["-m", "bench.servers.otlp_sink"], log_dir=env.log_dir
+    ) as sink:
+        observed = {
+            "TOOLCALL_OTLP_ENDPOINT": f"http://{sink.target}",
+            "TOOLCALL_REGISTRY_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TOOLCALL_LLM_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TOOLCALL_PLUGIN_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        }
+        async with _open(env, "F-observed", observed) as call:
+            yield call
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    env: BenchEnv, name: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Call]:
     async with (
-        stack.registry(env, "F-registry") as reg,
-        stack.plugin(env, "F-plugin", reg.target),
-        stack.llm(env, "F-llm", reg.target) as llm,
+        stack.registry(env, f"{name}-registry", extra_env=extra_env) as reg,
+        stack.plugin(env, f"{name}-plugin", reg.target, extra_env=extra_env),
+        stack.llm(env, f"{name}-llm", reg.target, extra_env=extra_env) as llm,
         channel(llm.target) as ch,
     ):
         stub: llm_pb2_grpc.LLMServiceAsyncStub = llm_pb2_grpc.LLMServiceStub(ch)
@@ -113,6 +141,6 @@ async def open_scenario(env: BenchEnv) -> AsyncIterator[Call]:
         call = ChatCall(stub)
         reply = await call()
         if len(reply.tool_calls) != 1 or reply.tool_calls[0].result.is_error:
-            raise RuntimeError(f"F: expected one successful tool call, got {reply.tool_calls}")
-        expect_output(from_value(reply.tool_calls[0].result.output), "F")
+            raise RuntimeError(f"{name}: expected one successful tool call, got {reply.tool_calls}")
+        expect_output(from_value(reply.tool_calls[0].result.output), name)
         yield call

@@ -10,12 +10,19 @@ B dials the plugin over TCP loopback, B-uds over a unix socket. The tool is
 an ``async def``; B-sync serves the same tool as a plain ``def``, which the
 SDK runs in its thread pool (what that hop costs). B-img's tool returns the
 same output and a 1 MiB PNG as a content part (what an image result costs).
+B-traced is B with tracing on: every call's span sampled (100 %) and handed
+to an in-process exporter that drops it as it ends, and its ``traceparent``
+sent to the plugin; B-metrics is B with the Prometheus metrics recorded (what
+docs/observability.md's costs are measured with).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from bench.payload import CALL_ID, RAW_ARGUMENTS, image_png
 from bench.processes import running
@@ -25,6 +32,7 @@ from plugin_stub import tool_meta
 from plugin_stub.local_tools import LocalTool
 from toolcall.dispatch import Dispatcher
 from toolcall.jsonvalue import from_value
+from toolcall.telemetry import Telemetry
 from toolcall.tools import ToolSpec
 from toolcall.v1 import tools_pb2
 
@@ -42,9 +50,22 @@ def spec_for(address: str) -> ToolSpec:
     return ToolSpec.from_definition(definition)
 
 
+class DropSpans(SpanExporter):
+    """An exporter that keeps nothing: the cost of tracing without a collector's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
 @contextlib.asynccontextmanager
 async def _open(
-    env: BenchEnv, name: str, listen: str, *, sync_handler: bool = False, image: bool = False
+    env: BenchEnv,
+    name: str,
+    listen: str,
+    *,
+    sync_handler: bool = False,
+    image: bool = False,
+    telemetry: Telemetry = Telemetry.OFF,
 ) -> AsyncIterator[Call]:
     args = ["-m", "bench.servers.sdk_plugin", "--address", listen]
     if sync_handler:
@@ -53,7 +74,7 @@ async def _open(
         args.append("--image")
     async with running(name, args, log_dir=env.log_dir, env=plugin_env(env)) as plugin:
         spec = spec_for(plugin.target)
-        dispatcher = Dispatcher()
+        dispatcher = Dispatcher(telemetry=telemetry)
         try:
 
             async def call() -> tools_pb2.ToolResult:
@@ -76,6 +97,15 @@ def open_scenario(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]
 
 def open_uds(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
     return _open(env, "B-uds", f"unix:{env.tmp_dir}/plugin-b.sock")
+
+
+def open_traced(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    traced = Telemetry.exporting_to(DropSpans())
+    return _open(env, "B-traced", "127.0.0.1:0", telemetry=traced)
+
+
+def open_metrics(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:
+    return _open(env, "B-metrics", "127.0.0.1:0", telemetry=Telemetry(metrics=True))
 
 
 def open_sync(env: BenchEnv) -> contextlib.AbstractAsyncContextManager[Call]:

@@ -23,22 +23,37 @@ CLI = ["-m", "toolcall.cli"]
 
 @contextlib.asynccontextmanager
 async def registry(
-    env: BenchEnv, name: str, *, roles: str = "default", extra: tuple[str, ...] = ()
+    env: BenchEnv,
+    name: str,
+    *,
+    roles: str = "default",
+    extra: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     address = f"127.0.0.1:{free_port()}"
     data = env.tmp_dir / f"{name}-data"
     args = [*CLI, "registry", "--address", address, "--roles", roles, "--data-dir", str(data)]
     args += extra
-    async with running(name, args, log_dir=env.log_dir, healthy_at=address) as proc:
+    async with running(name, args, log_dir=env.log_dir, healthy_at=address, env=extra_env) as proc:
         yield proc
 
 
 @contextlib.asynccontextmanager
 async def plugin(
-    env: BenchEnv, name: str, registry_address: str, *, timeout_s: float = 15.0, token: str = ""
+    env: BenchEnv,
+    name: str,
+    registry_address: str,
+    *,
+    timeout_s: float = 15.0,
+    token: str = "",
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """The bench SDK plugin, once the registry lists its tool; ``token``: its bearer token."""
-    plugin_env = {"TOOLCALL_REGISTRY_ADDRESS": registry_address, "TOOLCALL_TOKEN": token}
+    plugin_env = {
+        "TOOLCALL_REGISTRY_ADDRESS": registry_address,
+        "TOOLCALL_TOKEN": token,
+        **(extra_env or {}),
+    }
     args = ["-m", "bench.servers.sdk_plugin"]
     async with running(name, args, log_dir=env.log_dir, env=plugin_env) as proc:
         await wait_listed(registry_address, TOOL_NAME, timeout_s=timeout_s, token=token)
@@ -60,7 +75,9 @@ async def wait_listed(
 
 
 @contextlib.asynccontextmanager
-async def llm(env: BenchEnv, name: str, registry_address: str) -> AsyncIterator[ServerProcess]:
+async def llm(
+    env: BenchEnv, name: str, registry_address: str, *, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
     address = f"127.0.0.1:{free_port()}"
     data = env.tmp_dir / f"{name}-data"
     args = [
@@ -75,5 +92,5 @@ async def llm(env: BenchEnv, name: str, registry_address: str) -> AsyncIterator[
         "--data-dir",
         str(data),
     ]
-    async with running(name, args, log_dir=env.log_dir, healthy_at=address) as proc:
+    async with running(name, args, log_dir=env.log_dir, healthy_at=address, env=extra_env) as proc:
         yield proc

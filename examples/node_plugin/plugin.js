@@ -177,6 +177,10 @@ function invoke(call, callback) {
     callback(null, { output: toValue(null), is_error: true, error: 'INVALID_ARGUMENT: arguments.text must be a string' });
     return;
   }
+  // The caller's trace: W3C traceparent in the metadata (docs/plugins.md#traces).
+  // With @opentelemetry/api, propagation.extract() it and start the tool's
+  // span inside; without it, logging it ties a failure to the chat's trace.
+  const [traceparent] = call.metadata.get('traceparent');
   try {
     const result = tool.run(input);
     // A tool returns its output, or {output, parts} to add content parts.
@@ -184,7 +188,7 @@ function invoke(call, callback) {
     const output = withParts ? result.output : result;
     callback(null, { output: toValue(output), is_error: false, error: '', parts: withParts ? result.parts : [] });
   } catch (err) {
-    log(`tool ${name} failed:`, err);
+    log(`tool ${name} failed${traceparent ? ` (traceparent ${traceparent})` : ''}:`, err);
     callback(null, { output: toValue(null), is_error: true, error: `${err.name}: ${err.message}` });
   }
 }

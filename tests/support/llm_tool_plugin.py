@@ -14,6 +14,8 @@ serving. What a call does depends on the tool name's first word (before
 - ``nan``:   returns a NaN number (protobuf carries it; JSON cannot)
 - ``deep``:  returns ``arguments.levels`` nested lists (default 60: past protobuf's
   decoding limit of 100 messages)
+- ``trace``: returns the ``traceparent`` the call came with (``""``: none), as
+  a plugin written with the generated stubs only sees it
 - ``picture``: a chart as an image part (PNG) beside ``{"points": 3}``
 - ``image``: returns ``{"chart": "weekly"}`` with three content parts: the text
   "a weekly chart", the PNG ``tests.support.images.png(2, 2)`` (or, with
@@ -59,6 +61,10 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
                 "session_id": request.session_id,
                 "role": request.role,
             }
+            return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "trace":
+            sent = dict(context.invocation_metadata() or ())
+            out = {"traceparent": sent.get("traceparent", "")}
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
         if kind == "sleep":
             seconds = float(args.get("seconds", 0.5))

@@ -20,7 +20,7 @@ from pathlib import Path
 from toolcall import config
 from toolcall.cli.chat import EventPrinter
 from toolcall.cli.stack import add_arguments as add_stack_arguments
-from toolcall.cli.stack import stack_from_args, stop_requested
+from toolcall.cli.stack import metrics_lines, stack_from_args, stop_requested
 from toolcall.clients import channel, list_all_tools
 from toolcall.jsonvalue import value_to_json
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -152,6 +152,9 @@ async def main(args: argparse.Namespace) -> int:
     try:
         await stack.start()
         print(f"  registry {stack.registry_address}, llm {stack.llm_address}, logs {stack.log_dir}")
+        if stack.metrics:
+            print("  Prometheus metrics (docs/observability.md):")
+            print("\n".join(metrics_lines(stack)))
         await run_script(stack.registry_address, stack.llm_address)
         heading("Demo complete")
         if not args.exit_after_demo:

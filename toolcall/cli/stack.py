@@ -35,6 +35,16 @@ from toolcall.v1 import registry_pb2_grpc
 EXAMPLE_PLUGINS = ("toolcall_examples.weather_plugin", "toolcall_examples.network_plugin")
 # MCP servers mounted with ``toolcall mcp mount`` (name, module): their tools get source mcp:NAME.
 EXAMPLE_MCP_SERVERS = (("notes", "toolcall_examples.mcp_notes_server"),)
+# Prometheus /metrics of each process (docs/observability.md): the registry,
+# the LLMService, then the plugins in start order. The HTTP gateway serves its
+# own at /metrics on its address.
+METRICS_HOST = "127.0.0.1"
+REGISTRY_METRICS_PORT, LLM_METRICS_PORT, FIRST_PLUGIN_METRICS_PORT = 48921, 48922, 48924
+METRICS_ENV = {
+    "registry": "TOOLCALL_REGISTRY_METRICS_ADDRESS",
+    "llm": "TOOLCALL_LLM_METRICS_ADDRESS",
+}
+PLUGIN_METRICS_ENV = "TOOLCALL_PLUGIN_METRICS_ADDRESS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not start the example plugins and MCP server",
     )
+    parser.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help=f"serve Prometheus /metrics of each process on {METRICS_HOST}: registry "
+        f"{REGISTRY_METRICS_PORT}, llm {LLM_METRICS_PORT}, plugins from "
+        f"{FIRST_PLUGIN_METRICS_PORT} (default: %(default)s; a port in use is skipped)",
+    )
 
 
 @dataclass
@@ -76,6 +94,10 @@ class Stack:
     plugins: tuple[str, ...] = EXAMPLE_PLUGINS
     gateway_address: str = ""  # empty: no gateway
     mcp_servers: tuple[tuple[str, str], ...] = EXAMPLE_MCP_SERVERS
+    # Process name -> its /metrics address (see METRICS_ENV); empty: none.
+    metrics: dict[str, str] = field(default_factory=dict)
+    # Of those, the ones that did not answer once started (their log says why).
+    metrics_down: set[str] = field(default_factory=set)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -96,10 +118,15 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self._env()
+        for variable in (*METRICS_ENV.values(), PLUGIN_METRICS_ENV):
+            env.pop(variable, None)  # one address per process, never an inherited shared one
+        if address := self.metrics.get(name):
+            env[METRICS_ENV.get(name, PLUGIN_METRICS_ENV)] = address
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, *argv],
-                env=self._env(),
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -140,6 +167,10 @@ class Stack:
                     "stop it, or choose other addresses with --registry-address and "
                     "--llm-address (or TOOLCALL_REGISTRY_ADDRESS, TOOLCALL_LLM_ADDRESS)"
                 )
+        for name, address in list(self.metrics.items()):
+            if await port_taken(address):  # metrics are a convenience, not a reason to fail
+                print(f"warning: {address} is in use: no metrics for {name}", file=sys.stderr)
+                del self.metrics[name]
         self._spawn("registry", ["-m", "toolcall.cli", "registry"])
         await self._healthy("registry", self.registry_address)
         self._spawn("llm", ["-m", "toolcall.cli", "llm"])
@@ -147,13 +178,20 @@ class Stack:
         if self.gateway_address:
             self._spawn("gateway", ["-m", "toolcall.cli", "gateway"])
         for module in self.plugins:
-            self._spawn(module.rpartition(".")[2], ["-m", module])
+            self._spawn(plugin_name(module), ["-m", module])
         for name, module in self.mcp_servers:
             mount = ["-m", "toolcall.cli", "mcp", "mount", "--name", name, "--"]
             self._spawn(f"mcp-{name}", [*mount, sys.executable, "-m", module])
         await self._wait_for_plugins()
         if self.gateway_address:
             await self._http_healthy("gateway", f"http://{self.gateway_address}/healthz")
+        await self._check_metrics()
+
+    async def _check_metrics(self) -> None:
+        """Notes the /metrics endpoints that do not answer (a port taken since the check)."""
+        for name, address in self.metrics.items():
+            if not await metrics_answer(address):
+                self.metrics_down.add(name)
 
     async def _http_healthy(self, name: str, url: str) -> None:
         deadline = time.monotonic() + 20
@@ -208,6 +246,23 @@ async def something_serves(address: str) -> bool:
     return True
 
 
+async def metrics_answer(address: str) -> bool:
+    """Whether ``http://address/metrics`` answers 200 (a bare request: no client's log lines)."""
+    host, _, port = address.rpartition(":")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"OPTIONS /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+        status = await asyncio.wait_for(reader.readline(), 2)
+        return status.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
 async def port_taken(address: str) -> bool:
     """Whether something accepts TCP connections at ``host:port``."""
     host, _, port = address.rpartition(":")
@@ -221,14 +276,41 @@ async def port_taken(address: str) -> bool:
 
 def stack_from_args(args: argparse.Namespace) -> Stack:
     gateway = "" if args.gateway_address.strip().lower() == "off" else args.gateway_address
+    plugins = () if args.no_plugins else EXAMPLE_PLUGINS
+    metrics: dict[str, str] = {}
+    if args.metrics == "on":
+        metrics = {
+            "registry": f"{METRICS_HOST}:{REGISTRY_METRICS_PORT}",
+            "llm": f"{METRICS_HOST}:{LLM_METRICS_PORT}",
+        }
+        for i, module in enumerate(plugins):
+            metrics[plugin_name(module)] = f"{METRICS_HOST}:{FIRST_PLUGIN_METRICS_PORT + i}"
     return Stack(
         registry_address=args.registry_address,
         llm_address=args.llm_address,
         data_dir=Path(args.data_dir),
-        plugins=() if args.no_plugins else EXAMPLE_PLUGINS,
+        plugins=plugins,
         gateway_address=gateway,
         mcp_servers=() if args.no_plugins else EXAMPLE_MCP_SERVERS,
+        metrics=metrics,
     )
+
+
+def plugin_name(module: str) -> str:
+    """A plugin's process name (its log file, its metrics entry)."""
+    return module.rpartition(".")[2]
+
+
+def metrics_lines(stack: Stack) -> list[str]:
+    """Where each process serves /metrics, for the start-up summary."""
+    lines = [
+        f"  {name:<16} http://{address}/metrics"
+        + (f"  (not served: see {stack.log_dir / name}.log)" if name in stack.metrics_down else "")
+        for name, address in stack.metrics.items()
+    ]
+    if stack.metrics and stack.gateway_address:
+        lines.append(f"  {'gateway':<16} http://{stack.gateway_address}/metrics")
+    return lines
 
 
 def stop_requested() -> asyncio.Event:
@@ -258,6 +340,9 @@ async def main(args: argparse.Namespace) -> int:
         print(f"plugins    {', '.join(stack.plugins) or '(none)'}")
         print(f"mounted    {', '.join(f'mcp:{n}' for n, _ in stack.mcp_servers) or '(none)'}")
         print(f"logs       {stack.log_dir}")
+        if stack.metrics:
+            print("metrics")
+            print("\n".join(metrics_lines(stack)))
         print("stack is up; Ctrl-C stops it", flush=True)
         await stop.wait()
     except (RuntimeError, TimeoutError) as exc:

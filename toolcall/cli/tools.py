@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="list tools (what a conversation in --role sees)",
         description="List tools (what a conversation in --role sees). INVOKES, ERRORS and "
         "MEAN_MS count the calls made through the registry (`tools invoke`, "
-        "ToolRegistry.Invoke); a chat's calls go straight to the plugin and are not counted.",
+        "ToolRegistry.Invoke); a chat's calls go straight to the plugin and are not counted "
+        "here (every call is in toolcall_tool_call_duration_seconds: docs/observability.md).",
     )
     ls.add_argument("--role", help="only tools visible to this role")
     ls.add_argument("--source", default="", help="only tools with this source")
