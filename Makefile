@@ -131,7 +131,7 @@ engines:
 # The registry and LLMService suites again on the other backends (etcd, PostgreSQL).
 STORAGE_SUITE := tests/test_registry_*.py tests/test_fuzz_registry.py tests/test_plugin_heartbeat.py \
 	tests/test_llm_history.py tests/test_llm_tasks.py tests/test_llm_service.py \
-	tests/test_llm_limits.py tests/test_llm_offline.py tests/test_llm_e2e.py
+	tests/test_llm_limits.py tests/test_llm_offline.py tests/test_llm_e2e.py tests/test_long_jobs.py
 
 ## test: lint, stub drift check, the browser and the example plugins' builds (their tests
 ## then find Go's and npm's caches warm), the etcd and PostgreSQL servers, the test suite,

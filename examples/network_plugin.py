@@ -1,9 +1,13 @@
-"""Example plugin: an ASYNC ``ping`` tool, the slow-plugin case of the Ctrip article.
+"""Example plugin: an ASYNC ``ping`` tool, the slow-plugin case of the Ctrip article,
+and ``scan_ports``, a long job.
 
 The model gets ``ack_message`` at once; the result arrives later through
 LLMService.Subscribe. The ping is simulated: deterministic, offline, no
 packets are sent. ``TOOLCALL_PING_DELAY`` (seconds, default 1.5) sets how long
-it "takes". Run it: ``python -m examples.network_plugin``.
+it "takes". ``scan_ports`` answers ``Accepted`` and a worker thread reports
+progress three times (``TOOLCALL_SCAN_STEP_DELAY`` seconds apart, default 0.5)
+before completing the job through the LLMService (plugin_stub/jobs.py); no
+port is really scanned. Run it: ``python -m examples.network_plugin``.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ import asyncio
 import hashlib
 import ipaddress
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugin_stub import Plugin, llm_tool
+from plugin_stub import Accepted, CallContext, Job, JobError, Plugin, llm_tool
 from toolcall import config
 
 DEFAULT_DELAY_S = 1.5
+DEFAULT_SCAN_STEP_S = 0.5
+SCAN_PORTS = (22, 80, 443)
 
 
 def simulated_ping(host: str, count: int) -> dict[str, Any]:
@@ -39,6 +47,24 @@ def simulated_ping(host: str, count: int) -> dict[str, Any]:
         "rtt_ms": rtts[: count - lost],
         "simulated": True,
     }
+
+
+def simulated_scan(handle: str, host: str, step_s: float) -> None:
+    """The worker of a scan: any thread or process holding the job's handle could run it."""
+    job = Job.from_json(handle)
+    digest = hashlib.sha256(host.lower().encode()).digest()
+    found = []
+    try:
+        for i, port in enumerate(SCAN_PORTS, 1):
+            time.sleep(step_s)
+            if job.cancelled:
+                return
+            if digest[i] % 3:
+                found.append(port)
+            job.report_progress(i / len(SCAN_PORTS), f"scanned port {port}")
+        job.complete({"host": host, "open_ports": found, "simulated": True})
+    except JobError as exc:  # cancelled, expired, or the LLMService is away
+        print(f"scan of {host} stopped: {exc}", file=sys.stderr)
 
 
 def _is_loopback(host: str) -> bool:
@@ -72,6 +98,26 @@ class NetworkPlugin(Plugin):
             raise ValueError("count must be between 1 and 10")
         await asyncio.sleep(config.env_float("PING_DELAY", DEFAULT_DELAY_S))
         return simulated_ping(host, count)
+
+    @llm_tool(
+        mode="async",
+        ack_message="The port scan started; progress and the result will follow.",
+        max_job_seconds=600,
+    )
+    def scan_ports(self, host: str, ctx: CallContext) -> Accepted:
+        """Scan a host's common ports (a long job: progress is reported as it goes).
+
+        Args:
+            host: IP address or domain name to scan.
+        """
+        if ctx.job is None:
+            raise ValueError("scan_ports runs as a long job: call it through the LLMService")
+        step = config.env_float("SCAN_STEP_DELAY", DEFAULT_SCAN_STEP_S)
+        worker = threading.Thread(
+            target=simulated_scan, args=(ctx.job.to_json(), host.strip(), step), daemon=True
+        )
+        worker.start()
+        return Accepted(job_id=f"scan-{host.strip()[:60]}")
 
 
 if __name__ == "__main__":

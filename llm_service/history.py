@@ -81,6 +81,21 @@ CREATE TABLE IF NOT EXISTS session_owners (
 # sessions (ids <= 128 chars, owners <= 4 KB names), emptied when full.
 OWNER_CACHE_ENTRIES = 4096
 
+# Columns added since the first schema (long jobs, issue 14): name -> declaration.
+# Databases made before get them added, empty.
+TASK_COLUMNS = {
+    "token": "TEXT NOT NULL DEFAULT ''",
+    "job_id": "TEXT NOT NULL DEFAULT ''",
+    "callback_address": "TEXT NOT NULL DEFAULT ''",
+    "expires_at": "REAL",
+    "progress_fraction": "REAL",
+    "progress_message": "TEXT NOT NULL DEFAULT ''",
+    "progress_at": "REAL",
+    # The follow-up turn asked for ({"provider", "model"} as JSON; '' none) and its text.
+    "follow_up": "TEXT NOT NULL DEFAULT ''",
+    "follow_up_text": "TEXT NOT NULL DEFAULT ''",
+}
+
 DEFAULT_CACHE_SESSIONS = 256
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_TAIL_MESSAGES = 200
@@ -134,6 +149,21 @@ class TaskRecord:
     acked: bool = False
     # The result's content parts (capped like a history message's).
     parts: list[tools_pb2.ContentPart] = field(default_factory=list)
+    # Long jobs: the secret handed to the plugin with the call (it authorises
+    # ReportProgress / CompleteTask); once accepted, the plugin's job id, the
+    # address CancelJob goes to, and when the job fails unless completed.
+    token: str = ""
+    job_id: str = ""
+    callback_address: str = ""
+    expires_at: float | None = None
+    # The latest progress reported (fraction None: unknown; at None: none yet).
+    progress_fraction: float | None = None
+    progress_message: str = ""
+    progress_at: float | None = None
+    # ChatRequest.follow_up_async_results: the turn to run when the task ends
+    # ({"provider", "model"} as JSON; '' none), and the model's answer.
+    follow_up: str = ""
+    follow_up_text: str = ""
 
     @property
     def finished(self) -> bool:
@@ -155,6 +185,15 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         finished_at=row["finished_at"],
         acked=bool(row["acked"]),
         parts=_parts(row["parts"]),
+        token=row["token"],
+        job_id=row["job_id"],
+        callback_address=row["callback_address"],
+        expires_at=row["expires_at"],
+        progress_fraction=row["progress_fraction"],
+        progress_message=row["progress_message"],
+        progress_at=row["progress_at"],
+        follow_up=row["follow_up"],
+        follow_up_text=row["follow_up_text"],
     )
 
 
@@ -261,6 +300,10 @@ class HistoryStore:
                 columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if "parts" not in columns:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN parts BLOB")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            for name, declaration in TASK_COLUMNS.items():
+                if name not in columns:
+                    db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {declaration}")
             # Damage anywhere in the file is found now (~75 ms per 100 MB), not
             # by whichever request first reads the damaged page.
             problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
@@ -513,7 +556,7 @@ class HistoryStore:
     def _insert_task(self, t: TaskRecord) -> None:
         self._writable().execute(
             "INSERT INTO tasks (task_id, session_id, tool_name, call_id, role, arguments,"
-            " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, created_at, token, follow_up) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 t.task_id,
                 t.session_id,
@@ -523,19 +566,25 @@ class HistoryStore:
                 json.dumps(t.arguments),
                 t.status,
                 t.created_at,
+                t.token,
+                t.follow_up,
             ),
         )
 
-    async def finish_task(self, task: TaskRecord) -> None:
-        """Stores a task's outcome; its content parts capped at ``part_bytes`` (in ``task`` too)."""
+    async def finish_task(self, task: TaskRecord) -> bool:
+        """Stores a task's outcome; its content parts capped at ``part_bytes`` (in ``task`` too).
+
+        Only a running task ends: False (nothing written) when it had ended
+        already, so a result is delivered once however many arrive.
+        """
         if sum(part_size(p) for p in task.parts) > self.part_bytes:
             task.parts = capped_parts(task.parts, self.part_bytes)
-        await self._run(self._finish_task, task)
+        return await self._run(self._finish_task, task)
 
-    def _finish_task(self, t: TaskRecord) -> None:
+    def _finish_task(self, t: TaskRecord) -> bool:
         cur = self._writable().execute(
             "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, parts = ?"
-            " WHERE task_id = ?",
+            " WHERE task_id = ? AND status = 'running'",
             (
                 t.status,
                 json.dumps(t.output),
@@ -547,6 +596,73 @@ class HistoryStore:
         )
         if cur.rowcount and t.status != "running":
             self.unacked += 1
+        return 0 < cur.rowcount
+
+    async def accept_task(self, task: TaskRecord) -> bool:
+        """Stores that a running task became a long job (job_id, callback_address,
+        expires_at of ``task``); False when it had ended already."""
+        return await self._run(self._accept_task, task)
+
+    def _accept_task(self, t: TaskRecord) -> bool:
+        return (
+            0
+            < self._writable()
+            .execute(
+                "UPDATE tasks SET job_id = ?, callback_address = ?, expires_at = ?"
+                " WHERE task_id = ? AND status = 'running'",
+                (t.job_id, t.callback_address, t.expires_at, t.task_id),
+            )
+            .rowcount
+        )
+
+    async def set_progress(self, task: TaskRecord) -> bool:
+        """Stores a running task's progress (the progress_* fields of ``task``);
+        False when it had ended already."""
+        return await self._run(self._set_progress, task)
+
+    def _set_progress(self, t: TaskRecord) -> bool:
+        return (
+            0
+            < self._writable()
+            .execute(
+                "UPDATE tasks SET progress_fraction = ?, progress_message = ?, progress_at = ?"
+                " WHERE task_id = ? AND status = 'running'",
+                (t.progress_fraction, t.progress_message, t.progress_at, t.task_id),
+            )
+            .rowcount
+        )
+
+    async def set_follow_up_text(self, task: TaskRecord) -> None:
+        """Stores the model's sentence about a task's result (``task.follow_up_text``)."""
+        await self._run(self._set_follow_up_text, task)
+
+    def _set_follow_up_text(self, t: TaskRecord) -> None:
+        self._writable().execute(
+            "UPDATE tasks SET follow_up_text = ? WHERE task_id = ?", (t.follow_up_text, t.task_id)
+        )
+
+    async def running_snapshots(self, session_id: str, limit: int) -> list[TaskRecord]:
+        """A session's running tasks that are long jobs or reported progress, oldest
+        first, at most ``limit`` (what a new progress subscriber is shown first)."""
+        return await self._run(self._running_snapshots, session_id, limit)
+
+    def _running_snapshots(self, session_id: str, limit: int) -> list[TaskRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM tasks WHERE session_id = ? AND status = 'running'"
+            " AND (job_id != '' OR progress_at IS NOT NULL) ORDER BY created_at LIMIT ?",
+            (session_id, limit),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    async def running_jobs(self) -> list[TaskRecord]:
+        """Running tasks their plugins accepted as long jobs (they outlive a restart)."""
+        return await self._run(self._running_jobs)
+
+    def _running_jobs(self) -> list[TaskRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM tasks WHERE status = 'running' AND job_id != ''"
+        ).fetchall()
+        return [_task(r) for r in rows]
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         return await self._run(self._get_task, task_id)
@@ -596,7 +712,8 @@ class HistoryStore:
         return cur.rowcount
 
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
-        """Marks every RUNNING task failed (their runner is gone); returns them."""
+        """Marks every RUNNING task failed (their runner is gone) but accepted long
+        jobs (their plugin finishes them); returns them."""
         return await self._run(self._fail_running, error)
 
     def _fail_running(self, error: str) -> list[TaskRecord]:
@@ -604,10 +721,12 @@ class HistoryStore:
         db = self._writable()
         with db:
             db.execute("BEGIN")
-            rows = db.execute("SELECT * FROM tasks WHERE status = 'running'").fetchall()
+            rows = db.execute(
+                "SELECT * FROM tasks WHERE status = 'running' AND job_id = ''"
+            ).fetchall()
             db.execute(
                 "UPDATE tasks SET status = 'failed', error = ?, output = 'null', finished_at = ?"
-                " WHERE status = 'running'",
+                " WHERE status = 'running' AND job_id = ''",
                 (error, now),
             )
         failed = [_task(r) for r in rows]

@@ -12,6 +12,13 @@ from toolcall.v1 import tools_pb2
 
 Role = Literal["system", "user", "assistant", "tool"]
 
+# The instruction of a follow-up turn (ChatRequest.follow_up_async_results),
+# which follows the system note of an async result in the history.
+FOLLOW_UP_PROMPT = (
+    "An async tool result has just arrived (the note above). Tell the user about it "
+    "in one or two sentences, without raw JSON."
+)
+
 
 @dataclass(slots=True)
 class ToolCall:

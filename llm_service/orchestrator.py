@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
+from llm_service.history import TaskRecord
 from llm_service.messages import (
+    FOLLOW_UP_PROMPT,
     Message,
     ToolCall,
     message_bytes,
@@ -73,6 +76,8 @@ class TurnRequest:
     parallel_tool_calls: bool | None = None
     # Narrows the role's tools (every round); empty: all of them.
     allowed_tools: frozenset[str] = frozenset()
+    # ChatRequest.follow_up_async_results (None: the service's setting).
+    follow_up_async: bool | None = None
 
 
 @dataclass(slots=True)
@@ -410,13 +415,40 @@ class Orchestrator:
         arguments, refused = spec.check_arguments(call.raw_arguments)
         if refused:
             return error_result(refused), ""
-        task = await self._tasks.start(spec, call, arguments, req.session_id, req.role)
+        follow = (
+            self._settings.async_follow_up if req.follow_up_async is None else req.follow_up_async
+        )
+        follow_up = json.dumps({"provider": req.provider, "model": req.model}) if follow else ""
+        task = await self._tasks.start(
+            spec, call, arguments, req.session_id, req.role, follow_up=follow_up
+        )
         ack = {
             "status": "accepted",
             "task_id": task.task_id,
             "message": spec.ack_message or DEFAULT_ACK,
         }
         return tools_pb2.ToolResult(output=to_value(ack)), task.task_id
+
+    async def follow_up(self, task: TaskRecord) -> str:
+        """The model's sentence about ``task``'s result (its note is in the history):
+        a turn of one round without tools, with the provider and model the task's
+        turn used. Raises what a turn raises (ProviderError...)."""
+        chosen = json.loads(task.follow_up)
+        turn = TurnRequest(
+            session_id=task.session_id,
+            role=task.role,
+            messages=[Message("system", FOLLOW_UP_PROMPT)],
+            provider=str(chosen.get("provider", "")),
+            model=str(chosen.get("model", "")),
+            max_tool_rounds=1,
+            tool_choice="none",
+            deadline=time.monotonic() + self._settings.provider_timeout_s,
+        )
+        async with contextlib.aclosing(self.run(turn)) as events:
+            async for event in events:
+                if isinstance(event, TurnResult):
+                    return event.message.content
+        return ""
 
 
 def _unique_ids(calls: list[ToolCall]) -> list[ToolCall]:

@@ -100,6 +100,20 @@ MIGRATIONS: list[str] = [
         owner TEXT NOT NULL
     );
     """,
+    # 3: long jobs (issue 14): the task's token, the plugin's job, its progress,
+    # and the follow-up turn asked for and its sentence.
+    """
+    ALTER TABLE toolcall_tasks
+        ADD COLUMN token TEXT NOT NULL DEFAULT '',
+        ADD COLUMN job_id BYTEA NOT NULL DEFAULT ''::bytea,
+        ADD COLUMN callback_address TEXT NOT NULL DEFAULT '',
+        ADD COLUMN expires_at DOUBLE PRECISION,
+        ADD COLUMN progress_fraction DOUBLE PRECISION,
+        ADD COLUMN progress_message BYTEA NOT NULL DEFAULT ''::bytea,
+        ADD COLUMN progress_at DOUBLE PRECISION,
+        ADD COLUMN follow_up TEXT NOT NULL DEFAULT '',
+        ADD COLUMN follow_up_text BYTEA NOT NULL DEFAULT ''::bytea;
+    """,
 ]
 # Owners never change once set, so the memo cannot go stale; emptied when full.
 OWNER_CACHE_ENTRIES = 4096
@@ -154,6 +168,15 @@ def _task(row: Any) -> TaskRecord:
         finished_at=row["finished_at"],
         acked=row["acked"],
         parts=_parts(row["parts"]),
+        token=row["token"],
+        job_id=_s(row["job_id"]),
+        callback_address=row["callback_address"],
+        expires_at=row["expires_at"],
+        progress_fraction=row["progress_fraction"],
+        progress_message=_s(row["progress_message"]),
+        progress_at=row["progress_at"],
+        follow_up=row["follow_up"],
+        follow_up_text=_s(row["follow_up_text"]),
     )
 
 
@@ -469,8 +492,8 @@ class PostgresStore:
         async with self._db() as db:
             await db.execute(
                 "INSERT INTO toolcall_tasks (task_id, session_id, tool_name, call_id, role,"
-                " arguments, status, created_at, owner)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " arguments, status, created_at, owner, token, follow_up)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 t.task_id,
                 t.session_id,
                 t.tool_name,
@@ -480,7 +503,64 @@ class PostgresStore:
                 t.status,
                 t.created_at,
                 self.replica_id,
+                t.token,
+                t.follow_up,
             )
+
+    async def _running_update(self, sql: str, *args: Any) -> bool:
+        """Runs an UPDATE ... WHERE task_id = $1 AND status = 'running'; True when it matched."""
+        async with self._db() as db:
+            return await db.fetchval(sql + " RETURNING task_id", *args) is not None
+
+    async def accept_task(self, t: TaskRecord) -> bool:
+        """Stores that a running task became a long job; False when it had ended already."""
+        return await self._running_update(
+            "UPDATE toolcall_tasks SET job_id = $2, callback_address = $3, expires_at = $4"
+            " WHERE task_id = $1 AND status = 'running'",
+            t.task_id,
+            _b(t.job_id),
+            t.callback_address,
+            t.expires_at,
+        )
+
+    async def set_progress(self, t: TaskRecord) -> bool:
+        """Stores a running task's progress; False when it had ended already."""
+        return await self._running_update(
+            "UPDATE toolcall_tasks SET progress_fraction = $2, progress_message = $3,"
+            " progress_at = $4 WHERE task_id = $1 AND status = 'running'",
+            t.task_id,
+            t.progress_fraction,
+            _b(t.progress_message),
+            t.progress_at,
+        )
+
+    async def set_follow_up_text(self, t: TaskRecord) -> None:
+        async with self._db() as db:
+            await db.execute(
+                "UPDATE toolcall_tasks SET follow_up_text = $2 WHERE task_id = $1",
+                t.task_id,
+                _b(t.follow_up_text),
+            )
+
+    async def running_snapshots(self, session_id: str, limit: int) -> list[TaskRecord]:
+        """A session's running long jobs and tasks that reported progress, oldest first."""
+        async with self._db() as db:
+            rows = await db.fetch(
+                "SELECT * FROM toolcall_tasks WHERE session_id = $1 AND status = 'running'"
+                " AND (job_id != ''::bytea OR progress_at IS NOT NULL)"
+                " ORDER BY created_at LIMIT $2",
+                session_id,
+                limit,
+            )
+        return [_task(r) for r in rows]
+
+    async def running_jobs(self) -> list[TaskRecord]:
+        """Running long jobs of every replica: any replica accepts their reports."""
+        async with self._db() as db:
+            rows = await db.fetch(
+                "SELECT * FROM toolcall_tasks WHERE status = 'running' AND job_id != ''::bytea"
+            )
+        return [_task(r) for r in rows]
 
     async def finish_task(self, t: TaskRecord) -> bool:
         """Stores the outcome of a running task and announces it; False when the task had
@@ -548,7 +628,8 @@ class PostgresStore:
 
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
         """Marks failed the running tasks of replicas that are gone (their liveness lock
-        is free); returns them. This replica's own tasks are never touched."""
+        is free), but accepted long jobs (their plugin finishes them through any
+        replica); returns them. This replica's own tasks are never touched."""
         failed: list[TaskRecord] = []
         async with self._db() as db:
             owners = [
@@ -571,7 +652,8 @@ class PostgresStore:
                         rows = await db.fetch(
                             "UPDATE toolcall_tasks SET status = 'failed', error = $1,"
                             " output = 'null', finished_at = $2"
-                            " WHERE owner = $3 AND status = 'running' RETURNING *",
+                            " WHERE owner = $3 AND status = 'running' AND job_id = ''::bytea"
+                            " RETURNING *",
                             _b(error),
                             now,
                             owner,

@@ -99,6 +99,7 @@ class LLMServiceHost(ServiceHost):
             max_total=settings.max_async_tasks,
             subscribe_buffer=settings.subscribe_buffer,
             subscribe_buffer_bytes=settings.subscribe_buffer_bytes,
+            tool_spec=self.view.get,
             telemetry=telemetry,
         )
         self.orchestrator = Orchestrator(
@@ -110,6 +111,7 @@ class LLMServiceHost(ServiceHost):
             tasks=self.tasks,
             telemetry=telemetry,
         )
+        self.tasks.follow_up = self.orchestrator.follow_up
         servicer = LLMServicer(
             settings,
             orchestrator=self.orchestrator,
@@ -156,6 +158,8 @@ class LLMServiceHost(ServiceHost):
         except BaseException:
             await self._close_parts()
             raise
+        # Long-job handles name this service, so plugins report back here.
+        self.tasks.llm_address = self.target
         log.info(
             "history in %s; registry %s; default provider %s",
             self.store.describe(),

@@ -10,7 +10,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -22,13 +22,21 @@ from llm_service.providers import PROVIDER_NAMES, ProviderError
 from llm_service.providers.base import ErrorKind, ToolChoice
 from llm_service.settings import MAX_TOOL_ROUNDS_LIMIT, LLMSettings
 from llm_service.store import ConversationStore
-from llm_service.tasks import AsyncTasks, SubscriberLimitError, SubscriberTooSlow
+from llm_service.tasks import (
+    AsyncTasks,
+    JobTokenError,
+    ProgressTooFrequent,
+    SubscriberLimitError,
+    SubscriberTooSlow,
+    Subscription,
+    TaskEndedError,
+)
 from toolcall import config
 from toolcall.auth import current_principal
 from toolcall.errors import abort_invalid
 from toolcall.registry_view import RegistryView
 from toolcall.telemetry import Telemetry
-from toolcall.v1 import llm_pb2, llm_pb2_grpc
+from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +372,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 r.parallel_tool_calls if r.HasField("parallel_tool_calls") else None
             ),
             allowed_tools=frozenset(r.allowed_tools),
+            follow_up_async=(
+                r.follow_up_async_results if r.HasField("follow_up_async_results") else None
+            ),
         )
 
     async def Chat(
@@ -387,15 +398,88 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self, request: llm_pb2.ChatStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.ChatStreamResponse]:
         turn = await self._turn(request.request, context, stream=True, prefix="request.")
-        async with self._admitted(context):
+        subscription: Subscription | None = None
+        if request.task_updates:
+            try:
+                subscription = self._tasks.subscribe(turn.session_id, progress=True)
+            except SubscriberLimitError as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            async with self._admitted(context):
+                try:
+                    async with contextlib.aclosing(self._events(turn, subscription)) as events:
+                        async for event in events:
+                            yield event
+                    return
+                except Exception as exc:
+                    code, message = turn_failure(exc, turn.session_id)
+                await context.abort(code, message)
+        finally:
+            if subscription is not None:
+                self._tasks.unsubscribe(subscription)
+
+    async def _events(
+        self, turn: TurnRequest, subscription: Subscription | None
+    ) -> AsyncGenerator[llm_pb2.ChatStreamResponse, None]:
+        """The turn's events; with a subscription, the session's task updates between them.
+
+        The turn runs in a task of its own (its generator must stay in one
+        task) and hands each event over through a one-place queue, so it runs
+        no further ahead of the client than before; task updates wait in the
+        subscription's bounded queue.
+        """
+        if subscription is None:
+            async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
+                async for event in events:
+                    yield wire.event_to_proto(event)
+            return
+        handover: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+        done = object()
+
+        async def pump() -> None:
             try:
                 async with contextlib.aclosing(self._orchestrator.run(turn)) as events:
                     async for event in events:
-                        yield wire.event_to_proto(event)
-                return
-            except Exception as exc:
-                code, message = turn_failure(exc, turn.session_id)
-            await context.abort(code, message)
+                        await handover.put(event)
+                await handover.put(done)
+            except Exception as exc:  # raised again in the stream's task
+                await handover.put(exc)
+
+        turn_task = asyncio.create_task(pump(), name=f"chat-stream-{turn.session_id}")
+        next_event: asyncio.Future[object] = asyncio.ensure_future(handover.get())
+        # Live updates only (stored results are Subscribe's); cancelling a wait is safe.
+        next_update: asyncio.Future[TaskRecord | None] | None = asyncio.ensure_future(
+            subscription.next_live()
+        )
+        try:
+            while True:
+                waiting = {next_event} | ({next_update} if next_update is not None else set())
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if next_update is not None and next_update.done():
+                    try:
+                        task = next_update.result()
+                    except SubscriberTooSlow:
+                        task = None
+                    if task is None:
+                        next_update = None  # updates end; the turn goes on
+                    else:
+                        update = wire.task_to_proto(task)
+                        yield llm_pb2.ChatStreamResponse(task_update=update)
+                        next_update = asyncio.ensure_future(subscription.next_live())
+                if next_event.done():
+                    item = next_event.result()
+                    if item is done:
+                        return
+                    if isinstance(item, Exception):
+                        raise item
+                    yield wire.event_to_proto(item)  # type: ignore[arg-type]
+                    next_event = asyncio.ensure_future(handover.get())
+        finally:
+            for pending in (next_event, next_update, turn_task):
+                if pending is not None:
+                    pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await turn_task
 
     # Writes with context.write (not yield) so a write blocked by a client that
     # stopped reading can be abandoned: a coroutine, which the stub's type misses.
@@ -406,7 +490,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             await abort_invalid(context, bad)
         await self._own(request.session_id, context)
         try:
-            subscription = self._tasks.subscribe(request.session_id)
+            subscription = self._tasks.subscribe(request.session_id, progress=request.progress)
         except SubscriberLimitError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             raise AssertionError("unreachable") from None
@@ -416,10 +500,13 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             results = subscription.results(auto_ack=False)  # acked below, once written
             async with store_errors(context), contextlib.aclosing(results):
                 async for task in results:
-                    response = llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
+                    if not task.finished:  # a running long job's progress: never acknowledged
+                        response = llm_pb2.SubscribeResponse(progress=wire.task_to_proto(task))
+                    else:
+                        response = llm_pb2.SubscribeResponse(task=wire.task_to_proto(task))
                     ack = (
                         functools.partial(self._store.ack_tasks, task.session_id, [task.task_id])
-                        if request.auto_ack
+                        if request.auto_ack and task.finished
                         else None
                     )
                     if not await _send(context, response, subscription.overflowed, ack):
@@ -481,6 +568,71 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         async with store_errors(context):
             task = await self._store.get_task(request.task_id) or task
         return llm_pb2.CancelTaskResponse(task=wire.task_to_proto(task))
+
+    async def _job_call(
+        self,
+        context: grpc.aio.ServicerContext,
+        task_id: str,
+        token: str,
+        bad: Violations,
+        call: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Runs a long job's ReportProgress / CompleteTask with their statuses."""
+        if not task_id:
+            bad.insert(0, ("task_id", "is required"))
+        if not token:
+            bad.append(("token", "is required"))
+        if bad:
+            await abort_invalid(context, bad)
+        async with store_errors(context):
+            try:
+                await call()
+            except JobTokenError as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            except ProgressTooFrequent as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except TaskEndedError as exc:
+                status = llm_pb2.TaskStatus.Name(wire.TASK_STATUS[exc.task.status])
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"task '{exc.task.task_id}' has already ended ({status})",
+                )
+            except ValueError as exc:
+                await abort_invalid(context, [("result", str(exc))])
+
+    async def ReportProgress(
+        self, request: llm_pb2.ReportProgressRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ReportProgressResponse:
+        fraction = request.fraction if request.HasField("fraction") else None
+        bad: Violations = []
+        if fraction is not None and not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+            bad.append(("fraction", "must be between 0 and 1"))
+        await self._job_call(
+            context,
+            request.task_id,
+            request.token,
+            bad,
+            lambda: self._tasks.report_progress(
+                request.task_id, request.token, fraction, request.message
+            ),
+        )
+        return llm_pb2.ReportProgressResponse()
+
+    async def CompleteTask(
+        self, request: llm_pb2.CompleteTaskRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CompleteTaskResponse:
+        bad: Violations = []
+        if request.result.HasField("accepted"):
+            bad.append(("result.accepted", "must be unset: a completion is the job's result"))
+        ended: list[TaskRecord] = []
+
+        async def complete() -> None:
+            result = tools_pb2.ToolResult()
+            result.CopyFrom(request.result)
+            ended.append(await self._tasks.complete(request.task_id, request.token, result))
+
+        await self._job_call(context, request.task_id, request.token, bad, complete)
+        return llm_pb2.CompleteTaskResponse(task=wire.task_to_proto(ended[0]))
 
     async def GetHistory(
         self, request: llm_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext

@@ -92,6 +92,9 @@ class LLMSettings:
     max_async_tasks: int = DEFAULT_MAX_ASYNC_TASKS
     # Chat / ChatStream turns in flight; past it RESOURCE_EXHAUSTED at once.
     max_turns: int = DEFAULT_MAX_TURNS
+    # Default of ChatRequest.follow_up_async_results: when an async result
+    # arrives, run a short model turn so the user gets a sentence about it.
+    async_follow_up: bool = False
     # First message of every provider request; empty sends none.
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     provider_timeout_s: float = DEFAULT_PROVIDER_TIMEOUT_S
@@ -156,6 +159,8 @@ class LLMSettings:
             ),
             max_async_tasks=config.env_int("MAX_ASYNC_TASKS", DEFAULT_MAX_ASYNC_TASKS),
             max_turns=config.env_int("MAX_TURNS", DEFAULT_MAX_TURNS),
+            async_follow_up=config.env("ASYNC_FOLLOW_UP", "0").lower()
+            in ("1", "true", "yes", "on"),
             system_prompt=os.environ.get("TOOLCALL_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             provider_timeout_s=config.env_float("PROVIDER_TIMEOUT", DEFAULT_PROVIDER_TIMEOUT_S),
             provider_max_retries=config.env_int(

@@ -51,6 +51,15 @@ class ConversationStore(Protocol):
     async def finish_task(self, task: TaskRecord) -> bool | None:
         """Stores the outcome; False when the task had ended already (PostgreSQL)."""
 
+    async def accept_task(self, task: TaskRecord) -> bool:
+        """A running task became a long job; False when it had ended already."""
+
+    async def set_progress(self, task: TaskRecord) -> bool:
+        """A running task's progress; False when it had ended already."""
+
+    async def set_follow_up_text(self, task: TaskRecord) -> None: ...
+    async def running_snapshots(self, session_id: str, limit: int) -> list[TaskRecord]: ...
+    async def running_jobs(self) -> list[TaskRecord]: ...
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
     async def unacked_results(
         self, session_id: str, *, after: tuple[float, str] | None = None, limit: int = 0

@@ -140,4 +140,17 @@ def task_to_proto(t: TaskRecord) -> llm_pb2.Task:
         )
     if t.finished_at is not None:
         task.finished_at.CopyFrom(timestamp(t.finished_at))
+    # The token never leaves the service but to the plugin's call.
+    task.job_id = t.job_id
+    if t.expires_at is not None:
+        task.expires_at.CopyFrom(timestamp(t.expires_at))
+    if t.follow_up_text:
+        task.follow_up.CopyFrom(
+            llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_ASSISTANT, content=t.follow_up_text)
+        )
+    if t.progress_at is not None:
+        task.progress.message = t.progress_message
+        task.progress.updated_at.CopyFrom(timestamp(t.progress_at))
+        if t.progress_fraction is not None:
+            task.progress.fraction = t.progress_fraction
     return task

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from plugin_stub.context import CallContext
 from plugin_stub.decorator import ToolMeta, ToolOptions, llm_tool, tool_meta
 from plugin_stub.errors import ToolError
+from plugin_stub.jobs import Accepted, Job, JobEnded, JobError
 from plugin_stub.local_tools import ToolConflictError
 from plugin_stub.parts import Audio, File, Image
 from plugin_stub.plugin import Plugin
@@ -43,10 +44,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Accepted",
     "Audio",
     "CallContext",
     "File",
     "Image",
+    "Job",
+    "JobEnded",
+    "JobError",
     "Plugin",
     "SchemaInferenceError",
     "ToolConflictError",

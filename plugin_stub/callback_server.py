@@ -12,7 +12,9 @@ the output (one: that item; several: a list); a dict with ``output`` and
 ``parts`` its content parts); a raised exception becomes ``is_error`` with
 ``"ExceptionClass: message"`` (logged here, never sent as a traceback).
 An unknown tool name is a NOT_FOUND status: the caller's view of this plugin
-is stale, which is not the tool's fault.
+is stale, which is not the tool's fault. ``Accepted`` (an async call offered a
+long job, ``CallContext.job``) is the "accepted" answer; the job is then
+remembered for ``CancelJob`` (plugin_stub/jobs.py).
 
 Traces: the handler runs in the context of the caller's W3C ``traceparent``
 (the dispatcher's ``execute_tool`` span), so spans it starts with the
@@ -42,11 +44,12 @@ from opentelemetry import context as otel_context
 
 from plugin_stub.context import CallContext
 from plugin_stub.errors import ToolError
+from plugin_stub.jobs import Accepted, Job, cancel_live, remember
 from plugin_stub.local_tools import LocalTool, ToolTable
 from plugin_stub.parts import PART_TYPES, Part
 from toolcall.jsonvalue import from_struct, to_value
 from toolcall.telemetry import attach_remote_parent
-from toolcall.v1 import callback_pb2, callback_pb2_grpc
+from toolcall.v1 import callback_pb2, callback_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,10 @@ class ToolRunner:
         arguments = from_struct(request.arguments)
         if reason := tool.validate(arguments):
             return error_response(f"INVALID_ARGUMENT: {reason}")
+        job = None
+        if request.HasField("job"):
+            offered = request.job
+            job = Job(offered.task_id, offered.token, offered.llm_address, offered.max_age_seconds)
         if tool.context_param is not None:
             arguments[tool.context_param] = CallContext(
                 tool=tool.name,
@@ -137,6 +144,7 @@ class ToolRunner:
                 session_id=request.session_id,
                 role=request.role,
                 raw_arguments=request.raw_arguments,
+                job=job,
             )
         if tool.enum_params:
             try:
@@ -174,6 +182,15 @@ class ToolRunner:
             return self._raised(tool, exc)
         except Exception as exc:
             return self._raised(tool, exc)
+        if isinstance(value, Accepted):
+            if job is None:
+                return error_response(
+                    f"FAILED_PRECONDITION: tool '{tool.name}' returned Accepted, but this call "
+                    "offered no long job (only async tools called by the LLMService can accept)"
+                )
+            job.job_id = value.job_id or job.task_id
+            remember(job)
+            return Response(accepted=tools_pb2.JobAccepted(job_id=value.job_id))
         return shape_result(value)
 
     async def _call(self, tool: LocalTool, arguments: dict[str, Any]) -> Any:
@@ -219,3 +236,15 @@ class CallbackServicer(callback_pb2_grpc.ToolCallbackServicer):
         finally:
             if token is not None:
                 otel_context.detach(token)  # type: ignore[arg-type]
+
+    async def CancelJob(
+        self,
+        request: callback_pb2.CancelJobRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> callback_pb2.CancelJobResponse:
+        known = cancel_live(request.task_id, request.token, request.reason)
+        if known is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong token for this job")
+        if known:
+            log.info("job %s ended: %s", request.task_id, request.reason[:200])
+        return callback_pb2.CancelJobResponse(known=bool(known))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plugin_stub.jobs import Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,3 +21,6 @@ class CallContext:
     session_id: str
     role: str
     raw_arguments: str
+    # Async calls from the LLMService: the handle to run the call as a long
+    # job (return ``Accepted``; see plugin_stub/jobs.py). None otherwise.
+    job: Job | None = None

@@ -55,6 +55,7 @@ class ToolOptions(TypedDict, total=False):
     open_world: bool | None
     output_schema: dict[str, Any] | None
     metadata: dict[str, str] | None
+    max_job_seconds: float
 
 
 OPTION_NAMES = frozenset(ToolOptions.__annotations__)
@@ -78,6 +79,8 @@ class ToolMeta:
     annotations: dict[str, bool] = field(default_factory=dict)
     output_schema: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Async tools: how long an accepted long job may run (0: the service's 24 h).
+    max_job_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,11 +95,13 @@ class ToolMeta:
             "annotations": dict(self.annotations),
             "output_schema": self.output_schema,
             "metadata": dict(self.metadata),
+            "max_job_seconds": self.max_job_s,
         }
 
     def fill(self, definition: tools_pb2.ToolDefinition) -> None:
-        """Sets the title, hints, output_schema and metadata on ``definition``."""
+        """Sets the title, hints, output_schema, metadata and max_job_seconds on ``definition``."""
         definition.title = self.title
+        definition.max_job_seconds = self.max_job_s
         if self.annotations:
             definition.annotations.CopyFrom(tools_pb2.ToolAnnotations(**self.annotations))
         if self.output_schema is not None:
@@ -120,6 +125,7 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
     annotations = {h: options[h] for h in HINTS if options.get(h) is not None}  # type: ignore[literal-required]
     output_schema = options.get("output_schema")
     metadata = options.get("metadata") or {}
+    max_job = options.get("max_job_seconds", 0.0)
     # SDK-only rules; everything else is the registry's (below).
     if not isinstance(tool_name, str):
         raise ValueError(f"{where}: name must be a str")
@@ -140,6 +146,10 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
         raise ValueError(f"{where}: ack_message is only used by mode='async' tools")
     if not isinstance(title, str):
         raise ValueError(f"{where}: title must be a str")
+    if isinstance(max_job, bool) or not isinstance(max_job, int | float):
+        raise ValueError(f"{where}: max_job_seconds must be a number of seconds")
+    if max_job and mode != "async":
+        raise ValueError(f"{where}: max_job_seconds is only used by mode='async' tools")
     if bad := [h for h, v in annotations.items() if not isinstance(v, bool)]:
         raise ValueError(f"{where}: {', '.join(bad)} must be True, False or None")
     if not isinstance(metadata, dict) or not all(
@@ -176,7 +186,18 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise ValueError(f"{where}: parameters is not JSON: {exc}") from None
     extras = ToolMeta(
-        tool_name, "", {}, 0.0, None, "sync", "", title, annotations, output_schema, metadata
+        tool_name,
+        "",
+        {},
+        0.0,
+        None,
+        "sync",
+        "",
+        title,
+        annotations,
+        output_schema,
+        metadata,
+        float(max_job),
     )
     try:
         extras.fill(definition)
@@ -199,6 +220,7 @@ def make_meta(func: Callable[..., Any], name: str | None, options: ToolOptions) 
         annotations=annotations,
         output_schema=output_schema,
         metadata=dict(metadata),
+        max_job_s=float(max_job),
     )
 
 
@@ -226,7 +248,9 @@ def llm_tool(
     the per-call deadline in seconds (0 < timeout <= 300, default 30).
     ``role`` limits the tool to one role (None: every role).
     ``mode="async"`` tools answer the model with ``ack_message`` at once and
-    deliver their result later. ``title`` is a display name for hosts and
+    deliver their result later; one may return ``Accepted`` to run on as a
+    long job (plugin_stub/jobs.py) for up to ``max_job_seconds`` (default
+    24 h). ``title`` is a display name for hosts and
     UIs; ``read_only``, ``destructive``, ``idempotent`` and ``open_world`` are
     MCP's hints (None: not given); ``metadata`` a few strings for hosts.
     ``output_schema`` defaults to the schema of the return annotation when it

@@ -40,6 +40,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from plugin_stub.jobs import Accepted
 from toolcall.jsonvalue import is_json_compatible
 
 _SIMPLE: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -119,14 +120,16 @@ def infer_parameters(
 
 def infer_output_schema(func: Callable[..., Any]) -> dict[str, Any] | None:
     """The output_schema of ``func``'s return annotation, when it is structured
-    (a pydantic model, a dataclass or a TypedDict); None for any other."""
+    (a pydantic model, a dataclass or a TypedDict, but not ``Accepted``); None
+    for any other."""
     try:
         hint = typing.get_type_hints(func, include_extras=True).get("return")
     except Exception:
         return None  # unresolvable annotations: no schema, as for an unannotated return
     if typing.get_origin(hint) is typing.Annotated:
         hint = typing.get_args(hint)[0]
-    if not is_structured(hint):
+    # A long job's result comes later (Job.complete): ``Accepted`` is not its shape.
+    if not is_structured(hint) or hint is Accepted:
         return None
     try:
         schema = type_schema(hint)

@@ -53,16 +53,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         gateway_address=f"127.0.0.1:{free_port()}",
     )
     os.environ["TOOLCALL_PING_DELAY"] = "0.3"
+    # Slow enough steps that a subscriber started after the chat sees some.
+    os.environ["TOOLCALL_SCAN_STEP_DELAY"] = "1"
     try:
         asyncio.run(s.start())
         yield s
     finally:
         s.stop()
         os.environ.pop("TOOLCALL_PING_DELAY", None)
+        os.environ.pop("TOOLCALL_SCAN_STEP_DELAY", None)
 
 
 def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
-    env = dict(os.environ, TOOLCALL_PING_DELAY="0.5")
+    env = dict(os.environ, TOOLCALL_PING_DELAY="0.5", TOOLCALL_SCAN_STEP_DELAY="0.2")
     result = toolcall(
         "demo",
         "--exit-after-demo",
@@ -92,6 +95,15 @@ def test_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     async_part = out.split("=== 3.")[1].split("=== 4.")[0]
     assert "accepted as task" in async_part
     assert "pushed: task" in async_part and "TASK_STATUS_SUCCEEDED" in async_part
+    # 3b. a long job: accepted, three progress reports, then its result
+    job_part = out.split("=== 3b.")[1].split("=== 4.")[0]
+    assert "-> scan_ports(" in job_part and "accepted as job scan-example.org" in job_part
+    assert [line.split("%")[0][-3:].strip() for line in job_part.splitlines() if "%" in line] == [
+        "33",
+        "67",
+        "100",
+    ]
+    assert "(scan_ports) TASK_STATUS_SUCCEEDED" in job_part and "open_ports" in job_part
     # 4. a tool error handled gracefully: the model is told and answers
     error_part = out.split("=== 4.")[1].split("=== 5.")[0]
     assert "error:" in error_part and "Atlantis" in error_part
@@ -364,6 +376,20 @@ def test_chat_streams_tool_calls_and_subscribe_gets_async_result(stack: Stack) -
     assert re.search(r'"packets": 4[,}]', line), line  # not 4.0
     output = task["result"]["output"]
     assert list(output) == sorted(output), line
+
+
+def test_subscribe_prints_a_long_jobs_progress_then_its_result(stack: Stack) -> None:
+    llm = ("--llm", stack.llm_address)
+    started = toolcall("chat", *llm, "--session", "cli-job", "Please scan the ports of example.org")
+    assert started.returncode == 0 and "-> scan_ports(" in started.stdout, started.stdout
+    pushed = toolcall("subscribe", *llm, "--session", "cli-job", "--ack", "--count", "1")
+    assert pushed.returncode == 0, pushed.stderr
+    *progress, result = [json.loads(line) for line in pushed.stdout.splitlines()]
+    assert progress, pushed.stdout  # --count counts results, not progress
+    assert {p["status"] for p in progress} == {"TASK_STATUS_RUNNING"}
+    assert progress[-1]["progress"]["message"] == "scanned port 443"
+    assert progress[-1]["progress"]["fraction"] == 1 and progress[-1]["job_id"]
+    assert result["tool_name"] == "scan_ports" and result["status"] == "TASK_STATUS_SUCCEEDED"
 
 
 def test_grpcurl_commands_from_the_readme(stack: Stack) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import struct
 import subprocess
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,9 +84,9 @@ async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
         stub = registry_pb2_grpc.ToolRegistryStub(ch)
         with NodePlugin(registry, tmp_path) as plugin:
             tools = await wait_for(
-                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 20
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 3, 20
             )
-            assert {t.tool.name for t in tools} == {"word_count", "reverse"}
+            assert {t.tool.name for t in tools} == {"word_count", "reverse", "length_bar"}
             assert all(t.lease_id for t in tools)
             word_count = next(t.tool for t in tools if t.tool.name == "word_count")
             assert word_count.callback_address.startswith("127.0.0.1:")
@@ -103,6 +105,26 @@ async def test_node_plugin_registers_is_invoked_and_clears_on_sigterm(
                 timeout=10,
             )
             assert from_value(reply.result.output) == "olléh"
+
+            # An image as a content part beside the output: a real PNG.
+            reply = await stub.Invoke(
+                registry_pb2.InvokeRequest(
+                    name="length_bar", arguments=to_struct({"text": "héllo"})
+                ),
+                timeout=10,
+            )
+            assert not reply.result.is_error, reply.result.error
+            assert from_value(reply.result.output) == {"characters": 5, "width": 5, "height": 8}
+            [part] = reply.result.parts
+            assert part.image.mime_type == "image/png"
+            assert part.image.data.startswith(b"\x89PNG\r\n\x1a\n")
+            # Decoded by the zlib of another implementation: a 5 x 8 grayscale image.
+            width, height = struct.unpack(">II", part.image.data[16:24])
+            assert (width, height) == (5, 8)
+            idat = part.image.data.index(b"IDAT")
+            length = struct.unpack(">I", part.image.data[idat - 4 : idat])[0]
+            rows = zlib.decompress(part.image.data[idat + 4 : idat + 4 + length])
+            assert rows == (b"\x00" + b"\x00" * 5) * 8
 
             # The registry validates against the schema the Node plugin registered.
             reply = await stub.Invoke(
@@ -128,18 +150,18 @@ async def test_node_plugin_registers_its_tools_again_after_tools_clear(
         stub = registry_pb2_grpc.ToolRegistryStub(ch)
         with NodePlugin(registry, tmp_path, lease_ttl="3"):
             await wait_for(
-                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 20
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 3, 20
             )
             cleared = await stub.Clear(
                 registry_pb2.ClearRequest(source="plugin:node_text"), timeout=5
             )
-            assert cleared.removed == 2
+            assert cleared.removed == 3
             assert not await list_tools(stub, source="plugin:node_text")
             # Back by the next heartbeat (TTL/3 = 1 s); 10 s of margin.
             tools = await wait_for(
-                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 2, 10
+                lambda: list_tools(stub, source="plugin:node_text"), lambda t: len(t) == 3, 10
             )
-            assert {t.tool.name for t in tools} == {"word_count", "reverse"}
+            assert {t.tool.name for t in tools} == {"word_count", "reverse", "length_bar"}
 
 
 @pytest.mark.anyio
@@ -151,7 +173,8 @@ async def test_node_plugin_registers_a_tool_again_in_the_one_role_it_was_removed
         async def placed() -> set[tuple[str, str]]:
             return {(t.role, t.tool.name) for t in await list_tools(reg.stub, source=SOURCE)}
 
-        everywhere = {(r, n) for r in ("default", "support") for n in ("word_count", "reverse")}
+        names = ("word_count", "reverse", "length_bar")
+        everywhere = {(r, n) for r in ("default", "support") for n in names}
         # TTL 1.5 s: a KeepAlive every 0.5 s.
         with NodePlugin(reg.target, tmp_path, lease_ttl="1.5"):
             await wait_for(placed, lambda p: p == everywhere, 20)
@@ -160,7 +183,7 @@ async def test_node_plugin_registers_a_tool_again_in_the_one_role_it_was_removed
             )
             assert list(reply.affected_roles) == ["support"]
             assert ("support", "reverse") not in await placed()
-            # Many heartbeats: the name count (2 of 2) alone looks complete for ever.
+            # Many heartbeats: the name count (3 of 3) alone looks complete for ever.
             await wait_for(placed, lambda p: p == everywhere, 5)
 
 

@@ -344,6 +344,7 @@ def test_options_are_one_type_for_the_decorator_and_the_plugin() -> None:
         "open_world",
         "output_schema",
         "metadata",
+        "max_job_seconds",
     }
     with pytest.raises(TypeError, match="unknown option"):
         llm_tool(timout=3)(lambda: None)  # type: ignore[call-overload]

@@ -78,7 +78,13 @@ METHOD_PRIVILEGES: dict[str, str | None] = {
     "/toolcall.v1.LLMService/GetTask": "chat",
     "/toolcall.v1.LLMService/CancelTask": "chat",
     "/toolcall.v1.LLMService/GetHistory": "chat",
+    # Long jobs: called by plugins and their workers; the task token in the
+    # request is the authority (tasks.py), so any authenticated principal.
+    "/toolcall.v1.LLMService/ReportProgress": None,
+    "/toolcall.v1.LLMService/CompleteTask": None,
     "/toolcall.v1.ToolCallback/Invoke": "invoke",
+    # The LLMService telling a plugin its long job ended: the caller of Invoke.
+    "/toolcall.v1.ToolCallback/CancelJob": "invoke",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "read",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "read",
 }

@@ -17,6 +17,10 @@ DEFAULT_ROLE = "default"
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
 MAX_TOOL_TIMEOUT_S = 300.0
+# A long job (an async call its plugin accepted) fails past its tool's
+# max_job_seconds: by default a day, at most 30 days.
+DEFAULT_MAX_JOB_S = 24 * 3600.0
+MAX_MAX_JOB_S = 30 * 24 * 3600.0
 DEFAULT_LEASE_TTL_S = 10.0
 
 # Largest gRPC message either service accepts or sends (bytes). Tool outputs

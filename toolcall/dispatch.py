@@ -33,6 +33,7 @@ from toolcall.http_callbacks import DEFAULT_MAX_CONNECTIONS, CallbackFailed, Htt
 from toolcall.ids import new_call_id
 from toolcall.jsonvalue import from_value, shape_error, to_struct, to_value
 from toolcall.parts import MAX_IMAGES, MAX_PART_BYTES, MAX_PARTS, PartLimits, parts_error
+from toolcall.schemas import ValueValidator
 from toolcall.telemetry import Telemetry
 from toolcall.tls import ClientTLS
 from toolcall.tools import ToolSpec
@@ -213,8 +214,13 @@ class Dispatcher:
         role: str = "",
         timeout_s: float | None = None,
         checked: bool = False,
+        job: callback_pb2.LongJob | None = None,
     ) -> tools_pb2.ToolResult:
         """Calls ``spec``'s plugin. ``arguments`` wins over ``raw_arguments`` when given.
+
+        ``job``: the long-job handle offered to the plugin (async calls of the
+        LLMService); only then may the answer be ``accepted`` (a result holding
+        nothing else). Without one, an "accepted" answer is an error result.
 
         ``timeout_s`` (the caller's remaining deadline) shortens the tool's own
         timeout, never lengthens it. ``checked``: the caller has already run
@@ -224,7 +230,15 @@ class Dispatcher:
         call_id = call_id or new_call_id()
         if not self._telemetry.on:
             return await self._invoke(
-                spec, raw_arguments, arguments, call_id, session_id, role, timeout_s, checked
+                spec,
+                raw_arguments,
+                arguments,
+                call_id,
+                session_id,
+                role,
+                timeout_s,
+                checked,
+                job=job,
             )
         return await self._telemetry.tool_call(
             spec,
@@ -241,6 +255,7 @@ class Dispatcher:
                 timeout_s,
                 checked,
                 metadata,
+                job,
             ),
         )
 
@@ -255,6 +270,7 @@ class Dispatcher:
         timeout_s: float | None,
         checked: bool,
         metadata: Sequence[tuple[str, str]] | None = None,
+        job: callback_pb2.LongJob | None = None,
     ) -> tools_pb2.ToolResult:
         if not checked:
             arguments, refused = spec.check_arguments(raw_arguments, arguments)
@@ -268,7 +284,15 @@ class Dispatcher:
                 )
             else:
                 reply = await self._call_grpc(
-                    spec, raw_arguments, arguments, call_id, session_id, role, timeout, metadata
+                    spec,
+                    raw_arguments,
+                    arguments,
+                    call_id,
+                    session_id,
+                    role,
+                    timeout,
+                    metadata,
+                    job,
                 )
         except _Failed as failed:
             return error_result(str(failed))
@@ -276,29 +300,43 @@ class Dispatcher:
             return error_result(
                 f"INVALID_ARGUMENT: {_where(spec)} returned an output nested too deeply to decode"
             )
+        if reply.HasField("accepted"):
+            return accepted_result(reply.accepted, _where(spec), offered=job is not None)
+        return self.check_result(reply, _where(spec), spec.validate_output)
+
+    def check_result(
+        self,
+        reply: tools_pb2.ToolResult,
+        where: str,
+        validate_output: ValueValidator | None = None,
+    ) -> tools_pb2.ToolResult:
+        """A plugin's result as passed on: ``reply`` itself, or an error result
+        naming the bound it broke (output size, NaN, content parts, output schema).
+
+        Also checks results that arrive later (LLMService.CompleteTask).
+        """
         # Serialized once: its length is the size check, its bytes the prefilter.
         output = reply.output.SerializeToString()
         if len(output) > self._max_output_bytes:
             return error_result(
-                f"RESOURCE_EXHAUSTED: {_where(spec)} returned {len(output)} bytes of output; "
+                f"RESOURCE_EXHAUSTED: {where} returned {len(output)} bytes of output; "
                 f"the limit is {self._max_output_bytes} bytes"
             )
         if _NON_FINITE_BYTES.search(output) and shape_error(from_value(reply.output), _ANY_DEPTH):
             # JSON has no NaN or Infinity: the model's request (and every later
             # one replaying the history) would not be JSON.
             return error_result(
-                f"INVALID_ARGUMENT: {_where(spec)} returned NaN or Infinity, "
-                "which JSON cannot carry"
+                f"INVALID_ARGUMENT: {where} returned NaN or Infinity, which JSON cannot carry"
             )
         if reply.is_error and not reply.error:
             reply.error = "tool reported an error without a message"
         if reply.parts and (err := parts_error(list(reply.parts), self._part_limits)):
             code, _, reason = err.partition(": ")
-            return error_result(f"{code}: {_where(spec)} {reason}", reply.output)
-        if spec.validate_output is not None and not reply.is_error:
-            if mismatch := spec.validate_output(from_value(reply.output)):
+            return error_result(f"{code}: {where} {reason}", reply.output)
+        if validate_output is not None and not reply.is_error:
+            if mismatch := validate_output(from_value(reply.output)):
                 return error_result(
-                    f"INVALID_ARGUMENT: {_where(spec)} returned an output that does not match "
+                    f"INVALID_ARGUMENT: {where} returned an output that does not match "
                     f"the tool's output_schema: {mismatch}",
                     reply.output,
                 )
@@ -308,6 +346,25 @@ class Dispatcher:
                 output=reply.output, is_error=reply.is_error, error=reply.error, parts=reply.parts
             )
         return reply
+
+    async def cancel_job(
+        self, address: str, request: callback_pb2.CancelJobRequest, timeout_s: float
+    ) -> str:
+        """Tells the plugin at ``address`` that a long job ended (ToolCallback.CancelJob).
+
+        '' when it answered; otherwise why not (the status name), never raised:
+        the job has ended either way.
+        """
+        if is_http(address):  # HTTP plugins cannot accept jobs: nothing to tell
+            return "UNIMPLEMENTED"
+        entry = self._channels.acquire(address)
+        try:
+            await entry.stub.CancelJob(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        finally:
+            self._channels.done(entry)
+        return ""
 
     async def _call_grpc(
         self,
@@ -319,6 +376,7 @@ class Dispatcher:
         role: str,
         timeout: float,  # noqa: ASYNC109 (a gRPC deadline, not an asyncio timeout)
         metadata: Sequence[tuple[str, str]] | None = None,
+        job: callback_pb2.LongJob | None = None,
     ) -> tools_pb2.ToolResult:
         request = callback_pb2.ToolCallbackInvokeRequest(
             name=spec.name,
@@ -328,6 +386,8 @@ class Dispatcher:
             session_id=session_id,
             role=role,
         )
+        if job is not None:
+            request.job.CopyFrom(job)
         if (size := request.ByteSize()) > self._max_message_bytes:
             # The request carries the arguments twice (Struct and raw string):
             # gRPC would refuse to send it, with a status that reads like an
@@ -403,6 +463,28 @@ class Dispatcher:
         if code == grpc.StatusCode.CANCELLED:
             return f"CANCELLED: the call to {where} was cancelled"
         return f"{code.name}: {where} failed: {exc.details()}"
+
+
+# A plugin's job id (JobAccepted.job_id) is at most this many printable characters.
+MAX_JOB_ID_CHARS = 128
+
+
+def accepted_result(
+    accepted: tools_pb2.JobAccepted, where: str, *, offered: bool
+) -> tools_pb2.ToolResult:
+    """The result for a plugin's "accepted" answer: only ``accepted``, or an error result."""
+    if not offered:
+        return error_result(
+            f"FAILED_PRECONDITION: {where} answered 'accepted', but only async calls of the "
+            "LLMService can become long jobs (this call offered none)"
+        )
+    job_id = accepted.job_id
+    if len(job_id) > MAX_JOB_ID_CHARS or not job_id.isprintable():
+        return error_result(
+            f"INVALID_ARGUMENT: {where} accepted a job whose id is not at most "
+            f"{MAX_JOB_ID_CHARS} printable characters"
+        )
+    return tools_pb2.ToolResult(accepted=tools_pb2.JobAccepted(job_id=job_id))
 
 
 class _Failed(Exception):

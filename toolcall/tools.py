@@ -115,6 +115,8 @@ class ToolSpec:
     # The output's JSON Schema and its validator; None when the tool declares none.
     output_schema: dict[str, Any] | None = None
     validate_output: ValueValidator | None = field(default=None, repr=False, compare=False)
+    # How long a long job of this tool may run once accepted (max_job_seconds).
+    max_job_s: float = config.DEFAULT_MAX_JOB_S
 
     @property
     def is_async(self) -> bool:
@@ -183,6 +185,15 @@ class ToolSpec:
                     f"and {config.MAX_TOOL_TIMEOUT_S:g}",
                 )
             )
+        max_job = d.max_job_seconds
+        if max_job != max_job or max_job < 0 or max_job > config.MAX_MAX_JOB_S:
+            bad.append(
+                (
+                    "tool.max_job_seconds",
+                    f"must be between 0 (default {config.DEFAULT_MAX_JOB_S:g}) "
+                    f"and {config.MAX_MAX_JOB_S:g}",
+                )
+            )
         if d.mode not in tools_pb2.ToolMode.values():
             bad.append(("tool.mode", f"unknown mode {d.mode}"))
         if len(d.ack_message) > MAX_ACK_CHARS:
@@ -206,6 +217,7 @@ class ToolSpec:
             title=d.title,
             output_schema=output_schema or None,
             validate_output=compile_validator(output_schema, "output") if output_schema else None,
+            max_job_s=max_job or config.DEFAULT_MAX_JOB_S,
         )
 
 

@@ -35,6 +35,11 @@ class EchoCallback(callback_pb2_grpc.ToolCallbackServicer):
     ) -> callback_pb2.ToolCallbackInvokeResponse:
         return REPLY
 
+    async def CancelJob(
+        self, request: callback_pb2.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> callback_pb2.CancelJobResponse:
+        return callback_pb2.CancelJobResponse()
+
 
 async def serve(address: str) -> None:
     server = grpc.aio.server()

@@ -15,6 +15,7 @@
 'use strict';
 
 const path = require('path');
+const zlib = require('zlib');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
@@ -78,6 +79,49 @@ function toStruct(obj) {
   return { fields };
 }
 
+// --- a PNG, with nothing but zlib ---------------------------------------------
+// A PNG is its signature and chunks (length, type, data, CRC-32 of type and
+// data); IDAT holds the zlib-deflated rows, each led by a filter byte (0).
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(buffer) {
+  let c = 0xffffffff;
+  for (const byte of buffer) c = CRC_TABLE[(c ^ byte) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function chunk(type, data) {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, 'latin1');
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])), 0);
+  return Buffer.concat([head, data, crc]);
+}
+
+// A grayscale PNG of width x height; shade(x, y) gives each pixel (0-255).
+function png(width, height, shade) {
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 0, 0, 0, 0], 8); // 8 bits, grayscale, deflate, no filter, no interlace
+  const rows = Buffer.alloc((width + 1) * height);
+  for (let y = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1) rows[y * (width + 1) + 1 + x] = shade(x, y);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', zlib.deflateSync(rows)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
 // --- the tools ---------------------------------------------------------------
 
 const TEXT_PARAMETERS = {
@@ -102,6 +146,21 @@ const TOOLS = {
     parameters: TEXT_PARAMETERS,
     run: ({ text }) => [...text].reverse().join(''),
   },
+  // Returns an image as a content part beside its JSON output: vision models
+  // see the picture itself (docs/plugins.md, content parts).
+  length_bar: {
+    description: "Draw a text's length as a bar: a PNG image, one column per character (at most 256).",
+    parameters: TEXT_PARAMETERS,
+    run: ({ text }) => {
+      const characters = [...text].length;
+      const width = Math.max(1, Math.min(characters, 256));
+      const image = png(width, 8, (x) => (x < characters ? 0 : 255));
+      return {
+        output: { characters, width, height: 8 },
+        parts: [{ image: { mime_type: 'image/png', data: image } }],
+      };
+    },
+  },
 };
 
 // --- ToolCallback ------------------------------------------------------------
@@ -123,7 +182,11 @@ function invoke(call, callback) {
   // span inside; without it, logging it ties a failure to the chat's trace.
   const [traceparent] = call.metadata.get('traceparent');
   try {
-    callback(null, { output: toValue(tool.run(input)), is_error: false, error: '' });
+    const result = tool.run(input);
+    // A tool returns its output, or {output, parts} to add content parts.
+    const withParts = result !== null && typeof result === 'object' && Array.isArray(result.parts);
+    const output = withParts ? result.output : result;
+    callback(null, { output: toValue(output), is_error: false, error: '', parts: withParts ? result.parts : [] });
   } catch (err) {
     log(`tool ${name} failed${traceparent ? ` (traceparent ${traceparent})` : ''}:`, err);
     callback(null, { output: toValue(null), is_error: true, error: `${err.name}: ${err.message}` });
@@ -291,4 +354,4 @@ function main() {
 
 if (require.main === module) main();
 
-module.exports = { fromValue, fromStruct, toValue, toStruct, TOOLS, missing, state };
+module.exports = { fromValue, fromStruct, toValue, toStruct, TOOLS, missing, state, png };

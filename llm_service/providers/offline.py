@@ -21,6 +21,9 @@ tests and demos are reproducible. Its rules (also in docs/llm.md):
    not start the sentence, else the last word; an enum gets the first of its
    values named in the message (else its first value); integers and numbers
    get the first number in the message (else 1); booleans get true.
+0. A follow-up turn (an async result just arrived: the service's follow-up
+   instruction after its note) is answered from the note:
+   "Your async task <tool> finished: <json>" (or "... failed: <error>").
 4. The request's tool control wins over rule 2: tool_choice "none" answers a
    fixed text and calls nothing; a forced tool is the one called; "required"
    with no word in common calls the alphabetically first tool. The tools it
@@ -36,7 +39,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from llm_service.messages import Message, ToolCall, parse_tool_content
+from llm_service.messages import FOLLOW_UP_PROMPT, Message, ToolCall, parse_tool_content
 from llm_service.providers.base import ModelTurn, ProviderRequest, TextChunk
 from toolcall.parts import placeholder
 from toolcall.tools import ToolSpec
@@ -174,8 +177,27 @@ TOOLS_OFF_TEXT = (
 )
 
 
+_NOTE = re.compile(
+    r"^(?:Result of async task \S+ \((?P<ok>[^)]*)\): (?P<output>.*)"
+    r"|Async task \S+ \((?P<bad>[^)]*)\) (?P<how>failed|was cancelled): (?P<error>.*))\Z",
+    re.S,
+)
+
+
+def follow_up_text(note: str) -> str:
+    """Rule 0: a sentence from an async result's note."""
+    m = _NOTE.match(note[:MAX_READ_CHARS])
+    if m is None:
+        return "An async task has finished."
+    if m["ok"] is not None:
+        return f"Your async task {m['ok']} finished: {m['output']}"
+    return f"Your async task {m['bad']} {m['how']}: {m['error']}"
+
+
 def respond(request: ProviderRequest) -> ModelTurn:
     msgs = request.messages
+    if len(msgs) >= 2 and msgs[-1].role == "system" and msgs[-1].content == FOLLOW_UP_PROMPT:
+        return ModelTurn(text=follow_up_text(msgs[-2].content))
     if msgs and msgs[-1].role == "tool":
         results: list[Message] = []
         for m in reversed(msgs):

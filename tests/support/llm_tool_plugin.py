@@ -21,6 +21,7 @@ serving. What a call does depends on the tool name's first word (before
   "a weekly chart", the PNG ``tests.support.images.png(2, 2)`` (or, with
   ``arguments.noise`` set, an incompressible one of that many pixels a side),
   and a file reference ``file:///tmp/chart.csv``
+- ``accept``: answers "accepted" (job ``j1``) whether or not the call offered a job
 - ``chat``:  calls LLMService.Chat at ``arguments.address`` for ``arguments.session``
   (default: its own session); returns ``{"code", "details"|"answer"}``
 """
@@ -71,6 +72,10 @@ class Tools(callback_pb2_grpc.ToolCallbackServicer):
             await asyncio.sleep(seconds)
             out = {"slept": seconds, "started": started}
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))
+        if kind == "accept":
+            return callback_pb2.ToolCallbackInvokeResponse(
+                accepted=tools_pb2.JobAccepted(job_id="j1")
+            )
         if kind == "big":
             out = {"pad": "x" * int(args.get("bytes", 1000))}
             return callback_pb2.ToolCallbackInvokeResponse(output=to_value(out))

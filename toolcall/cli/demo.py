@@ -2,7 +2,8 @@
 
 It shows, with the offline stand-in provider (no key, no network): the tools
 visible to a role, a sync tool call, an async tool call acknowledged at once
-with its result arriving later on the subscription stream, a tool error
+with its result arriving later on the subscription stream, a long job
+reporting progress before its result, a tool error
 handled gracefully, and a tool of an MCP server mounted as a plugin. Then the
 stack stays up until Ctrl-C, unless ``--exit-after-demo``.
 """
@@ -26,6 +27,7 @@ from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, 
 
 SYNC_QUESTION = "What is the weather in Paris?"
 ASYNC_QUESTION = "Please ping example.org"
+LONG_JOB_QUESTION = "Please scan the ports of example.org"
 ERROR_QUESTION = "What is the weather forecast for Atlantis?"
 MCP_QUESTION = "Please add a note: 'call Alice at 5'"
 
@@ -86,6 +88,31 @@ async def run_script(registry_address: str, llm_address: str) -> None:
             f"{llm_pb2.TaskStatus.Name(task.status)}: {value_to_json(task.result.output)}"
         )
         subscription.cancel()
+
+        heading("3b. A long job: accepted, progress reported, result pushed later")
+        watch = llm.Subscribe(
+            llm_pb2.SubscribeRequest(session_id=session, auto_ack=True, progress=True)
+        )
+        await chat(llm, session, LONG_JOB_QUESTION)
+        while True:
+            item = await asyncio.wait_for(watch.read(), timeout=30)
+            assert isinstance(item, llm_pb2.SubscribeResponse)
+            if item.HasField("progress"):
+                p = item.progress
+                shown = (
+                    f"{p.progress.fraction:.0%} {p.progress.message}"
+                    if p.HasField("progress")
+                    else f"accepted as job {p.job_id}"
+                )
+                print(f"  progress: task {p.task_id} ({p.tool_name}) {shown}", flush=True)
+                continue
+            task = item.task
+            print(
+                f"  pushed: task {task.task_id} ({task.tool_name}) "
+                f"{llm_pb2.TaskStatus.Name(task.status)}: {value_to_json(task.result.output)}"
+            )
+            break
+        watch.cancel()
 
         heading("4. A tool error, handled gracefully")
         await chat(llm, session, ERROR_QUESTION)

@@ -3,6 +3,9 @@
 Each line is the task as grpcurl and the docs write it: snake_case field
 names, and whole numbers as integers (protobuf stores every JSON number in a
 tool's output as a double, so ``json_format`` alone would print ``4.0``).
+A long job's progress is printed too, as the running task (its ``status``
+``TASK_STATUS_RUNNING``, its latest ``progress``), unless ``--no-progress``;
+``--count`` counts results only.
 """
 
 from __future__ import annotations
@@ -34,15 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ack", action="store_true", help="acknowledge results so they are not sent again"
     )
     parser.add_argument("--count", type=int, default=0, help="exit after N results (0: never)")
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="print results only, not long jobs' progress",
+    )
 
 
 async def main(args: argparse.Namespace) -> int:
     seen = 0
     async with channel(args.target) as ch:
         stub = llm_pb2_grpc.LLMServiceStub(ch)
-        request = llm_pb2.SubscribeRequest(session_id=args.session, auto_ack=args.ack)
+        request = llm_pb2.SubscribeRequest(
+            session_id=args.session, auto_ack=args.ack, progress=args.progress
+        )
         async for item in stub.Subscribe(request, metadata=auth_metadata()):
-            task = json_format.MessageToDict(item.task, preserving_proto_field_name=True)
+            progress = item.HasField("progress")
+            shown = item.progress if progress else item.task
+            task = json_format.MessageToDict(shown, preserving_proto_field_name=True)
             # The tool's values (Structs) in a stable order; the task's own fields
             # stay in proto order, as grpcurl prints them.
             for part in (task, task.get("result", {})):
@@ -50,6 +63,8 @@ async def main(args: argparse.Namespace) -> int:
                     if key in part:
                         part[key] = sorted_keys(part[key])
             print(json.dumps(whole_numbers(task), ensure_ascii=False), flush=True)
+            if progress:
+                continue
             seen += 1
             if args.count and seen >= args.count:
                 break

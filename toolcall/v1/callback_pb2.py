@@ -26,17 +26,23 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from toolcall.v1 import tools_pb2 as toolcall_dot_v1_dot_tools__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atoolcall/v1/callback.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17toolcall/v1/tools.proto\"\x9f\x01\n\x19ToolCallbackInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rraw_arguments\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\"\x8e\x01\n\x1aToolCallbackInvokeResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05parts\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.ContentPart2i\n\x0cToolCallback\x12Y\n\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a\'.toolcall.v1.ToolCallbackInvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atoolcall/v1/callback.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17toolcall/v1/tools.proto\"W\n\x07LongJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0bllm_address\x18\x03 \x01(\t\x12\x17\n\x0fmax_age_seconds\x18\x04 \x01(\x01\"R\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\"\n\x11\x43\x61ncelJobResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\xc2\x01\n\x19ToolCallbackInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rraw_arguments\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\x12!\n\x03job\x18\x07 \x01(\x0b\x32\x14.toolcall.v1.LongJob\"\xba\x01\n\x1aToolCallbackInvokeResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05parts\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.ContentPart\x12*\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\x0b\x32\x18.toolcall.v1.JobAccepted2\xb5\x01\n\x0cToolCallback\x12Y\n\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a\'.toolcall.v1.ToolCallbackInvokeResponse\x12J\n\tCancelJob\x12\x1d.toolcall.v1.CancelJobRequest\x1a\x1e.toolcall.v1.CancelJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toolcall.v1.callback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_start=99
-  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_end=258
-  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_start=261
-  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_end=403
-  _globals['_TOOLCALLBACK']._serialized_start=405
-  _globals['_TOOLCALLBACK']._serialized_end=510
+  _globals['_LONGJOB']._serialized_start=98
+  _globals['_LONGJOB']._serialized_end=185
+  _globals['_CANCELJOBREQUEST']._serialized_start=187
+  _globals['_CANCELJOBREQUEST']._serialized_end=269
+  _globals['_CANCELJOBRESPONSE']._serialized_start=271
+  _globals['_CANCELJOBRESPONSE']._serialized_end=305
+  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_start=308
+  _globals['_TOOLCALLBACKINVOKEREQUEST']._serialized_end=502
+  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_start=505
+  _globals['_TOOLCALLBACKINVOKERESPONSE']._serialized_end=691
+  _globals['_TOOLCALLBACK']._serialized_start=694
+  _globals['_TOOLCALLBACK']._serialized_end=875
 # @@protoc_insertion_point(module_scope)

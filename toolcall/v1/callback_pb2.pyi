@@ -21,6 +21,104 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class LongJob(_message.Message):
+    """The handle of a long job, offered with every async call the LLMService
+    makes. A plugin that answers with ToolResult.accepted keeps it (it may pass
+    it to another process) and uses it to call LLMService.ReportProgress and
+    LLMService.CompleteTask later.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    LLM_ADDRESS_FIELD_NUMBER: _builtins.int
+    MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The LLMService task the call belongs to."""
+    token: _builtins.str
+    """Secret that authorises ReportProgress and CompleteTask for this task
+    only. Keep it like a password; it is never shown to the model.
+    """
+    llm_address: _builtins.str
+    """gRPC target of the LLMService to report to (loopback)."""
+    max_age_seconds: _builtins.float
+    """How long after acceptance the job may run before the task fails
+    (the tool's max_job_seconds, or its default).
+    """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+        llm_address: _builtins.str = ...,
+        max_age_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm_address", b"llm_address", "max_age_seconds", b"max_age_seconds", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LongJob: _TypeAlias = LongJob  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    """Request of ToolCallback.CancelJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task whose job ended."""
+    job_id: _builtins.str
+    """The plugin's job id (ToolResult.accepted.job_id)."""
+    token: _builtins.str
+    """The task's token (LongJob.token): proof that the LLMService sent this."""
+    reason: _builtins.str
+    """Why: "cancelled: <reason>" or "expired: ..." (one printable line)."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "reason", b"reason", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelJobResponse(_message.Message):
+    """Response of ToolCallback.CancelJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_FIELD_NUMBER: _builtins.int
+    known: _builtins.bool
+    """True when the plugin knew the job (it was running in this process)."""
+    def __init__(
+        self,
+        *,
+        known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known", b"known"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
+
+@_typing.final
 class ToolCallbackInvokeRequest(_message.Message):
     """One tool call dispatched to a plugin."""
 
@@ -32,6 +130,7 @@ class ToolCallbackInvokeRequest(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the tool being called (one callback may serve several tools)."""
     raw_arguments: _builtins.str
@@ -50,6 +149,13 @@ class ToolCallbackInvokeRequest(_message.Message):
         tool's parameter schema. Empty when raw_arguments was not valid JSON.
         """
 
+    @_builtins.property
+    def job(self) -> Global___LongJob:
+        """Set on async calls from the LLMService: the handle with which the plugin
+        may answer "accepted" (ToolCallbackInvokeResponse.accepted) and finish
+        the job later. Unset: the call must be answered with its result.
+        """
+
     def __init__(
         self,
         *,
@@ -59,10 +165,11 @@ class ToolCallbackInvokeRequest(_message.Message):
         call_id: _builtins.str = ...,
         session_id: _builtins.str = ...,
         role: _builtins.str = ...,
+        job: Global___LongJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "name", b"name", "raw_arguments", b"raw_arguments", "role", b"role", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "job", b"job", "name", b"name", "raw_arguments", b"raw_arguments", "role", b"role", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -80,6 +187,7 @@ class ToolCallbackInvokeResponse(_message.Message):
     IS_ERROR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
     is_error: _builtins.bool
     """True when the call failed."""
     error: _builtins.str
@@ -94,6 +202,13 @@ class ToolCallbackInvokeResponse(_message.Message):
         ToolResult.parts for the bounds the caller applies).
         """
 
+    @_builtins.property
+    def accepted(self) -> _tools_pb2.JobAccepted:
+        """The call was accepted as a long job (only when the request carried a
+        job): the other fields are ignored, and the result comes later through
+        LLMService.CompleteTask.
+        """
+
     def __init__(
         self,
         *,
@@ -101,10 +216,11 @@ class ToolCallbackInvokeResponse(_message.Message):
         is_error: _builtins.bool = ...,
         error: _builtins.str = ...,
         parts: _abc.Iterable[_tools_pb2.ContentPart] | None = ...,
+        accepted: _tools_pb2.JobAccepted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "is_error", b"is_error", "output", b"output", "parts", b"parts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "is_error", b"is_error", "output", b"output", "parts", b"parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -43,6 +43,11 @@ class ToolCallbackStub:
                 request_serializer=toolcall_dot_v1_dot_callback__pb2.ToolCallbackInvokeRequest.SerializeToString,
                 response_deserializer=toolcall_dot_v1_dot_callback__pb2.ToolCallbackInvokeResponse.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/toolcall.v1.ToolCallback/CancelJob',
+                request_serializer=toolcall_dot_v1_dot_callback__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=toolcall_dot_v1_dot_callback__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
 
 
 class ToolCallbackServicer:
@@ -61,6 +66,18 @@ class ToolCallbackServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """Tells the plugin that a long job it accepted (ToolResult.accepted) has
+        ended without its completion: cancelled by LLMService.CancelTask, or past
+        the tool's max_job_seconds. The LLMService sends it once, best effort
+        (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+        task has ended either way). Later ReportProgress / CompleteTask calls for
+        the task are FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolCallbackServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -68,6 +85,11 @@ def add_ToolCallbackServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=toolcall_dot_v1_dot_callback__pb2.ToolCallbackInvokeRequest.FromString,
                     response_serializer=toolcall_dot_v1_dot_callback__pb2.ToolCallbackInvokeResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=toolcall_dot_v1_dot_callback__pb2.CancelJobRequest.FromString,
+                    response_serializer=toolcall_dot_v1_dot_callback__pb2.CancelJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,6 +123,33 @@ class ToolCallback:
             '/toolcall.v1.ToolCallback/Invoke',
             toolcall_dot_v1_dot_callback__pb2.ToolCallbackInvokeRequest.SerializeToString,
             toolcall_dot_v1_dot_callback__pb2.ToolCallbackInvokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toolcall.v1.ToolCallback/CancelJob',
+            toolcall_dot_v1_dot_callback__pb2.CancelJobRequest.SerializeToString,
+            toolcall_dot_v1_dot_callback__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

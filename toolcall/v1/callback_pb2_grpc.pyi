@@ -42,6 +42,14 @@ class ToolCallbackStub:
     readable error; a gRPC error status is also accepted and shown to the
     model as an error.
     """
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_callback_pb2.CancelJobRequest, _callback_pb2.CancelJobResponse]
+    """Tells the plugin that a long job it accepted (ToolResult.accepted) has
+    ended without its completion: cancelled by LLMService.CancelTask, or past
+    the tool's max_job_seconds. The LLMService sends it once, best effort
+    (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+    task has ended either way). Later ReportProgress / CompleteTask calls for
+    the task are FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class ToolCallbackAsyncStub(ToolCallbackStub):
@@ -56,6 +64,14 @@ class ToolCallbackAsyncStub(ToolCallbackStub):
     """Runs one tool call. Report tool-level failures with is_error=true and a
     readable error; a gRPC error status is also accepted and shown to the
     model as an error.
+    """
+    CancelJob: _aio.UnaryUnaryMultiCallable[_callback_pb2.CancelJobRequest, _callback_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """Tells the plugin that a long job it accepted (ToolResult.accepted) has
+    ended without its completion: cancelled by LLMService.CancelTask, or past
+    the tool's max_job_seconds. The LLMService sends it once, best effort
+    (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+    task has ended either way). Later ReportProgress / CompleteTask calls for
+    the task are FAILED_PRECONDITION.
     """
 
 class ToolCallbackServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +90,20 @@ class ToolCallbackServicer(metaclass=_abc_1.ABCMeta):
         """Runs one tool call. Report tool-level failures with is_error=true and a
         readable error; a gRPC error status is also accepted and shown to the
         model as an error.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _callback_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_callback_pb2.CancelJobResponse, _abc.Awaitable[_callback_pb2.CancelJobResponse]]:
+        """Tells the plugin that a long job it accepted (ToolResult.accepted) has
+        ended without its completion: cancelled by LLMService.CancelTask, or past
+        the tool's max_job_seconds. The LLMService sends it once, best effort
+        (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+        task has ended either way). Later ReportProgress / CompleteTask calls for
+        the task are FAILED_PRECONDITION.
         """
 
 def add_ToolCallbackServicer_to_server(servicer: ToolCallbackServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -220,6 +220,7 @@ class ChatRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
     ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_ASYNC_RESULTS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Conversation id. History is kept per session. Required; at most 128
     characters of [A-Za-z0-9_.:-].
@@ -246,6 +247,13 @@ class ChatRequest(_message.Message):
     the provider's default (yes). false: the provider is told so (OpenAI's
     parallel_tool_calls), and past the first call of an answer every call
     gets an error result instead of running.
+    """
+    follow_up_async_results: _builtins.bool
+    """Whether the results of async tools started in this turn get a follow-up:
+    when one arrives, the service runs a short model turn in the session
+    (same provider and model, no tools) so the user gets a sentence about
+    it, stored in the history and sent with the task (Task.follow_up).
+    Unset: the service's setting (TOOLCALL_ASYNC_FOLLOW_UP, off by default).
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
@@ -282,15 +290,20 @@ class ChatRequest(_message.Message):
         tool_choice: Global___ToolChoice | None = ...,
         parallel_tool_calls: _builtins.bool | None = ...,
         allowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+        follow_up_async_results: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "parallel_tool_calls", b"parallel_tool_calls", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_follow_up_async_results", b"_follow_up_async_results", "_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "follow_up_async_results", b"follow_up_async_results", "parallel_tool_calls", b"parallel_tool_calls", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "allowed_tools", b"allowed_tools", "max_tool_rounds", b"max_tool_rounds", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider", b"provider", "role", b"role", "session_id", b"session_id", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_follow_up_async_results", b"_follow_up_async_results", "_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "allowed_tools", b"allowed_tools", "follow_up_async_results", b"follow_up_async_results", "max_tool_rounds", b"max_tool_rounds", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider", b"provider", "role", b"role", "session_id", b"session_id", "temperature", b"temperature", "tool_choice", b"tool_choice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__follow_up_async_results: _TypeAlias = _typing.Literal["follow_up_async_results"]  # noqa: Y015
+    _WhichOneofArgType__follow_up_async_results: _TypeAlias = _typing.Literal["_follow_up_async_results", b"_follow_up_async_results"]  # noqa: Y015
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__follow_up_async_results) -> _WhichOneofReturnType__follow_up_async_results | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
     @_typing.overload
@@ -333,6 +346,12 @@ class ChatStreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
+    TASK_UPDATES_FIELD_NUMBER: _builtins.int
+    task_updates: _builtins.bool
+    """Also stream the session's async tasks while the turn runs: their
+    progress and results as ChatStreamResponse.task_update events (they are
+    still delivered on Subscribe; these are not acknowledged).
+    """
     @_builtins.property
     def request(self) -> Global___ChatRequest:
         """The chat turn to run."""
@@ -341,10 +360,11 @@ class ChatStreamRequest(_message.Message):
         self,
         *,
         request: Global___ChatRequest | None = ...,
+        task_updates: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "task_updates", b"task_updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -551,6 +571,7 @@ class ChatStreamResponse(_message.Message):
     TOOL_CALL_FINISHED_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    TASK_UPDATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def text_delta(self) -> Global___TextDelta:
         """Text as the model produces it."""
@@ -571,6 +592,12 @@ class ChatStreamResponse(_message.Message):
     def usage(self) -> Global___Usage:
         """Token usage; the very last event."""
 
+    @_builtins.property
+    def task_update(self) -> Global___Task:
+        """ChatStreamRequest.task_updates only: an async task of the session
+        reported progress (status RUNNING) or ended (with its result).
+        """
+
     def __init__(
         self,
         *,
@@ -579,12 +606,13 @@ class ChatStreamResponse(_message.Message):
         tool_call_finished: Global___ToolCallFinished | None = ...,
         final: Global___ChatResponse | None = ...,
         usage: Global___Usage | None = ...,
+        task_update: Global___Task | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "final", b"final", "text_delta", b"text_delta", "tool_call_finished", b"tool_call_finished", "tool_call_started", b"tool_call_started", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "final", b"final", "task_update", b"task_update", "text_delta", b"text_delta", "tool_call_finished", b"tool_call_finished", "tool_call_started", b"tool_call_started", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "final", b"final", "text_delta", b"text_delta", "tool_call_finished", b"tool_call_finished", "tool_call_started", b"tool_call_started", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "final", b"final", "task_update", b"task_update", "text_delta", b"text_delta", "tool_call_finished", b"tool_call_finished", "tool_call_started", b"tool_call_started", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["text_delta", "tool_call_started", "tool_call_finished", "final", "usage"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["text_delta", "tool_call_started", "tool_call_finished", "final", "usage", "task_update"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -605,6 +633,10 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id, given to the model in the acknowledgement."""
     session_id: _builtins.str
@@ -615,6 +647,8 @@ class Task(_message.Message):
     """The model's call id."""
     status: Global___TaskStatus.ValueType
     """Current state."""
+    job_id: _builtins.str
+    """Set once the plugin accepted the call as a long job: its job id."""
     @_builtins.property
     def result(self) -> _tools_pb2.ToolResult:
         """The result (set when finished)."""
@@ -631,6 +665,21 @@ class Task(_message.Message):
     def arguments(self) -> _struct_pb2.Struct:
         """Arguments the tool was called with."""
 
+    @_builtins.property
+    def progress(self) -> Global___TaskProgress:
+        """A long job's latest progress (unset until it reports some)."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """A long job: when it fails unless completed first (max_job_seconds)."""
+
+    @_builtins.property
+    def follow_up(self) -> Global___ChatMessage:
+        """The model's sentence about the result (assistant role), when the turn
+        that started the task asked for a follow-up
+        (ChatRequest.follow_up_async_results) and the model answered.
+        """
+
     def __init__(
         self,
         *,
@@ -643,53 +692,152 @@ class Task(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         arguments: _struct_pb2.Struct | None = ...,
+        job_id: _builtins.str = ...,
+        progress: Global___TaskProgress | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        follow_up: Global___ChatMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "created_at", b"created_at", "finished_at", b"finished_at", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "created_at", b"created_at", "expires_at", b"expires_at", "finished_at", b"finished_at", "follow_up", b"follow_up", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "finished_at", b"finished_at", "result", b"result", "session_id", b"session_id", "status", b"status", "task_id", b"task_id", "tool_name", b"tool_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "expires_at", b"expires_at", "finished_at", b"finished_at", "follow_up", b"follow_up", "job_id", b"job_id", "progress", b"progress", "result", b"result", "session_id", b"session_id", "status", b"status", "task_id", b"task_id", "tool_name", b"tool_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
-class SubscribeRequest(_message.Message):
-    """Request of LLMService.Subscribe."""
+class TaskProgress(_message.Message):
+    """How far a long job has come, as its plugin last reported."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SESSION_ID_FIELD_NUMBER: _builtins.int
-    AUTO_ACK_FIELD_NUMBER: _builtins.int
-    session_id: _builtins.str
-    """Session whose async results to receive. Required."""
-    auto_ack: _builtins.bool
-    """Acknowledge each result as soon as it has been sent on this stream, so
-    no explicit AckTasks call is needed.
+    FRACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    fraction: _builtins.float
+    """Done so far, from 0 to 1. Unset: unknown (a message only)."""
+    message: _builtins.str
+    """What it is doing, for people (at most 500 printable characters)."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the service received it."""
+
+    def __init__(
+        self,
+        *,
+        fraction: _builtins.float | None = ...,
+        message: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fraction", b"_fraction", "fraction", b"fraction", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fraction", b"_fraction", "fraction", b"fraction", "message", b"message", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__fraction: _TypeAlias = _typing.Literal["fraction"]  # noqa: Y015
+    _WhichOneofArgType__fraction: _TypeAlias = _typing.Literal["_fraction", b"_fraction"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fraction) -> _WhichOneofReturnType__fraction | None: ...
+
+Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
+
+@_typing.final
+class ReportProgressRequest(_message.Message):
+    """Request of LLMService.ReportProgress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task (LongJob.task_id). Required."""
+    token: _builtins.str
+    """The task's token (LongJob.token). Required."""
+    fraction: _builtins.float
+    """Done so far, from 0 to 1. Unset: unknown."""
+    message: _builtins.str
+    """What it is doing (at most 500 characters; control characters become
+    spaces).
     """
     def __init__(
         self,
         *,
-        session_id: _builtins.str = ...,
-        auto_ack: _builtins.bool = ...,
+        task_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+        fraction: _builtins.float | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fraction", b"_fraction", "fraction", b"fraction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fraction", b"_fraction", "fraction", b"fraction", "message", b"message", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__fraction: _TypeAlias = _typing.Literal["fraction"]  # noqa: Y015
+    _WhichOneofArgType__fraction: _TypeAlias = _typing.Literal["_fraction", b"_fraction"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fraction) -> _WhichOneofReturnType__fraction | None: ...
+
+Global___ReportProgressRequest: _TypeAlias = ReportProgressRequest  # noqa: Y015
+
+@_typing.final
+class ReportProgressResponse(_message.Message):
+    """Response of LLMService.ReportProgress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ack", b"auto_ack", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+Global___ReportProgressResponse: _TypeAlias = ReportProgressResponse  # noqa: Y015
 
 @_typing.final
-class SubscribeResponse(_message.Message):
-    """One finished async task."""
+class CompleteTaskRequest(_message.Message):
+    """Request of LLMService.CompleteTask."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task (LongJob.task_id). Required."""
+    token: _builtins.str
+    """The task's token (LongJob.token). Required."""
+    @_builtins.property
+    def result(self) -> _tools_pb2.ToolResult:
+        """The job's result, as a plugin's answer to Invoke would be (accepted
+        must be unset).
+        """
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+        result: _tools_pb2.ToolResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTaskRequest: _TypeAlias = CompleteTaskRequest  # noqa: Y015
+
+@_typing.final
+class CompleteTaskResponse(_message.Message):
+    """Response of LLMService.CompleteTask."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> Global___Task:
-        """The task with its result."""
+        """The task, ended."""
 
     def __init__(
         self,
@@ -699,6 +847,75 @@ class SubscribeResponse(_message.Message):
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTaskResponse: _TypeAlias = CompleteTaskResponse  # noqa: Y015
+
+@_typing.final
+class SubscribeRequest(_message.Message):
+    """Request of LLMService.Subscribe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    AUTO_ACK_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session whose async results to receive. Required."""
+    auto_ack: _builtins.bool
+    """Acknowledge each result as soon as it has been sent on this stream, so
+    no explicit AckTasks call is needed.
+    """
+    progress: _builtins.bool
+    """Also send long jobs' progress (SubscribeResponse.progress): first where
+    the session's running jobs stand (after the stored results), then each
+    report as it comes. Progress is never acknowledged.
+    """
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        auto_ack: _builtins.bool = ...,
+        progress: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ack", b"auto_ack", "progress", b"progress", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeResponse(_message.Message):
+    """One finished async task, or (with SubscribeRequest.progress) a running
+    long job's progress: exactly one of the two is set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task with its result."""
+
+    @_builtins.property
+    def progress(self) -> Global___Task:
+        """A running task, its progress (or acceptance as a long job) just
+        reported; status is TASK_STATUS_RUNNING.
+        """
+
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+        progress: Global___Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,16 @@ class LLMServiceStub:
                 request_serializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskResponse.FromString,
                 _registered_method=True)
+        self.ReportProgress = channel.unary_unary(
+                '/toolcall.v1.LLMService/ReportProgress',
+                request_serializer=toolcall_dot_v1_dot_llm__pb2.ReportProgressRequest.SerializeToString,
+                response_deserializer=toolcall_dot_v1_dot_llm__pb2.ReportProgressResponse.FromString,
+                _registered_method=True)
+        self.CompleteTask = channel.unary_unary(
+                '/toolcall.v1.LLMService/CompleteTask',
+                request_serializer=toolcall_dot_v1_dot_llm__pb2.CompleteTaskRequest.SerializeToString,
+                response_deserializer=toolcall_dot_v1_dot_llm__pb2.CompleteTaskResponse.FromString,
+                _registered_method=True)
         self.GetHistory = channel.unary_unary(
                 '/toolcall.v1.LLMService/GetHistory',
                 request_serializer=toolcall_dot_v1_dot_llm__pb2.GetHistoryRequest.SerializeToString,
@@ -136,6 +146,33 @@ class LLMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportProgress(self, request, context):
+        """Long jobs (a plugin answered an async call with ToolResult.accepted):
+        the plugin, or any process holding the job's handle, reports progress.
+        Authorised by the task's token (LongJob.token), not by the caller: a
+        wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+        both); a task that has ended: FAILED_PRECONDITION naming its status.
+        Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+        (ChatStreamRequest.task_updates); the latest is kept with the task.
+        A report within 50 ms of the task's last stored one is dropped with
+        RESOURCE_EXHAUSTED (report less often; the next one is taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTask(self, request, context):
+        """Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+        and the result is pushed and noted in the history like any async
+        result, exactly once. Same authorisation and statuses as
+        ReportProgress; the result is checked like a plugin's answer (size,
+        content parts, output_schema): one past a bound ends the task FAILED
+        saying why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHistory(self, request, context):
         """Returns the stored messages of a session, oldest first, at most 4 MiB
         less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -176,6 +213,16 @@ def add_LLMServiceServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskRequest.FromString,
                     response_serializer=toolcall_dot_v1_dot_llm__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'ReportProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportProgress,
+                    request_deserializer=toolcall_dot_v1_dot_llm__pb2.ReportProgressRequest.FromString,
+                    response_serializer=toolcall_dot_v1_dot_llm__pb2.ReportProgressResponse.SerializeToString,
+            ),
+            'CompleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTask,
+                    request_deserializer=toolcall_dot_v1_dot_llm__pb2.CompleteTaskRequest.FromString,
+                    response_serializer=toolcall_dot_v1_dot_llm__pb2.CompleteTaskResponse.SerializeToString,
             ),
             'GetHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistory,
@@ -347,6 +394,60 @@ class LLMService:
             '/toolcall.v1.LLMService/CancelTask',
             toolcall_dot_v1_dot_llm__pb2.CancelTaskRequest.SerializeToString,
             toolcall_dot_v1_dot_llm__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toolcall.v1.LLMService/ReportProgress',
+            toolcall_dot_v1_dot_llm__pb2.ReportProgressRequest.SerializeToString,
+            toolcall_dot_v1_dot_llm__pb2.ReportProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toolcall.v1.LLMService/CompleteTask',
+            toolcall_dot_v1_dot_llm__pb2.CompleteTaskRequest.SerializeToString,
+            toolcall_dot_v1_dot_llm__pb2.CompleteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

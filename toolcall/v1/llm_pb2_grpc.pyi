@@ -67,6 +67,25 @@ class LLMServiceStub:
     once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
     already ended: FAILED_PRECONDITION naming its status.
     """
+    ReportProgress: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ReportProgressRequest, _llm_pb2.ReportProgressResponse]
+    """Long jobs (a plugin answered an async call with ToolResult.accepted):
+    the plugin, or any process holding the job's handle, reports progress.
+    Authorised by the task's token (LongJob.token), not by the caller: a
+    wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+    both); a task that has ended: FAILED_PRECONDITION naming its status.
+    Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+    (ChatStreamRequest.task_updates); the latest is kept with the task.
+    A report within 50 ms of the task's last stored one is dropped with
+    RESOURCE_EXHAUSTED (report less often; the next one is taken).
+    """
+    CompleteTask: _grpc.UnaryUnaryMultiCallable[_llm_pb2.CompleteTaskRequest, _llm_pb2.CompleteTaskResponse]
+    """Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+    and the result is pushed and noted in the history like any async
+    result, exactly once. Same authorisation and statuses as
+    ReportProgress; the result is checked like a plugin's answer (size,
+    content parts, output_schema): one past a bound ends the task FAILED
+    saying why.
+    """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetHistoryRequest, _llm_pb2.GetHistoryResponse]
     """Returns the stored messages of a session, oldest first, at most 4 MiB
     less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -110,6 +129,25 @@ class LLMServiceAsyncStub(LLMServiceStub):
     delivered on Subscribe and noted in the history like any result. Answers
     once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
     already ended: FAILED_PRECONDITION naming its status.
+    """
+    ReportProgress: _aio.UnaryUnaryMultiCallable[_llm_pb2.ReportProgressRequest, _llm_pb2.ReportProgressResponse]  # type: ignore[assignment]
+    """Long jobs (a plugin answered an async call with ToolResult.accepted):
+    the plugin, or any process holding the job's handle, reports progress.
+    Authorised by the task's token (LongJob.token), not by the caller: a
+    wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+    both); a task that has ended: FAILED_PRECONDITION naming its status.
+    Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+    (ChatStreamRequest.task_updates); the latest is kept with the task.
+    A report within 50 ms of the task's last stored one is dropped with
+    RESOURCE_EXHAUSTED (report less often; the next one is taken).
+    """
+    CompleteTask: _aio.UnaryUnaryMultiCallable[_llm_pb2.CompleteTaskRequest, _llm_pb2.CompleteTaskResponse]  # type: ignore[assignment]
+    """Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+    and the result is pushed and noted in the history like any async
+    result, exactly once. Same authorisation and statuses as
+    ReportProgress; the result is checked like a plugin's answer (size,
+    content parts, output_schema): one past a bound ends the task FAILED
+    saying why.
     """
     GetHistory: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetHistoryRequest, _llm_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """Returns the stored messages of a session, oldest first, at most 4 MiB
@@ -187,6 +225,37 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         delivered on Subscribe and noted in the history like any result. Answers
         once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
         already ended: FAILED_PRECONDITION naming its status.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportProgress(
+        self,
+        request: _llm_pb2.ReportProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.ReportProgressResponse, _abc.Awaitable[_llm_pb2.ReportProgressResponse]]:
+        """Long jobs (a plugin answered an async call with ToolResult.accepted):
+        the plugin, or any process holding the job's handle, reports progress.
+        Authorised by the task's token (LongJob.token), not by the caller: a
+        wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+        both); a task that has ended: FAILED_PRECONDITION naming its status.
+        Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+        (ChatStreamRequest.task_updates); the latest is kept with the task.
+        A report within 50 ms of the task's last stored one is dropped with
+        RESOURCE_EXHAUSTED (report less often; the next one is taken).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteTask(
+        self,
+        request: _llm_pb2.CompleteTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.CompleteTaskResponse, _abc.Awaitable[_llm_pb2.CompleteTaskResponse]]:
+        """Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+        and the result is pushed and noted in the history like any async
+        result, exactly once. Same authorisation and statuses as
+        ReportProgress; the result is checked like a plugin's answer (size,
+        content parts, output_schema): one past a bound ends the task FAILED
+        saying why.
         """
 
     @_abc_1.abstractmethod

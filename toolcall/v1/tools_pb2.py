@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17toolcall/v1/tools.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf8\x03\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x63\x61llback_address\x18\x04 \x01(\t\x12\x11\n\x04role\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12#\n\x04mode\x18\x08 \x01(\x0e\x32\x15.toolcall.v1.ToolMode\x12\x13\n\x0b\x61\x63k_message\x18\t \x01(\t\x12\x1d\n\x15\x61\x63\x63\x65pts_raw_arguments\x18\n \x01(\x08\x12\r\n\x05title\x18\x0b \x01(\t\x12\x31\n\x0b\x61nnotations\x18\x0c \x01(\x0b\x32\x1c.toolcall.v1.ToolAnnotations\x12.\n\routput_schema\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x08metadata\x18\x0e \x03(\x0b\x32).toolcall.v1.ToolDefinition.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_role\"\xb1\x01\n\x0fToolAnnotations\x12\x16\n\tread_only\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65structive\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x17\n\nidempotent\x18\x03 \x01(\x08H\x02\x88\x01\x01\x12\x17\n\nopen_world\x18\x04 \x01(\x08H\x03\x88\x01\x01\x42\x0c\n\n_read_onlyB\x0e\n\x0c_destructiveB\r\n\x0b_idempotentB\r\n\x0b_open_world\"~\n\nToolResult\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05parts\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.ContentPart\"\xa6\x01\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\'\n\x05image\x18\x02 \x01(\x0b\x32\x16.toolcall.v1.ImagePartH\x00\x12\'\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x16.toolcall.v1.AudioPartH\x00\x12-\n\x08resource\x18\x04 \x01(\x0b\x32\x19.toolcall.v1.ResourcePartH\x00\x42\x06\n\x04kind\",\n\tImagePart\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\",\n\tAudioPart\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"J\n\x0cResourcePart\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t*N\n\x08ToolMode\x12\x19\n\x15TOOL_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTOOL_MODE_SYNC\x10\x01\x12\x13\n\x0fTOOL_MODE_ASYNC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17toolcall/v1/tools.proto\x12\x0btoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x91\x04\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x63\x61llback_address\x18\x04 \x01(\t\x12\x11\n\x04role\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12#\n\x04mode\x18\x08 \x01(\x0e\x32\x15.toolcall.v1.ToolMode\x12\x13\n\x0b\x61\x63k_message\x18\t \x01(\t\x12\x1d\n\x15\x61\x63\x63\x65pts_raw_arguments\x18\n \x01(\x08\x12\r\n\x05title\x18\x0b \x01(\t\x12\x31\n\x0b\x61nnotations\x18\x0c \x01(\x0b\x32\x1c.toolcall.v1.ToolAnnotations\x12.\n\routput_schema\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x08metadata\x18\x0e \x03(\x0b\x32).toolcall.v1.ToolDefinition.MetadataEntry\x12\x17\n\x0fmax_job_seconds\x18\x0f \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_role\"\xb1\x01\n\x0fToolAnnotations\x12\x16\n\tread_only\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65structive\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x17\n\nidempotent\x18\x03 \x01(\x08H\x02\x88\x01\x01\x12\x17\n\nopen_world\x18\x04 \x01(\x08H\x03\x88\x01\x01\x42\x0c\n\n_read_onlyB\x0e\n\x0c_destructiveB\r\n\x0b_idempotentB\r\n\x0b_open_world\"\xaa\x01\n\nToolResult\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05parts\x18\x04 \x03(\x0b\x32\x18.toolcall.v1.ContentPart\x12*\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\x0b\x32\x18.toolcall.v1.JobAccepted\"\x1d\n\x0bJobAccepted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa6\x01\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\'\n\x05image\x18\x02 \x01(\x0b\x32\x16.toolcall.v1.ImagePartH\x00\x12\'\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x16.toolcall.v1.AudioPartH\x00\x12-\n\x08resource\x18\x04 \x01(\x0b\x32\x19.toolcall.v1.ResourcePartH\x00\x42\x06\n\x04kind\",\n\tImagePart\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\",\n\tAudioPart\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"J\n\x0cResourcePart\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t*N\n\x08ToolMode\x12\x19\n\x15TOOL_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTOOL_MODE_SYNC\x10\x01\x12\x13\n\x0fTOOL_MODE_ASYNC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOOLDEFINITION_METADATAENTRY']._loaded_options = None
   _globals['_TOOLDEFINITION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_TOOLMODE']._serialized_start=1222
-  _globals['_TOOLMODE']._serialized_end=1300
+  _globals['_TOOLMODE']._serialized_start=1323
+  _globals['_TOOLMODE']._serialized_end=1401
   _globals['_TOOLDEFINITION']._serialized_start=71
-  _globals['_TOOLDEFINITION']._serialized_end=575
-  _globals['_TOOLDEFINITION_METADATAENTRY']._serialized_start=519
-  _globals['_TOOLDEFINITION_METADATAENTRY']._serialized_end=566
-  _globals['_TOOLANNOTATIONS']._serialized_start=578
-  _globals['_TOOLANNOTATIONS']._serialized_end=755
-  _globals['_TOOLRESULT']._serialized_start=757
-  _globals['_TOOLRESULT']._serialized_end=883
-  _globals['_CONTENTPART']._serialized_start=886
-  _globals['_CONTENTPART']._serialized_end=1052
-  _globals['_IMAGEPART']._serialized_start=1054
-  _globals['_IMAGEPART']._serialized_end=1098
-  _globals['_AUDIOPART']._serialized_start=1100
-  _globals['_AUDIOPART']._serialized_end=1144
-  _globals['_RESOURCEPART']._serialized_start=1146
-  _globals['_RESOURCEPART']._serialized_end=1220
+  _globals['_TOOLDEFINITION']._serialized_end=600
+  _globals['_TOOLDEFINITION_METADATAENTRY']._serialized_start=544
+  _globals['_TOOLDEFINITION_METADATAENTRY']._serialized_end=591
+  _globals['_TOOLANNOTATIONS']._serialized_start=603
+  _globals['_TOOLANNOTATIONS']._serialized_end=780
+  _globals['_TOOLRESULT']._serialized_start=783
+  _globals['_TOOLRESULT']._serialized_end=953
+  _globals['_JOBACCEPTED']._serialized_start=955
+  _globals['_JOBACCEPTED']._serialized_end=984
+  _globals['_CONTENTPART']._serialized_start=987
+  _globals['_CONTENTPART']._serialized_end=1153
+  _globals['_IMAGEPART']._serialized_start=1155
+  _globals['_IMAGEPART']._serialized_end=1199
+  _globals['_AUDIOPART']._serialized_start=1201
+  _globals['_AUDIOPART']._serialized_end=1245
+  _globals['_RESOURCEPART']._serialized_start=1247
+  _globals['_RESOURCEPART']._serialized_end=1321
 # @@protoc_insertion_point(module_scope)

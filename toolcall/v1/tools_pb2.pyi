@@ -96,6 +96,7 @@ class ToolDefinition(_message.Message):
     ANNOTATIONS_FIELD_NUMBER: _builtins.int
     OUTPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    MAX_JOB_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name the model sees and calls. Must match [A-Za-z0-9_.-]{1,64}.
     Do not put secrets in it: it is written into conversation history.
@@ -145,6 +146,11 @@ class ToolDefinition(_message.Message):
     "Current weather". The model sees name and description, not this.
     At most 128 printable characters.
     """
+    max_job_seconds: _builtins.float
+    """ASYNC tools: how long a long job the plugin accepted (ToolResult.accepted)
+    may run before its task fails saying so. 0 or unset: 24 hours; at most
+    30 days. The call itself is still bounded by timeout_seconds.
+    """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
         """JSON Schema of the arguments. Must be a valid JSON Schema (Draft 2020-12)
@@ -190,10 +196,11 @@ class ToolDefinition(_message.Message):
         annotations: Global___ToolAnnotations | None = ...,
         output_schema: _struct_pb2.Struct | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_job_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "annotations", b"annotations", "output_schema", b"output_schema", "parameters", b"parameters", "role", b"role"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "accepts_raw_arguments", b"accepts_raw_arguments", "ack_message", b"ack_message", "annotations", b"annotations", "callback_address", b"callback_address", "description", b"description", "metadata", b"metadata", "mode", b"mode", "name", b"name", "output_schema", b"output_schema", "parameters", b"parameters", "role", b"role", "source", b"source", "timeout_seconds", b"timeout_seconds", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role", b"_role", "accepts_raw_arguments", b"accepts_raw_arguments", "ack_message", b"ack_message", "annotations", b"annotations", "callback_address", b"callback_address", "description", b"description", "max_job_seconds", b"max_job_seconds", "metadata", b"metadata", "mode", b"mode", "name", b"name", "output_schema", b"output_schema", "parameters", b"parameters", "role", b"role", "source", b"source", "timeout_seconds", b"timeout_seconds", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__role: _TypeAlias = _typing.Literal["role"]  # noqa: Y015
     _WhichOneofArgType__role: _TypeAlias = _typing.Literal["_role", b"_role"]  # noqa: Y015
@@ -270,6 +277,7 @@ class ToolResult(_message.Message):
     IS_ERROR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
     is_error: _builtins.bool
     """True when the call failed; the model is told it failed."""
     error: _builtins.str
@@ -291,6 +299,14 @@ class ToolResult(_message.Message):
         result past a bound is an is_error result saying which.
         """
 
+    @_builtins.property
+    def accepted(self) -> Global___JobAccepted:
+        """Set only in a plugin's answer to an async call that offered a long job
+        (ToolCallbackInvokeRequest.job): the plugin accepted the call and will
+        report progress and the result later (LLMService.ReportProgress,
+        LLMService.CompleteTask). Anywhere else it is refused as an error.
+        """
+
     def __init__(
         self,
         *,
@@ -298,14 +314,39 @@ class ToolResult(_message.Message):
         is_error: _builtins.bool = ...,
         error: _builtins.str = ...,
         parts: _abc.Iterable[Global___ContentPart] | None = ...,
+        accepted: Global___JobAccepted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "is_error", b"is_error", "output", b"output", "parts", b"parts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "is_error", b"is_error", "output", b"output", "parts", b"parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
+class JobAccepted(_message.Message):
+    """A plugin's word that it runs a call as a long job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The plugin's own id for the job (at most 128 printable characters),
+    shown in Task.job_id and sent back in ToolCallback.CancelJob.
+    """
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobAccepted: _TypeAlias = JobAccepted  # noqa: Y015
 
 @_typing.final
 class ContentPart(_message.Message):

@@ -22,6 +22,203 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// The handle of a long job, offered with every async call the LLMService
+// makes. A plugin that answers with ToolResult.accepted keeps it (it may pass
+// it to another process) and uses it to call LLMService.ReportProgress and
+// LLMService.CompleteTask later.
+type LongJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The LLMService task the call belongs to.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Secret that authorises ReportProgress and CompleteTask for this task
+	// only. Keep it like a password; it is never shown to the model.
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// gRPC target of the LLMService to report to (loopback).
+	LlmAddress string `protobuf:"bytes,3,opt,name=llm_address,json=llmAddress,proto3" json:"llm_address,omitempty"`
+	// How long after acceptance the job may run before the task fails
+	// (the tool's max_job_seconds, or its default).
+	MaxAgeSeconds float64 `protobuf:"fixed64,4,opt,name=max_age_seconds,json=maxAgeSeconds,proto3" json:"max_age_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LongJob) Reset() {
+	*x = LongJob{}
+	mi := &file_toolcall_v1_callback_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LongJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LongJob) ProtoMessage() {}
+
+func (x *LongJob) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_callback_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LongJob.ProtoReflect.Descriptor instead.
+func (*LongJob) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LongJob) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *LongJob) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *LongJob) GetLlmAddress() string {
+	if x != nil {
+		return x.LlmAddress
+	}
+	return ""
+}
+
+func (x *LongJob) GetMaxAgeSeconds() float64 {
+	if x != nil {
+		return x.MaxAgeSeconds
+	}
+	return 0
+}
+
+// Request of ToolCallback.CancelJob.
+type CancelJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task whose job ended.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The plugin's job id (ToolResult.accepted.job_id).
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The task's token (LongJob.token): proof that the LLMService sent this.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// Why: "cancelled: <reason>" or "expired: ..." (one printable line).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobRequest) Reset() {
+	*x = CancelJobRequest{}
+	mi := &file_toolcall_v1_callback_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobRequest) ProtoMessage() {}
+
+func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_callback_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobRequest) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CancelJobRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *CancelJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelJobRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CancelJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Response of ToolCallback.CancelJob.
+type CancelJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the plugin knew the job (it was running in this process).
+	Known         bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobResponse) Reset() {
+	*x = CancelJobResponse{}
+	mi := &file_toolcall_v1_callback_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobResponse) ProtoMessage() {}
+
+func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_callback_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobResponse) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CancelJobResponse) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
 // One tool call dispatched to a plugin.
 type ToolCallbackInvokeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -38,14 +235,18 @@ type ToolCallbackInvokeRequest struct {
 	// Conversation the call belongs to, when it comes from LLMService.Chat.
 	SessionId string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Role (persona) of that conversation, when known.
-	Role          string `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	Role string `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	// Set on async calls from the LLMService: the handle with which the plugin
+	// may answer "accepted" (ToolCallbackInvokeResponse.accepted) and finish
+	// the job later. Unset: the call must be answered with its result.
+	Job           *LongJob `protobuf:"bytes,7,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ToolCallbackInvokeRequest) Reset() {
 	*x = ToolCallbackInvokeRequest{}
-	mi := &file_toolcall_v1_callback_proto_msgTypes[0]
+	mi := &file_toolcall_v1_callback_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -57,7 +258,7 @@ func (x *ToolCallbackInvokeRequest) String() string {
 func (*ToolCallbackInvokeRequest) ProtoMessage() {}
 
 func (x *ToolCallbackInvokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_callback_proto_msgTypes[0]
+	mi := &file_toolcall_v1_callback_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -70,7 +271,7 @@ func (x *ToolCallbackInvokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallbackInvokeRequest.ProtoReflect.Descriptor instead.
 func (*ToolCallbackInvokeRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{0}
+	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ToolCallbackInvokeRequest) GetName() string {
@@ -115,6 +316,13 @@ func (x *ToolCallbackInvokeRequest) GetRole() string {
 	return ""
 }
 
+func (x *ToolCallbackInvokeRequest) GetJob() *LongJob {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 // The plugin's answer. Field for field the same as ToolResult (callers
 // decode it as one): a field added here is added there with the same number.
 type ToolCallbackInvokeResponse struct {
@@ -127,14 +335,18 @@ type ToolCallbackInvokeResponse struct {
 	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// Content beside output: images, audio, files, more text (see
 	// ToolResult.parts for the bounds the caller applies).
-	Parts         []*ContentPart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
+	Parts []*ContentPart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
+	// The call was accepted as a long job (only when the request carried a
+	// job): the other fields are ignored, and the result comes later through
+	// LLMService.CompleteTask.
+	Accepted      *JobAccepted `protobuf:"bytes,5,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ToolCallbackInvokeResponse) Reset() {
 	*x = ToolCallbackInvokeResponse{}
-	mi := &file_toolcall_v1_callback_proto_msgTypes[1]
+	mi := &file_toolcall_v1_callback_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +358,7 @@ func (x *ToolCallbackInvokeResponse) String() string {
 func (*ToolCallbackInvokeResponse) ProtoMessage() {}
 
 func (x *ToolCallbackInvokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_callback_proto_msgTypes[1]
+	mi := &file_toolcall_v1_callback_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +371,7 @@ func (x *ToolCallbackInvokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallbackInvokeResponse.ProtoReflect.Descriptor instead.
 func (*ToolCallbackInvokeResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{1}
+	return file_toolcall_v1_callback_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ToolCallbackInvokeResponse) GetOutput() *structpb.Value {
@@ -190,11 +402,31 @@ func (x *ToolCallbackInvokeResponse) GetParts() []*ContentPart {
 	return nil
 }
 
+func (x *ToolCallbackInvokeResponse) GetAccepted() *JobAccepted {
+	if x != nil {
+		return x.Accepted
+	}
+	return nil
+}
+
 var File_toolcall_v1_callback_proto protoreflect.FileDescriptor
 
 const file_toolcall_v1_callback_proto_rawDesc = "" +
 	"\n" +
-	"\x1atoolcall/v1/callback.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17toolcall/v1/tools.proto\"\xd7\x01\n" +
+	"\x1atoolcall/v1/callback.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17toolcall/v1/tools.proto\"\x81\x01\n" +
+	"\aLongJob\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1f\n" +
+	"\vllm_address\x18\x03 \x01(\tR\n" +
+	"llmAddress\x12&\n" +
+	"\x0fmax_age_seconds\x18\x04 \x01(\x01R\rmaxAgeSeconds\"p\n" +
+	"\x10CancelJobRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\")\n" +
+	"\x11CancelJobResponse\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\"\xff\x01\n" +
 	"\x19ToolCallbackInvokeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12#\n" +
@@ -202,14 +434,17 @@ const file_toolcall_v1_callback_proto_rawDesc = "" +
 	"\acall_id\x18\x04 \x01(\tR\x06callId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x12\n" +
-	"\x04role\x18\x06 \x01(\tR\x04role\"\xad\x01\n" +
+	"\x04role\x18\x06 \x01(\tR\x04role\x12&\n" +
+	"\x03job\x18\a \x01(\v2\x14.toolcall.v1.LongJobR\x03job\"\xe3\x01\n" +
 	"\x1aToolCallbackInvokeResponse\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12\x19\n" +
 	"\bis_error\x18\x02 \x01(\bR\aisError\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12.\n" +
-	"\x05parts\x18\x04 \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts2i\n" +
+	"\x05parts\x18\x04 \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\x124\n" +
+	"\baccepted\x18\x05 \x01(\v2\x18.toolcall.v1.JobAcceptedR\baccepted2\xb5\x01\n" +
 	"\fToolCallback\x12Y\n" +
-	"\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a'.toolcall.v1.ToolCallbackInvokeResponseB\xa5\x01\n" +
+	"\x06Invoke\x12&.toolcall.v1.ToolCallbackInvokeRequest\x1a'.toolcall.v1.ToolCallbackInvokeResponse\x12J\n" +
+	"\tCancelJob\x12\x1d.toolcall.v1.CancelJobRequest\x1a\x1e.toolcall.v1.CancelJobResponseB\xa5\x01\n" +
 	"\x0fcom.toolcall.v1B\rCallbackProtoP\x01Z6toolcall/examples/go_plugin/gen/toolcall/v1;toolcallv1\xa2\x02\x03TXX\xaa\x02\vToolcall.V1\xca\x02\vToolcall\\V1\xe2\x02\x17Toolcall\\V1\\GPBMetadata\xea\x02\fToolcall::V1b\x06proto3"
 
 var (
@@ -224,25 +459,33 @@ func file_toolcall_v1_callback_proto_rawDescGZIP() []byte {
 	return file_toolcall_v1_callback_proto_rawDescData
 }
 
-var file_toolcall_v1_callback_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_toolcall_v1_callback_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_toolcall_v1_callback_proto_goTypes = []any{
-	(*ToolCallbackInvokeRequest)(nil),  // 0: toolcall.v1.ToolCallbackInvokeRequest
-	(*ToolCallbackInvokeResponse)(nil), // 1: toolcall.v1.ToolCallbackInvokeResponse
-	(*structpb.Struct)(nil),            // 2: google.protobuf.Struct
-	(*structpb.Value)(nil),             // 3: google.protobuf.Value
-	(*ContentPart)(nil),                // 4: toolcall.v1.ContentPart
+	(*LongJob)(nil),                    // 0: toolcall.v1.LongJob
+	(*CancelJobRequest)(nil),           // 1: toolcall.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),          // 2: toolcall.v1.CancelJobResponse
+	(*ToolCallbackInvokeRequest)(nil),  // 3: toolcall.v1.ToolCallbackInvokeRequest
+	(*ToolCallbackInvokeResponse)(nil), // 4: toolcall.v1.ToolCallbackInvokeResponse
+	(*structpb.Struct)(nil),            // 5: google.protobuf.Struct
+	(*structpb.Value)(nil),             // 6: google.protobuf.Value
+	(*ContentPart)(nil),                // 7: toolcall.v1.ContentPart
+	(*JobAccepted)(nil),                // 8: toolcall.v1.JobAccepted
 }
 var file_toolcall_v1_callback_proto_depIdxs = []int32{
-	2, // 0: toolcall.v1.ToolCallbackInvokeRequest.arguments:type_name -> google.protobuf.Struct
-	3, // 1: toolcall.v1.ToolCallbackInvokeResponse.output:type_name -> google.protobuf.Value
-	4, // 2: toolcall.v1.ToolCallbackInvokeResponse.parts:type_name -> toolcall.v1.ContentPart
-	0, // 3: toolcall.v1.ToolCallback.Invoke:input_type -> toolcall.v1.ToolCallbackInvokeRequest
-	1, // 4: toolcall.v1.ToolCallback.Invoke:output_type -> toolcall.v1.ToolCallbackInvokeResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 0: toolcall.v1.ToolCallbackInvokeRequest.arguments:type_name -> google.protobuf.Struct
+	0, // 1: toolcall.v1.ToolCallbackInvokeRequest.job:type_name -> toolcall.v1.LongJob
+	6, // 2: toolcall.v1.ToolCallbackInvokeResponse.output:type_name -> google.protobuf.Value
+	7, // 3: toolcall.v1.ToolCallbackInvokeResponse.parts:type_name -> toolcall.v1.ContentPart
+	8, // 4: toolcall.v1.ToolCallbackInvokeResponse.accepted:type_name -> toolcall.v1.JobAccepted
+	3, // 5: toolcall.v1.ToolCallback.Invoke:input_type -> toolcall.v1.ToolCallbackInvokeRequest
+	1, // 6: toolcall.v1.ToolCallback.CancelJob:input_type -> toolcall.v1.CancelJobRequest
+	4, // 7: toolcall.v1.ToolCallback.Invoke:output_type -> toolcall.v1.ToolCallbackInvokeResponse
+	2, // 8: toolcall.v1.ToolCallback.CancelJob:output_type -> toolcall.v1.CancelJobResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_callback_proto_init() }
@@ -257,7 +500,7 @@ func file_toolcall_v1_callback_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_toolcall_v1_callback_proto_rawDesc), len(file_toolcall_v1_callback_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

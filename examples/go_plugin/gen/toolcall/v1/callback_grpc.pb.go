@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ToolCallback_Invoke_FullMethodName = "/toolcall.v1.ToolCallback/Invoke"
+	ToolCallback_Invoke_FullMethodName    = "/toolcall.v1.ToolCallback/Invoke"
+	ToolCallback_CancelJob_FullMethodName = "/toolcall.v1.ToolCallback/CancelJob"
 )
 
 // ToolCallbackClient is the client API for ToolCallback service.
@@ -35,6 +36,13 @@ type ToolCallbackClient interface {
 	// readable error; a gRPC error status is also accepted and shown to the
 	// model as an error.
 	Invoke(ctx context.Context, in *ToolCallbackInvokeRequest, opts ...grpc.CallOption) (*ToolCallbackInvokeResponse, error)
+	// Tells the plugin that a long job it accepted (ToolResult.accepted) has
+	// ended without its completion: cancelled by LLMService.CancelTask, or past
+	// the tool's max_job_seconds. The LLMService sends it once, best effort
+	// (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+	// task has ended either way). Later ReportProgress / CompleteTask calls for
+	// the task are FAILED_PRECONDITION.
+	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 }
 
 type toolCallbackClient struct {
@@ -55,6 +63,16 @@ func (c *toolCallbackClient) Invoke(ctx context.Context, in *ToolCallbackInvokeR
 	return out, nil
 }
 
+func (c *toolCallbackClient) CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobResponse)
+	err := c.cc.Invoke(ctx, ToolCallback_CancelJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ToolCallbackServer is the server API for ToolCallback service.
 // All implementations must embed UnimplementedToolCallbackServer
 // for forward compatibility.
@@ -68,6 +86,13 @@ type ToolCallbackServer interface {
 	// readable error; a gRPC error status is also accepted and shown to the
 	// model as an error.
 	Invoke(context.Context, *ToolCallbackInvokeRequest) (*ToolCallbackInvokeResponse, error)
+	// Tells the plugin that a long job it accepted (ToolResult.accepted) has
+	// ended without its completion: cancelled by LLMService.CancelTask, or past
+	// the tool's max_job_seconds. The LLMService sends it once, best effort
+	// (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+	// task has ended either way). Later ReportProgress / CompleteTask calls for
+	// the task are FAILED_PRECONDITION.
+	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	mustEmbedUnimplementedToolCallbackServer()
 }
 
@@ -80,6 +105,9 @@ type UnimplementedToolCallbackServer struct{}
 
 func (UnimplementedToolCallbackServer) Invoke(context.Context, *ToolCallbackInvokeRequest) (*ToolCallbackInvokeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Invoke not implemented")
+}
+func (UnimplementedToolCallbackServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
 }
 func (UnimplementedToolCallbackServer) mustEmbedUnimplementedToolCallbackServer() {}
 func (UnimplementedToolCallbackServer) testEmbeddedByValue()                      {}
@@ -120,6 +148,24 @@ func _ToolCallback_Invoke_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ToolCallback_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ToolCallbackServer).CancelJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ToolCallback_CancelJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ToolCallbackServer).CancelJob(ctx, req.(*CancelJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ToolCallback_ServiceDesc is the grpc.ServiceDesc for ToolCallback service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -130,6 +176,10 @@ var ToolCallback_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Invoke",
 			Handler:    _ToolCallback_Invoke_Handler,
+		},
+		{
+			MethodName: "CancelJob",
+			Handler:    _ToolCallback_CancelJob_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

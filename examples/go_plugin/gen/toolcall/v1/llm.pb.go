@@ -407,9 +407,15 @@ type ChatRequest struct {
 	// Narrows the role's tools for this turn to these names (every round).
 	// Empty: all of the role's tools. A name the role does not have is
 	// INVALID_ARGUMENT naming it. At most 128 names.
-	AllowedTools  []string `protobuf:"bytes,10,rep,name=allowed_tools,json=allowedTools,proto3" json:"allowed_tools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AllowedTools []string `protobuf:"bytes,10,rep,name=allowed_tools,json=allowedTools,proto3" json:"allowed_tools,omitempty"`
+	// Whether the results of async tools started in this turn get a follow-up:
+	// when one arrives, the service runs a short model turn in the session
+	// (same provider and model, no tools) so the user gets a sentence about
+	// it, stored in the history and sent with the task (Task.follow_up).
+	// Unset: the service's setting (TOOLCALL_ASYNC_FOLLOW_UP, off by default).
+	FollowUpAsyncResults *bool `protobuf:"varint,11,opt,name=follow_up_async_results,json=followUpAsyncResults,proto3,oneof" json:"follow_up_async_results,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ChatRequest) Reset() {
@@ -512,6 +518,13 @@ func (x *ChatRequest) GetAllowedTools() []string {
 	return nil
 }
 
+func (x *ChatRequest) GetFollowUpAsyncResults() bool {
+	if x != nil && x.FollowUpAsyncResults != nil {
+		return *x.FollowUpAsyncResults
+	}
+	return false
+}
+
 // ChatRequest.tool_choice: a mode, or one tool the model must call.
 type ToolChoice struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -603,7 +616,11 @@ func (*ToolChoice_Name) isToolChoice_Choice() {}
 type ChatStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The chat turn to run.
-	Request       *ChatRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	Request *ChatRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// Also stream the session's async tasks while the turn runs: their
+	// progress and results as ChatStreamResponse.task_update events (they are
+	// still delivered on Subscribe; these are not acknowledged).
+	TaskUpdates   bool `protobuf:"varint,2,opt,name=task_updates,json=taskUpdates,proto3" json:"task_updates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +660,13 @@ func (x *ChatStreamRequest) GetRequest() *ChatRequest {
 		return x.Request
 	}
 	return nil
+}
+
+func (x *ChatStreamRequest) GetTaskUpdates() bool {
+	if x != nil {
+		return x.TaskUpdates
+	}
+	return false
 }
 
 // Record of one tool call made during a turn.
@@ -1032,6 +1056,7 @@ type ChatStreamResponse struct {
 	//	*ChatStreamResponse_ToolCallFinished
 	//	*ChatStreamResponse_Final
 	//	*ChatStreamResponse_Usage
+	//	*ChatStreamResponse_TaskUpdate
 	Event         isChatStreamResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1119,6 +1144,15 @@ func (x *ChatStreamResponse) GetUsage() *Usage {
 	return nil
 }
 
+func (x *ChatStreamResponse) GetTaskUpdate() *Task {
+	if x != nil {
+		if x, ok := x.Event.(*ChatStreamResponse_TaskUpdate); ok {
+			return x.TaskUpdate
+		}
+	}
+	return nil
+}
+
 type isChatStreamResponse_Event interface {
 	isChatStreamResponse_Event()
 }
@@ -1148,6 +1182,12 @@ type ChatStreamResponse_Usage struct {
 	Usage *Usage `protobuf:"bytes,5,opt,name=usage,proto3,oneof"`
 }
 
+type ChatStreamResponse_TaskUpdate struct {
+	// ChatStreamRequest.task_updates only: an async task of the session
+	// reported progress (status RUNNING) or ended (with its result).
+	TaskUpdate *Task `protobuf:"bytes,6,opt,name=task_update,json=taskUpdate,proto3,oneof"`
+}
+
 func (*ChatStreamResponse_TextDelta) isChatStreamResponse_Event() {}
 
 func (*ChatStreamResponse_ToolCallStarted) isChatStreamResponse_Event() {}
@@ -1157,6 +1197,8 @@ func (*ChatStreamResponse_ToolCallFinished) isChatStreamResponse_Event() {}
 func (*ChatStreamResponse_Final) isChatStreamResponse_Event() {}
 
 func (*ChatStreamResponse_Usage) isChatStreamResponse_Event() {}
+
+func (*ChatStreamResponse_TaskUpdate) isChatStreamResponse_Event() {}
 
 // An async tool call and, once finished, its result.
 type Task struct {
@@ -1178,7 +1220,17 @@ type Task struct {
 	// When it finished (unset while running).
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// Arguments the tool was called with.
-	Arguments     *structpb.Struct `protobuf:"bytes,9,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	Arguments *structpb.Struct `protobuf:"bytes,9,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// Set once the plugin accepted the call as a long job: its job id.
+	JobId string `protobuf:"bytes,10,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// A long job's latest progress (unset until it reports some).
+	Progress *TaskProgress `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
+	// A long job: when it fails unless completed first (max_job_seconds).
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The model's sentence about the result (assistant role), when the turn
+	// that started the task asked for a follow-up
+	// (ChatRequest.follow_up_async_results) and the model answered.
+	FollowUp      *ChatMessage `protobuf:"bytes,13,opt,name=follow_up,json=followUp,proto3" json:"follow_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1276,6 +1328,320 @@ func (x *Task) GetArguments() *structpb.Struct {
 	return nil
 }
 
+func (x *Task) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Task) GetProgress() *TaskProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *Task) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Task) GetFollowUp() *ChatMessage {
+	if x != nil {
+		return x.FollowUp
+	}
+	return nil
+}
+
+// How far a long job has come, as its plugin last reported.
+type TaskProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Done so far, from 0 to 1. Unset: unknown (a message only).
+	Fraction *float64 `protobuf:"fixed64,1,opt,name=fraction,proto3,oneof" json:"fraction,omitempty"`
+	// What it is doing, for people (at most 500 printable characters).
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// When the service received it.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskProgress) Reset() {
+	*x = TaskProgress{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskProgress) ProtoMessage() {}
+
+func (x *TaskProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
+func (*TaskProgress) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TaskProgress) GetFraction() float64 {
+	if x != nil && x.Fraction != nil {
+		return *x.Fraction
+	}
+	return 0
+}
+
+func (x *TaskProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TaskProgress) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// Request of LLMService.ReportProgress.
+type ReportProgressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task (LongJob.task_id). Required.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The task's token (LongJob.token). Required.
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// Done so far, from 0 to 1. Unset: unknown.
+	Fraction *float64 `protobuf:"fixed64,3,opt,name=fraction,proto3,oneof" json:"fraction,omitempty"`
+	// What it is doing (at most 500 characters; control characters become
+	// spaces).
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProgressRequest) Reset() {
+	*x = ReportProgressRequest{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressRequest) ProtoMessage() {}
+
+func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
+func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReportProgressRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetFraction() float64 {
+	if x != nil && x.Fraction != nil {
+		return *x.Fraction
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// Response of LLMService.ReportProgress.
+type ReportProgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProgressResponse) Reset() {
+	*x = ReportProgressResponse{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressResponse) ProtoMessage() {}
+
+func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
+func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{15}
+}
+
+// Request of LLMService.CompleteTask.
+type CompleteTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task (LongJob.task_id). Required.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The task's token (LongJob.token). Required.
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// The job's result, as a plugin's answer to Invoke would be (accepted
+	// must be unset).
+	Result        *ToolResult `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskRequest) Reset() {
+	*x = CompleteTaskRequest{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskRequest) ProtoMessage() {}
+
+func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
+func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CompleteTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *CompleteTaskRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CompleteTaskRequest) GetResult() *ToolResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// Response of LLMService.CompleteTask.
+type CompleteTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task, ended.
+	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskResponse) Reset() {
+	*x = CompleteTaskResponse{}
+	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskResponse) ProtoMessage() {}
+
+func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
+func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CompleteTaskResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
 // Request of LLMService.Subscribe.
 type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1283,14 +1649,18 @@ type SubscribeRequest struct {
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Acknowledge each result as soon as it has been sent on this stream, so
 	// no explicit AckTasks call is needed.
-	AutoAck       bool `protobuf:"varint,2,opt,name=auto_ack,json=autoAck,proto3" json:"auto_ack,omitempty"`
+	AutoAck bool `protobuf:"varint,2,opt,name=auto_ack,json=autoAck,proto3" json:"auto_ack,omitempty"`
+	// Also send long jobs' progress (SubscribeResponse.progress): first where
+	// the session's running jobs stand (after the stored results), then each
+	// report as it comes. Progress is never acknowledged.
+	Progress      bool `protobuf:"varint,3,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1672,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[13]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1685,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{13}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubscribeRequest) GetSessionId() string {
@@ -1332,18 +1702,29 @@ func (x *SubscribeRequest) GetAutoAck() bool {
 	return false
 }
 
-// One finished async task.
+func (x *SubscribeRequest) GetProgress() bool {
+	if x != nil {
+		return x.Progress
+	}
+	return false
+}
+
+// One finished async task, or (with SubscribeRequest.progress) a running
+// long job's progress: exactly one of the two is set.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task with its result.
-	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// A running task, its progress (or acceptance as a long job) just
+	// reported; status is TASK_STATUS_RUNNING.
+	Progress      *Task `protobuf:"bytes,2,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1736,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[14]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,12 +1749,19 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{14}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubscribeResponse) GetTask() *Task {
 	if x != nil {
 		return x.Task
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetProgress() *Task {
+	if x != nil {
+		return x.Progress
 	}
 	return nil
 }
@@ -1391,7 +1779,7 @@ type AckTasksRequest struct {
 
 func (x *AckTasksRequest) Reset() {
 	*x = AckTasksRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1791,7 @@ func (x *AckTasksRequest) String() string {
 func (*AckTasksRequest) ProtoMessage() {}
 
 func (x *AckTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[15]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1804,7 @@ func (x *AckTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckTasksRequest.ProtoReflect.Descriptor instead.
 func (*AckTasksRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{15}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AckTasksRequest) GetSessionId() string {
@@ -1444,7 +1832,7 @@ type AckTasksResponse struct {
 
 func (x *AckTasksResponse) Reset() {
 	*x = AckTasksResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1844,7 @@ func (x *AckTasksResponse) String() string {
 func (*AckTasksResponse) ProtoMessage() {}
 
 func (x *AckTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[16]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1857,7 @@ func (x *AckTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckTasksResponse.ProtoReflect.Descriptor instead.
 func (*AckTasksResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{16}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AckTasksResponse) GetAcknowledged() int32 {
@@ -1490,7 +1878,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1890,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[17]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1903,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{17}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetTaskRequest) GetTaskId() string {
@@ -1539,7 +1927,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1939,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[18]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1952,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{18}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelTaskRequest) GetTaskId() string {
@@ -1592,7 +1980,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1992,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[19]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +2005,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{19}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelTaskResponse) GetTask() *Task {
@@ -1638,7 +2026,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +2038,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[20]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +2051,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{20}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1686,7 +2074,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +2086,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[21]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +2099,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{21}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetHistoryRequest) GetSessionId() string {
@@ -1743,7 +2131,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +2143,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_llm_proto_msgTypes[22]
+	mi := &file_toolcall_v1_llm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +2156,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{22}
+	return file_toolcall_v1_llm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*ChatMessage {
@@ -1804,7 +2192,7 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12.\n" +
-	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\xb3\x03\n" +
+	"\x05parts\x18\a \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\x8b\x04\n" +
 	"\vChatRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -1818,16 +2206,19 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"toolChoice\x123\n" +
 	"\x13parallel_tool_calls\x18\t \x01(\bH\x01R\x11parallelToolCalls\x88\x01\x01\x12#\n" +
 	"\rallowed_tools\x18\n" +
-	" \x03(\tR\fallowedToolsB\x0e\n" +
+	" \x03(\tR\fallowedTools\x12:\n" +
+	"\x17follow_up_async_results\x18\v \x01(\bH\x02R\x14followUpAsyncResults\x88\x01\x01B\x0e\n" +
 	"\f_temperatureB\x16\n" +
-	"\x14_parallel_tool_calls\"_\n" +
+	"\x14_parallel_tool_callsB\x1a\n" +
+	"\x18_follow_up_async_results\"_\n" +
 	"\n" +
 	"ToolChoice\x121\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1b.toolcall.v1.ToolChoiceModeH\x00R\x04mode\x12\x14\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04nameB\b\n" +
-	"\x06choice\"G\n" +
+	"\x06choice\"j\n" +
 	"\x11ChatStreamRequest\x122\n" +
-	"\arequest\x18\x01 \x01(\v2\x18.toolcall.v1.ChatRequestR\arequest\"\xa4\x01\n" +
+	"\arequest\x18\x01 \x01(\v2\x18.toolcall.v1.ChatRequestR\arequest\x12!\n" +
+	"\ftask_updates\x18\x02 \x01(\bR\vtaskUpdates\"\xa4\x01\n" +
 	"\x0eToolCallRecord\x12)\n" +
 	"\x04call\x18\x01 \x01(\v2\x15.toolcall.v1.ToolCallR\x04call\x12/\n" +
 	"\x06result\x18\x02 \x01(\v2\x17.toolcall.v1.ToolResultR\x06result\x12\x17\n" +
@@ -1853,15 +2244,17 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x0fToolCallStarted\x12)\n" +
 	"\x04call\x18\x01 \x01(\v2\x15.toolcall.v1.ToolCallR\x04call\"G\n" +
 	"\x10ToolCallFinished\x123\n" +
-	"\x06record\x18\x01 \x01(\v2\x1b.toolcall.v1.ToolCallRecordR\x06record\"\xd0\x02\n" +
+	"\x06record\x18\x01 \x01(\v2\x1b.toolcall.v1.ToolCallRecordR\x06record\"\x86\x03\n" +
 	"\x12ChatStreamResponse\x127\n" +
 	"\n" +
 	"text_delta\x18\x01 \x01(\v2\x16.toolcall.v1.TextDeltaH\x00R\ttextDelta\x12J\n" +
 	"\x11tool_call_started\x18\x02 \x01(\v2\x1c.toolcall.v1.ToolCallStartedH\x00R\x0ftoolCallStarted\x12M\n" +
 	"\x12tool_call_finished\x18\x03 \x01(\v2\x1d.toolcall.v1.ToolCallFinishedH\x00R\x10toolCallFinished\x121\n" +
 	"\x05final\x18\x04 \x01(\v2\x19.toolcall.v1.ChatResponseH\x00R\x05final\x12*\n" +
-	"\x05usage\x18\x05 \x01(\v2\x12.toolcall.v1.UsageH\x00R\x05usageB\a\n" +
-	"\x05event\"\x85\x03\n" +
+	"\x05usage\x18\x05 \x01(\v2\x12.toolcall.v1.UsageH\x00R\x05usage\x124\n" +
+	"\vtask_update\x18\x06 \x01(\v2\x11.toolcall.v1.TaskH\x00R\n" +
+	"taskUpdateB\a\n" +
+	"\x05event\"\xc5\x04\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
 	"\n" +
@@ -1874,13 +2267,40 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
 	"\vfinished_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x125\n" +
-	"\targuments\x18\t \x01(\v2\x17.google.protobuf.StructR\targuments\"L\n" +
+	"\targuments\x18\t \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x15\n" +
+	"\x06job_id\x18\n" +
+	" \x01(\tR\x05jobId\x125\n" +
+	"\bprogress\x18\v \x01(\v2\x19.toolcall.v1.TaskProgressR\bprogress\x129\n" +
+	"\n" +
+	"expires_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
+	"\tfollow_up\x18\r \x01(\v2\x18.toolcall.v1.ChatMessageR\bfollowUp\"\x91\x01\n" +
+	"\fTaskProgress\x12\x1f\n" +
+	"\bfraction\x18\x01 \x01(\x01H\x00R\bfraction\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\v\n" +
+	"\t_fraction\"\x8e\x01\n" +
+	"\x15ReportProgressRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1f\n" +
+	"\bfraction\x18\x03 \x01(\x01H\x00R\bfraction\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessageB\v\n" +
+	"\t_fraction\"\x18\n" +
+	"\x16ReportProgressResponse\"u\n" +
+	"\x13CompleteTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12/\n" +
+	"\x06result\x18\x03 \x01(\v2\x17.toolcall.v1.ToolResultR\x06result\"=\n" +
+	"\x14CompleteTaskResponse\x12%\n" +
+	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\"h\n" +
 	"\x10SubscribeRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x19\n" +
-	"\bauto_ack\x18\x02 \x01(\bR\aautoAck\":\n" +
+	"\bauto_ack\x18\x02 \x01(\bR\aautoAck\x12\x1a\n" +
+	"\bprogress\x18\x03 \x01(\bR\bprogress\"i\n" +
 	"\x11SubscribeResponse\x12%\n" +
-	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\"K\n" +
+	"\x04task\x18\x01 \x01(\v2\x11.toolcall.v1.TaskR\x04task\x12-\n" +
+	"\bprogress\x18\x02 \x01(\v2\x11.toolcall.v1.TaskR\bprogress\"K\n" +
 	"\x0fAckTasksRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x19\n" +
@@ -1920,7 +2340,7 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n" +
 	"\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n" +
 	"\x12TASK_STATUS_FAILED\x10\x03\x12\x19\n" +
-	"\x15TASK_STATUS_CANCELLED\x10\x042\x95\x04\n" +
+	"\x15TASK_STATUS_CANCELLED\x10\x042\xc5\x05\n" +
 	"\n" +
 	"LLMService\x12;\n" +
 	"\x04Chat\x12\x18.toolcall.v1.ChatRequest\x1a\x19.toolcall.v1.ChatResponse\x12O\n" +
@@ -1930,7 +2350,9 @@ const file_toolcall_v1_llm_proto_rawDesc = "" +
 	"\bAckTasks\x12\x1c.toolcall.v1.AckTasksRequest\x1a\x1d.toolcall.v1.AckTasksResponse\x12D\n" +
 	"\aGetTask\x12\x1b.toolcall.v1.GetTaskRequest\x1a\x1c.toolcall.v1.GetTaskResponse\x12M\n" +
 	"\n" +
-	"CancelTask\x12\x1e.toolcall.v1.CancelTaskRequest\x1a\x1f.toolcall.v1.CancelTaskResponse\x12M\n" +
+	"CancelTask\x12\x1e.toolcall.v1.CancelTaskRequest\x1a\x1f.toolcall.v1.CancelTaskResponse\x12Y\n" +
+	"\x0eReportProgress\x12\".toolcall.v1.ReportProgressRequest\x1a#.toolcall.v1.ReportProgressResponse\x12S\n" +
+	"\fCompleteTask\x12 .toolcall.v1.CompleteTaskRequest\x1a!.toolcall.v1.CompleteTaskResponse\x12M\n" +
 	"\n" +
 	"GetHistory\x12\x1e.toolcall.v1.GetHistoryRequest\x1a\x1f.toolcall.v1.GetHistoryResponseB\xa0\x01\n" +
 	"\x0fcom.toolcall.v1B\bLlmProtoP\x01Z6toolcall/examples/go_plugin/gen/toolcall/v1;toolcallv1\xa2\x02\x03TXX\xaa\x02\vToolcall.V1\xca\x02\vToolcall\\V1\xe2\x02\x17Toolcall\\V1\\GPBMetadata\xea\x02\fToolcall::V1b\x06proto3"
@@ -1948,50 +2370,55 @@ func file_toolcall_v1_llm_proto_rawDescGZIP() []byte {
 }
 
 var file_toolcall_v1_llm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_toolcall_v1_llm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_toolcall_v1_llm_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_toolcall_v1_llm_proto_goTypes = []any{
-	(MessageRole)(0),              // 0: toolcall.v1.MessageRole
-	(ToolChoiceMode)(0),           // 1: toolcall.v1.ToolChoiceMode
-	(TaskStatus)(0),               // 2: toolcall.v1.TaskStatus
-	(*ToolCall)(nil),              // 3: toolcall.v1.ToolCall
-	(*ChatMessage)(nil),           // 4: toolcall.v1.ChatMessage
-	(*ChatRequest)(nil),           // 5: toolcall.v1.ChatRequest
-	(*ToolChoice)(nil),            // 6: toolcall.v1.ToolChoice
-	(*ChatStreamRequest)(nil),     // 7: toolcall.v1.ChatStreamRequest
-	(*ToolCallRecord)(nil),        // 8: toolcall.v1.ToolCallRecord
-	(*Usage)(nil),                 // 9: toolcall.v1.Usage
-	(*ChatResponse)(nil),          // 10: toolcall.v1.ChatResponse
-	(*TextDelta)(nil),             // 11: toolcall.v1.TextDelta
-	(*ToolCallStarted)(nil),       // 12: toolcall.v1.ToolCallStarted
-	(*ToolCallFinished)(nil),      // 13: toolcall.v1.ToolCallFinished
-	(*ChatStreamResponse)(nil),    // 14: toolcall.v1.ChatStreamResponse
-	(*Task)(nil),                  // 15: toolcall.v1.Task
-	(*SubscribeRequest)(nil),      // 16: toolcall.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 17: toolcall.v1.SubscribeResponse
-	(*AckTasksRequest)(nil),       // 18: toolcall.v1.AckTasksRequest
-	(*AckTasksResponse)(nil),      // 19: toolcall.v1.AckTasksResponse
-	(*GetTaskRequest)(nil),        // 20: toolcall.v1.GetTaskRequest
-	(*CancelTaskRequest)(nil),     // 21: toolcall.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),    // 22: toolcall.v1.CancelTaskResponse
-	(*GetTaskResponse)(nil),       // 23: toolcall.v1.GetTaskResponse
-	(*GetHistoryRequest)(nil),     // 24: toolcall.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),    // 25: toolcall.v1.GetHistoryResponse
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*ContentPart)(nil),           // 27: toolcall.v1.ContentPart
-	(*ToolResult)(nil),            // 28: toolcall.v1.ToolResult
-	(*structpb.Struct)(nil),       // 29: google.protobuf.Struct
+	(MessageRole)(0),               // 0: toolcall.v1.MessageRole
+	(ToolChoiceMode)(0),            // 1: toolcall.v1.ToolChoiceMode
+	(TaskStatus)(0),                // 2: toolcall.v1.TaskStatus
+	(*ToolCall)(nil),               // 3: toolcall.v1.ToolCall
+	(*ChatMessage)(nil),            // 4: toolcall.v1.ChatMessage
+	(*ChatRequest)(nil),            // 5: toolcall.v1.ChatRequest
+	(*ToolChoice)(nil),             // 6: toolcall.v1.ToolChoice
+	(*ChatStreamRequest)(nil),      // 7: toolcall.v1.ChatStreamRequest
+	(*ToolCallRecord)(nil),         // 8: toolcall.v1.ToolCallRecord
+	(*Usage)(nil),                  // 9: toolcall.v1.Usage
+	(*ChatResponse)(nil),           // 10: toolcall.v1.ChatResponse
+	(*TextDelta)(nil),              // 11: toolcall.v1.TextDelta
+	(*ToolCallStarted)(nil),        // 12: toolcall.v1.ToolCallStarted
+	(*ToolCallFinished)(nil),       // 13: toolcall.v1.ToolCallFinished
+	(*ChatStreamResponse)(nil),     // 14: toolcall.v1.ChatStreamResponse
+	(*Task)(nil),                   // 15: toolcall.v1.Task
+	(*TaskProgress)(nil),           // 16: toolcall.v1.TaskProgress
+	(*ReportProgressRequest)(nil),  // 17: toolcall.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil), // 18: toolcall.v1.ReportProgressResponse
+	(*CompleteTaskRequest)(nil),    // 19: toolcall.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),   // 20: toolcall.v1.CompleteTaskResponse
+	(*SubscribeRequest)(nil),       // 21: toolcall.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),      // 22: toolcall.v1.SubscribeResponse
+	(*AckTasksRequest)(nil),        // 23: toolcall.v1.AckTasksRequest
+	(*AckTasksResponse)(nil),       // 24: toolcall.v1.AckTasksResponse
+	(*GetTaskRequest)(nil),         // 25: toolcall.v1.GetTaskRequest
+	(*CancelTaskRequest)(nil),      // 26: toolcall.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),     // 27: toolcall.v1.CancelTaskResponse
+	(*GetTaskResponse)(nil),        // 28: toolcall.v1.GetTaskResponse
+	(*GetHistoryRequest)(nil),      // 29: toolcall.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),     // 30: toolcall.v1.GetHistoryResponse
+	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
+	(*ContentPart)(nil),            // 32: toolcall.v1.ContentPart
+	(*ToolResult)(nil),             // 33: toolcall.v1.ToolResult
+	(*structpb.Struct)(nil),        // 34: google.protobuf.Struct
 }
 var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	0,  // 0: toolcall.v1.ChatMessage.role:type_name -> toolcall.v1.MessageRole
 	3,  // 1: toolcall.v1.ChatMessage.tool_calls:type_name -> toolcall.v1.ToolCall
-	26, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
-	27, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
+	31, // 2: toolcall.v1.ChatMessage.created_at:type_name -> google.protobuf.Timestamp
+	32, // 3: toolcall.v1.ChatMessage.parts:type_name -> toolcall.v1.ContentPart
 	4,  // 4: toolcall.v1.ChatRequest.messages:type_name -> toolcall.v1.ChatMessage
 	6,  // 5: toolcall.v1.ChatRequest.tool_choice:type_name -> toolcall.v1.ToolChoice
 	1,  // 6: toolcall.v1.ToolChoice.mode:type_name -> toolcall.v1.ToolChoiceMode
 	5,  // 7: toolcall.v1.ChatStreamRequest.request:type_name -> toolcall.v1.ChatRequest
 	3,  // 8: toolcall.v1.ToolCallRecord.call:type_name -> toolcall.v1.ToolCall
-	28, // 9: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
+	33, // 9: toolcall.v1.ToolCallRecord.result:type_name -> toolcall.v1.ToolResult
 	4,  // 10: toolcall.v1.ChatResponse.message:type_name -> toolcall.v1.ChatMessage
 	8,  // 11: toolcall.v1.ChatResponse.tool_calls:type_name -> toolcall.v1.ToolCallRecord
 	9,  // 12: toolcall.v1.ChatResponse.usage:type_name -> toolcall.v1.Usage
@@ -2002,34 +2429,46 @@ var file_toolcall_v1_llm_proto_depIdxs = []int32{
 	13, // 17: toolcall.v1.ChatStreamResponse.tool_call_finished:type_name -> toolcall.v1.ToolCallFinished
 	10, // 18: toolcall.v1.ChatStreamResponse.final:type_name -> toolcall.v1.ChatResponse
 	9,  // 19: toolcall.v1.ChatStreamResponse.usage:type_name -> toolcall.v1.Usage
-	2,  // 20: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
-	28, // 21: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
-	26, // 22: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	26, // 23: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
-	29, // 24: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
-	15, // 25: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
-	15, // 26: toolcall.v1.CancelTaskResponse.task:type_name -> toolcall.v1.Task
-	15, // 27: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
-	4,  // 28: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
-	5,  // 29: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
-	7,  // 30: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
-	16, // 31: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
-	18, // 32: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
-	20, // 33: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
-	21, // 34: toolcall.v1.LLMService.CancelTask:input_type -> toolcall.v1.CancelTaskRequest
-	24, // 35: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
-	10, // 36: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
-	14, // 37: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
-	17, // 38: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
-	19, // 39: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
-	23, // 40: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
-	22, // 41: toolcall.v1.LLMService.CancelTask:output_type -> toolcall.v1.CancelTaskResponse
-	25, // 42: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
-	36, // [36:43] is the sub-list for method output_type
-	29, // [29:36] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	15, // 20: toolcall.v1.ChatStreamResponse.task_update:type_name -> toolcall.v1.Task
+	2,  // 21: toolcall.v1.Task.status:type_name -> toolcall.v1.TaskStatus
+	33, // 22: toolcall.v1.Task.result:type_name -> toolcall.v1.ToolResult
+	31, // 23: toolcall.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	31, // 24: toolcall.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
+	34, // 25: toolcall.v1.Task.arguments:type_name -> google.protobuf.Struct
+	16, // 26: toolcall.v1.Task.progress:type_name -> toolcall.v1.TaskProgress
+	31, // 27: toolcall.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 28: toolcall.v1.Task.follow_up:type_name -> toolcall.v1.ChatMessage
+	31, // 29: toolcall.v1.TaskProgress.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 30: toolcall.v1.CompleteTaskRequest.result:type_name -> toolcall.v1.ToolResult
+	15, // 31: toolcall.v1.CompleteTaskResponse.task:type_name -> toolcall.v1.Task
+	15, // 32: toolcall.v1.SubscribeResponse.task:type_name -> toolcall.v1.Task
+	15, // 33: toolcall.v1.SubscribeResponse.progress:type_name -> toolcall.v1.Task
+	15, // 34: toolcall.v1.CancelTaskResponse.task:type_name -> toolcall.v1.Task
+	15, // 35: toolcall.v1.GetTaskResponse.task:type_name -> toolcall.v1.Task
+	4,  // 36: toolcall.v1.GetHistoryResponse.messages:type_name -> toolcall.v1.ChatMessage
+	5,  // 37: toolcall.v1.LLMService.Chat:input_type -> toolcall.v1.ChatRequest
+	7,  // 38: toolcall.v1.LLMService.ChatStream:input_type -> toolcall.v1.ChatStreamRequest
+	21, // 39: toolcall.v1.LLMService.Subscribe:input_type -> toolcall.v1.SubscribeRequest
+	23, // 40: toolcall.v1.LLMService.AckTasks:input_type -> toolcall.v1.AckTasksRequest
+	25, // 41: toolcall.v1.LLMService.GetTask:input_type -> toolcall.v1.GetTaskRequest
+	26, // 42: toolcall.v1.LLMService.CancelTask:input_type -> toolcall.v1.CancelTaskRequest
+	17, // 43: toolcall.v1.LLMService.ReportProgress:input_type -> toolcall.v1.ReportProgressRequest
+	19, // 44: toolcall.v1.LLMService.CompleteTask:input_type -> toolcall.v1.CompleteTaskRequest
+	29, // 45: toolcall.v1.LLMService.GetHistory:input_type -> toolcall.v1.GetHistoryRequest
+	10, // 46: toolcall.v1.LLMService.Chat:output_type -> toolcall.v1.ChatResponse
+	14, // 47: toolcall.v1.LLMService.ChatStream:output_type -> toolcall.v1.ChatStreamResponse
+	22, // 48: toolcall.v1.LLMService.Subscribe:output_type -> toolcall.v1.SubscribeResponse
+	24, // 49: toolcall.v1.LLMService.AckTasks:output_type -> toolcall.v1.AckTasksResponse
+	28, // 50: toolcall.v1.LLMService.GetTask:output_type -> toolcall.v1.GetTaskResponse
+	27, // 51: toolcall.v1.LLMService.CancelTask:output_type -> toolcall.v1.CancelTaskResponse
+	18, // 52: toolcall.v1.LLMService.ReportProgress:output_type -> toolcall.v1.ReportProgressResponse
+	20, // 53: toolcall.v1.LLMService.CompleteTask:output_type -> toolcall.v1.CompleteTaskResponse
+	30, // 54: toolcall.v1.LLMService.GetHistory:output_type -> toolcall.v1.GetHistoryResponse
+	46, // [46:55] is the sub-list for method output_type
+	37, // [37:46] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_llm_proto_init() }
@@ -2049,14 +2488,17 @@ func file_toolcall_v1_llm_proto_init() {
 		(*ChatStreamResponse_ToolCallFinished)(nil),
 		(*ChatStreamResponse_Final)(nil),
 		(*ChatStreamResponse_Usage)(nil),
+		(*ChatStreamResponse_TaskUpdate)(nil),
 	}
+	file_toolcall_v1_llm_proto_msgTypes[13].OneofWrappers = []any{}
+	file_toolcall_v1_llm_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_toolcall_v1_llm_proto_rawDesc), len(file_toolcall_v1_llm_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LLMService_Chat_FullMethodName       = "/toolcall.v1.LLMService/Chat"
-	LLMService_ChatStream_FullMethodName = "/toolcall.v1.LLMService/ChatStream"
-	LLMService_Subscribe_FullMethodName  = "/toolcall.v1.LLMService/Subscribe"
-	LLMService_AckTasks_FullMethodName   = "/toolcall.v1.LLMService/AckTasks"
-	LLMService_GetTask_FullMethodName    = "/toolcall.v1.LLMService/GetTask"
-	LLMService_CancelTask_FullMethodName = "/toolcall.v1.LLMService/CancelTask"
-	LLMService_GetHistory_FullMethodName = "/toolcall.v1.LLMService/GetHistory"
+	LLMService_Chat_FullMethodName           = "/toolcall.v1.LLMService/Chat"
+	LLMService_ChatStream_FullMethodName     = "/toolcall.v1.LLMService/ChatStream"
+	LLMService_Subscribe_FullMethodName      = "/toolcall.v1.LLMService/Subscribe"
+	LLMService_AckTasks_FullMethodName       = "/toolcall.v1.LLMService/AckTasks"
+	LLMService_GetTask_FullMethodName        = "/toolcall.v1.LLMService/GetTask"
+	LLMService_CancelTask_FullMethodName     = "/toolcall.v1.LLMService/CancelTask"
+	LLMService_ReportProgress_FullMethodName = "/toolcall.v1.LLMService/ReportProgress"
+	LLMService_CompleteTask_FullMethodName   = "/toolcall.v1.LLMService/CompleteTask"
+	LLMService_GetHistory_FullMethodName     = "/toolcall.v1.LLMService/GetHistory"
 )
 
 // LLMServiceClient is the client API for LLMService service.
@@ -63,6 +65,23 @@ type LLMServiceClient interface {
 	// once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
 	// already ended: FAILED_PRECONDITION naming its status.
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
+	// Long jobs (a plugin answered an async call with ToolResult.accepted):
+	// the plugin, or any process holding the job's handle, reports progress.
+	// Authorised by the task's token (LongJob.token), not by the caller: a
+	// wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+	// both); a task that has ended: FAILED_PRECONDITION naming its status.
+	// Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+	// (ChatStreamRequest.task_updates); the latest is kept with the task.
+	// A report within 50 ms of the task's last stored one is dropped with
+	// RESOURCE_EXHAUSTED (report less often; the next one is taken).
+	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
+	// Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+	// and the result is pushed and noted in the history like any async
+	// result, exactly once. Same authorisation and statuses as
+	// ReportProgress; the result is checked like a plugin's answer (size,
+	// content parts, output_schema): one past a bound ends the task FAILED
+	// saying why.
+	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
 	// Returns the stored messages of a session, oldest first, at most 4 MiB
 	// less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
@@ -154,6 +173,26 @@ func (c *lLMServiceClient) CancelTask(ctx context.Context, in *CancelTaskRequest
 	return out, nil
 }
 
+func (c *lLMServiceClient) ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportProgressResponse)
+	err := c.cc.Invoke(ctx, LLMService_ReportProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lLMServiceClient) CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteTaskResponse)
+	err := c.cc.Invoke(ctx, LLMService_CompleteTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *lLMServiceClient) GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetHistoryResponse)
@@ -199,6 +238,23 @@ type LLMServiceServer interface {
 	// once it has ended (within 5 s). Unknown id: NOT_FOUND; a task that has
 	// already ended: FAILED_PRECONDITION naming its status.
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
+	// Long jobs (a plugin answered an async call with ToolResult.accepted):
+	// the plugin, or any process holding the job's handle, reports progress.
+	// Authorised by the task's token (LongJob.token), not by the caller: a
+	// wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+	// both); a task that has ended: FAILED_PRECONDITION naming its status.
+	// Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+	// (ChatStreamRequest.task_updates); the latest is kept with the task.
+	// A report within 50 ms of the task's last stored one is dropped with
+	// RESOURCE_EXHAUSTED (report less often; the next one is taken).
+	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
+	// Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+	// and the result is pushed and noted in the history like any async
+	// result, exactly once. Same authorisation and statuses as
+	// ReportProgress; the result is checked like a plugin's answer (size,
+	// content parts, output_schema): one past a bound ends the task FAILED
+	// saying why.
+	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
 	// Returns the stored messages of a session, oldest first, at most 4 MiB
 	// less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
@@ -229,6 +285,12 @@ func (UnimplementedLLMServiceServer) GetTask(context.Context, *GetTaskRequest) (
 }
 func (UnimplementedLLMServiceServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelTask not implemented")
+}
+func (UnimplementedLLMServiceServer) ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportProgress not implemented")
+}
+func (UnimplementedLLMServiceServer) CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteTask not implemented")
 }
 func (UnimplementedLLMServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
@@ -348,6 +410,42 @@ func _LLMService_CancelTask_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LLMService_ReportProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LLMServiceServer).ReportProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LLMService_ReportProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LLMServiceServer).ReportProgress(ctx, req.(*ReportProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LLMService_CompleteTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LLMServiceServer).CompleteTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LLMService_CompleteTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LLMServiceServer).CompleteTask(ctx, req.(*CompleteTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LLMService_GetHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetHistoryRequest)
 	if err := dec(in); err != nil {
@@ -388,6 +486,14 @@ var LLMService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTask",
 			Handler:    _LLMService_CancelTask_Handler,
+		},
+		{
+			MethodName: "ReportProgress",
+			Handler:    _LLMService_ReportProgress_Handler,
+		},
+		{
+			MethodName: "CompleteTask",
+			Handler:    _LLMService_CompleteTask_Handler,
 		},
 		{
 			MethodName: "GetHistory",

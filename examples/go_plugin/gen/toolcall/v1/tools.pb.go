@@ -137,7 +137,11 @@ type ToolDefinition struct {
 	// Free-form strings for hosts and UIs (a category, an icon name...); not
 	// shown to the model. At most 32 entries; keys of 1 to 64 characters of
 	// [A-Za-z0-9_.:/-], values of at most 1024 printable characters.
-	Metadata      map[string]string `protobuf:"bytes,14,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,14,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// ASYNC tools: how long a long job the plugin accepted (ToolResult.accepted)
+	// may run before its task fails saying so. 0 or unset: 24 hours; at most
+	// 30 days. The call itself is still bounded by timeout_seconds.
+	MaxJobSeconds float64 `protobuf:"fixed64,15,opt,name=max_job_seconds,json=maxJobSeconds,proto3" json:"max_job_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +274,13 @@ func (x *ToolDefinition) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *ToolDefinition) GetMaxJobSeconds() float64 {
+	if x != nil {
+		return x.MaxJobSeconds
+	}
+	return 0
+}
+
 // Hints about what a tool does, as in MCP's ToolAnnotations. They are hints:
 // a host must not rely on them to decide whether a tool it does not trust is
 // safe to call. Unset fields take MCP's defaults (given per field).
@@ -365,7 +376,12 @@ type ToolResult struct {
 	// services' settings (by default at most 16 parts, of which at most 4
 	// images, each at most 4 MiB, and all within the gRPC message limit); a
 	// result past a bound is an is_error result saying which.
-	Parts         []*ContentPart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
+	Parts []*ContentPart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
+	// Set only in a plugin's answer to an async call that offered a long job
+	// (ToolCallbackInvokeRequest.job): the plugin accepted the call and will
+	// report progress and the result later (LLMService.ReportProgress,
+	// LLMService.CompleteTask). Anywhere else it is refused as an error.
+	Accepted      *JobAccepted `protobuf:"bytes,5,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +444,60 @@ func (x *ToolResult) GetParts() []*ContentPart {
 	return nil
 }
 
+func (x *ToolResult) GetAccepted() *JobAccepted {
+	if x != nil {
+		return x.Accepted
+	}
+	return nil
+}
+
+// A plugin's word that it runs a call as a long job.
+type JobAccepted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plugin's own id for the job (at most 128 printable characters),
+	// shown in Task.job_id and sent back in ToolCallback.CancelJob.
+	JobId         string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAccepted) Reset() {
+	*x = JobAccepted{}
+	mi := &file_toolcall_v1_tools_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAccepted) ProtoMessage() {}
+
+func (x *JobAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_toolcall_v1_tools_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAccepted.ProtoReflect.Descriptor instead.
+func (*JobAccepted) Descriptor() ([]byte, []int) {
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JobAccepted) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
 // One piece of a tool result's content beside its JSON output.
 type ContentPart struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -446,7 +516,7 @@ type ContentPart struct {
 
 func (x *ContentPart) Reset() {
 	*x = ContentPart{}
-	mi := &file_toolcall_v1_tools_proto_msgTypes[3]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +528,7 @@ func (x *ContentPart) String() string {
 func (*ContentPart) ProtoMessage() {}
 
 func (x *ContentPart) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_tools_proto_msgTypes[3]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +541,7 @@ func (x *ContentPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentPart.ProtoReflect.Descriptor instead.
 func (*ContentPart) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{3}
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContentPart) GetKind() isContentPart_Kind {
@@ -563,7 +633,7 @@ type ImagePart struct {
 
 func (x *ImagePart) Reset() {
 	*x = ImagePart{}
-	mi := &file_toolcall_v1_tools_proto_msgTypes[4]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +645,7 @@ func (x *ImagePart) String() string {
 func (*ImagePart) ProtoMessage() {}
 
 func (x *ImagePart) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_tools_proto_msgTypes[4]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +658,7 @@ func (x *ImagePart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImagePart.ProtoReflect.Descriptor instead.
 func (*ImagePart) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{4}
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ImagePart) GetMimeType() string {
@@ -619,7 +689,7 @@ type AudioPart struct {
 
 func (x *AudioPart) Reset() {
 	*x = AudioPart{}
-	mi := &file_toolcall_v1_tools_proto_msgTypes[5]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +701,7 @@ func (x *AudioPart) String() string {
 func (*AudioPart) ProtoMessage() {}
 
 func (x *AudioPart) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_tools_proto_msgTypes[5]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +714,7 @@ func (x *AudioPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AudioPart.ProtoReflect.Descriptor instead.
 func (*AudioPart) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{5}
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AudioPart) GetMimeType() string {
@@ -679,7 +749,7 @@ type ResourcePart struct {
 
 func (x *ResourcePart) Reset() {
 	*x = ResourcePart{}
-	mi := &file_toolcall_v1_tools_proto_msgTypes[6]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +761,7 @@ func (x *ResourcePart) String() string {
 func (*ResourcePart) ProtoMessage() {}
 
 func (x *ResourcePart) ProtoReflect() protoreflect.Message {
-	mi := &file_toolcall_v1_tools_proto_msgTypes[6]
+	mi := &file_toolcall_v1_tools_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +774,7 @@ func (x *ResourcePart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourcePart.ProtoReflect.Descriptor instead.
 func (*ResourcePart) Descriptor() ([]byte, []int) {
-	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{6}
+	return file_toolcall_v1_tools_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResourcePart) GetUri() string {
@@ -739,7 +809,7 @@ var File_toolcall_v1_tools_proto protoreflect.FileDescriptor
 
 const file_toolcall_v1_tools_proto_rawDesc = "" +
 	"\n" +
-	"\x17toolcall/v1/tools.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa5\x05\n" +
+	"\x17toolcall/v1/tools.proto\x12\vtoolcall.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xcd\x05\n" +
 	"\x0eToolDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
@@ -758,7 +828,8 @@ const file_toolcall_v1_tools_proto_rawDesc = "" +
 	"\x05title\x18\v \x01(\tR\x05title\x12>\n" +
 	"\vannotations\x18\f \x01(\v2\x1c.toolcall.v1.ToolAnnotationsR\vannotations\x12<\n" +
 	"\routput_schema\x18\r \x01(\v2\x17.google.protobuf.StructR\foutputSchema\x12E\n" +
-	"\bmetadata\x18\x0e \x03(\v2).toolcall.v1.ToolDefinition.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x0e \x03(\v2).toolcall.v1.ToolDefinition.MetadataEntryR\bmetadata\x12&\n" +
+	"\x0fmax_job_seconds\x18\x0f \x01(\x01R\rmaxJobSeconds\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
@@ -775,13 +846,16 @@ const file_toolcall_v1_tools_proto_rawDesc = "" +
 	"_read_onlyB\x0e\n" +
 	"\f_destructiveB\r\n" +
 	"\v_idempotentB\r\n" +
-	"\v_open_world\"\x9d\x01\n" +
+	"\v_open_world\"\xd3\x01\n" +
 	"\n" +
 	"ToolResult\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12\x19\n" +
 	"\bis_error\x18\x02 \x01(\bR\aisError\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12.\n" +
-	"\x05parts\x18\x04 \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\"\xc4\x01\n" +
+	"\x05parts\x18\x04 \x03(\v2\x18.toolcall.v1.ContentPartR\x05parts\x124\n" +
+	"\baccepted\x18\x05 \x01(\v2\x18.toolcall.v1.JobAcceptedR\baccepted\"$\n" +
+	"\vJobAccepted\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xc4\x01\n" +
 	"\vContentPart\x12\x14\n" +
 	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12.\n" +
 	"\x05image\x18\x02 \x01(\v2\x16.toolcall.v1.ImagePartH\x00R\x05image\x12.\n" +
@@ -819,36 +893,38 @@ func file_toolcall_v1_tools_proto_rawDescGZIP() []byte {
 }
 
 var file_toolcall_v1_tools_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_toolcall_v1_tools_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_toolcall_v1_tools_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_toolcall_v1_tools_proto_goTypes = []any{
 	(ToolMode)(0),           // 0: toolcall.v1.ToolMode
 	(*ToolDefinition)(nil),  // 1: toolcall.v1.ToolDefinition
 	(*ToolAnnotations)(nil), // 2: toolcall.v1.ToolAnnotations
 	(*ToolResult)(nil),      // 3: toolcall.v1.ToolResult
-	(*ContentPart)(nil),     // 4: toolcall.v1.ContentPart
-	(*ImagePart)(nil),       // 5: toolcall.v1.ImagePart
-	(*AudioPart)(nil),       // 6: toolcall.v1.AudioPart
-	(*ResourcePart)(nil),    // 7: toolcall.v1.ResourcePart
-	nil,                     // 8: toolcall.v1.ToolDefinition.MetadataEntry
-	(*structpb.Struct)(nil), // 9: google.protobuf.Struct
-	(*structpb.Value)(nil),  // 10: google.protobuf.Value
+	(*JobAccepted)(nil),     // 4: toolcall.v1.JobAccepted
+	(*ContentPart)(nil),     // 5: toolcall.v1.ContentPart
+	(*ImagePart)(nil),       // 6: toolcall.v1.ImagePart
+	(*AudioPart)(nil),       // 7: toolcall.v1.AudioPart
+	(*ResourcePart)(nil),    // 8: toolcall.v1.ResourcePart
+	nil,                     // 9: toolcall.v1.ToolDefinition.MetadataEntry
+	(*structpb.Struct)(nil), // 10: google.protobuf.Struct
+	(*structpb.Value)(nil),  // 11: google.protobuf.Value
 }
 var file_toolcall_v1_tools_proto_depIdxs = []int32{
-	9,  // 0: toolcall.v1.ToolDefinition.parameters:type_name -> google.protobuf.Struct
+	10, // 0: toolcall.v1.ToolDefinition.parameters:type_name -> google.protobuf.Struct
 	0,  // 1: toolcall.v1.ToolDefinition.mode:type_name -> toolcall.v1.ToolMode
 	2,  // 2: toolcall.v1.ToolDefinition.annotations:type_name -> toolcall.v1.ToolAnnotations
-	9,  // 3: toolcall.v1.ToolDefinition.output_schema:type_name -> google.protobuf.Struct
-	8,  // 4: toolcall.v1.ToolDefinition.metadata:type_name -> toolcall.v1.ToolDefinition.MetadataEntry
-	10, // 5: toolcall.v1.ToolResult.output:type_name -> google.protobuf.Value
-	4,  // 6: toolcall.v1.ToolResult.parts:type_name -> toolcall.v1.ContentPart
-	5,  // 7: toolcall.v1.ContentPart.image:type_name -> toolcall.v1.ImagePart
-	6,  // 8: toolcall.v1.ContentPart.audio:type_name -> toolcall.v1.AudioPart
-	7,  // 9: toolcall.v1.ContentPart.resource:type_name -> toolcall.v1.ResourcePart
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	10, // 3: toolcall.v1.ToolDefinition.output_schema:type_name -> google.protobuf.Struct
+	9,  // 4: toolcall.v1.ToolDefinition.metadata:type_name -> toolcall.v1.ToolDefinition.MetadataEntry
+	11, // 5: toolcall.v1.ToolResult.output:type_name -> google.protobuf.Value
+	5,  // 6: toolcall.v1.ToolResult.parts:type_name -> toolcall.v1.ContentPart
+	4,  // 7: toolcall.v1.ToolResult.accepted:type_name -> toolcall.v1.JobAccepted
+	6,  // 8: toolcall.v1.ContentPart.image:type_name -> toolcall.v1.ImagePart
+	7,  // 9: toolcall.v1.ContentPart.audio:type_name -> toolcall.v1.AudioPart
+	8,  // 10: toolcall.v1.ContentPart.resource:type_name -> toolcall.v1.ResourcePart
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_toolcall_v1_tools_proto_init() }
@@ -858,7 +934,7 @@ func file_toolcall_v1_tools_proto_init() {
 	}
 	file_toolcall_v1_tools_proto_msgTypes[0].OneofWrappers = []any{}
 	file_toolcall_v1_tools_proto_msgTypes[1].OneofWrappers = []any{}
-	file_toolcall_v1_tools_proto_msgTypes[3].OneofWrappers = []any{
+	file_toolcall_v1_tools_proto_msgTypes[4].OneofWrappers = []any{
 		(*ContentPart_Text)(nil),
 		(*ContentPart_Image)(nil),
 		(*ContentPart_Audio)(nil),
@@ -870,7 +946,7 @@ func file_toolcall_v1_tools_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_toolcall_v1_tools_proto_rawDesc), len(file_toolcall_v1_tools_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

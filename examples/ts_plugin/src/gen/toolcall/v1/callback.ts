@@ -19,11 +19,52 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Struct, Value } from "../../google/protobuf/struct";
-import { ContentPart } from "./tools";
+import { ContentPart, JobAccepted } from "./tools";
 
 export const protobufPackage = "toolcall.v1";
 
 export const protobufFileName = "toolcall/v1/callback.proto";
+
+/**
+ * The handle of a long job, offered with every async call the LLMService
+ * makes. A plugin that answers with ToolResult.accepted keeps it (it may pass
+ * it to another process) and uses it to call LLMService.ReportProgress and
+ * LLMService.CompleteTask later.
+ */
+export interface LongJob {
+  /** The LLMService task the call belongs to. */
+  taskId: string;
+  /**
+   * Secret that authorises ReportProgress and CompleteTask for this task
+   * only. Keep it like a password; it is never shown to the model.
+   */
+  token: string;
+  /** gRPC target of the LLMService to report to (loopback). */
+  llmAddress: string;
+  /**
+   * How long after acceptance the job may run before the task fails
+   * (the tool's max_job_seconds, or its default).
+   */
+  maxAgeSeconds: number;
+}
+
+/** Request of ToolCallback.CancelJob. */
+export interface CancelJobRequest {
+  /** The task whose job ended. */
+  taskId: string;
+  /** The plugin's job id (ToolResult.accepted.job_id). */
+  jobId: string;
+  /** The task's token (LongJob.token): proof that the LLMService sent this. */
+  token: string;
+  /** Why: "cancelled: <reason>" or "expired: ..." (one printable line). */
+  reason: string;
+}
+
+/** Response of ToolCallback.CancelJob. */
+export interface CancelJobResponse {
+  /** True when the plugin knew the job (it was running in this process). */
+  known: boolean;
+}
 
 /** One tool call dispatched to a plugin. */
 export interface ToolCallbackInvokeRequest {
@@ -47,6 +88,12 @@ export interface ToolCallbackInvokeRequest {
   sessionId: string;
   /** Role (persona) of that conversation, when known. */
   role: string;
+  /**
+   * Set on async calls from the LLMService: the handle with which the plugin
+   * may answer "accepted" (ToolCallbackInvokeResponse.accepted) and finish
+   * the job later. Unset: the call must be answered with its result.
+   */
+  job?: LongJob | undefined;
 }
 
 /**
@@ -67,10 +114,253 @@ export interface ToolCallbackInvokeResponse {
    * ToolResult.parts for the bounds the caller applies).
    */
   parts: ContentPart[];
+  /**
+   * The call was accepted as a long job (only when the request carried a
+   * job): the other fields are ignored, and the result comes later through
+   * LLMService.CompleteTask.
+   */
+  accepted?: JobAccepted | undefined;
 }
 
+function createBaseLongJob(): LongJob {
+  return { taskId: "", token: "", llmAddress: "", maxAgeSeconds: 0 };
+}
+
+export const LongJob: MessageFns<LongJob> = {
+  encode(message: LongJob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    if (message.llmAddress !== "") {
+      writer.uint32(26).string(message.llmAddress);
+    }
+    if (message.maxAgeSeconds !== 0) {
+      writer.uint32(33).double(message.maxAgeSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LongJob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLongJob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.llmAddress = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.maxAgeSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<LongJob>, I>>(base?: I): LongJob {
+    return LongJob.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LongJob>, I>>(object: I): LongJob {
+    const message = createBaseLongJob();
+    message.taskId = object.taskId ?? "";
+    message.token = object.token ?? "";
+    message.llmAddress = object.llmAddress ?? "";
+    message.maxAgeSeconds = object.maxAgeSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseCancelJobRequest(): CancelJobRequest {
+  return { taskId: "", jobId: "", token: "", reason: "" };
+}
+
+export const CancelJobRequest: MessageFns<CancelJobRequest> = {
+  encode(message: CancelJobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(18).string(message.jobId);
+    }
+    if (message.token !== "") {
+      writer.uint32(26).string(message.token);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelJobRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelJobRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelJobRequest>, I>>(base?: I): CancelJobRequest {
+    return CancelJobRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelJobRequest>, I>>(object: I): CancelJobRequest {
+    const message = createBaseCancelJobRequest();
+    message.taskId = object.taskId ?? "";
+    message.jobId = object.jobId ?? "";
+    message.token = object.token ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelJobResponse(): CancelJobResponse {
+  return { known: false };
+}
+
+export const CancelJobResponse: MessageFns<CancelJobResponse> = {
+  encode(message: CancelJobResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.known !== false) {
+      writer.uint32(8).bool(message.known);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelJobResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelJobResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.known = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelJobResponse>, I>>(base?: I): CancelJobResponse {
+    return CancelJobResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelJobResponse>, I>>(object: I): CancelJobResponse {
+    const message = createBaseCancelJobResponse();
+    message.known = object.known ?? false;
+    return message;
+  },
+};
+
 function createBaseToolCallbackInvokeRequest(): ToolCallbackInvokeRequest {
-  return { name: "", arguments: undefined, rawArguments: "", callId: "", sessionId: "", role: "" };
+  return { name: "", arguments: undefined, rawArguments: "", callId: "", sessionId: "", role: "", job: undefined };
 }
 
 export const ToolCallbackInvokeRequest: MessageFns<ToolCallbackInvokeRequest> = {
@@ -92,6 +382,9 @@ export const ToolCallbackInvokeRequest: MessageFns<ToolCallbackInvokeRequest> = 
     }
     if (message.role !== "") {
       writer.uint32(50).string(message.role);
+    }
+    if (message.job !== undefined) {
+      LongJob.encode(message.job, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -157,6 +450,14 @@ export const ToolCallbackInvokeRequest: MessageFns<ToolCallbackInvokeRequest> = 
             message.role = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.job = LongJob.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -180,12 +481,13 @@ export const ToolCallbackInvokeRequest: MessageFns<ToolCallbackInvokeRequest> = 
     message.callId = object.callId ?? "";
     message.sessionId = object.sessionId ?? "";
     message.role = object.role ?? "";
+    message.job = (object.job !== undefined && object.job !== null) ? LongJob.fromPartial(object.job) : undefined;
     return message;
   },
 };
 
 function createBaseToolCallbackInvokeResponse(): ToolCallbackInvokeResponse {
-  return { output: undefined, isError: false, error: "", parts: [] };
+  return { output: undefined, isError: false, error: "", parts: [], accepted: undefined };
 }
 
 export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> = {
@@ -201,6 +503,9 @@ export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> 
     }
     for (const v of message.parts) {
       ContentPart.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.accepted !== undefined) {
+      JobAccepted.encode(message.accepted, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -250,6 +555,14 @@ export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> 
             message.parts.push(ContentPart.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.accepted = JobAccepted.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -271,6 +584,9 @@ export const ToolCallbackInvokeResponse: MessageFns<ToolCallbackInvokeResponse> 
     message.isError = object.isError ?? false;
     message.error = object.error ?? "";
     message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    message.accepted = (object.accepted !== undefined && object.accepted !== null)
+      ? JobAccepted.fromPartial(object.accepted)
+      : undefined;
     return message;
   },
 };
@@ -299,6 +615,23 @@ export const ToolCallbackService = {
       Buffer.from(ToolCallbackInvokeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ToolCallbackInvokeResponse => ToolCallbackInvokeResponse.decode(value),
   },
+  /**
+   * Tells the plugin that a long job it accepted (ToolResult.accepted) has
+   * ended without its completion: cancelled by LLMService.CancelTask, or past
+   * the tool's max_job_seconds. The LLMService sends it once, best effort
+   * (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+   * task has ended either way). Later ReportProgress / CompleteTask calls for
+   * the task are FAILED_PRECONDITION.
+   */
+  cancelJob: {
+    path: "/toolcall.v1.ToolCallback/CancelJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelJobRequest): Buffer => Buffer.from(CancelJobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelJobRequest => CancelJobRequest.decode(value),
+    responseSerialize: (value: CancelJobResponse): Buffer => Buffer.from(CancelJobResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelJobResponse => CancelJobResponse.decode(value),
+  },
 } as const;
 
 export interface ToolCallbackServer extends UntypedServiceImplementation {
@@ -308,6 +641,15 @@ export interface ToolCallbackServer extends UntypedServiceImplementation {
    * model as an error.
    */
   invoke: handleUnaryCall<ToolCallbackInvokeRequest, ToolCallbackInvokeResponse>;
+  /**
+   * Tells the plugin that a long job it accepted (ToolResult.accepted) has
+   * ended without its completion: cancelled by LLMService.CancelTask, or past
+   * the tool's max_job_seconds. The LLMService sends it once, best effort
+   * (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+   * task has ended either way). Later ReportProgress / CompleteTask calls for
+   * the task are FAILED_PRECONDITION.
+   */
+  cancelJob: handleUnaryCall<CancelJobRequest, CancelJobResponse>;
 }
 
 export interface ToolCallbackClient extends Client {
@@ -330,6 +672,29 @@ export interface ToolCallbackClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ToolCallbackInvokeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Tells the plugin that a long job it accepted (ToolResult.accepted) has
+   * ended without its completion: cancelled by LLMService.CancelTask, or past
+   * the tool's max_job_seconds. The LLMService sends it once, best effort
+   * (within 5 s; UNIMPLEMENTED or an unreachable plugin changes nothing: the
+   * task has ended either way). Later ReportProgress / CompleteTask calls for
+   * the task are FAILED_PRECONDITION.
+   */
+  cancelJob(
+    request: CancelJobRequest,
+    callback: (error: ServiceError | null, response: CancelJobResponse) => void,
+  ): ClientUnaryCall;
+  cancelJob(
+    request: CancelJobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelJobResponse) => void,
+  ): ClientUnaryCall;
+  cancelJob(
+    request: CancelJobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelJobResponse) => void,
   ): ClientUnaryCall;
 }
 

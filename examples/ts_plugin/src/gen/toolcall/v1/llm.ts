@@ -168,6 +168,14 @@ export interface ChatRequest {
    * INVALID_ARGUMENT naming it. At most 128 names.
    */
   allowedTools: string[];
+  /**
+   * Whether the results of async tools started in this turn get a follow-up:
+   * when one arrives, the service runs a short model turn in the session
+   * (same provider and model, no tools) so the user gets a sentence about
+   * it, stored in the history and sent with the task (Task.follow_up).
+   * Unset: the service's setting (TOOLCALL_ASYNC_FOLLOW_UP, off by default).
+   */
+  followUpAsyncResults?: boolean | undefined;
 }
 
 /** ChatRequest.tool_choice: a mode, or one tool the model must call. */
@@ -183,7 +191,15 @@ export interface ToolChoice {
 /** Request of LLMService.ChatStream. */
 export interface ChatStreamRequest {
   /** The chat turn to run. */
-  request?: ChatRequest | undefined;
+  request?:
+    | ChatRequest
+    | undefined;
+  /**
+   * Also stream the session's async tasks while the turn runs: their
+   * progress and results as ChatStreamResponse.task_update events (they are
+   * still delivered on Subscribe; these are not acknowledged).
+   */
+  taskUpdates: boolean;
 }
 
 /** Record of one tool call made during a turn. */
@@ -271,7 +287,14 @@ export interface ChatStreamResponse {
     | ChatResponse
     | undefined;
   /** Token usage; the very last event. */
-  usage?: Usage | undefined;
+  usage?:
+    | Usage
+    | undefined;
+  /**
+   * ChatStreamRequest.task_updates only: an async task of the session
+   * reported progress (status RUNNING) or ended (with its result).
+   */
+  taskUpdate?: Task | undefined;
 }
 
 /** An async tool call and, once finished, its result. */
@@ -299,7 +322,77 @@ export interface Task {
     | Date
     | undefined;
   /** Arguments the tool was called with. */
-  arguments?: { [key: string]: any } | undefined;
+  arguments?:
+    | { [key: string]: any }
+    | undefined;
+  /** Set once the plugin accepted the call as a long job: its job id. */
+  jobId: string;
+  /** A long job's latest progress (unset until it reports some). */
+  progress?:
+    | TaskProgress
+    | undefined;
+  /** A long job: when it fails unless completed first (max_job_seconds). */
+  expiresAt?:
+    | Date
+    | undefined;
+  /**
+   * The model's sentence about the result (assistant role), when the turn
+   * that started the task asked for a follow-up
+   * (ChatRequest.follow_up_async_results) and the model answered.
+   */
+  followUp?: ChatMessage | undefined;
+}
+
+/** How far a long job has come, as its plugin last reported. */
+export interface TaskProgress {
+  /** Done so far, from 0 to 1. Unset: unknown (a message only). */
+  fraction?:
+    | number
+    | undefined;
+  /** What it is doing, for people (at most 500 printable characters). */
+  message: string;
+  /** When the service received it. */
+  updatedAt?: Date | undefined;
+}
+
+/** Request of LLMService.ReportProgress. */
+export interface ReportProgressRequest {
+  /** The task (LongJob.task_id). Required. */
+  taskId: string;
+  /** The task's token (LongJob.token). Required. */
+  token: string;
+  /** Done so far, from 0 to 1. Unset: unknown. */
+  fraction?:
+    | number
+    | undefined;
+  /**
+   * What it is doing (at most 500 characters; control characters become
+   * spaces).
+   */
+  message: string;
+}
+
+/** Response of LLMService.ReportProgress. */
+export interface ReportProgressResponse {
+}
+
+/** Request of LLMService.CompleteTask. */
+export interface CompleteTaskRequest {
+  /** The task (LongJob.task_id). Required. */
+  taskId: string;
+  /** The task's token (LongJob.token). Required. */
+  token: string;
+  /**
+   * The job's result, as a plugin's answer to Invoke would be (accepted
+   * must be unset).
+   */
+  result?: ToolResult | undefined;
+}
+
+/** Response of LLMService.CompleteTask. */
+export interface CompleteTaskResponse {
+  /** The task, ended. */
+  task?: Task | undefined;
 }
 
 /** Request of LLMService.Subscribe. */
@@ -311,12 +404,28 @@ export interface SubscribeRequest {
    * no explicit AckTasks call is needed.
    */
   autoAck: boolean;
+  /**
+   * Also send long jobs' progress (SubscribeResponse.progress): first where
+   * the session's running jobs stand (after the stored results), then each
+   * report as it comes. Progress is never acknowledged.
+   */
+  progress: boolean;
 }
 
-/** One finished async task. */
+/**
+ * One finished async task, or (with SubscribeRequest.progress) a running
+ * long job's progress: exactly one of the two is set.
+ */
 export interface SubscribeResponse {
   /** The task with its result. */
-  task?: Task | undefined;
+  task?:
+    | Task
+    | undefined;
+  /**
+   * A running task, its progress (or acceptance as a long job) just
+   * reported; status is TASK_STATUS_RUNNING.
+   */
+  progress?: Task | undefined;
 }
 
 /** Request of LLMService.AckTasks. */
@@ -600,6 +709,7 @@ function createBaseChatRequest(): ChatRequest {
     toolChoice: undefined,
     parallelToolCalls: undefined,
     allowedTools: [],
+    followUpAsyncResults: undefined,
   };
 }
 
@@ -634,6 +744,9 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     }
     for (const v of message.allowedTools) {
       writer.uint32(82).string(v!);
+    }
+    if (message.followUpAsyncResults !== undefined) {
+      writer.uint32(88).bool(message.followUpAsyncResults);
     }
     return writer;
   },
@@ -731,6 +844,14 @@ export const ChatRequest: MessageFns<ChatRequest> = {
             message.allowedTools.push(reader.string());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.followUpAsyncResults = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -760,6 +881,7 @@ export const ChatRequest: MessageFns<ChatRequest> = {
       : undefined;
     message.parallelToolCalls = object.parallelToolCalls ?? undefined;
     message.allowedTools = object.allowedTools?.map((e) => e) || [];
+    message.followUpAsyncResults = object.followUpAsyncResults ?? undefined;
     return message;
   },
 };
@@ -832,13 +954,16 @@ export const ToolChoice: MessageFns<ToolChoice> = {
 };
 
 function createBaseChatStreamRequest(): ChatStreamRequest {
-  return { request: undefined };
+  return { request: undefined, taskUpdates: false };
 }
 
 export const ChatStreamRequest: MessageFns<ChatStreamRequest> = {
   encode(message: ChatStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.request !== undefined) {
       ChatRequest.encode(message.request, writer.uint32(10).fork()).join();
+    }
+    if (message.taskUpdates !== false) {
+      writer.uint32(16).bool(message.taskUpdates);
     }
     return writer;
   },
@@ -864,6 +989,14 @@ export const ChatStreamRequest: MessageFns<ChatStreamRequest> = {
             message.request = ChatRequest.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.taskUpdates = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -884,6 +1017,7 @@ export const ChatStreamRequest: MessageFns<ChatStreamRequest> = {
     message.request = (object.request !== undefined && object.request !== null)
       ? ChatRequest.fromPartial(object.request)
       : undefined;
+    message.taskUpdates = object.taskUpdates ?? false;
     return message;
   },
 };
@@ -1371,6 +1505,7 @@ function createBaseChatStreamResponse(): ChatStreamResponse {
     toolCallFinished: undefined,
     final: undefined,
     usage: undefined,
+    taskUpdate: undefined,
   };
 }
 
@@ -1390,6 +1525,9 @@ export const ChatStreamResponse: MessageFns<ChatStreamResponse> = {
     }
     if (message.usage !== undefined) {
       Usage.encode(message.usage, writer.uint32(42).fork()).join();
+    }
+    if (message.taskUpdate !== undefined) {
+      Task.encode(message.taskUpdate, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1447,6 +1585,14 @@ export const ChatStreamResponse: MessageFns<ChatStreamResponse> = {
             message.usage = Usage.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.taskUpdate = Task.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1477,6 +1623,9 @@ export const ChatStreamResponse: MessageFns<ChatStreamResponse> = {
       ? ChatResponse.fromPartial(object.final)
       : undefined;
     message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    message.taskUpdate = (object.taskUpdate !== undefined && object.taskUpdate !== null)
+      ? Task.fromPartial(object.taskUpdate)
+      : undefined;
     return message;
   },
 };
@@ -1492,6 +1641,10 @@ function createBaseTask(): Task {
     createdAt: undefined,
     finishedAt: undefined,
     arguments: undefined,
+    jobId: "",
+    progress: undefined,
+    expiresAt: undefined,
+    followUp: undefined,
   };
 }
 
@@ -1523,6 +1676,18 @@ export const Task: MessageFns<Task> = {
     }
     if (message.arguments !== undefined) {
       Struct.encode(Struct.wrap(message.arguments), writer.uint32(74).fork()).join();
+    }
+    if (message.jobId !== "") {
+      writer.uint32(82).string(message.jobId);
+    }
+    if (message.progress !== undefined) {
+      TaskProgress.encode(message.progress, writer.uint32(90).fork()).join();
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(98).fork()).join();
+    }
+    if (message.followUp !== undefined) {
+      ChatMessage.encode(message.followUp, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -1612,6 +1777,38 @@ export const Task: MessageFns<Task> = {
             message.arguments = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.progress = TaskProgress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.followUp = ChatMessage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1640,12 +1837,369 @@ export const Task: MessageFns<Task> = {
     message.createdAt = object.createdAt ?? undefined;
     message.finishedAt = object.finishedAt ?? undefined;
     message.arguments = object.arguments ?? undefined;
+    message.jobId = object.jobId ?? "";
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? TaskProgress.fromPartial(object.progress)
+      : undefined;
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.followUp = (object.followUp !== undefined && object.followUp !== null)
+      ? ChatMessage.fromPartial(object.followUp)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTaskProgress(): TaskProgress {
+  return { fraction: undefined, message: "", updatedAt: undefined };
+}
+
+export const TaskProgress: MessageFns<TaskProgress> = {
+  encode(message: TaskProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fraction !== undefined) {
+      writer.uint32(9).double(message.fraction);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    if (message.updatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.fraction = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TaskProgress>, I>>(base?: I): TaskProgress {
+    return TaskProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskProgress>, I>>(object: I): TaskProgress {
+    const message = createBaseTaskProgress();
+    message.fraction = object.fraction ?? undefined;
+    message.message = object.message ?? "";
+    message.updatedAt = object.updatedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseReportProgressRequest(): ReportProgressRequest {
+  return { taskId: "", token: "", fraction: undefined, message: "" };
+}
+
+export const ReportProgressRequest: MessageFns<ReportProgressRequest> = {
+  encode(message: ReportProgressRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    if (message.fraction !== undefined) {
+      writer.uint32(25).double(message.fraction);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportProgressRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportProgressRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.fraction = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReportProgressRequest>, I>>(base?: I): ReportProgressRequest {
+    return ReportProgressRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportProgressRequest>, I>>(object: I): ReportProgressRequest {
+    const message = createBaseReportProgressRequest();
+    message.taskId = object.taskId ?? "";
+    message.token = object.token ?? "";
+    message.fraction = object.fraction ?? undefined;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseReportProgressResponse(): ReportProgressResponse {
+  return {};
+}
+
+export const ReportProgressResponse: MessageFns<ReportProgressResponse> = {
+  encode(_: ReportProgressResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportProgressResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportProgressResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReportProgressResponse>, I>>(base?: I): ReportProgressResponse {
+    return ReportProgressResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportProgressResponse>, I>>(_: I): ReportProgressResponse {
+    const message = createBaseReportProgressResponse();
+    return message;
+  },
+};
+
+function createBaseCompleteTaskRequest(): CompleteTaskRequest {
+  return { taskId: "", token: "", result: undefined };
+}
+
+export const CompleteTaskRequest: MessageFns<CompleteTaskRequest> = {
+  encode(message: CompleteTaskRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    if (message.result !== undefined) {
+      ToolResult.encode(message.result, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteTaskRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteTaskRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = ToolResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CompleteTaskRequest>, I>>(base?: I): CompleteTaskRequest {
+    return CompleteTaskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompleteTaskRequest>, I>>(object: I): CompleteTaskRequest {
+    const message = createBaseCompleteTaskRequest();
+    message.taskId = object.taskId ?? "";
+    message.token = object.token ?? "";
+    message.result = (object.result !== undefined && object.result !== null)
+      ? ToolResult.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCompleteTaskResponse(): CompleteTaskResponse {
+  return { task: undefined };
+}
+
+export const CompleteTaskResponse: MessageFns<CompleteTaskResponse> = {
+  encode(message: CompleteTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.task !== undefined) {
+      Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteTaskResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteTaskResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.task = Task.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CompleteTaskResponse>, I>>(base?: I): CompleteTaskResponse {
+    return CompleteTaskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompleteTaskResponse>, I>>(object: I): CompleteTaskResponse {
+    const message = createBaseCompleteTaskResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
     return message;
   },
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { sessionId: "", autoAck: false };
+  return { sessionId: "", autoAck: false, progress: false };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -1655,6 +2209,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.autoAck !== false) {
       writer.uint32(16).bool(message.autoAck);
+    }
+    if (message.progress !== false) {
+      writer.uint32(24).bool(message.progress);
     }
     return writer;
   },
@@ -1688,6 +2245,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.autoAck = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.progress = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1707,18 +2272,22 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     const message = createBaseSubscribeRequest();
     message.sessionId = object.sessionId ?? "";
     message.autoAck = object.autoAck ?? false;
+    message.progress = object.progress ?? false;
     return message;
   },
 };
 
 function createBaseSubscribeResponse(): SubscribeResponse {
-  return { task: undefined };
+  return { task: undefined, progress: undefined };
 }
 
 export const SubscribeResponse: MessageFns<SubscribeResponse> = {
   encode(message: SubscribeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.task !== undefined) {
       Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      Task.encode(message.progress, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1744,6 +2313,14 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
             message.task = Task.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.progress = Task.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1762,6 +2339,9 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
   fromPartial<I extends Exact<DeepPartial<SubscribeResponse>, I>>(object: I): SubscribeResponse {
     const message = createBaseSubscribeResponse();
     message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? Task.fromPartial(object.progress)
+      : undefined;
     return message;
   },
 };
@@ -2345,6 +2925,46 @@ export const LLMServiceService = {
     responseDeserialize: (value: Buffer): CancelTaskResponse => CancelTaskResponse.decode(value),
   },
   /**
+   * Long jobs (a plugin answered an async call with ToolResult.accepted):
+   * the plugin, or any process holding the job's handle, reports progress.
+   * Authorised by the task's token (LongJob.token), not by the caller: a
+   * wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+   * both); a task that has ended: FAILED_PRECONDITION naming its status.
+   * Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+   * (ChatStreamRequest.task_updates); the latest is kept with the task.
+   * A report within 50 ms of the task's last stored one is dropped with
+   * RESOURCE_EXHAUSTED (report less often; the next one is taken).
+   */
+  reportProgress: {
+    path: "/toolcall.v1.LLMService/ReportProgress" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportProgressRequest): Buffer =>
+      Buffer.from(ReportProgressRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportProgressRequest => ReportProgressRequest.decode(value),
+    responseSerialize: (value: ReportProgressResponse): Buffer =>
+      Buffer.from(ReportProgressResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportProgressResponse => ReportProgressResponse.decode(value),
+  },
+  /**
+   * Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+   * and the result is pushed and noted in the history like any async
+   * result, exactly once. Same authorisation and statuses as
+   * ReportProgress; the result is checked like a plugin's answer (size,
+   * content parts, output_schema): one past a bound ends the task FAILED
+   * saying why.
+   */
+  completeTask: {
+    path: "/toolcall.v1.LLMService/CompleteTask" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CompleteTaskRequest): Buffer => Buffer.from(CompleteTaskRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CompleteTaskRequest => CompleteTaskRequest.decode(value),
+    responseSerialize: (value: CompleteTaskResponse): Buffer =>
+      Buffer.from(CompleteTaskResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CompleteTaskResponse => CompleteTaskResponse.decode(value),
+  },
+  /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
    * less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
    */
@@ -2396,6 +3016,27 @@ export interface LLMServiceServer extends UntypedServiceImplementation {
    * already ended: FAILED_PRECONDITION naming its status.
    */
   cancelTask: handleUnaryCall<CancelTaskRequest, CancelTaskResponse>;
+  /**
+   * Long jobs (a plugin answered an async call with ToolResult.accepted):
+   * the plugin, or any process holding the job's handle, reports progress.
+   * Authorised by the task's token (LongJob.token), not by the caller: a
+   * wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+   * both); a task that has ended: FAILED_PRECONDITION naming its status.
+   * Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+   * (ChatStreamRequest.task_updates); the latest is kept with the task.
+   * A report within 50 ms of the task's last stored one is dropped with
+   * RESOURCE_EXHAUSTED (report less often; the next one is taken).
+   */
+  reportProgress: handleUnaryCall<ReportProgressRequest, ReportProgressResponse>;
+  /**
+   * Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+   * and the result is pushed and noted in the history like any async
+   * result, exactly once. Same authorisation and statuses as
+   * ReportProgress; the result is checked like a plugin's answer (size,
+   * content parts, output_schema): one past a bound ends the task FAILED
+   * saying why.
+   */
+  completeTask: handleUnaryCall<CompleteTaskRequest, CompleteTaskResponse>;
   /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB
    * less 64 KiB of them (the newest; see GetHistoryResponse.truncated).
@@ -2502,6 +3143,55 @@ export interface LLMServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelTaskResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Long jobs (a plugin answered an async call with ToolResult.accepted):
+   * the plugin, or any process holding the job's handle, reports progress.
+   * Authorised by the task's token (LongJob.token), not by the caller: a
+   * wrong token or an unknown task is PERMISSION_DENIED (the same answer for
+   * both); a task that has ended: FAILED_PRECONDITION naming its status.
+   * Pushed on Subscribe (SubscribeRequest.progress) and ChatStream
+   * (ChatStreamRequest.task_updates); the latest is kept with the task.
+   * A report within 50 ms of the task's last stored one is dropped with
+   * RESOURCE_EXHAUSTED (report less often; the next one is taken).
+   */
+  reportProgress(
+    request: ReportProgressRequest,
+    callback: (error: ServiceError | null, response: ReportProgressResponse) => void,
+  ): ClientUnaryCall;
+  reportProgress(
+    request: ReportProgressRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportProgressResponse) => void,
+  ): ClientUnaryCall;
+  reportProgress(
+    request: ReportProgressRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportProgressResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Long jobs: delivers the job's result; the task ends SUCCEEDED or FAILED
+   * and the result is pushed and noted in the history like any async
+   * result, exactly once. Same authorisation and statuses as
+   * ReportProgress; the result is checked like a plugin's answer (size,
+   * content parts, output_schema): one past a bound ends the task FAILED
+   * saying why.
+   */
+  completeTask(
+    request: CompleteTaskRequest,
+    callback: (error: ServiceError | null, response: CompleteTaskResponse) => void,
+  ): ClientUnaryCall;
+  completeTask(
+    request: CompleteTaskRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CompleteTaskResponse) => void,
+  ): ClientUnaryCall;
+  completeTask(
+    request: CompleteTaskRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CompleteTaskResponse) => void,
   ): ClientUnaryCall;
   /**
    * Returns the stored messages of a session, oldest first, at most 4 MiB

@@ -125,6 +125,12 @@ export interface ToolDefinition {
    * [A-Za-z0-9_.:/-], values of at most 1024 printable characters.
    */
   metadata: { [key: string]: string };
+  /**
+   * ASYNC tools: how long a long job the plugin accepted (ToolResult.accepted)
+   * may run before its task fails saying so. 0 or unset: 24 hours; at most
+   * 30 days. The call itself is still bounded by timeout_seconds.
+   */
+  maxJobSeconds: number;
 }
 
 export interface ToolDefinition_MetadataEntry {
@@ -188,6 +194,22 @@ export interface ToolResult {
    * result past a bound is an is_error result saying which.
    */
   parts: ContentPart[];
+  /**
+   * Set only in a plugin's answer to an async call that offered a long job
+   * (ToolCallbackInvokeRequest.job): the plugin accepted the call and will
+   * report progress and the result later (LLMService.ReportProgress,
+   * LLMService.CompleteTask). Anywhere else it is refused as an error.
+   */
+  accepted?: JobAccepted | undefined;
+}
+
+/** A plugin's word that it runs a call as a long job. */
+export interface JobAccepted {
+  /**
+   * The plugin's own id for the job (at most 128 printable characters),
+   * shown in Task.job_id and sent back in ToolCallback.CancelJob.
+   */
+  jobId: string;
 }
 
 /** One piece of a tool result's content beside its JSON output. */
@@ -261,6 +283,7 @@ function createBaseToolDefinition(): ToolDefinition {
     annotations: undefined,
     outputSchema: undefined,
     metadata: {},
+    maxJobSeconds: 0,
   };
 }
 
@@ -308,6 +331,9 @@ export const ToolDefinition: MessageFns<ToolDefinition> = {
     globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
       ToolDefinition_MetadataEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
     });
+    if (message.maxJobSeconds !== 0) {
+      writer.uint32(121).double(message.maxJobSeconds);
+    }
     return writer;
   },
 
@@ -439,6 +465,14 @@ export const ToolDefinition: MessageFns<ToolDefinition> = {
             }
             continue;
           }
+          case 15: {
+            if (tag !== 121) {
+              break;
+            }
+
+            message.maxJobSeconds = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -480,6 +514,7 @@ export const ToolDefinition: MessageFns<ToolDefinition> = {
       },
       {},
     );
+    message.maxJobSeconds = object.maxJobSeconds ?? 0;
     return message;
   },
 };
@@ -643,7 +678,7 @@ export const ToolAnnotations: MessageFns<ToolAnnotations> = {
 };
 
 function createBaseToolResult(): ToolResult {
-  return { output: undefined, isError: false, error: "", parts: [] };
+  return { output: undefined, isError: false, error: "", parts: [], accepted: undefined };
 }
 
 export const ToolResult: MessageFns<ToolResult> = {
@@ -659,6 +694,9 @@ export const ToolResult: MessageFns<ToolResult> = {
     }
     for (const v of message.parts) {
       ContentPart.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.accepted !== undefined) {
+      JobAccepted.encode(message.accepted, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -708,6 +746,14 @@ export const ToolResult: MessageFns<ToolResult> = {
             message.parts.push(ContentPart.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.accepted = JobAccepted.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -729,6 +775,64 @@ export const ToolResult: MessageFns<ToolResult> = {
     message.isError = object.isError ?? false;
     message.error = object.error ?? "";
     message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    message.accepted = (object.accepted !== undefined && object.accepted !== null)
+      ? JobAccepted.fromPartial(object.accepted)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseJobAccepted(): JobAccepted {
+  return { jobId: "" };
+}
+
+export const JobAccepted: MessageFns<JobAccepted> = {
+  encode(message: JobAccepted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobAccepted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobAccepted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobAccepted>, I>>(base?: I): JobAccepted {
+    return JobAccepted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobAccepted>, I>>(object: I): JobAccepted {
+    const message = createBaseJobAccepted();
+    message.jobId = object.jobId ?? "";
     return message;
   },
 };
