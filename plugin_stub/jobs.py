@@ -232,32 +232,18 @@ class Job:
     def _call(self, method: str, request: Any, timeout: float) -> None:
         import grpc
 
-        from toolcall import config
+        from toolcall.channels import open_sync_channel
         from toolcall.clients import auth_metadata
-        from toolcall.tls import TLSSettings
+        from toolcall.tls import ClientTLS, TLSSettings
         from toolcall.v1 import llm_pb2_grpc
 
         with self._lock:
             if self._channel is None:
-                limit = config.MAX_MESSAGE_BYTES
-                options = [
-                    ("grpc.max_send_message_length", limit),
-                    ("grpc.max_receive_message_length", limit),
-                ]
                 # The process's own TLS and token settings (TOOLCALL_TLS_*,
                 # TOOLCALL_TOKEN), as its other clients use: a worker may be
                 # another program than the plugin.
-                tls = TLSSettings.from_env()
-                credentials = None
-                if not self.llm_address.startswith("unix:"):
-                    credentials = tls.channel_credentials()
-                self._channel = (
-                    grpc.insecure_channel(self.llm_address, options=options)
-                    if credentials is None
-                    else grpc.secure_channel(
-                        self.llm_address, credentials, options=[*options, *tls.channel_options()]
-                    )
-                )
+                tls = ClientTLS.of(TLSSettings.from_env())
+                self._channel = open_sync_channel(self.llm_address, tls=tls)
             stub = llm_pb2_grpc.LLMServiceStub(self._channel)
         try:
             getattr(stub, method)(request, timeout=timeout, metadata=auth_metadata())

@@ -56,6 +56,15 @@ def open_channel(
     return grpc.aio.insecure_channel(address, options=options)
 
 
+def open_sync_channel(address: str, *, tls: ClientTLS | None = None) -> grpc.Channel:
+    """``open_channel``'s blocking twin, for callers outside an event loop (a long
+    job reported from a worker thread or another program)."""
+    options: list[tuple[str, Any]] = list(channel_options())
+    if tls is not None and not address.startswith(("unix:", "unix-abstract:")):
+        return grpc.secure_channel(address, tls.credentials, options=[*options, *tls.options])
+    return grpc.insecure_channel(address, options=options)
+
+
 class Backoff:
     """Exponential delays: ``initial_s``, doubling, capped at ``max_s``; ``reset`` on success."""
 
