@@ -229,11 +229,30 @@ class Job:
             if channel is not None:
                 channel.close()
 
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """This process's token, only for the LLMService it is configured with.
+
+        The address comes with the call, and anyone on loopback may call a
+        plugin: a forged offer naming the caller's own server would otherwise
+        collect the token. To any other address the report goes without it;
+        the task token in the request is the report's authority, and an
+        LLMService with principals then refuses it (set TOOLCALL_LLM_ADDRESS
+        where workers run).
+        """
+        from toolcall import config
+        from toolcall.address_policy import canonical_address
+        from toolcall.clients import auth_metadata
+
+        try:
+            trusted = canonical_address(self.llm_address) == canonical_address(config.llm_address())
+        except ValueError:
+            trusted = False
+        return auth_metadata() if trusted else ()
+
     def _call(self, method: str, request: Any, timeout: float) -> None:
         import grpc
 
         from toolcall.channels import open_sync_channel
-        from toolcall.clients import auth_metadata
         from toolcall.tls import ClientTLS, TLSSettings
         from toolcall.v1 import llm_pb2_grpc
 
@@ -246,7 +265,7 @@ class Job:
                 self._channel = open_sync_channel(self.llm_address, tls=tls)
             stub = llm_pb2_grpc.LLMServiceStub(self._channel)
         try:
-            getattr(stub, method)(request, timeout=timeout, metadata=auth_metadata())
+            getattr(stub, method)(request, timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
             details = (exc.details() if hasattr(exc, "details") else "") or ""

@@ -476,7 +476,12 @@ async def test_under_authentication_a_worker_reports_with_any_identity_and_the_t
             await asyncio.to_thread(job.report_progress, 0.5, "half")
         assert anonymous.value.code == "UNAUTHENTICATED"
         # Bob does not own alice's session: the task token is the authority here.
+        # The token goes only to the LLMService the worker is configured with.
         monkeypatch.setenv("TOOLCALL_TOKEN", "bob-token")
+        with pytest.raises(JobError) as unconfigured:
+            await asyncio.to_thread(job.report_progress, 0.5, "half")
+        assert unconfigured.value.code == "UNAUTHENTICATED"
+        monkeypatch.setenv("TOOLCALL_LLM_ADDRESS", job.llm_address)
         assert await asyncio.to_thread(job.report_progress, 0.5, "half") is True
         await asyncio.to_thread(job.complete, "done")
         got = await stub.GetTask(llm_pb2.GetTaskRequest(task_id=task_id), metadata=alice)
@@ -490,3 +495,35 @@ def test_a_tool_returning_accepted_declares_no_output_schema() -> None:
 
     meta = tool_meta(LongJobs.hold_job)
     assert meta is not None and meta.output_schema is None
+
+
+async def test_a_forged_job_offer_never_receives_the_workers_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Anyone on loopback may call a plugin; an offer naming the caller's own
+    server must not collect TOOLCALL_TOKEN (it is the registry's admin token)."""
+    seen: list[tuple[tuple[str, str], ...]] = []
+
+    class Catcher(llm_pb2_grpc.LLMServiceServicer):
+        async def ReportProgress(
+            self, request: llm_pb2.ReportProgressRequest, context: grpc.aio.ServicerContext
+        ) -> llm_pb2.ReportProgressResponse:
+            seen.append(tuple((k, str(v)) for k, v in context.invocation_metadata() or ()))
+            return llm_pb2.ReportProgressResponse()
+
+    server = grpc.aio.server()
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(Catcher(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        monkeypatch.setenv("TOOLCALL_TOKEN", "admin-secret")
+        monkeypatch.setenv("TOOLCALL_LLM_ADDRESS", "127.0.0.1:48912")
+        forged = Job("task_x", "any", f"127.0.0.1:{port}", 60.0)
+        await asyncio.to_thread(forged.report_progress, 0.1, "hi")
+        assert seen and all("admin-secret" not in value for _, value in seen[0]), seen
+        monkeypatch.setenv("TOOLCALL_LLM_ADDRESS", f"127.0.0.1:{port}")  # the configured one
+        configured = Job("task_y", "any", f"127.0.0.1:{port}", 60.0)
+        await asyncio.to_thread(configured.report_progress, 0.2, "hi")
+        assert ("authorization", "Bearer admin-secret") in seen[1]
+    finally:
+        await server.stop(0)
