@@ -50,8 +50,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from toolcall import config
-from toolcall.channels import Backoff, open_channel
-from toolcall.clients import auth_metadata, list_all_tools
+from toolcall.channels import Backoff
+from toolcall.clients import auth_metadata, channel, list_all_tools
 from toolcall.jsonvalue import shape_error, to_struct
 from toolcall.registry_view import RegistryView
 from toolcall.tools import ToolSpec
@@ -292,8 +292,9 @@ class Console:
     # -- lifecycle (the gateway's lifespan) ---------------------------------
 
     async def start(self) -> None:
-        self._llm_channel = open_channel(self.settings.llm_address)
-        self._registry_channel = open_channel(self.settings.registry_address)
+        # TLS from TOOLCALL_TLS_*, as every other client of the services.
+        self._llm_channel = channel(self.settings.llm_address)
+        self._registry_channel = channel(self.settings.registry_address)
 
     async def close(self) -> None:
         for sock in list(self._sockets):
@@ -326,10 +327,18 @@ class Console:
 
     # -- checks ---------------------------------------------------------------
 
+    @property
+    def service_auth(self) -> tuple[tuple[str, str], ...]:
+        """The gateway's token on its calls to the services (a principal's, under principals)."""
+        return auth_metadata(self.settings.token)
+
     def token_ok(self, authorization: str) -> bool:
         if not self._expected:
             return True
-        return hmac.compare_digest(authorization.encode(), self._expected)
+        if not isinstance(authorization, str):
+            return False
+        # surrogatepass: a lone surrogate from a page is a wrong token, not a crash.
+        return hmac.compare_digest(authorization.encode("utf-8", "surrogatepass"), self._expected)
 
     def refusal(self, request: Request) -> Response | None:
         if reason := cross_origin(request):
@@ -364,6 +373,7 @@ class Console:
         try:
             reply = await self.llm.GetHistory(
                 llm_pb2.GetHistoryRequest(session_id=session, limit=int(limit)),
+                metadata=self.service_auth,
                 timeout=CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as exc:
@@ -418,7 +428,11 @@ class Console:
             )
         except FieldError as exc:
             return error(422, str(exc), field=exc.name)
-        call = self.llm.ChatStream(llm_pb2.ChatStreamRequest(request=chat), timeout=CHAT_TIMEOUT_S)
+        call = self.llm.ChatStream(
+            llm_pb2.ChatStreamRequest(request=chat),
+            timeout=CHAT_TIMEOUT_S,
+            metadata=self.service_auth,
+        )
         events = aiter(call)
         try:
             # The first event before the answer's status: a refused turn
@@ -629,6 +643,7 @@ class ConsoleSocket:
         try:
             await self.console.llm.AckTasks(
                 llm_pb2.AckTasksRequest(session_id=self.session, task_ids=task_ids),
+                metadata=self.console.service_auth,
                 timeout=CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as exc:
@@ -653,7 +668,9 @@ class ConsoleSocket:
     async def _subscribe(self, session: str) -> None:
         backoff = Backoff(max_s=5.0)
         while True:
-            call = self.console.llm.Subscribe(llm_pb2.SubscribeRequest(session_id=session))
+            call = self.console.llm.Subscribe(
+                llm_pb2.SubscribeRequest(session_id=session), metadata=self.console.service_auth
+            )
             try:
                 await call.wait_for_connection()
                 if backoff.peek() > backoff.initial_s:  # it had failed: say it is back

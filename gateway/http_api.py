@@ -243,7 +243,9 @@ class HttpApi:
         tools: list[registry_pb2.RegisteredTool] = []
         size, truncated = 0, False
         while True:
-            page = await self.registry.List(message, timeout=REGISTRY_DEADLINE_S)
+            page = await self.registry.List(
+                message, timeout=REGISTRY_DEADLINE_S, metadata=auth_of(request)
+            )
             for entry in page.tools:
                 size += entry.ByteSize()
                 if len(tools) >= MAX_LIST_ENTRIES or size > MAX_LIST_BYTES:

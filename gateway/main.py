@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hmac
 import importlib.metadata
 import logging
@@ -295,9 +296,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve_from_args(args: argparse.Namespace) -> int:
     d = GatewaySettings.from_env()
-    mcp = McpSettings(
-        registry_address=args.registry, role=args.role, dispatch=d.mcp.dispatch, jobs=d.mcp.jobs
-    )
+    # Everything else (TLS, token, limits) as the environment says.
+    mcp = dataclasses.replace(d.mcp, registry_address=args.registry, role=args.role)
     address = getattr(args, "address", None) or d.address
     settings = GatewaySettings(
         address=address,

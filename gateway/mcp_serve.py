@@ -30,8 +30,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -286,7 +288,11 @@ class McpBridge:
         if not isinstance(task_id, str) or not task_id:
             return error_wire("INVALID_ARGUMENT: task_id (a string) is required")
         wait = arguments.get("wait_seconds", 0)
-        if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait:
+        try:  # an int of 400 digits does not fit a float
+            seconds = float(wait) if not isinstance(wait, bool) else -1.0
+        except (TypeError, ValueError, OverflowError):
+            seconds = -1.0
+        if not isinstance(wait, int | float) or not 0 <= seconds < math.inf:
             return error_wire("INVALID_ARGUMENT: wait_seconds must be a number of seconds >= 0")
         job = self.jobs.get(task_id)
         if job is None:
@@ -294,9 +300,9 @@ class McpBridge:
                 f"NOT_FOUND: no task {task_id[:100]!r} in this gateway (unknown, or its "
                 "result expired)"
             )
-        if job.result is None and wait:
+        if job.result is None and seconds:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(job.done.wait(), min(float(wait), MAX_TASK_WAIT_S))
+                await asyncio.wait_for(job.done.wait(), min(seconds, MAX_TASK_WAIT_S))
         if job.result is None:
             state = {"task_id": task_id, "tool": job.tool, "status": "running"}
             return {"content": [text_block(state)], "structuredContent": state, **COMPLETE}
@@ -486,9 +492,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> McpSettings:
-    d = McpSettings.from_env()
-    return McpSettings(
-        registry_address=args.registry, role=args.role, dispatch=d.dispatch, jobs=d.jobs
+    # Everything else (TLS, token, limits) as the environment says.
+    return dataclasses.replace(
+        McpSettings.from_env(), registry_address=args.registry, role=args.role
     )
 
 

@@ -514,7 +514,11 @@ class AsyncTasks:
     async def _authorised(self, task_id: str, token: str) -> TaskRecord:
         task = await self.store.get_task(task_id)
         # One answer for an unknown id and a wrong token: a guess learns nothing.
-        if task is None or not task.token or not hmac.compare_digest(task.token, token):
+        if (
+            task is None
+            or not task.token
+            or not hmac.compare_digest(task.token.encode(), token.encode("utf-8", "surrogatepass"))
+        ):
             raise JobTokenError(f"no task '{task_id[:64]}' with this token")
         if task.finished:
             raise TaskEndedError(task)

@@ -216,7 +216,9 @@ async def test_a_forged_or_malformed_report_is_refused_and_changes_nothing(
         job = await handle(s, "f1")
         forged = Job(job.task_id, "not-the-token", job.llm_address)
         unknown = Job("task_nope", job.token, job.llm_address)
-        for worker in (forged, unknown):
+        # compare_digest refuses str that is not ASCII: this was UNKNOWN with a traceback.
+        accented = Job(job.task_id, "é" * 43, job.llm_address)
+        for worker in (forged, unknown, accented):
             for report in (
                 lambda w=worker: w.report_progress(0.9, "forged"),
                 lambda w=worker: w.complete({"forged": True}),

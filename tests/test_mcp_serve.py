@@ -191,6 +191,11 @@ async def test_async_tools_answer_at_once_and_their_result_is_fetched_with_get_t
                     "tool": "sleep",
                     "output": "slept",
                 }
+                for wait in (10**400, -1, "soon", True):  # 10**400: no float holds it
+                    bad = await client.call_tool(
+                        "toolcall_get_task", {"task_id": task_id, "wait_seconds": wait}
+                    )
+                    assert bad.is_error and "wait_seconds must be" in text(bad), wait
                 missing = await client.call_tool("toolcall_get_task", {"task_id": "task_nope"})
                 assert missing.is_error and "NOT_FOUND" in text(missing)
 
@@ -263,6 +268,21 @@ async def test_with_a_token_configured_mcp_requires_it(tmp_path: Path) -> None:
                 right = {**HEADERS, "authorization": "Bearer s3cret-token"}
                 ok = await http.post(gateway.mcp_url, json=INIT, headers=right)
                 assert ok.status_code == 200, ok.text
+
+
+def test_the_command_line_keeps_the_tls_and_token_settings_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from gateway import mcp_serve
+
+    monkeypatch.setenv("TOOLCALL_TOKEN", "from-the-env")
+    monkeypatch.setenv("TOOLCALL_TLS_CA", "/etc/toolcall/ca.pem")
+    args = argparse.Namespace(registry="127.0.0.1:1", role="support")
+    settings = mcp_serve.settings_from_args(args)
+    assert (settings.registry_address, settings.role) == ("127.0.0.1:1", "support")
+    assert settings.token == "from-the-env" and settings.tls.ca == "/etc/toolcall/ca.pem"
 
 
 def test_the_gateway_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:

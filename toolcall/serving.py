@@ -281,3 +281,8 @@ def setup_logging(level: str | None = None, log_format: str | None = None) -> No
         logging.basicConfig(level=name, handlers=[handler])
     else:
         logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One INFO line per HTTP request (HTTP plugins' URLs, provider calls) or MCP
+    # session would drown the services' own lines; their warnings still show.
+    if logging.getLevelName(name) > logging.DEBUG:
+        for noisy in ("httpx", "httpx2", "mcp.server.streamable_http_manager"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
