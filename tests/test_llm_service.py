@@ -170,7 +170,7 @@ async def test_view_survives_registry_restart_and_late_start(
 
         registry = await start_test_registry(tmp_path / "r1.sqlite3", address)
         try:
-            assert await llm.view.wait_synced(5)
+            assert await llm.view.wait_synced(20)  # reconnect backoff, on a busy machine
             old_instance = llm.view.instance_id
             async with channel(address) as rch:
                 rstub = registry_pb2_grpc.ToolRegistryStub(rch)
@@ -179,7 +179,7 @@ async def test_view_survives_registry_restart_and_late_start(
                         tool=tools_pb2.ToolDefinition(name="echo_one", callback_address=tool_plugin)
                     )
                 )
-            assert await llm.view.wait_for("default", "echo_one", timeout_s=5)
+            assert await llm.view.wait_for("default", "echo_one", timeout_s=20)
         finally:
             await registry.stop()
 
@@ -193,7 +193,7 @@ async def test_view_survives_registry_restart_and_late_start(
                         tool=tools_pb2.ToolDefinition(name="echo_two", callback_address=tool_plugin)
                     )
                 )
-            assert await llm.view.wait_for("default", "echo_two", timeout_s=5)
+            assert await llm.view.wait_for("default", "echo_two", timeout_s=20)
             assert llm.view.get("default", "echo_one") is None
             assert llm.view.instance_id != old_instance
         finally:
