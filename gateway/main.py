@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import dataclasses
 import hmac
-import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from gateway.console import Console, ConsoleSettings
 from gateway.http_api import HttpApi
 from gateway.http_v1 import Backends, DirectInvoke, InvokeLane, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
-from toolcall import config
+from toolcall import config, installed_version
 from toolcall.address_policy import is_loopback_ip
 from toolcall.telemetry import REGISTRY, Telemetry, TelemetrySettings
 
@@ -146,13 +145,6 @@ class LocalOnly:
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         return None
-
-
-def installed_version() -> str:
-    try:
-        return importlib.metadata.version("toolcall")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
 
 
 def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:

@@ -47,7 +47,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.mcp_tasks import DEFAULT_MAX_RUNNING, JobLimits, Jobs, TasksFull
-from toolcall import config
+from toolcall import config, installed_version
 from toolcall.clients import auth_metadata
 from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.ids import new_call_id
@@ -508,8 +508,6 @@ async def main(args: argparse.Namespace) -> int:
 
 async def serve_stdio(settings: McpSettings) -> int:
     from mcp.server.stdio import stdio_server
-
-    from gateway.main import installed_version
 
     bridge = McpBridge(settings, version=installed_version())
     await bridge.start()

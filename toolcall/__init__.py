@@ -8,3 +8,13 @@ settings (``toolcall.grpc_env``).
 """
 
 __version__ = "0.1.0"
+
+
+def installed_version(default: str = "") -> str:
+    """The installed distribution's version (``default`` when run from a checkout)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("toolcall")
+    except importlib.metadata.PackageNotFoundError:
+        return default

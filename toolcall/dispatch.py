@@ -228,24 +228,9 @@ class Dispatcher:
         answer the model at once), so they are not checked again.
         """
         call_id = call_id or new_call_id()
-        if not self._telemetry.on:
-            return await self._invoke(
-                spec,
-                raw_arguments,
-                arguments,
-                call_id,
-                session_id,
-                role,
-                timeout_s,
-                checked,
-                job=job,
-            )
-        return await self._telemetry.tool_call(
-            spec,
-            role=role,
-            path=self._path,
-            call_id=call_id,
-            run=lambda metadata: self._invoke(
+
+        def run(metadata: Sequence[tuple[str, str]] | None = None) -> Any:
+            return self._invoke(
                 spec,
                 raw_arguments,
                 arguments,
@@ -256,7 +241,12 @@ class Dispatcher:
                 checked,
                 metadata,
                 job,
-            ),
+            )
+
+        if not self._telemetry.on:
+            return await run()
+        return await self._telemetry.tool_call(
+            spec, role=role, path=self._path, call_id=call_id, run=run
         )
 
     async def _invoke(

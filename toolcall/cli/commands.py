@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.metadata
 import os
 import sys
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from toolcall import config, eventloop
+from toolcall import config, eventloop, installed_version
 from toolcall.clients import channel
 from toolcall.serving import setup_logging
 
@@ -54,7 +53,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="toolcall", description="Typed, fast, safe tool calling for LLM applications."
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
-    parser.add_argument("--version", action="version", version=f"toolcall {installed_version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"toolcall {installed_version('(not installed)')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -69,13 +70,6 @@ ADDRESS_SETTINGS = {
     "toolcall.v1.ToolRegistry": "--registry or TOOLCALL_REGISTRY_ADDRESS",
     "toolcall.v1.LLMService": "--llm or TOOLCALL_LLM_ADDRESS",
 }
-
-
-def installed_version() -> str:
-    try:
-        return importlib.metadata.version("toolcall")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-        return "(not installed)"
 
 
 def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str, module: Any = None) -> str:
