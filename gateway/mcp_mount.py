@@ -186,12 +186,9 @@ def load_config(path: str | Path) -> list[ServerSpec]:
     """The servers of an ``mcpServers`` file (as MCP hosts write it), except ``disabled`` ones."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise MountError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise MountError(f"{p} is larger than {MAX_CONFIG_BYTES} bytes")
+        raw = config.read_limited(p, MAX_CONFIG_BYTES, "mcpServers file")
+    except config.ConfigError as exc:
+        raise MountError(str(exc)) from None
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:

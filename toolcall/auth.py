@@ -156,17 +156,7 @@ class Principals:
     def load(cls, path: str | Path, *, shared_token: str = "") -> Principals:
         """ConfigError naming the file and the entry for anything unusable."""
         p = Path(path).expanduser()
-        try:
-            with p.open("rb") as f:
-                raw = f.read(MAX_PRINCIPALS_BYTES + 1)
-        except OSError as exc:
-            raise config.ConfigError(
-                f"cannot read principals file {str(p)!r}: {exc.strerror or exc}"
-            ) from None
-        if len(raw) > MAX_PRINCIPALS_BYTES:
-            raise config.ConfigError(
-                f"principals file {str(p)!r} is larger than {MAX_PRINCIPALS_BYTES} bytes"
-            )
+        raw = config.read_limited(p, MAX_PRINCIPALS_BYTES, "principals file")
         try:
             data = tomllib.loads(raw.decode())
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -85,6 +85,24 @@ def token_error(value: str) -> str | None:
     return None
 
 
+def read_limited(path: str | Path, limit: int, what: str) -> bytes:
+    """The bytes of the file at ``path``; ConfigError when unreadable or over ``limit``.
+
+    Configuration files are read whole, so each kind has a size bound: a path
+    that points at a device, a log or a disk image fails at once instead of
+    filling memory.
+    """
+    p = Path(path).expanduser()
+    try:
+        with p.open("rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {str(p)!r}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{what} {str(p)!r} is larger than {limit} bytes")
+    return raw
+
+
 def read_token_file(path: str | Path) -> str:
     """The token in ``path``, surrounding whitespace removed; ConfigError when unusable.
 
@@ -92,13 +110,7 @@ def read_token_file(path: str | Path) -> str:
     authentication off.
     """
     p = Path(path).expanduser()
-    try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read token file {str(p)!r}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise ConfigError(f"token file {str(p)!r} is larger than {MAX_TOKEN_BYTES} bytes")
+    raw = read_limited(p, MAX_TOKEN_BYTES, "token file")
     try:
         value = raw.decode().strip()
     except UnicodeDecodeError:

@@ -43,16 +43,9 @@ CLIENT_AUTH_MODES = ("require", "none")
 
 
 def _read_pem(path: str, what: str) -> bytes:
-    p = Path(path).expanduser()
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_PEM_BYTES + 1)
-    except OSError as exc:
-        raise config.ConfigError(f"cannot read {what} {str(p)!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_PEM_BYTES:
-        raise config.ConfigError(f"{what} {str(p)!r} is larger than {MAX_PEM_BYTES} bytes")
+    data = config.read_limited(path, MAX_PEM_BYTES, what)
     if b"-----BEGIN " not in data:
-        raise config.ConfigError(f"{what} {str(p)!r} is not a PEM file")
+        raise config.ConfigError(f"{what} {str(Path(path).expanduser())!r} is not a PEM file")
     return data
 
 
