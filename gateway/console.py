@@ -13,7 +13,9 @@ The page is plain HTML, CSS and JavaScript shipped in ``gateway/console_static``
 - ``/console/ws``: a WebSocket per open page. It pushes the session's async
   results from ``LLMService.Subscribe`` (the page acknowledges each one once it
   is on screen, and the gateway calls ``AckTasks``: a result not yet shown
-  comes again after a reload) and the role's tool list, live from the
+  comes again after a reload), running long jobs' progress (``Subscribe``
+  with ``progress``: where each job stands first, so a reloaded page shows
+  its bars again, then each report) and the role's tool list, live from the
   registry's ``Watch`` (the gateway's shared ``RegistryView``).
 
 Security, on top of ``LocalOnly`` (loopback peer, loopback Host against DNS
@@ -261,6 +263,16 @@ def string_field(body: dict[str, Any], name: str, *, limit: int = 256) -> str:
 
 def to_dict(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def progress_wire(task: llm_pb2.Task) -> dict[str, Any]:
+    """A running long job for the page's progress bar: its progress, not its arguments
+    (a job may report many times a second; each report is one small message)."""
+    wire: dict[str, Any] = {"task_id": task.task_id, "tool_name": task.tool_name}
+    wire["job_id"] = task.job_id
+    if task.HasField("progress"):
+        wire["progress"] = to_dict(task.progress)
+    return wire
 
 
 def tool_wire(spec: ToolSpec) -> dict[str, Any]:
@@ -669,7 +681,8 @@ class ConsoleSocket:
         backoff = Backoff(max_s=5.0)
         while True:
             call = self.console.llm.Subscribe(
-                llm_pb2.SubscribeRequest(session_id=session), metadata=self.console.service_auth
+                llm_pb2.SubscribeRequest(session_id=session, progress=True),
+                metadata=self.console.service_auth,
             )
             try:
                 await call.wait_for_connection()
@@ -678,7 +691,11 @@ class ConsoleSocket:
                     backoff.reset()
                 async for item in call:
                     backoff.reset()
-                    await self.outbox.put(json.dumps({"type": "task", "task": to_dict(item.task)}))
+                    if item.HasField("progress"):
+                        message = {"type": "progress", "task": progress_wire(item.progress)}
+                    else:
+                        message = {"type": "task", "task": to_dict(item.task)}
+                    await self.outbox.put(json.dumps(message))
             except grpc.aio.AioRpcError as exc:
                 status = {"type": "status", "llm": exc.code().name, "message": exc.details()}
                 await self.outbox.put(json.dumps(status))

@@ -23,16 +23,13 @@ at their default value left out.
 The caller's ``Authorization`` header goes to the service as gRPC metadata:
 the services decide (the registry's token rules apply unchanged).
 
-``ToolRegistry/Invoke`` of a tool the gateway's Watch-fed view holds is
-answered by the gateway's own ``Dispatcher`` (one hop to the plugin, as
-chats and ``/mcp`` call tools; a hop through the registry doubled the
-latency): the same argument validation, deadline, output cap and reply;
-the common case by ``InvokeLane``, below the router. It is gated like
-``/mcp``: with the gateway's token when one is configured (a caller without
-it is forwarded to the registry, which answers 401). Calls made this way
-are not counted in the registry's ``ToolStats``, as the LLMService's are
-not. Anything else (unknown tool or role, a view not yet synced) goes to
-the registry.
+``ToolRegistry/Invoke`` is always the registry's own: its token and
+principal rules (privileges, roles, calls per minute), its lookup, and the
+call statistics it keeps are exactly those of a gRPC caller. The common
+Invoke (JSON, the request's usual fields) is transcoded by ``InvokeLane``,
+below the router, without ``json_format`` (measured: a gateway that called
+plugins itself from its Watch-fed view saved one hop, but bypassed the
+registry's statistics, rate limits and token rules; docs/http.md).
 
 Bounds: request bodies of at most ``MAX_BODY_BYTES`` (413), JSON only
 (415), unary calls under ``UNARY_DEADLINE_S``; open streams are bounded by
@@ -44,9 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,11 +60,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from toolcall.clients import channel
-from toolcall.dispatch import Dispatcher
-from toolcall.ids import new_call_id
-from toolcall.jsonvalue import from_struct, from_value, shape_error
-from toolcall.registry_view import RegistryView
-from toolcall.tools import ToolSpec
+from toolcall.jsonvalue import from_value, shape_error
 from toolcall.v1 import llm_pb2, registry_pb2
 
 # Largest request body: a chat's messages or a tool's definition.
@@ -318,71 +309,25 @@ def invoke_json(reply: registry_pb2.InvokeResponse) -> Any:
     return {"result": out, "call_id": reply.call_id, "latency_ms": reply.latency_ms}
 
 
-@dataclass(frozen=True, slots=True)
-class DirectInvoke:
-    """What the gateway needs to answer Invoke itself: its view, dispatcher and token."""
-
-    view: RegistryView
-    dispatcher: Dispatcher
-    token: str = ""
-
-    def spec(
-        self, request: registry_pb2.InvokeRequest, auth: str | None
-    ) -> tuple[ToolSpec, str] | None:
-        """The tool to call here and its role, or None to forward the request to the registry."""
-        if self.token and not hmac.compare_digest(
-            (auth or "").encode(), f"Bearer {self.token}".encode()
-        ):
-            return None
-        if not self.view.synced or not request.name:
-            return None
-        roles = [request.role] if request.HasField("role") else sorted(self.view.roles or ())
-        for role in roles:
-            if (spec := self.view.get(role, request.name)) is not None:
-                return spec, role
-        return None
-
-    async def invoke(
-        self,
-        spec: ToolSpec,
-        role: str,
-        request: registry_pb2.InvokeRequest,
-        arguments: dict[str, Any] | None = None,
-    ) -> registry_pb2.InvokeResponse:
-        if arguments is None and request.HasField("arguments"):
-            arguments = from_struct(request.arguments)
-        call_id = request.call_id or new_call_id()
-        started = time.perf_counter()
-        result = await self.dispatcher.invoke(
-            spec,
-            raw_arguments=request.raw_arguments,
-            arguments=None if request.raw_arguments else arguments,
-            call_id=call_id,
-            session_id=request.session_id,
-            role=role,
-            timeout_s=UNARY_DEADLINE_S,
-        )
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        return registry_pb2.InvokeResponse(result=result, call_id=call_id, latency_ms=latency_ms)
-
-
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class InvokeLane:
-    """ASGI middleware: the common ``/v1`` Invoke (JSON, a tool the view holds) answered
-    without Starlette's router, request and response objects (profiled: they were most
-    of the gateway's own time per call). Everything else, including every refusal
-    but an oversized body, goes on to the app unchanged (the body replayed)."""
+    """ASGI middleware: the common ``/v1`` Invoke (a JSON body of InvokeRequest's usual
+    fields) sent to the registry without Starlette's router, request and response
+    objects or ``json_format`` (profiled: most of the gateway's own time per call).
+    The registry answers it as any gRPC caller's Invoke. Everything else, including
+    every refusal but an oversized body, goes on to the app unchanged (the body
+    replayed)."""
 
-    def __init__(self, app: ASGIApp, direct: DirectInvoke | None) -> None:
+    def __init__(self, app: ASGIApp, transcoder: Transcoder | None) -> None:
         self.app = app
-        self.direct = direct
+        self.transcoder = transcoder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        direct = self.direct
+        transcoder = self.transcoder
         if (
-            direct is None
+            transcoder is None
             or scope["type"] != "http"
             or scope["path"] != INVOKE_PATH
             or scope["method"] != "POST"
@@ -413,16 +358,22 @@ class InvokeLane:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         plain = plain_invoke(body)
-        auth = headers.get(b"authorization")
-        found = (
-            direct.spec(plain[0], auth.decode("latin-1") if auth else None)
-            if plain is not None
-            else None
-        )
-        if plain is None or found is None:
+        if plain is None:
             await self.app(scope, _replay(body, receive), send)
             return
-        reply = await direct.invoke(*found, plain[0], plain[1])
+        request, arguments = plain
+        if arguments is not None:
+            request.arguments.SetInParent()  # {} is present, as json_format reads it
+            request.arguments.update(arguments)
+        auth = headers.get(b"authorization")
+        # Starlette's headers are latin-1 too: the same metadata as the router's path.
+        metadata = (("authorization", auth.decode("latin-1")),) if auth else ()
+        call = transcoder.callable(METHODS[INVOKE])
+        try:
+            reply = await call(request, timeout=UNARY_DEADLINE_S, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            await rpc_error_response(exc)(scope, receive, send)
+            return
         data = json.dumps(
             invoke_json(reply), ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode()
@@ -457,15 +408,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 class Transcoder:
     """The ``/v1`` routes over ``Backends``."""
 
-    def __init__(self, backends: Backends, direct: DirectInvoke | None = None) -> None:
+    def __init__(self, backends: Backends) -> None:
         self.backends = backends
-        self.direct = direct
         self._callables: dict[str, Callable[..., Any]] = {}
 
     def routes(self) -> list[Route]:
         return [Route("/v1/{service}/{method}", self.handle, methods=["POST"])]
 
-    def _callable(self, method: Method) -> Callable[..., Any]:
+    def callable(self, method: Method) -> Callable[..., Any]:
         fn = self._callables.get(method.path)
         if fn is None:
             ch = self.backends.channel(method.service)
@@ -487,24 +437,10 @@ class Transcoder:
                 "/v1/toolcall.v1.ToolRegistry/List",
             )
         try:
-            body = await read_json_body(request)
-            plain = plain_invoke(body) if key == INVOKE and self.direct is not None else None
-            message = plain[0] if plain is not None else parse_request(method, body)
+            message = parse_request(method, await read_json_body(request))
         except HttpRefusal as exc:
             return refusal_response(exc.status, str(exc))
-        if key == INVOKE and self.direct is not None:
-            assert isinstance(message, registry_pb2.InvokeRequest)
-            found = self.direct.spec(message, request.headers.get("authorization"))
-            if found is not None:
-                arguments = plain[1] if plain is not None else None
-                reply = await self.direct.invoke(*found, message, arguments)
-                return JSONResponse(invoke_json(reply))
-            if plain is not None:  # to the registry: with its arguments as a Struct
-                try:
-                    message = parse_request(method, body)
-                except HttpRefusal as exc:
-                    return refusal_response(exc.status, str(exc))
-        call = self._callable(method)
+        call = self.callable(method)
         metadata = auth_of(request)
         if not method.streaming:
             try:

@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.console import Console, ConsoleSettings
 from gateway.http_api import HttpApi
-from gateway.http_v1 import Backends, DirectInvoke, InvokeLane, Transcoder
+from gateway.http_v1 import Backends, InvokeLane, Transcoder
 from gateway.mcp_serve import McpBridge, McpSettings
 from toolcall import config, installed_version
 from toolcall.address_policy import is_loopback_ip
@@ -185,7 +185,7 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         )
 
     backends = Backends(settings.mcp.registry_address, settings.llm_address)
-    direct = DirectInvoke(bridge.view, bridge.dispatcher, settings.token)
+    transcoder = Transcoder(backends)
 
     async def metrics(request: Request) -> Response:
         # Prometheus text format (docs/observability.md); behind LocalOnly like the rest.
@@ -209,12 +209,12 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
             Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)),
             Route("/healthz", endpoint=health),
             *HttpApi(backends).routes(),
-            *Transcoder(backends, direct).routes(),
+            *transcoder.routes(),
             Route("/metrics", endpoint=metrics),
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(InvokeLane, direct=direct)  # inside LocalOnly: after its gates
+    app.add_middleware(InvokeLane, transcoder=transcoder)  # inside LocalOnly: after its gates
     app.add_middleware(LocalOnly, token=settings.token)
     return app
 

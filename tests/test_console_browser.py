@@ -19,10 +19,11 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from plugin_stub import Job
 from tests.support.browser import artifacts_dir, chromium_session, find_browser, wait_until
 from tests.support.gateway import GatewayProcess
 from tests.support.llm_env import tool_plugin_process
-from tests.support.plugins import free_port
+from tests.support.plugins import PluginProcess, free_port
 from toolcall.cli.stack import Stack
 from toolcall.clients import channel
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -222,6 +223,71 @@ def test_results_not_yet_shown_come_after_a_reload_and_shown_ones_do_not(
     wait_until(lambda: css(browser, '#tasks .task[data-acked="true"]'), 20, "a third result")
     ids = [e.get_attribute("data-task-id") for e in css(browser, "#tasks .task")]
     assert seen not in ids and unseen not in ids and len(ids) == 1, ids
+
+
+def progress_shown(browser: Any, task_id: str) -> tuple[str, str]:
+    """The running job's bar value and its text, or ("", "") while it has none."""
+    node = f'#tasks .task.running[data-task-id="{task_id}"]'
+    bars = css(browser, f"{node} progress")
+    if not bars:
+        return "", ""
+    return bars[0].get_attribute("value") or "", text_of(browser, f"{node} .progress-text")
+
+
+def test_a_long_jobs_progress_bar_advances_survives_a_reload_and_gives_way_to_its_result(
+    stack: Stack, browser: Any, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    env = {"LONG_JOB_DIR": str(jobs)}
+    with PluginProcess("tests.support.long_job_plugin", stack.registry_address, tmp_path,
+                       extra_env=env):  # fmt: skip
+        session = "browser-progress"
+        open_console(browser, stack, session)
+        wait_until(lambda: css(browser, '#tools li[data-tool="hold_job"]'), 20, "hold_job")
+        send_chat(browser, 'hold job "bar1"')
+        card = wait_until(
+            lambda: css(browser, '.card.toolcall[data-state="async"]'), 15, "the job's ack"
+        )[0]
+        task_id = card.get_attribute("data-task-id")
+        wait_until((jobs / "bar1.json").exists, 15, "the job's handle")
+        # The test is the job's worker: another process holding its handle.
+        job = Job.from_json((jobs / "bar1.json").read_text())
+
+        assert job.report_progress(0.25, "scanning port 22")
+        wait_until(
+            lambda: progress_shown(browser, task_id) == ("0.25", "25 % · scanning port 22"),
+            15,
+            "the bar at 25 %",
+        )
+        shot(browser, "11-job-progress")
+        assert job.report_progress(0.75, "scanning port 443")
+        wait_until(
+            lambda: progress_shown(browser, task_id) == ("0.75", "75 % · scanning port 443"),
+            15,
+            "the bar advanced to 75 %",
+        )
+        assert "75 % · scanning port 443" in card.find_element("css selector", ".state").text
+
+        # A reload: where the job stands comes again from the LLMService.
+        browser.refresh()
+        wait_until(lambda: text_of(browser, "#status") == "live", 15, "the WebSocket again")
+        wait_until(
+            lambda: progress_shown(browser, task_id) == ("0.75", "75 % · scanning port 443"),
+            15,
+            "the bar after the reload",
+        )
+        shot(browser, "12-job-progress-after-reload")
+
+        job.complete({"open": [22, 443]})
+        done = wait_until(
+            lambda: css(browser, f'#tasks .task[data-task-id="{task_id}"][data-acked="true"]'),
+            15,
+            "the job's result in place of its bar",
+        )[0]
+        assert '"open"' in done.text and "running" not in done.get_attribute("class")
+        assert not css(browser, "#tasks .task.running")
+        shot(browser, "13-job-result")
 
 
 def test_the_invoke_form_calls_a_tool_and_shows_the_registrys_validation_error(

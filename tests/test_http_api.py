@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx2 as httpx
 import pytest
 
@@ -35,7 +36,7 @@ from tests.support.plugins import (
     registry_in_process,
 )
 from toolcall.jsonvalue import from_value
-from toolcall.v1 import registry_pb2
+from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 SUPPORT = REPO_ROOT / "tests" / "support"
 NODE = shutil.which("node")
@@ -312,8 +313,7 @@ async def test_the_registry_token_is_required_when_configured(tmp_path: Path) ->
                 assert good.status_code == 200 and good.json()["ok"]
                 # Listing needs no token, as the registry's List.
                 assert (await http.get("/api/tools")).status_code == 200
-                # /v1 Invoke (answered by the gateway's own dispatcher once its view
-                # has the tool, else by the registry) is gated by the same token.
+                # /v1 Invoke is the registry's: gated by the same token.
                 invoke = {"name": "get_weather", "arguments": {"city": "Paris"}}
                 unauth = await v1(http, "ToolRegistry/Invoke", invoke)
                 assert unauth.status_code == 401 and unauth.json()["code"] == 16
@@ -325,6 +325,34 @@ async def test_the_registry_token_is_required_when_configured(tmp_path: Path) ->
                 )
                 assert authed.status_code == 200  # the plugin is unreachable: an is_error result
                 assert "UNAVAILABLE" in authed.json()["result"]["error"]
+
+
+@pytest.mark.anyio
+async def test_v1_invoke_keeps_the_registry_s_token_rule_and_call_statistics(
+    tmp_path: Path,
+) -> None:
+    # The tool is registered before the gateway starts, so its Watch-fed view
+    # holds it once healthy: a gateway that answered Invoke from its view let
+    # a caller without the registry's token through and left the calls uncounted.
+    auth = (("authorization", "Bearer s3cret-token"),)
+    async with registry_in_process(tmp_path, token="s3cret-token") as target:
+        async with grpc.aio.insecure_channel(target) as ch:
+            registry = registry_pb2_grpc.ToolRegistryStub(ch)
+            tool = tools_pb2.ToolDefinition(
+                name="get_weather", callback_address="http://127.0.0.1:9/x", source="t"
+            )
+            await registry.Register(registry_pb2.RegisterRequest(tool=tool), metadata=auth)
+            with GatewayProcess(target, tmp_path) as gateway:  # no token of its own
+                await gateway.healthy()
+                async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+                    invoke = {"name": "get_weather", "arguments": {"city": "Paris"}}
+                    unauth = await v1(http, "ToolRegistry/Invoke", invoke)
+                    assert unauth.status_code == 401 and unauth.json()["code"] == 16
+                    for _ in range(2):
+                        authed = await v1(http, "ToolRegistry/Invoke", invoke, headers=dict(auth))
+                        assert "UNAVAILABLE" in authed.json()["result"]["error"]
+            [entry] = (await registry.List(registry_pb2.ListRequest())).tools
+            assert (entry.stats.calls, entry.stats.errors) == (2, 2)
 
 
 @pytest.mark.anyio

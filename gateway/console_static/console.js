@@ -293,11 +293,41 @@ async function loadHistory() {
 
 // -- async results (pushed) -------------------------------------------------------------------
 
+// A running long job: a bar (indeterminate until the job reports a fraction) and its
+// message, updated by each report; its result takes its place when it finishes.
+function showProgress(task) {
+  if (state.shownTasks.has(task.task_id)) return;  // finished already: the result is shown
+  const box = $("tasks");
+  box.querySelector(".hint")?.remove();
+  let node = box.querySelector(`.task.running[data-task-id="${CSS.escape(task.task_id)}"]`);
+  if (!node) {
+    node = el("div", { class: "task running", "data-task-id": task.task_id, "data-status": "TASK_STATUS_RUNNING" },
+      el("div", { class: "head" },
+        el("strong", { class: "name", text: task.tool_name }),
+        el("span", { class: "meta", text: `running · ${task.task_id}` })),
+      el("progress", { class: "job-progress", max: 1 }),
+      el("div", { class: "progress-text" }));
+    box.prepend(node);
+    $("task-count").textContent = `(${box.querySelectorAll(".task").length})`;
+  }
+  const progress = task.progress || {};
+  const bar = node.querySelector("progress");
+  const known = typeof progress.fraction === "number" && Number.isFinite(progress.fraction);
+  if (known) bar.value = Math.min(1, Math.max(0, progress.fraction));
+  else bar.removeAttribute("value");  // indeterminate
+  const percent = known ? `${Math.round(bar.value * 100)} %` : "";
+  const text = [percent, progress.message || ""].filter(Boolean).join(" · ") || "accepted; no progress reported yet";
+  node.querySelector(".progress-text").textContent = text;
+  const card = log.querySelector(`.card[data-task-id="${CSS.escape(task.task_id)}"] .state`);
+  if (card) card.textContent = `running in the background (task ${task.task_id}): ${text}`;
+}
+
 function showTask(task) {
   if (state.shownTasks.has(task.task_id)) { acknowledge(task.task_id); return; }
   state.shownTasks.add(task.task_id);
   const box = $("tasks");
   box.querySelector(".hint")?.remove();
+  const running = box.querySelector(`.task.running[data-task-id="${CSS.escape(task.task_id)}"]`);
   const node = el("div", { class: "task fresh", "data-task-id": task.task_id, "data-status": task.status },
     el("div", { class: "head" },
       el("strong", { class: "name", text: task.tool_name }),
@@ -307,7 +337,8 @@ function showTask(task) {
   const result = el("div", { class: "body" });
   renderResult(task.result, result);
   node.append(result);
-  box.prepend(node);
+  if (running) running.replaceWith(node);  // the result takes the bar's place
+  else box.prepend(node);
   $("task-count").textContent = `(${box.querySelectorAll(".task").length})`;
   // The card for the call in the chat log, when it is there, says it is done.
   const card = log.querySelector(`.card[data-task-id="${CSS.escape(task.task_id)}"] .state`);
@@ -557,6 +588,8 @@ function connect() {
       renderTools(message);
     } else if (message.type === "task") {
       showTask(message.task);
+    } else if (message.type === "progress") {
+      showProgress(message.task);
     } else if (message.type === "acked") {
       for (const id of message.task_ids || []) {
         const node = $("tasks").querySelector(`.task[data-task-id="${CSS.escape(id)}"]`);

@@ -1,14 +1,18 @@
 """``toolcall plugin check ADDRESS``: test a running plugin against the ToolCallback contract.
 
 For plugin authors in any language (docs/plugins.md, "Conformance
-checklist"). It calls the plugin's ``ToolCallback.Invoke`` directly, the way
-the registry and the LLMService do, with well-formed, malformed (argument
-string that is not JSON, wrong types), unknown-tool, deadline-exceeded and
-cancelled calls, then checks that the plugin still answers. Each check says
-what came back and whether that meets the contract: PASS, WARN (works, but
-not as the contract recommends) or FAIL (a crash, an UNKNOWN/INTERNAL
-status, a stall, an error without a reason). Exit code 1 when any check
-fails.
+checklist"). It calls the plugin directly, the way the registry and the
+LLMService do: ``ToolCallback.Invoke`` over gRPC, or for an HTTP callback
+plugin (ADDRESS ``http://127.0.0.1:PORT/path``) a POST of the callback body
+``{name, arguments, call_id, raw_arguments, session_id, role}`` whose answer
+must be ``{output, is_error, error}`` or a bare JSON value (docs/http.md).
+It makes well-formed, malformed (argument string that is not JSON, wrong
+types), unknown-tool, deadline-exceeded and cancelled calls, then checks
+that the plugin still answers. Each check says what came back and whether
+that meets the contract: PASS, WARN (works, but not as the contract
+recommends) or FAIL (a crash, an UNKNOWN/INTERNAL status or HTTP 5xx, an
+answer that is not the contract's JSON, a stall, an error without a
+reason). Exit code 1 when any check fails.
 
 The tools to call come from the registry: every tool whose callback address
 is ADDRESS (``ToolRegistry.List``), with arguments made from each one's
@@ -33,11 +37,18 @@ import uuid
 from typing import Any
 
 import grpc
+import httpx2
 
 from toolcall import config
-from toolcall.address_policy import canonical_address, loopback_address_error
+from toolcall.address_policy import (
+    canonical_address,
+    is_http,
+    loopback_address_error,
+    split_http,
+)
 from toolcall.cli.tools import seconds
 from toolcall.clients import channel, list_all_tools
+from toolcall.http_callbacks import CallbackFailed, decode_reply
 from toolcall.jsonvalue import from_struct, from_value, sorted_keys, to_struct
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import callback_pb2, callback_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -53,6 +64,8 @@ SHORT_DEADLINE_S = 0.001
 # Statuses that say the plugin broke, whatever the call: an exception escaped
 # (UNKNOWN), the server failed (INTERNAL), or it is gone (UNAVAILABLE).
 BROKEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE}
+# An HTTP plugin's answer is read up to the gRPC message limit, as the Dispatcher does.
+MAX_HTTP_REPLY_BYTES = config.MAX_MESSAGE_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="call a running plugin's ToolCallback with good and bad calls; report each",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    check.add_argument("address", help="the plugin's callback address, e.g. 127.0.0.1:40253")
+    check.add_argument(
+        "address",
+        help="the plugin's callback address, e.g. 127.0.0.1:40253, or an HTTP plugin's "
+        "callback URL, e.g. http://127.0.0.1:9876/tool_invoke",
+    )
     check.add_argument(
         "--registry",
         default=config.registry_address(),
@@ -110,14 +127,32 @@ class Result:
 
 @dataclasses.dataclass(slots=True)
 class Reply:
-    """One call's outcome: a response, or a status."""
+    """One call's outcome: a response, or a status (for an HTTP plugin: the status its
+    answer stands for, with ``http_status`` set when it answered one other than 2xx)."""
 
-    response: callback_pb2.ToolCallbackInvokeResponse | None = None
+    response: callback_pb2.ToolCallbackInvokeResponse | tools_pb2.ToolResult | None = None
     code: grpc.StatusCode | None = None
     details: str = ""
     ms: float = 0.0
+    http_status: int = 0
+    # An HTTP answer that is not the contract's JSON: why.
+    unreadable: str = ""
+
+    @property
+    def label(self) -> str:
+        """What came back, in a word: a status name, ``HTTP 500``, or a result."""
+        if self.response is not None:
+            return "answered first"
+        if self.http_status:
+            return f"HTTP {self.http_status}"
+        assert self.code is not None
+        return self.code.name
 
     def describe(self) -> str:
+        if self.unreadable:
+            return f"answer {_short(self.unreadable)}"
+        if self.http_status:
+            return f"HTTP {self.http_status}: {_short(self.details) or '(empty body)'}"
         if self.response is None:
             assert self.code is not None
             return f"status {self.code.name}: {_short(self.details)}"
@@ -134,11 +169,107 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class GrpcPlugin:
+    """Calls a gRPC plugin's ``ToolCallback.Invoke``."""
+
+    http = False
+
+    def __init__(self, stub: callback_pb2_grpc.ToolCallbackAsyncStub) -> None:
+        self.stub = stub
+
+    async def invoke(
+        self, request: callback_pb2.ToolCallbackInvokeRequest, timeout_s: float
+    ) -> Reply:
+        started = time.perf_counter()
+        try:
+            response = await self.stub.Invoke(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return Reply(code=exc.code(), details=exc.details() or "", ms=_ms(started))
+        return Reply(response=response, ms=_ms(started))
+
+
+# An HTTP plugin's status as the gRPC status it stands for in the verdicts: a
+# refusal (400, 422), a tool it does not serve (404), a crash (5xx).
+HTTP_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class HttpPlugin:
+    """POSTs the HTTP callback contract's body to a plugin's URL, as the Dispatcher does."""
+
+    http = True
+
+    def __init__(self, url: str, client: httpx2.AsyncClient) -> None:
+        self.url = url
+        self.client = client
+
+    async def invoke(
+        self, request: callback_pb2.ToolCallbackInvokeRequest, timeout_s: float
+    ) -> Reply:
+        body = {
+            "name": request.name,
+            "arguments": from_struct(request.arguments),
+            "call_id": request.call_id,
+            "raw_arguments": request.raw_arguments,
+            "session_id": request.session_id,
+            "role": "default",
+        }
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                status, data = await self._exchange(json.dumps(body).encode())
+        except TimeoutError:
+            details = f"no answer within {timeout_s:g}s"
+            return Reply(code=grpc.StatusCode.DEADLINE_EXCEEDED, details=details, ms=_ms(started))
+        except httpx2.TransportError as exc:
+            details = f"the connection failed ({type(exc).__name__})"
+            return Reply(code=grpc.StatusCode.UNAVAILABLE, details=details, ms=_ms(started))
+        except CallbackFailed as exc:
+            return Reply(code=grpc.StatusCode.RESOURCE_EXHAUSTED, details=str(exc))
+        if not 200 <= status < 300:
+            code = HTTP_CODES.get(status)
+            if code is None:
+                code = (
+                    grpc.StatusCode.INTERNAL
+                    if status >= 500
+                    else grpc.StatusCode.FAILED_PRECONDITION
+                )
+            text = data.decode("utf-8", "replace")
+            return Reply(code=code, details=text, http_status=status, ms=_ms(started))
+        try:
+            result = decode_reply(data)
+        except CallbackFailed as exc:
+            return Reply(code=grpc.StatusCode.INTERNAL, unreadable=str(exc), ms=_ms(started))
+        return Reply(response=result, ms=_ms(started))
+
+    async def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        async with self.client.stream("POST", self.url, content=body, headers=headers) as reply:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in reply.aiter_raw():
+                size += len(chunk)
+                if size > MAX_HTTP_REPLY_BYTES:
+                    raise CallbackFailed(
+                        "RESOURCE_EXHAUSTED", f"answered more than {MAX_HTTP_REPLY_BYTES} bytes"
+                    )
+                chunks.append(chunk)
+            return reply.status_code, b"".join(chunks)
+
+
+Plugin = GrpcPlugin | HttpPlugin
+
+
 class Checker:
     """Runs every check against one plugin address."""
 
-    def __init__(self, stub: callback_pb2_grpc.ToolCallbackAsyncStub, timeout_s: float) -> None:
-        self.stub = stub
+    def __init__(self, plugin: Plugin, timeout_s: float) -> None:
+        self.plugin = plugin
         self.timeout_s = timeout_s
         self.results: list[Result] = []
 
@@ -161,12 +292,7 @@ class Checker:
         )
         if arguments is not None:
             request.arguments.CopyFrom(to_struct(arguments))
-        started = time.perf_counter()
-        try:
-            response = await self.stub.Invoke(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            return Reply(code=exc.code(), details=exc.details() or "", ms=_ms(started))
-        return Reply(response=response, ms=_ms(started))
+        return await self.plugin.invoke(request, timeout_s)
 
     def deadline_for(self, tool: Tool) -> float:
         return min(self.timeout_s, tool.timeout_s) if tool.timeout_s > 0 else self.timeout_s
@@ -214,14 +340,28 @@ class Checker:
         """A name the plugin does not serve, with arguments one of its tools takes."""
         name = f"toolcall_check_no_such_tool_{uuid.uuid4().hex[:8]}"
         reply = await self.call(name, arguments=arguments, timeout_s=self.timeout_s)
+        http = self.plugin.http
         if reply.code == grpc.StatusCode.NOT_FOUND:
             verdict, why = PASS, ""
         elif reply.response is not None and reply.response.is_error:
-            verdict, why = WARN, "works, but NOT_FOUND tells the caller its view is stale"
+            # Over HTTP the URL picks the tool and a 404 tells the caller no more.
+            verdict, why = (
+                (PASS, "")
+                if http
+                else (WARN, "works, but NOT_FOUND tells the caller its view is stale")
+            )
+        elif reply.response is not None and http:
+            verdict, why = (
+                WARN,
+                "answered as if it ran: the URL picks the tool, but a plugin that checks "
+                "`name` (404 or is_error) catches a registration that points at the wrong URL",
+            )
         elif reply.response is not None:
             verdict, why = FAIL, "a tool it does not serve answered as if it ran"
+        elif reply.code in BROKEN or reply.unreadable:
+            verdict, why = FAIL, "expected 404 or is_error" if http else "expected status NOT_FOUND"
         else:
-            verdict, why = FAIL, "expected status NOT_FOUND"
+            verdict, why = (PASS, "") if http else (FAIL, "expected status NOT_FOUND")
         got = f"{name} -> {reply.describe()}"
         self.record(Result("unknown-tool", "-", verdict, got, why, reply.ms))
 
@@ -246,19 +386,21 @@ class Checker:
             call_id="check_cancel",
         )
         codes: dict[str, int] = {}
+        broken = False
         for _ in range(CANCEL_BURST):
-            call = self.stub.Invoke(request, timeout=self.deadline_for(tool))
+            # Cancelling the task cancels the gRPC call, or closes the HTTP connection.
+            call = asyncio.ensure_future(self.plugin.invoke(request, self.deadline_for(tool)))
             await asyncio.sleep(0.005)  # in flight: the plugin has it, most likely
             call.cancel()
             try:
-                await call
-                codes["answered first"] = codes.get("answered first", 0) + 1
+                reply = await call
             except asyncio.CancelledError:
-                codes["CANCELLED"] = codes.get("CANCELLED", 0) + 1
-            except grpc.aio.AioRpcError as exc:
-                codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
+                label = "CANCELLED"
+            else:
+                label = reply.label
+                broken = broken or reply.code in BROKEN or bool(reply.unreadable)
+            codes[label] = codes.get(label, 0) + 1
         got = ", ".join(f"{n} {k}" for k, n in sorted(codes.items()))
-        broken = [k for k in codes if k in {c.name for c in BROKEN}]
         verdict, why = (FAIL, "a cancelled call broke the plugin") if broken else (PASS, "")
         self.record(Result("cancelled", tool.name, verdict, f"{CANCEL_BURST} calls: {got}", why))
 
@@ -282,6 +424,8 @@ def _takes_raw(tool: Tool) -> bool:
 
 def _judge_result(reply: Reply, *, expect_success: bool) -> tuple[str, str]:
     """A good call must get a result: an output, or an is_error with a reason."""
+    if reply.unreadable:
+        return FAIL, "not the contract's answer: {output, is_error, error} or a JSON value"
     if reply.response is None:
         assert reply.code is not None
         if reply.code in BROKEN:
@@ -305,6 +449,11 @@ def _judge_result(reply: Reply, *, expect_success: bool) -> tuple[str, str]:
 
 def _judge_refusal(reply: Reply, *, refusal_expected: bool) -> tuple[str, str]:
     """Arguments that break the schema: is_error with a reason, or INVALID_ARGUMENT."""
+    if reply.unreadable:
+        return FAIL, "not the contract's answer: {output, is_error, error} or a JSON value"
+    if reply.http_status and reply.code != grpc.StatusCode.INTERNAL:
+        # The Dispatcher turns any HTTP error into "answered HTTP 4xx": the reason is lost.
+        return WARN, "the caller sees only the status: answer is_error with the reason"
     if reply.response is None:
         assert reply.code is not None
         if reply.code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -432,23 +581,42 @@ async def tools_from_registry(registry: str, address: str) -> list[Tool]:
 
 async def run_checks(address: str, tools: list[Tool], *, timeout_s: float = 10.0) -> list[Result]:
     """Every check against the plugin at ``address``; results in the order they ran."""
+    if is_http(address):
+        # As the Dispatcher's client: no proxies from the environment, no redirects.
+        async with httpx2.AsyncClient(trust_env=False, follow_redirects=False) as client:
+            return await _run(Checker(HttpPlugin(address, client), timeout_s), tools)
     async with channel(address) as ch:
-        checker = Checker(callback_pb2_grpc.ToolCallbackStub(ch), timeout_s)
-        working = [t for t in tools if await checker.well_formed(t)]
-        for tool in tools:
-            await checker.malformed(tool)
-        probe = working[0] if working else (tools[0] if tools else None)
-        await checker.unknown_tool(probe.arguments or {} if probe is not None else {})
-        if probe is not None:
-            await checker.deadline(probe)
-            await checker.cancelled(probe)
-            if probe.arguments is not None:
-                await checker.still_serving(probe)
-        return checker.results
+        return await _run(
+            Checker(GrpcPlugin(callback_pb2_grpc.ToolCallbackStub(ch)), timeout_s), tools
+        )
+
+
+async def _run(checker: Checker, tools: list[Tool]) -> list[Result]:
+    working = [t for t in tools if await checker.well_formed(t)]
+    for tool in tools:
+        await checker.malformed(tool)
+    probe = working[0] if working else (tools[0] if tools else None)
+    await checker.unknown_tool(probe.arguments or {} if probe is not None else {})
+    if probe is not None:
+        await checker.deadline(probe)
+        await checker.cancelled(probe)
+        if probe.arguments is not None:
+            await checker.still_serving(probe)
+    return checker.results
 
 
 async def reachable(address: str, timeout_s: float) -> bool:
     """Whether a connection to ``address`` opens (else every check would say UNAVAILABLE)."""
+    if is_http(address):
+        host, _, port = split_http(address)[0].rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), timeout_s
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
     async with channel(address) as ch:
         try:
             await asyncio.wait_for(ch.channel_ready(), timeout_s)
