@@ -18,8 +18,16 @@ LLMService replicas on one database need:
   replica ``LISTEN``\\s and hands it to its Subscribe streams of that session
   (``on_finished``).
 
-No cache: every turn reads the session's tail (one indexed query), since
-another replica may have written since. Schema changes are numbered
+A turn costs four round trips on one pooled connection: take the session
+lock, read what is new in the session, write the turn's messages (one
+statement), release the lock. Every writer of a session writes under its
+lock and commits before releasing it, so a session's rows commit in id
+order and "the rows after the newest one I have" is exactly what other
+replicas wrote since: each replica keeps the tails of recent sessions
+(bounded in sessions and bytes, ``cache_sessions`` / ``cache_bytes``) and
+reads only the rows after them, checking that the newest row it has is
+still there (a database restored from an older backup reloads the tail).
+Schema changes are numbered
 migrations applied once, under a lock, in ``toolcall_schema_migrations``.
 Strings are stored as UTF-8 ``bytea`` where a model or tool chose them
 (PostgreSQL ``text`` refuses NUL characters; hostile input must still be
@@ -36,13 +44,19 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from llm_service.history import StoreError, TaskRecord
+from llm_service.history import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_SESSIONS,
+    StoreError,
+    TaskRecord,
+)
 from llm_service.messages import Message, ToolCall, capped_parts, message_bytes
 from toolcall.parts import part_size
 from toolcall.v1 import tools_pb2
@@ -204,6 +218,47 @@ class PostgresOptions:
         return bad
 
 
+@dataclass(slots=True)
+class _Tail:
+    """The newest messages of a session (what a turn sends) and the id of the newest."""
+
+    messages: list[Message]
+    last_id: int
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class _Held:
+    """A session lock this replica holds and the connection holding it: the turn's
+    read and write of that session go through it (no pool hand-over per statement)."""
+
+    db: Any
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+async def _release_or_drop(db: Any, namespace: int, key: str) -> None:
+    """Releases a session-level advisory lock; when that fails (or is cancelled) the
+    connection is terminated, which releases it too: a pooled connection never
+    keeps one for its next user."""
+    try:
+        released = await db.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", namespace, key)
+    except Exception:
+        db.terminate()
+        return
+    except BaseException:
+        db.terminate()
+        raise
+    if not released:
+        db.terminate()
+
+
+async def _no_reset(_conn: Any) -> None:
+    """Pool release without the reset query (a round trip per release): nothing here
+    leaves state on a pooled connection. Session-level advisory locks are released,
+    or their connection terminated (``_release_or_drop``); transactions are rolled
+    back by asyncpg itself; no SET, LISTEN or cursor outlives its transaction."""
+
+
 class PostgresStore:
     """History and tasks in PostgreSQL; raises ``StoreError`` ("unavailable") when it fails."""
 
@@ -216,11 +271,21 @@ class PostgresStore:
         tail_messages: int,
         tail_bytes: int,
         part_bytes: int,
+        cache_sessions: int = DEFAULT_CACHE_SESSIONS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.options = options
         self.tail_messages = max(1, tail_messages)
         self.tail_bytes = max(1, tail_bytes)
         self.part_bytes = max(0, part_bytes)
+        # Tails of recent sessions: at most cache_sessions of them and cache_bytes
+        # in all (message_bytes), least recently used evicted first (_evict).
+        self.cache_sessions = max(0, cache_sessions)
+        self.cache_bytes = max(0, cache_bytes)
+        self._tails: OrderedDict[str, _Tail] = OrderedDict()
+        self._tail_bytes_total = 0
+        # Sessions whose lock this replica holds now (one holder each: _local).
+        self._held: dict[str, _Held] = {}
         # This run's id: the owner of the tasks it starts.
         self.replica_id = secrets.token_hex(8)
         self._pool: asyncpg.Pool | None = None
@@ -264,6 +329,7 @@ class PostgresStore:
                 max_size=self.options.pool_size,
                 timeout=self.options.timeout_s,
                 command_timeout=self.options.timeout_s,
+                reset=_no_reset,
             )
             await self._migrate()
             await self._listen()
@@ -365,18 +431,20 @@ class PostgresStore:
         self._local[session_id] = (lock, users + 1)
         try:
             async with lock, self._db() as db:
-                await db.execute(
-                    "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
-                )
+                try:
+                    await db.execute(
+                        "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
+                    )
+                except BaseException:
+                    # A wait cancelled or timed out may have been granted meanwhile.
+                    db.terminate()
+                    raise
+                self._held[session_id] = _Held(db)
                 try:
                     yield
                 finally:
-                    with contextlib.suppress(Exception):
-                        await db.execute(
-                            "SELECT pg_advisory_unlock($1, hashtext($2))",
-                            _SESSION_LOCKS,
-                            session_id,
-                        )
+                    del self._held[session_id]
+                    await _release_or_drop(db, _SESSION_LOCKS, session_id)
         finally:
             lock, users = self._local[session_id]
             if users <= 1:
@@ -384,10 +452,106 @@ class PostgresStore:
             else:
                 self._local[session_id] = (lock, users - 1)
 
+    @contextlib.asynccontextmanager
+    async def _session_db(self, session_id: str) -> AsyncIterator[Any]:
+        """The connection holding the session's lock when this replica holds it (one
+        statement at a time); a pooled one otherwise."""
+        held = self._held.get(session_id)
+        if held is None:
+            async with self._db() as db:
+                yield db
+            return
+        try:
+            async with held.busy:
+                yield held.db
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
+
     # -- messages ------------------------------------------------------------
 
     async def recent(self, session_id: str) -> list[Message]:
-        return (await self.page(session_id, self.tail_messages, self.tail_bytes))[0]
+        """The newest messages of a session (oldest first), at most ``tail_messages``
+        weighing at most ``tail_bytes``: what a turn sends. Reads only the rows after
+        the tail this replica has; the whole tail when it has none or it is stale."""
+        async with self._session_db(session_id) as db:
+            tail = self._tails.get(session_id)
+            if tail is not None:
+                rows = await db.fetch(
+                    "SELECT * FROM toolcall_messages WHERE session_id = $1 AND id >= $2"
+                    " ORDER BY id LIMIT $3",
+                    session_id,
+                    tail.last_id,
+                    self.tail_messages + 1,
+                )
+                if tail.last_id:
+                    # The newest row this replica has must still be there.
+                    fresh = bool(rows) and rows[0]["id"] == tail.last_id
+                    rows = rows[1:]
+                else:
+                    fresh = True
+                if fresh and len(rows) < self.tail_messages:
+                    if rows:
+                        self._extend(tail, [_message(r) for r in rows], rows[-1]["id"])
+                    self._tails.move_to_end(session_id)
+                    return list(tail.messages)
+                self._forget(session_id)
+            rows = await db.fetch(
+                "SELECT * FROM toolcall_messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2",
+                session_id,
+                self.tail_messages,
+            )
+        loaded = _Tail([], rows[0]["id"] if rows else 0)
+        for row in rows:
+            m = _message(row)
+            size = message_bytes(m)
+            if loaded.nbytes + size > self.tail_bytes:
+                break
+            loaded.messages.append(m)
+            loaded.nbytes += size
+        loaded.messages.reverse()
+        self._remember(session_id, loaded)
+        return list(loaded.messages)
+
+    def _remember(self, session_id: str, tail: _Tail) -> None:
+        self._forget(session_id)
+        if self.cache_sessions == 0 or tail.nbytes > self.cache_bytes:
+            return
+        self._tails[session_id] = tail
+        self._tail_bytes_total += tail.nbytes
+        self._evict()
+
+    def _forget(self, session_id: str) -> None:
+        old = self._tails.pop(session_id, None)
+        if old is not None:
+            self._tail_bytes_total -= old.nbytes
+
+    def _evict(self) -> None:
+        """Least recently used tails go until both bounds hold."""
+        while self._tails and (
+            len(self._tails) > self.cache_sessions or self._tail_bytes_total > self.cache_bytes
+        ):
+            _, old = self._tails.popitem(last=False)
+            self._tail_bytes_total -= old.nbytes
+
+    def _extend(self, tail: _Tail, messages: list[Message], last_id: int) -> None:
+        """Appends the session's next rows to its tail, then drops the oldest past the
+        bounds (as a read newest first stopping at them would)."""
+        added = sum(message_bytes(m) for m in messages)
+        tail.messages.extend(messages)
+        tail.last_id = last_id
+        tail.nbytes += added
+        self._tail_bytes_total += added
+        drop, freed = 0, 0
+        while drop < len(tail.messages) and (
+            len(tail.messages) - drop > self.tail_messages or tail.nbytes - freed > self.tail_bytes
+        ):
+            freed += message_bytes(tail.messages[drop])
+            drop += 1
+        if drop:
+            del tail.messages[:drop]
+            tail.nbytes -= freed
+            self._tail_bytes_total -= freed
+        self._evict()
 
     async def messages(self, session_id: str, limit: int = 0) -> list[Message]:
         return (await self.page(session_id, limit))[0]
@@ -436,6 +600,7 @@ class PostgresStore:
     async def append(self, session_id: str, messages: list[Message]) -> None:
         if not messages:
             return
+        stored = [self._capped(m) for m in messages]
         rows = [
             (
                 session_id,
@@ -447,19 +612,29 @@ class PostgresStore:
                 m.created_at,
                 _parts_blob(m.parts),
             )
-            for m in (self._capped(m) for m in messages)
+            for m in stored
         ]
         columns = list(zip(*rows, strict=True))
-        async with self._db() as db:
-            # One statement (atomic by itself), one round trip, whatever the count.
-            await db.execute(
-                "INSERT INTO toolcall_messages (session_id, role, content, tool_calls,"
+        async with self._session_db(session_id) as db:
+            # One statement (atomic by itself), one round trip, whatever the count; it
+            # also tells the session's newest row before it (its snapshot has not these).
+            ids = await db.fetchrow(
+                "WITH prev AS (SELECT max(id) AS id FROM toolcall_messages WHERE session_id = $9),"
+                " ins AS (INSERT INTO toolcall_messages (session_id, role, content, tool_calls,"
                 " tool_call_id, name, created_at, parts) SELECT a, b, c, d, e, f, g, h FROM unnest("
                 "$1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[],"
                 " $7::float8[], $8::bytea[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)"
-                " ORDER BY n",
+                " ORDER BY n RETURNING id)"
+                " SELECT (SELECT id FROM prev) AS prev, (SELECT max(id) FROM ins) AS last",
                 *[list(c) for c in columns],
+                session_id,
             )
+        tail = self._tails.get(session_id)
+        if tail is not None:
+            if tail.last_id == (ids["prev"] or 0):
+                self._extend(tail, stored, ids["last"])
+            else:  # another replica wrote in between (a writer without the lock)
+                self._forget(session_id)
 
     # -- tasks ------------------------------------------------------------
 
@@ -641,9 +816,13 @@ class PostgresStore:
                 )
             ]
             for owner in owners:
-                got = await db.fetchval(
-                    "SELECT pg_try_advisory_lock($1, hashtext($2))", _REPLICA_LOCKS, owner
-                )
+                try:
+                    got = await db.fetchval(
+                        "SELECT pg_try_advisory_lock($1, hashtext($2))", _REPLICA_LOCKS, owner
+                    )
+                except BaseException:
+                    db.terminate()  # it may have been granted as it failed
+                    raise
                 if not got:
                     continue  # that replica is alive
                 try:
@@ -663,7 +842,5 @@ class PostgresStore:
                             await self._notify(db, t)
                     failed.extend(tasks)
                 finally:
-                    await db.execute(
-                        "SELECT pg_advisory_unlock($1, hashtext($2))", _REPLICA_LOCKS, owner
-                    )
+                    await _release_or_drop(db, _REPLICA_LOCKS, owner)
         return failed
