@@ -45,9 +45,9 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -62,6 +62,7 @@ from toolcall.parts import part_size
 from toolcall.v1 import tools_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NOTIFY_CHANNEL = "toolcall_tasks"
 # advisory lock namespaces (the first key of pg_advisory_lock(int, int)).
@@ -127,6 +128,48 @@ MIGRATIONS: list[str] = [
         ADD COLUMN progress_at DOUBLE PRECISION,
         ADD COLUMN follow_up TEXT NOT NULL DEFAULT '',
         ADD COLUMN follow_up_text BYTEA NOT NULL DEFAULT ''::bytea;
+    """,
+    # 4: a turn's two statements (PostgresStore.recent / append). The read takes the
+    # session's lock first, when asked; a VOLATILE function's next query has a new
+    # snapshot (READ COMMITTED), so it sees every row committed before the lock was
+    # granted. The write, asked to release the lock, holds it at transaction level
+    # too: past the session-level release, to the commit of its rows.
+    """
+    CREATE FUNCTION toolcall_turn_read(
+        p_space INTEGER, p_session TEXT, p_lock BOOLEAN, p_after BIGINT, p_limit INTEGER
+    ) RETURNS SETOF toolcall_messages LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        IF p_lock THEN
+            PERFORM pg_advisory_lock(p_space, hashtext(p_session));
+        END IF;
+        IF p_after < 0 THEN
+            RETURN QUERY SELECT * FROM toolcall_messages WHERE session_id = p_session
+                ORDER BY id DESC LIMIT p_limit;
+        ELSE
+            RETURN QUERY SELECT * FROM toolcall_messages WHERE session_id = p_session
+                AND id >= p_after ORDER BY id LIMIT p_limit;
+        END IF;
+    END $$;
+    CREATE FUNCTION toolcall_turn_write(
+        p_space INTEGER, p_session TEXT, p_unlock BOOLEAN, p_role TEXT[], p_content BYTEA[],
+        p_tool_calls TEXT[], p_call_id BYTEA[], p_name BYTEA[], p_created DOUBLE PRECISION[],
+        p_parts BYTEA[], OUT prev BIGINT, OUT last BIGINT
+    ) LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        SELECT max(id) INTO prev FROM toolcall_messages WHERE session_id = p_session;
+        WITH ins AS (
+            INSERT INTO toolcall_messages (session_id, role, content, tool_calls,
+                tool_call_id, name, created_at, parts)
+            SELECT p_session, a, b, c, d, e, f, g FROM unnest(p_role, p_content,
+                p_tool_calls, p_call_id, p_name, p_created, p_parts)
+                WITH ORDINALITY AS u(a, b, c, d, e, f, g, n) ORDER BY n
+            RETURNING id
+        ) SELECT max(id) INTO last FROM ins;
+        IF p_unlock THEN
+            PERFORM pg_advisory_xact_lock(p_space, hashtext(p_session));
+            PERFORM pg_advisory_unlock(p_space, hashtext(p_session));
+        END IF;
+    END $$;
     """,
 ]
 # Owners never change once set, so the memo cannot go stale; emptied when full.
@@ -229,11 +272,14 @@ class _Tail:
 
 @dataclass(slots=True)
 class _Held:
-    """A session lock this replica holds and the connection holding it: the turn's
-    read and write of that session go through it (no pool hand-over per statement)."""
+    """A session this replica serves a writer of, and the connection its PostgreSQL
+    lock is taken on: the writer's read and write go through it (no pool hand-over
+    per statement), each taking or releasing the lock in the same round trip."""
 
     db: Any
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Taken by the turn's first statement (its read), released by its write.
+    locked: bool = False
 
 
 async def _release_or_drop(db: Any, namespace: int, key: str) -> None:
@@ -426,25 +472,22 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def session_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Serializes writers of one session across every replica."""
+        """Serializes writers of one session across every replica.
+
+        The PostgreSQL lock is taken by the holder's first statement (``recent``'s
+        read, or ``append``) and released by its write: a turn is two round trips.
+        """
         lock, users = self._local.get(session_id, (asyncio.Lock(), 0))
         self._local[session_id] = (lock, users + 1)
         try:
             async with lock, self._db() as db:
-                try:
-                    await db.execute(
-                        "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
-                    )
-                except BaseException:
-                    # A wait cancelled or timed out may have been granted meanwhile.
-                    db.terminate()
-                    raise
-                self._held[session_id] = _Held(db)
+                held = self._held[session_id] = _Held(db)
                 try:
                     yield
                 finally:
                     del self._held[session_id]
-                    await _release_or_drop(db, _SESSION_LOCKS, session_id)
+                    if held.locked:
+                        await _release_or_drop(db, _SESSION_LOCKS, session_id)
         finally:
             lock, users = self._local[session_id]
             if users <= 1:
@@ -453,19 +496,33 @@ class PostgresStore:
                 self._local[session_id] = (lock, users - 1)
 
     @contextlib.asynccontextmanager
-    async def _session_db(self, session_id: str) -> AsyncIterator[Any]:
-        """The connection holding the session's lock when this replica holds it (one
-        statement at a time); a pooled one otherwise."""
+    async def _session_db(self, session_id: str) -> AsyncIterator[tuple[Any, _Held | None]]:
+        """The connection of the session's lock when this replica holds it (one
+        statement at a time), else a pooled one; and the hold."""
         held = self._held.get(session_id)
         if held is None:
             async with self._db() as db:
-                yield db
+                yield db, None
             return
         try:
             async with held.busy:
-                yield held.db
+                yield held.db, held
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
+
+    @staticmethod
+    async def _locking(held: _Held | None, statement: Awaitable[T]) -> T:
+        """Runs a statement that takes the session's lock; when it fails (or is
+        cancelled) the lock may have been granted all the same: its connection goes."""
+        if held is None or held.locked:
+            return await statement
+        try:
+            result = await statement
+        except BaseException:
+            held.db.terminate()
+            raise
+        held.locked = True
+        return result
 
     # -- messages ------------------------------------------------------------
 
@@ -473,16 +530,18 @@ class PostgresStore:
         """The newest messages of a session (oldest first), at most ``tail_messages``
         weighing at most ``tail_bytes``: what a turn sends. Reads only the rows after
         the tail this replica has; the whole tail when it has none or it is stale."""
-        async with self._session_db(session_id) as db:
+        read = "SELECT * FROM toolcall_turn_read($1, $2, $3, $4, $5)"
+        async with self._session_db(session_id) as (db, held):
+            lock = held is not None and not held.locked
             tail = self._tails.get(session_id)
             if tail is not None:
-                rows = await db.fetch(
-                    "SELECT * FROM toolcall_messages WHERE session_id = $1 AND id >= $2"
-                    " ORDER BY id LIMIT $3",
-                    session_id,
-                    tail.last_id,
-                    self.tail_messages + 1,
+                rows = await self._locking(
+                    held,
+                    db.fetch(
+                        read, _SESSION_LOCKS, session_id, lock, tail.last_id, self.tail_messages + 1
+                    ),
                 )
+                lock = False
                 if tail.last_id:
                     # The newest row this replica has must still be there.
                     fresh = bool(rows) and rows[0]["id"] == tail.last_id
@@ -495,10 +554,9 @@ class PostgresStore:
                     self._tails.move_to_end(session_id)
                     return list(tail.messages)
                 self._forget(session_id)
-            rows = await db.fetch(
-                "SELECT * FROM toolcall_messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2",
-                session_id,
-                self.tail_messages,
+            rows = await self._locking(
+                held if lock else None,
+                db.fetch(read, _SESSION_LOCKS, session_id, lock, -1, self.tail_messages),
             )
         loaded = _Tail([], rows[0]["id"] if rows else 0)
         for row in rows:
@@ -603,7 +661,6 @@ class PostgresStore:
         stored = [self._capped(m) for m in messages]
         rows = [
             (
-                session_id,
                 m.role,
                 _b(m.content),
                 json.dumps([c.to_json() for c in m.tool_calls]) if m.tool_calls else None,
@@ -614,21 +671,21 @@ class PostgresStore:
             )
             for m in stored
         ]
-        columns = list(zip(*rows, strict=True))
-        async with self._session_db(session_id) as db:
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        write = "SELECT * FROM toolcall_turn_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        async with self._session_db(session_id) as (db, held):
+            if held is not None and not held.locked:  # a writer that did not read first
+                await self._locking(
+                    held,
+                    db.execute(
+                        "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
+                    ),
+                )
             # One statement (atomic by itself), one round trip, whatever the count; it
-            # also tells the session's newest row before it (its snapshot has not these).
-            ids = await db.fetchrow(
-                "WITH prev AS (SELECT max(id) AS id FROM toolcall_messages WHERE session_id = $9),"
-                " ins AS (INSERT INTO toolcall_messages (session_id, role, content, tool_calls,"
-                " tool_call_id, name, created_at, parts) SELECT a, b, c, d, e, f, g, h FROM unnest("
-                "$1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[],"
-                " $7::float8[], $8::bytea[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)"
-                " ORDER BY n RETURNING id)"
-                " SELECT (SELECT id FROM prev) AS prev, (SELECT max(id) FROM ins) AS last",
-                *[list(c) for c in columns],
-                session_id,
-            )
+            # also tells the session's newest row before these, and releases the lock.
+            ids = await db.fetchrow(write, _SESSION_LOCKS, session_id, held is not None, *columns)
+            if held is not None:
+                held.locked = False  # released at the commit of these rows
         tail = self._tails.get(session_id)
         if tail is not None:
             if tail.last_id == (ids["prev"] or 0):
