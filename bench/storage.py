@@ -140,6 +140,13 @@ def _postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().split()[0])
 
 
+def _main_thread_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process's main thread (its event loop)."""
+    text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 GO_LOAD = REPO / ".cache" / "bench" / "go_load"
 GO_PLUGIN = REPO / ".cache" / "examples" / "go_plugin"
 # The F-type question each plugin's tool answers (the offline provider picks the tool
@@ -326,9 +333,16 @@ async def s3_replicas(
             for label, targets in (("one", one), ("two", two)):
                 meter = CpuMeter(servers)
                 gc.collect()
+                loop_before, started = _main_thread_cpu_s(a.pid), time.perf_counter()
                 meter.start()
                 rates[label].append(await load.run(targets, f"s3-{label}", turns))
-                cpu[label].append(meter.per_call_us(turns))
+                figures = meter.per_call_us(turns)
+                # How busy replica A's event-loop thread was: near 100 % when it is what
+                # bounds the turns (its gRPC threads run beside it).
+                loop_s = _main_thread_cpu_s(a.pid) - loop_before
+                busy = 100 * loop_s / (time.perf_counter() - started)
+                figures["llm_a_loop_busy_pct"] = round(busy, 1)
+                cpu[label].append(figures)
         out["one_replica_turns_per_s"] = [round(r, 1) for r in rates["one"]]
         out["two_replicas_turns_per_s"] = [round(r, 1) for r in rates["two"]]
         out["ratios"] = [round(t / o, 3) for o, t in zip(rates["one"], rates["two"], strict=True)]
@@ -344,6 +358,10 @@ async def s3_replicas(
         # Two cores: one replica is bound by its own core (1/L turns per second);
         # two by both cores shared by everything (2/(L + rest)).
         out["ceiling_ratio"] = round(2 * llm / (llm + rest), 3)
+        # What the whole stack of one replica used: cores busy at the rate it reached.
+        out["one_replica_stack_cores"] = round(
+            statistics.median(rates["one"]) * (llm + rest) / 1e6, 2
+        )
     return out
 
 

@@ -18,20 +18,25 @@ LLMService replicas on one database need:
   replica ``LISTEN``\\s and hands it to its Subscribe streams of that session
   (``on_finished``).
 
-A turn costs four round trips on one pooled connection: take the session
-lock, read what is new in the session, write the turn's messages (one
-statement), release the lock. Every writer of a session writes under its
-lock and commits before releasing it, so a session's rows commit in id
-order and "the rows after the newest one I have" is exactly what other
-replicas wrote since: each replica keeps the tails of recent sessions
-(bounded in sessions and bytes, ``cache_sessions`` / ``cache_bytes``) and
-reads only the rows after them, checking that the newest row it has is
-still there (a database restored from an older backup reloads the tail).
-Schema changes are numbered
-migrations applied once, under a lock, in ``toolcall_schema_migrations``.
-Strings are stored as UTF-8 ``bytea`` where a model or tool chose them
-(PostgreSQL ``text`` refuses NUL characters; hostile input must still be
-stored as it came).
+A turn costs two statements on one pooled connection: one takes the
+session lock and reads what is new in the session, the other writes the
+turn's messages and releases the lock at its commit (SQL functions,
+migration 4). The write goes through the connection holding the lock: if
+that connection died, so did the lock, and the turn fails rather than write
+unlocked. Every writer of a session writes under its lock and commits
+before releasing it, so a session's rows commit in id order and "the rows
+after the newest one I have" is exactly what other replicas wrote since:
+each replica keeps the tails of recent sessions (bounded in sessions and
+bytes, ``cache_sessions`` / ``cache_bytes``) and reads only the rows after
+them, checking that the newest row it has is still there (a database
+restored from an older backup reloads the tail). Connections go back to the
+pool without asyncpg's reset query (a round trip): a session lock whose
+release failed takes its connection with it (``_release_or_drop``).
+
+Schema changes are numbered migrations applied once, under a lock, in
+``toolcall_schema_migrations``. Strings are stored as UTF-8 ``bytea`` where
+a model or tool chose them (PostgreSQL ``text`` refuses NUL characters;
+hostile input must still be stored as it came).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from llm_service.history import StoreError
 from llm_service.messages import Message, message_bytes
 from llm_service.pg_store import _SESSION_LOCKS, PostgresOptions, PostgresStore
 from tests.support.llm_env import pg_schema
@@ -189,3 +190,23 @@ async def test_a_lock_wait_given_up_leaves_no_session_lock_on_a_pooled_connectio
                 _SESSION_LOCKS,
             )
         assert locks == 0
+
+
+async def test_a_turn_whose_lock_connection_died_fails_instead_of_writing_unlocked(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    async with replicas(postgres_server, tmp_path) as (a, b):
+        await turn(a, "cut", "q0")
+        with pytest.raises(StoreError) as failed:
+            async with a.session_lock("cut"):
+                await a.recent("cut")
+                # PostgreSQL drops the connection (a restart, a network cut): and the lock.
+                pid = a._held["cut"].db.get_server_pid()
+                async with b.pool.acquire() as db:
+                    await db.execute("SELECT pg_terminate_backend($1)", pid)
+                assert await turn(b, "cut", "q1") == contents("q0")  # B got the lock
+                await a.append("cut", [Message("user", "late"), Message("assistant", "re late")])
+        assert failed.value.kind == "unavailable"
+        # Before, the write went through another pooled connection, unlocked.
+        assert [m.content for m in await b.messages("cut")] == contents("q0", "q1")
+        assert await turn(a, "cut", "q2") == contents("q0", "q1")
