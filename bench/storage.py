@@ -342,6 +342,7 @@ async def s3_replicas(
                 loop_s = _main_thread_cpu_s(a.pid) - loop_before
                 busy = 100 * loop_s / (time.perf_counter() - started)
                 figures["llm_a_loop_busy_pct"] = round(busy, 1)
+                figures["llm_a_loop_us"] = round(loop_s * 1e6 / turns, 1)
                 cpu[label].append(figures)
         out["one_replica_turns_per_s"] = [round(r, 1) for r in rates["one"]]
         out["two_replicas_turns_per_s"] = [round(r, 1) for r in rates["two"]]
@@ -352,15 +353,25 @@ async def s3_replicas(
             out[f"cpu_us_per_turn_{label}"] = {
                 k: statistics.median(c[k] for c in cpu[label]) for k in cpu[label][0]
             }
-        one_cpu = out["cpu_us_per_turn_one"]
+        one_cpu, two_cpu = out["cpu_us_per_turn_one"], out["cpu_us_per_turn_two"]
+
+        def stack_us(figures: dict[str, float]) -> float:
+            """CPU µs per turn of every process of the stack."""
+            return sum(v for k, v in figures.items() if k.endswith("_us") and "loop" not in k)
+
         llm = one_cpu["llm_a_us"]
-        rest = sum(v for k, v in one_cpu.items() if k.endswith("_us") and k != "llm_a_us")
-        # Two cores: one replica is bound by its own core (1/L turns per second);
-        # two by both cores shared by everything (2/(L + rest)).
+        rest = stack_us(one_cpu) - llm
+        # The issue's rough bound: one replica is held by its own core (1/L turns per
+        # second); two by both cores shared by everything (2/(L + rest)).
         out["ceiling_ratio"] = round(2 * llm / (llm + rest), 3)
+        # The same from this run's figures alone, on an otherwise idle machine: one
+        # replica reaches the lesser of its event loop's core and the two cores its
+        # stack shares; two replicas, the two cores their (costlier) stack shares.
+        one_max = min(1e6 / one_cpu["llm_a_loop_us"], 2e6 / stack_us(one_cpu))
+        out["quiet_machine_ratio_bound"] = round(2e6 / stack_us(two_cpu) / one_max, 3)
         # What the whole stack of one replica used: cores busy at the rate it reached.
         out["one_replica_stack_cores"] = round(
-            statistics.median(rates["one"]) * (llm + rest) / 1e6, 2
+            statistics.median(rates["one"]) * stack_us(one_cpu) / 1e6, 2
         )
     return out
 
