@@ -94,7 +94,7 @@ lint: $(STAMP)
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
-	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
+	@test -z "$$(gofmt -l examples/go_plugin bench/go_load)" || (gofmt -l examples/go_plugin bench/go_load; echo "run gofmt -w examples/go_plugin bench/go_load" >&2; exit 1)
 
 ## browser: Debian's chromium and chromium-driver, which the web console's tests
 ## drive (tests/test_console_browser.py). Installed with apt-get when missing and
