@@ -9,7 +9,11 @@ from the Debian packages by tests/support (``make engines`` installs them).
 - S2: a chat turn (F: one tool round, offline provider) with the registry on
   SQLite vs etcd: the chat's dispatch reads the Watch-fed view either way.
 - S3: chat turns per second at 64 in flight, one vs two LLMService replicas
-  on PostgreSQL (the client spreads turns over the replicas).
+  on PostgreSQL (the client spreads turns over the replicas), alternated in
+  rounds, with the CPU µs per turn of every process and the ceiling they
+  set on two cores (docs/scaling.md). ``--client go`` drives the turns from
+  bench/go_load, ``--plugin go`` serves the tool from the Go example plugin;
+  ``--only S3`` runs it alone.
 - S4: a registry replica starting on 100,000 stored tools: time until a
   Watch is SYNCED, and its RSS, on SQLite vs etcd.
 """
@@ -283,6 +287,7 @@ async def s3_replicas(
     rounds: int = 1,
     client: str = "python",
     plugin: str = "sdk",
+    warm_turns: int = S3_WARM_TURNS_PER_SESSION,
 ) -> dict[str, Any]:
     """Turns per second with one replica, then two, in the same run, ``rounds`` times;
     and the CPU time each process spends per turn (robust to the noise of other work
@@ -325,8 +330,8 @@ async def s3_replicas(
         if load.pid is not None:
             servers["go_client"] = load.pid
         one, two = [a.target], [a.target, b.target]
-        await load.run(one, "s3-one", CONCURRENCY * S3_WARM_TURNS_PER_SESSION)
-        await load.run(two, "s3-two", 2 * CONCURRENCY * S3_WARM_TURNS_PER_SESSION)
+        await load.run(one, "s3-one", CONCURRENCY * warm_turns)
+        await load.run(two, "s3-two", 2 * CONCURRENCY * warm_turns)
         rates: dict[str, list[float]] = {"one": [], "two": []}
         cpu: dict[str, list[dict[str, float]]] = {"one": [], "two": []}
         for _ in range(rounds):
@@ -498,6 +503,7 @@ async def main(argv: list[str] | None = None) -> int:
                     rounds=args.rounds,
                     client=args.client,
                     plugin=args.plugin,
+                    warm_turns=2 if args.quick else S3_WARM_TURNS_PER_SESSION,
                 )
             print(json.dumps(results, indent=2))
             return 0
@@ -527,6 +533,7 @@ async def main(argv: list[str] | None = None) -> int:
                 rounds=args.rounds,
                 client=args.client,
                 plugin=args.plugin,
+                warm_turns=2 if args.quick else S3_WARM_TURNS_PER_SESSION,
             )
         results["S4_fill_etcd_s"] = await _fill_etcd(cluster.endpoints, "/bench-s4/", args.scale)
         results["S4_etcd"] = await _snapshot(env, "S4-etcd", "etcd", cluster.endpoints, args.scale)
