@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: venv protos check-protos lint browser test engines run soak soak-hostile bench clean generators plugin-deps \
-	example-plugins java-plugin
+	example-plugins java-plugin bench-go-load
 
 # Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
 # are built into .cache/bin by `go install` (Go's module and build caches make
@@ -54,6 +54,10 @@ example-plugins: plugin-deps
 	cd examples/go_plugin && go vet ./... && go build -o ../../.cache/examples/go_plugin .
 	cd examples/ts_plugin && npm run --silent build
 
+## bench-go-load: build bench S3's Go load generator (bench/go_load; python -m bench.storage --client go)
+bench-go-load:
+	cd bench/go_load && go vet ./... && go build -o ../../.cache/bench/go_load .
+
 ## protos: regenerate Python stubs (+ mypy-protobuf type stubs) from protos/,
 ## toolcall/v1/descriptors.binpb: the protos with their comments, for server reflection,
 ## and the Go and TypeScript stubs of the example plugins (buf.gen.yaml)
@@ -90,7 +94,7 @@ lint: $(STAMP)
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --exit-code > /dev/null
 	$(VENV)/bin/buf breaking --against '$(BUF_AGAINST)'
-	@test -z "$$(gofmt -l examples/go_plugin)" || (gofmt -l examples/go_plugin; echo "run gofmt -w examples/go_plugin" >&2; exit 1)
+	@test -z "$$(gofmt -l examples/go_plugin bench/go_load)" || (gofmt -l examples/go_plugin bench/go_load; echo "run gofmt -w examples/go_plugin bench/go_load" >&2; exit 1)
 
 ## browser: Debian's chromium and chromium-driver, which the web console's tests
 ## drive (tests/test_console_browser.py). Installed with apt-get when missing and
@@ -150,7 +154,7 @@ soak: $(STAMP)
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
 
-bench: $(STAMP) engines example-plugins java-plugin
+bench: $(STAMP) engines example-plugins java-plugin bench-go-load
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench
 	$(VENV)/bin/python -m bench.storage

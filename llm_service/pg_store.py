@@ -18,12 +18,25 @@ LLMService replicas on one database need:
   replica ``LISTEN``\\s and hands it to its Subscribe streams of that session
   (``on_finished``).
 
-No cache: every turn reads the session's tail (one indexed query), since
-another replica may have written since. Schema changes are numbered
-migrations applied once, under a lock, in ``toolcall_schema_migrations``.
-Strings are stored as UTF-8 ``bytea`` where a model or tool chose them
-(PostgreSQL ``text`` refuses NUL characters; hostile input must still be
-stored as it came).
+A turn costs two statements on one pooled connection: one takes the
+session lock and reads what is new in the session, the other writes the
+turn's messages and releases the lock at its commit (SQL functions,
+migration 4). The write goes through the connection holding the lock: if
+that connection died, so did the lock, and the turn fails rather than write
+unlocked. Every writer of a session writes under its lock and commits
+before releasing it, so a session's rows commit in id order and "the rows
+after the newest one I have" is exactly what other replicas wrote since:
+each replica keeps the tails of recent sessions (bounded in sessions and
+bytes, ``cache_sessions`` / ``cache_bytes``) and reads only the rows after
+them, checking that the newest row it has is still there (a database
+restored from an older backup reloads the tail). Connections go back to the
+pool without asyncpg's reset query (a round trip): a session lock whose
+release failed takes its connection with it (``_release_or_drop``).
+
+Schema changes are numbered migrations applied once, under a lock, in
+``toolcall_schema_migrations``. Strings are stored as UTF-8 ``bytea`` where
+a model or tool chose them (PostgreSQL ``text`` refuses NUL characters;
+hostile input must still be stored as it came).
 """
 
 from __future__ import annotations
@@ -36,18 +49,25 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 
-from llm_service.history import StoreError, TaskRecord
+from llm_service.history import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_SESSIONS,
+    StoreError,
+    TaskRecord,
+)
 from llm_service.messages import Message, ToolCall, capped_parts, message_bytes
 from toolcall.parts import part_size
 from toolcall.v1 import tools_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NOTIFY_CHANNEL = "toolcall_tasks"
 # advisory lock namespaces (the first key of pg_advisory_lock(int, int)).
@@ -113,6 +133,48 @@ MIGRATIONS: list[str] = [
         ADD COLUMN progress_at DOUBLE PRECISION,
         ADD COLUMN follow_up TEXT NOT NULL DEFAULT '',
         ADD COLUMN follow_up_text BYTEA NOT NULL DEFAULT ''::bytea;
+    """,
+    # 4: a turn's two statements (PostgresStore.recent / append). The read takes the
+    # session's lock first, when asked; a VOLATILE function's next query has a new
+    # snapshot (READ COMMITTED), so it sees every row committed before the lock was
+    # granted. The write, asked to release the lock, holds it at transaction level
+    # too: past the session-level release, to the commit of its rows.
+    """
+    CREATE FUNCTION toolcall_turn_read(
+        p_space INTEGER, p_session TEXT, p_lock BOOLEAN, p_after BIGINT, p_limit INTEGER
+    ) RETURNS SETOF toolcall_messages LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        IF p_lock THEN
+            PERFORM pg_advisory_lock(p_space, hashtext(p_session));
+        END IF;
+        IF p_after < 0 THEN
+            RETURN QUERY SELECT * FROM toolcall_messages WHERE session_id = p_session
+                ORDER BY id DESC LIMIT p_limit;
+        ELSE
+            RETURN QUERY SELECT * FROM toolcall_messages WHERE session_id = p_session
+                AND id >= p_after ORDER BY id LIMIT p_limit;
+        END IF;
+    END $$;
+    CREATE FUNCTION toolcall_turn_write(
+        p_space INTEGER, p_session TEXT, p_unlock BOOLEAN, p_role TEXT[], p_content BYTEA[],
+        p_tool_calls TEXT[], p_call_id BYTEA[], p_name BYTEA[], p_created DOUBLE PRECISION[],
+        p_parts BYTEA[], OUT prev BIGINT, OUT last BIGINT
+    ) LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        SELECT max(id) INTO prev FROM toolcall_messages WHERE session_id = p_session;
+        WITH ins AS (
+            INSERT INTO toolcall_messages (session_id, role, content, tool_calls,
+                tool_call_id, name, created_at, parts)
+            SELECT p_session, a, b, c, d, e, f, g FROM unnest(p_role, p_content,
+                p_tool_calls, p_call_id, p_name, p_created, p_parts)
+                WITH ORDINALITY AS u(a, b, c, d, e, f, g, n) ORDER BY n
+            RETURNING id
+        ) SELECT max(id) INTO last FROM ins;
+        IF p_unlock THEN
+            PERFORM pg_advisory_xact_lock(p_space, hashtext(p_session));
+            PERFORM pg_advisory_unlock(p_space, hashtext(p_session));
+        END IF;
+    END $$;
     """,
 ]
 # Owners never change once set, so the memo cannot go stale; emptied when full.
@@ -204,6 +266,50 @@ class PostgresOptions:
         return bad
 
 
+@dataclass(slots=True)
+class _Tail:
+    """The newest messages of a session (what a turn sends) and the id of the newest."""
+
+    messages: list[Message]
+    last_id: int
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class _Held:
+    """A session this replica serves a writer of, and the connection its PostgreSQL
+    lock is taken on: the writer's read and write go through it (no pool hand-over
+    per statement), each taking or releasing the lock in the same round trip."""
+
+    db: Any
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Taken by the turn's first statement (its read), released by its write.
+    locked: bool = False
+
+
+async def _release_or_drop(db: Any, namespace: int, key: str) -> None:
+    """Releases a session-level advisory lock; when that fails (or is cancelled) the
+    connection is terminated, which releases it too: a pooled connection never
+    keeps one for its next user."""
+    try:
+        released = await db.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", namespace, key)
+    except Exception:
+        db.terminate()
+        return
+    except BaseException:
+        db.terminate()
+        raise
+    if not released:
+        db.terminate()
+
+
+async def _no_reset(_conn: Any) -> None:
+    """Pool release without the reset query (a round trip per release): nothing here
+    leaves state on a pooled connection. Session-level advisory locks are released,
+    or their connection terminated (``_release_or_drop``); transactions are rolled
+    back by asyncpg itself; no SET, LISTEN or cursor outlives its transaction."""
+
+
 class PostgresStore:
     """History and tasks in PostgreSQL; raises ``StoreError`` ("unavailable") when it fails."""
 
@@ -216,11 +322,21 @@ class PostgresStore:
         tail_messages: int,
         tail_bytes: int,
         part_bytes: int,
+        cache_sessions: int = DEFAULT_CACHE_SESSIONS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.options = options
         self.tail_messages = max(1, tail_messages)
         self.tail_bytes = max(1, tail_bytes)
         self.part_bytes = max(0, part_bytes)
+        # Tails of recent sessions: at most cache_sessions of them and cache_bytes
+        # in all (message_bytes), least recently used evicted first (_evict).
+        self.cache_sessions = max(0, cache_sessions)
+        self.cache_bytes = max(0, cache_bytes)
+        self._tails: OrderedDict[str, _Tail] = OrderedDict()
+        self._tail_bytes_total = 0
+        # Sessions whose lock this replica holds now (one holder each: _local).
+        self._held: dict[str, _Held] = {}
         # This run's id: the owner of the tasks it starts.
         self.replica_id = secrets.token_hex(8)
         self._pool: asyncpg.Pool | None = None
@@ -264,6 +380,7 @@ class PostgresStore:
                 max_size=self.options.pool_size,
                 timeout=self.options.timeout_s,
                 command_timeout=self.options.timeout_s,
+                reset=_no_reset,
             )
             await self._migrate()
             await self._listen()
@@ -360,23 +477,22 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def session_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Serializes writers of one session across every replica."""
+        """Serializes writers of one session across every replica.
+
+        The PostgreSQL lock is taken by the holder's first statement (``recent``'s
+        read, or ``append``) and released by its write: a turn is two round trips.
+        """
         lock, users = self._local.get(session_id, (asyncio.Lock(), 0))
         self._local[session_id] = (lock, users + 1)
         try:
             async with lock, self._db() as db:
-                await db.execute(
-                    "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
-                )
+                held = self._held[session_id] = _Held(db)
                 try:
                     yield
                 finally:
-                    with contextlib.suppress(Exception):
-                        await db.execute(
-                            "SELECT pg_advisory_unlock($1, hashtext($2))",
-                            _SESSION_LOCKS,
-                            session_id,
-                        )
+                    del self._held[session_id]
+                    if held.locked:
+                        await _release_or_drop(db, _SESSION_LOCKS, session_id)
         finally:
             lock, users = self._local[session_id]
             if users <= 1:
@@ -384,10 +500,121 @@ class PostgresStore:
             else:
                 self._local[session_id] = (lock, users - 1)
 
+    @contextlib.asynccontextmanager
+    async def _session_db(self, session_id: str) -> AsyncIterator[tuple[Any, _Held | None]]:
+        """The connection of the session's lock when this replica holds it (one
+        statement at a time), else a pooled one; and the hold."""
+        held = self._held.get(session_id)
+        if held is None:
+            async with self._db() as db:
+                yield db, None
+            return
+        try:
+            async with held.busy:
+                yield held.db, held
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
+
+    @staticmethod
+    async def _locking(held: _Held | None, statement: Awaitable[T]) -> T:
+        """Runs a statement that takes the session's lock; when it fails (or is
+        cancelled) the lock may have been granted all the same: its connection goes."""
+        if held is None or held.locked:
+            return await statement
+        try:
+            result = await statement
+        except BaseException:
+            held.db.terminate()
+            raise
+        held.locked = True
+        return result
+
     # -- messages ------------------------------------------------------------
 
     async def recent(self, session_id: str) -> list[Message]:
-        return (await self.page(session_id, self.tail_messages, self.tail_bytes))[0]
+        """The newest messages of a session (oldest first), at most ``tail_messages``
+        weighing at most ``tail_bytes``: what a turn sends. Reads only the rows after
+        the tail this replica has; the whole tail when it has none or it is stale."""
+        read = "SELECT * FROM toolcall_turn_read($1, $2, $3, $4, $5)"
+        async with self._session_db(session_id) as (db, held):
+            lock = held is not None and not held.locked
+            tail = self._tails.get(session_id)
+            if tail is not None:
+                rows = await self._locking(
+                    held,
+                    db.fetch(
+                        read, _SESSION_LOCKS, session_id, lock, tail.last_id, self.tail_messages + 1
+                    ),
+                )
+                lock = False
+                if tail.last_id:
+                    # The newest row this replica has must still be there.
+                    fresh = bool(rows) and rows[0]["id"] == tail.last_id
+                    rows = rows[1:]
+                else:
+                    fresh = True
+                if fresh and len(rows) < self.tail_messages:
+                    if rows:
+                        self._extend(tail, [_message(r) for r in rows], rows[-1]["id"])
+                    self._tails.move_to_end(session_id)
+                    return list(tail.messages)
+                self._forget(session_id)
+            rows = await self._locking(
+                held if lock else None,
+                db.fetch(read, _SESSION_LOCKS, session_id, lock, -1, self.tail_messages),
+            )
+        loaded = _Tail([], rows[0]["id"] if rows else 0)
+        for row in rows:
+            m = _message(row)
+            size = message_bytes(m)
+            if loaded.nbytes + size > self.tail_bytes:
+                break
+            loaded.messages.append(m)
+            loaded.nbytes += size
+        loaded.messages.reverse()
+        self._remember(session_id, loaded)
+        return list(loaded.messages)
+
+    def _remember(self, session_id: str, tail: _Tail) -> None:
+        self._forget(session_id)
+        if self.cache_sessions == 0 or tail.nbytes > self.cache_bytes:
+            return
+        self._tails[session_id] = tail
+        self._tail_bytes_total += tail.nbytes
+        self._evict()
+
+    def _forget(self, session_id: str) -> None:
+        old = self._tails.pop(session_id, None)
+        if old is not None:
+            self._tail_bytes_total -= old.nbytes
+
+    def _evict(self) -> None:
+        """Least recently used tails go until both bounds hold."""
+        while self._tails and (
+            len(self._tails) > self.cache_sessions or self._tail_bytes_total > self.cache_bytes
+        ):
+            _, old = self._tails.popitem(last=False)
+            self._tail_bytes_total -= old.nbytes
+
+    def _extend(self, tail: _Tail, messages: list[Message], last_id: int) -> None:
+        """Appends the session's next rows to its tail, then drops the oldest past the
+        bounds (as a read newest first stopping at them would)."""
+        added = sum(message_bytes(m) for m in messages)
+        tail.messages.extend(messages)
+        tail.last_id = last_id
+        tail.nbytes += added
+        self._tail_bytes_total += added
+        drop, freed = 0, 0
+        while drop < len(tail.messages) and (
+            len(tail.messages) - drop > self.tail_messages or tail.nbytes - freed > self.tail_bytes
+        ):
+            freed += message_bytes(tail.messages[drop])
+            drop += 1
+        if drop:
+            del tail.messages[:drop]
+            tail.nbytes -= freed
+            self._tail_bytes_total -= freed
+        self._evict()
 
     async def messages(self, session_id: str, limit: int = 0) -> list[Message]:
         return (await self.page(session_id, limit))[0]
@@ -436,9 +663,9 @@ class PostgresStore:
     async def append(self, session_id: str, messages: list[Message]) -> None:
         if not messages:
             return
+        stored = [self._capped(m) for m in messages]
         rows = [
             (
-                session_id,
                 m.role,
                 _b(m.content),
                 json.dumps([c.to_json() for c in m.tool_calls]) if m.tool_calls else None,
@@ -447,19 +674,29 @@ class PostgresStore:
                 m.created_at,
                 _parts_blob(m.parts),
             )
-            for m in (self._capped(m) for m in messages)
+            for m in stored
         ]
-        columns = list(zip(*rows, strict=True))
-        async with self._db() as db:
-            # One statement (atomic by itself), one round trip, whatever the count.
-            await db.execute(
-                "INSERT INTO toolcall_messages (session_id, role, content, tool_calls,"
-                " tool_call_id, name, created_at, parts) SELECT a, b, c, d, e, f, g, h FROM unnest("
-                "$1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[],"
-                " $7::float8[], $8::bytea[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)"
-                " ORDER BY n",
-                *[list(c) for c in columns],
-            )
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        write = "SELECT * FROM toolcall_turn_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        async with self._session_db(session_id) as (db, held):
+            if held is not None and not held.locked:  # a writer that did not read first
+                await self._locking(
+                    held,
+                    db.execute(
+                        "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
+                    ),
+                )
+            # One statement (atomic by itself), one round trip, whatever the count; it
+            # also tells the session's newest row before these, and releases the lock.
+            ids = await db.fetchrow(write, _SESSION_LOCKS, session_id, held is not None, *columns)
+            if held is not None:
+                held.locked = False  # released at the commit of these rows
+        tail = self._tails.get(session_id)
+        if tail is not None:
+            if tail.last_id == (ids["prev"] or 0):
+                self._extend(tail, stored, ids["last"])
+            else:  # another replica wrote in between (a writer without the lock)
+                self._forget(session_id)
 
     # -- tasks ------------------------------------------------------------
 
@@ -641,9 +878,13 @@ class PostgresStore:
                 )
             ]
             for owner in owners:
-                got = await db.fetchval(
-                    "SELECT pg_try_advisory_lock($1, hashtext($2))", _REPLICA_LOCKS, owner
-                )
+                try:
+                    got = await db.fetchval(
+                        "SELECT pg_try_advisory_lock($1, hashtext($2))", _REPLICA_LOCKS, owner
+                    )
+                except BaseException:
+                    db.terminate()  # it may have been granted as it failed
+                    raise
                 if not got:
                     continue  # that replica is alive
                 try:
@@ -663,7 +904,5 @@ class PostgresStore:
                             await self._notify(db, t)
                     failed.extend(tasks)
                 finally:
-                    await db.execute(
-                        "SELECT pg_advisory_unlock($1, hashtext($2))", _REPLICA_LOCKS, owner
-                    )
+                    await _release_or_drop(db, _REPLICA_LOCKS, owner)
         return failed

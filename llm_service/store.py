@@ -103,6 +103,8 @@ def make_store(settings: LLMSettings) -> ConversationStore:
             tail_messages=settings.max_history_messages,
             tail_bytes=settings.max_request_bytes,
             part_bytes=settings.history_part_bytes,
+            cache_sessions=settings.history_cache_sessions,
+            cache_bytes=settings.history_cache_bytes,
         )
     return HistoryStore(
         settings.resolved_db_path(),
