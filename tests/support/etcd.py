@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,18 @@ def _die_with_parent() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def die_with_parent() -> tuple[list[str], Any]:
+    """(argv prefix, preexec_fn) for a child that dies with this process.
+
+    ``setpriv --pdeathsig KILL`` when there is one: a ``preexec_fn`` runs
+    Python in the forked child, which crashes now and then (SIGSEGV before
+    the exec) when the parent has gRPC threads running, as a test under load
+    does when it restarts a member."""
+    if setpriv := shutil.which("setpriv"):
+        return [setpriv, "--pdeathsig", "KILL", "--"], None
+    return [], _die_with_parent
 
 
 def free_ports(n: int) -> list[int]:
@@ -84,8 +97,10 @@ class EtcdCluster:
     def _start(self, member: Member, state: str) -> None:
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
         log = open(self.root / f"{member.name}.log", "ab")
+        prefix, preexec = die_with_parent()
         member.process = subprocess.Popen(
             [
+                *prefix,
                 etcd_binary(),
                 "--name", member.name,
                 "--data-dir", str(member.data_dir),
@@ -106,7 +121,7 @@ class EtcdCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "ETCD_UNSUPPORTED_ARCH": ""},
-            preexec_fn=_die_with_parent,
+            preexec_fn=preexec,
         )  # fmt: skip
         log.close()
 
@@ -137,7 +152,8 @@ class EtcdCluster:
                     pass
                 if member.process is not None and member.process.poll() is not None:
                     log = (self.root / f"{member.name}.log").read_text()[-2000:]
-                    pytest.fail(f"etcd member {member.name} exited:\n{log}", pytrace=False)
+                    code = member.process.returncode
+                    pytest.fail(f"etcd member {member.name} exited ({code}):\n{log}", pytrace=False)
                 if time.monotonic() > deadline:
                     pytest.fail(f"etcd member {member.name} not healthy in {timeout_s}s")
                 time.sleep(0.05)
@@ -149,8 +165,13 @@ class EtcdCluster:
             member.process.wait()
             member.process = None
 
-    def restart(self, member: Member) -> None:
+    def relaunch(self, member: Member) -> None:
+        """Starts a stopped member again, without waiting. Call it from a thread that
+        outlives the member: PR_SET_PDEATHSIG fires when the forking thread ends."""
         self._start(member, "existing")
+
+    def restart(self, member: Member) -> None:
+        self.relaunch(member)
         self.wait_healthy(members=[member])
 
     def leader(self) -> Member:
