@@ -22,12 +22,15 @@ import asyncpg
 import grpc
 import pytest
 
+from registry_service.etcd_storage import ATTEMPT_S
 from tests import fault_drill
+from tests.support.etcd import start_cluster, stop_cluster
 from tests.support.fake_providers import FakeOpenAI, Reply
 from tests.support.llm_env import fake_openai, tool_plugin
 from tests.support.postgres import PostgresServer, start_server, stop_server
+from tests.support.registry import etcd_options, running_registry
 from tests.test_llm_replicas import ASYNC, two_replicas
-from toolcall.v1 import llm_pb2
+from toolcall.v1 import llm_pb2, registry_pb2
 
 __all__ = ["fake_openai", "tool_plugin"]
 
@@ -147,3 +150,28 @@ async def test_a_live_replica_whose_database_connection_drops_keeps_its_running_
         on_b.cancel()
         assert item.task.task_id == reply.tool_calls[0].task_id
         assert (item.task.status, item.task.result.error) == (llm_pb2.TASK_STATUS_SUCCEEDED, "")
+
+
+async def test_a_registry_write_right_after_the_etcd_leader_dies_waits_an_election_not_the_timeout(
+    tmp_path: Path,
+) -> None:
+    # Before: a write that a follower had sent to the dying leader got no
+    # answer and waited the whole etcd timeout (5 s; the drill measured 5.2 s
+    # of recovery); now each attempt is bounded (ATTEMPT_S) and retried, so it
+    # lands after an election (0.5 s here) and one attempt at most.
+    cluster = start_cluster(3)  # its own: its leader dies here
+    try:
+        async with running_registry(
+            tmp_path, store="etcd", etcd=etcd_options(tmp_path, cluster.endpoints)
+        ) as reg:
+            request = registry_pb2.CreateLeaseRequest(ttl_seconds=10, holder="t")
+            await reg.stub.CreateLease(request, timeout=10)
+            cluster.kill(cluster.leader())
+            took = []
+            for _ in range(3):  # the first meets the dead leader, the next the new one
+                begun = time.monotonic()
+                await reg.stub.CreateLease(request, timeout=10)
+                took.append(time.monotonic() - begun)
+            assert max(took) < 0.5 + ATTEMPT_S + 1.5, took
+    finally:
+        stop_cluster(cluster)
