@@ -90,6 +90,9 @@ REPO = Path(__file__).resolve().parents[1]
 RETRYABLE = frozenset({"UNAVAILABLE"})
 PING_DELAY_S = 0.5  # long enough that tasks are always running when a replica dies
 CHAT_TIMEOUT_S = 30.0
+# Messages read to find a turn after an error: its 4 rows and the notes of the
+# session's tasks that ended since (a few; one per earlier async turn at most).
+LOOKUP_TAIL = 60
 REPLICA_GONE = "the LLMService replica running the task stopped before it finished"
 USER, ASSISTANT, TOOL, SYSTEM = (
     llm_pb2.MESSAGE_ROLE_USER,
@@ -276,6 +279,11 @@ class PhaseReport:
     recovery_s: float
     last_error_s: float
     notes_odd: list[str] = field(default_factory=list)  # a few tasks without exactly one note
+    # Known limit (docs/reliability.md): a replica killed between storing a
+    # task's outcome and writing its note (the note waits for the session's
+    # turn in progress) leaves it out: at most the notes waiting at the kill,
+    # one or two per session.
+    notes_may_miss: int = 0
 
     @property
     def ok(self) -> bool:
@@ -287,7 +295,8 @@ class PhaseReport:
             and set(self.failed_tasks) <= allowed_failures
             and self.history_turns == self.turns
             and self.history_lost == self.history_duplicated == self.history_malformed == 0
-            and self.notes_missing == self.notes_duplicated == 0
+            and self.notes_missing <= self.notes_may_miss
+            and self.notes_duplicated == 0
             and 0 <= self.recovery_s
         )
 
@@ -384,11 +393,13 @@ class Drill:
         if task_id:
             phase.expected.add(task_id)
 
-    async def history(self, session: str, phase: Phase) -> list[llm_pb2.ChatMessage]:
+    async def history(
+        self, session: str, phase: Phase, limit: int = 0
+    ) -> list[llm_pb2.ChatMessage]:
         for attempt in range(200):
             try:
                 reply = await self.llm[attempt % 2].GetHistory(
-                    llm_pb2.GetHistoryRequest(session_id=session), timeout=5
+                    llm_pb2.GetHistoryRequest(session_id=session, limit=limit), timeout=5
                 )
             except grpc.aio.AioRpcError as exc:
                 phase.saw("GetHistory", exc)
@@ -401,7 +412,8 @@ class Drill:
 
     async def lookup(self, session: str, text: str, phase: Phase) -> str | None:
         """None when ``text`` is not in the history; else its turn's task id ('' if sync)."""
-        messages = await self.history(session, phase)
+        # The session's last turn (only this client writes it): its tail holds it.
+        messages = await self.history(session, phase, limit=LOOKUP_TAIL)
         for i, m in enumerate(messages):
             if m.role == USER and m.content == text:
                 tools = [t for t in messages[i + 1 : i + 4] if t.role == TOOL]
@@ -573,6 +585,7 @@ class Drill:
             recovery_s=round(phase.recovery_s, 2),
             last_error_s=round(phase.last_error_s, 2),
             notes_odd=notes_odd,
+            notes_may_miss=2 * self.concurrency if phase.name == "llm" else 0,
         )
 
 
