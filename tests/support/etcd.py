@@ -84,18 +84,60 @@ class Member:
 
 
 @dataclass
+class EtcdTLS:
+    """Client-side TLS of a cluster: its server certificate and key, and the CA
+    whose client certificates it requires (``--client-cert-auth``)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    # What the health checks dial with (a client certificate of ``ca``).
+    client_cert: Path
+    client_key: Path
+
+
+@dataclass
 class EtcdCluster:
     """``members`` running from ``root``; ``endpoints`` is what TOOLCALL_ETCD_ENDPOINTS takes."""
 
     root: Path
     members: list[Member] = field(default_factory=list)
+    tls: EtcdTLS | None = None  # clients must use TLS and a client certificate
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def endpoints(self) -> list[str]:
+        if self.tls:
+            return [f"https://{m.endpoint}" for m in self.members]
         return [m.endpoint for m in self.members]
+
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--cert-file", str(self.tls.cert),
+            "--key-file", str(self.tls.key),
+            "--trusted-ca-file", str(self.tls.ca),
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def _urlopen(self, url: str, data: bytes | None = None) -> Any:
+        import ssl
+        import urllib.request
+
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+        return urllib.request.urlopen(request, timeout=2, context=context)
 
     def _start(self, member: Member, state: str) -> None:
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        client_url = f"{self.scheme}://127.0.0.1:{member.client_port}"
         log = open(self.root / f"{member.name}.log", "ab")
         prefix, preexec = die_with_parent()
         member.process = subprocess.Popen(
@@ -104,8 +146,9 @@ class EtcdCluster:
                 etcd_binary(),
                 "--name", member.name,
                 "--data-dir", str(member.data_dir),
-                "--listen-client-urls", f"http://127.0.0.1:{member.client_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{member.client_port}",
+                "--listen-client-urls", client_url,
+                "--advertise-client-urls", client_url,
+                *self._tls_flags(),
                 "--listen-peer-urls", f"http://127.0.0.1:{member.peer_port}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{member.peer_port}",
                 "--initial-cluster", initial,
@@ -137,15 +180,11 @@ class EtcdCluster:
 
     def wait_healthy(self, timeout_s: float = 30.0, members: list[Member] | None = None) -> None:
         """Waits until each running member answers a linearizable read (a leader exists)."""
-        import urllib.request
-
         deadline = time.monotonic() + timeout_s
         for member in members or [m for m in self.members if m.process is not None]:
             while True:
                 try:
-                    with urllib.request.urlopen(
-                        f"http://{member.endpoint}/health", timeout=1
-                    ) as reply:
+                    with self._urlopen(f"{self.scheme}://{member.endpoint}/health") as reply:
                         if b'"true"' in reply.read():
                             break
                 except OSError:
@@ -176,15 +215,12 @@ class EtcdCluster:
 
     def leader(self) -> Member:
         import json
-        import urllib.request
 
         for member in self.members:
             if member.process is None:
                 continue
-            request = urllib.request.Request(
-                f"http://{member.endpoint}/v3/maintenance/status", data=b"{}", method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=2) as reply:
+            url = f"{self.scheme}://{member.endpoint}/v3/maintenance/status"
+            with self._urlopen(url, b"{}") as reply:
                 status = json.loads(reply.read())
             if status["header"]["member_id"] == status["leader"]:
                 return member
@@ -204,8 +240,8 @@ class EtcdCluster:
                 member.process = None
 
 
-def start_cluster(size: int = 3) -> EtcdCluster:
-    cluster = EtcdCluster(Path(tempfile.mkdtemp(prefix="toolcall-etcd-")))
+def start_cluster(size: int = 3, tls: EtcdTLS | None = None) -> EtcdCluster:
+    cluster = EtcdCluster(Path(tempfile.mkdtemp(prefix="toolcall-etcd-")), tls=tls)
     try:
         cluster.start(size)
     except BaseException:
