@@ -11,8 +11,8 @@ stand-in), and the example weather (sync ``get_weather``) and network (async
 list of both replicas, in opposite orders, so each registry replica starts
 with one plugin and one LLMService on it.
 
-Load (the soak's, ``tests/soak.py``): ``--concurrency`` sessions, each
-alternating a sync and an async turn; successive turns go to alternate
+Load (the soak's, ``tests/soak.py``): ``--concurrency`` sessions (new ones
+each phase), each alternating a sync and an async turn; successive turns go to alternate
 LLMService replicas; each session keeps a Subscribe stream on one replica
 and acknowledges each result with AckTasks. Every prompt is unique (it
 carries the phase and a turn number), so the history can be checked row by
@@ -422,11 +422,11 @@ class Drill:
         return None
 
     async def worker(self, n: int) -> None:
-        session = f"drill-{n}"
         i = 0
         while not self.closing:
             i += 1
             phase = self.current
+            session = session_name(phase.index, n)
             tag = f" ({phase.tag} {n}.{i})"
             if (i + n) % 2:
                 await self.chat(
@@ -439,8 +439,7 @@ class Drill:
             else:
                 await self.chat(session, SYNC_PROMPT + tag, "get_weather", i % 2, phase)
 
-    async def subscriber(self, n: int) -> None:
-        session = f"drill-{n}"
+    async def subscriber(self, session: str, n: int) -> None:
         replica = n % 2
         while True:
             call = self.llm[replica].Subscribe(llm_pb2.SubscribeRequest(session_id=session))
@@ -589,6 +588,10 @@ class Drill:
         )
 
 
+def session_name(phase: int, n: int) -> str:
+    return f"drill-p{phase}-{n}"
+
+
 Step = Callable[[], Awaitable[Any]]
 # name, description, inject, restore, LLMService and registry replicas alive meanwhile
 Fault = tuple[str, str, Step, Step, list[int], list[int]]
@@ -669,14 +672,20 @@ async def _drive(
                 raise RuntimeError(f"the deployment never answered; logs in {d.root}")
             await asyncio.sleep(0.2)
 
-        subscribers = [asyncio.create_task(drill.subscriber(n)) for n in range(concurrency)]
-        await asyncio.sleep(0.5)  # the streams listen before the first result
-        drill.current = Phase("baseline", "", 0)
-        workers = [asyncio.create_task(drill.worker(n)) for n in range(concurrency)]
+        subscribers: list[asyncio.Task[None]] = []
+        workers: list[asyncio.Task[None]] = []
         for index, (name, fault, inject, restore, live_llm, live_registry) in enumerate(plan):
+            # Sessions of their own per phase: histories stay small enough to read whole.
+            subscribers += [
+                asyncio.create_task(drill.subscriber(session_name(index, n), n))
+                for n in range(concurrency)
+            ]
+            await asyncio.sleep(0.5)  # the streams listen before the phase's first result
             phase = Phase(name, fault, index, started=time.monotonic())
             drill.phases.append(phase)
             drill.current = phase
+            if not workers:
+                workers = [asyncio.create_task(drill.worker(n)) for n in range(concurrency)]
             # Longer than a ping: the tasks of the phase before end before this fault.
             await asyncio.sleep(max(settle_s, 3 * PING_DELAY_S))
             phase.injected_at = time.monotonic()
@@ -694,7 +703,7 @@ async def _drive(
             task.cancel()
         await asyncio.gather(*subscribers, return_exceptions=True)
         await asyncio.gather(*drill.background, return_exceptions=True)
-        sessions = [f"drill-{n}" for n in range(concurrency)]
+        sessions = [session_name(p.index, n) for p in drill.phases for n in range(concurrency)]
         after = Phase("check", "", -1)
         await asyncio.sleep(1.0)  # the last notes are written after their results are sent
         histories = {s: await drill.history(s, after) for s in sessions}
