@@ -591,12 +591,12 @@ class PostgresStore:
             t.parts = capped_parts(t.parts, self.part_bytes)
         async with self._db() as db, db.transaction():
             # Or this very outcome, stored already: a retry after a commit whose
-            # answer the connection lost (PostgreSQL restarting) goes on to
-            # deliver it, instead of dropping it as "ended already".
+            # answer the connection lost (PostgreSQL restarting) goes on to push
+            # and note it, instead of dropping it as "ended already".
             updated = await db.fetchval(
                 "UPDATE toolcall_tasks SET status = $1, output = $2, error = $3,"
                 " finished_at = $4, parts = $5 WHERE task_id = $6 AND (status = 'running'"
-                " OR (status = $1 AND finished_at = $4 AND NOT acked)) RETURNING task_id",
+                " OR (status = $1 AND finished_at = $4)) RETURNING task_id",
                 t.status,
                 json.dumps(t.output),
                 _b(t.error),

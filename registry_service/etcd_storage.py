@@ -73,7 +73,7 @@ class EtcdError(StorageError):
     changed_nothing = False
 
 
-# One attempt of a call waits at most this long (the call, timeout_s): a
+# One attempt of a call waits at most this long (all attempts: timeout_s): a
 # member that sent a write to a leader that just died gets no answer for it
 # (etcd drops the proposal); without a bound per attempt, every write then
 # waited the whole timeout_s (5 s) instead of about one election. Writes are
