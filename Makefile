@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv protos check-protos lint browser test engines run soak soak-hostile bench clean generators plugin-deps \
+.PHONY: venv protos check-protos lint browser test engines run soak soak-hostile fault-drill bench clean generators plugin-deps \
 	example-plugins java-plugin bench-go-load
 
 # Generators of the Go and TypeScript stubs (buf.gen.yaml), pinned. The Go ones
@@ -153,6 +153,10 @@ soak: $(STAMP)
 
 soak-hostile: $(STAMP)
 	$(VENV)/bin/python -m tests.soak --hostile
+
+## fault-drill: issue 18's faults (etcd, registry, LLMService, PostgreSQL) under load on replicas
+fault-drill: $(STAMP) engines
+	$(VENV)/bin/python -m tests.fault_drill
 
 bench: $(STAMP) engines example-plugins java-plugin bench-go-load
 	$(VENV)/bin/pip install -q -e '.[bench]'

@@ -78,6 +78,10 @@ _MIGRATION_LOCK = 0x7C03
 FETCH_LIMIT = 1000
 # How often a replica looks for the tasks of replicas that are gone.
 REAP_INTERVAL_S = 2.0
+# An owner is gone once its liveness lock was found free in this many rounds
+# in a row: a live replica whose connection dropped (PostgreSQL restarted)
+# takes its lock again within a round (its listener retries every 0.5 s).
+GONE_AFTER_ROUNDS = 3
 
 MIGRATIONS: list[str] = [
     # 1: history, tasks (with their owner replica) and acknowledgements.
@@ -343,10 +347,13 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._finished_callbacks: list[Callable[[str, str], None]] = []
+        self._reconnected_callbacks: list[Callable[[], None]] = []
         # One waiter per session per replica queues here, not on a pool connection.
         self._local: dict[str, tuple[asyncio.Lock, int]] = {}
         self._closed = False
         self._owners: dict[str, str] = {}
+        # Owner -> rounds in a row its liveness lock was free (fail_running_tasks).
+        self._free_rounds: dict[str, int] = {}
         # One channel per schema: replicas of another deployment are not woken.
         self.channel = NOTIFY_CHANNEL + (f"_{options.schema}" if options.schema else "")
         self._server_settings = {"search_path": options.schema} if options.schema else None
@@ -438,6 +445,11 @@ class PostgresStore:
         """Calls ``callback(session_id, task_id)`` when another replica finishes a task."""
         self._finished_callbacks.append(callback)
 
+    def on_reconnected(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback()`` when the listener is back after a gap: the NOTIFYs of
+        the gap are lost, the results they announced are not (see ``AsyncTasks``)."""
+        self._reconnected_callbacks.append(callback)
+
     async def _keep_listening(self) -> None:
         """Reconnects the listener after PostgreSQL restarts or the connection drops."""
         while not self._closed:
@@ -447,6 +459,8 @@ class PostgresStore:
             try:
                 await self._listen()
                 log.warning("PostgreSQL listener reconnected")
+                for callback in list(self._reconnected_callbacks):
+                    callback()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("PostgreSQL listener cannot reconnect yet: %s", exc)
 
@@ -470,7 +484,15 @@ class PostgresStore:
         try:
             async with self.pool.acquire() as db:
                 yield db
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        # InternalClientError: releasing a connection that PostgreSQL dropped
+        # mid-statement (a restart) fails so; it was INTERNAL to the client.
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            TimeoutError,
+        ) as exc:
             raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
 
     # -- session lock ------------------------------------------------------------
@@ -805,10 +827,13 @@ class PostgresStore:
         if sum(part_size(p) for p in t.parts) > self.part_bytes:
             t.parts = capped_parts(t.parts, self.part_bytes)
         async with self._db() as db, db.transaction():
+            # Or this very outcome, stored already: a retry after a commit whose
+            # answer the connection lost (PostgreSQL restarting) goes on to push
+            # and note it, instead of dropping it as "ended already".
             updated = await db.fetchval(
                 "UPDATE toolcall_tasks SET status = $1, output = $2, error = $3,"
-                " finished_at = $4, parts = $5 WHERE task_id = $6 AND status = 'running'"
-                " RETURNING task_id",
+                " finished_at = $4, parts = $5 WHERE task_id = $6 AND (status = 'running'"
+                " OR (status = $1 AND finished_at = $4)) RETURNING task_id",
                 t.status,
                 json.dumps(t.output),
                 _b(t.error),
@@ -877,6 +902,7 @@ class PostgresStore:
                     self.replica_id,
                 )
             ]
+            self._free_rounds = {o: n for o, n in self._free_rounds.items() if o in owners}
             for owner in owners:
                 try:
                     got = await db.fetchval(
@@ -886,7 +912,16 @@ class PostgresStore:
                     db.terminate()  # it may have been granted as it failed
                     raise
                 if not got:
+                    self._free_rounds.pop(owner, None)
                     continue  # that replica is alive
+                # Free once may be a live replica reconnecting (before, its
+                # running tasks were failed as gone after every PostgreSQL restart).
+                self._free_rounds[owner] = rounds = self._free_rounds.get(owner, 0) + 1
+                if rounds < GONE_AFTER_ROUNDS:
+                    await db.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", _REPLICA_LOCKS, owner
+                    )
+                    continue
                 try:
                     now = time.time()
                     async with db.transaction():

@@ -42,9 +42,9 @@ import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from llm_service.history import TaskRecord
+from llm_service.history import StoreError, TaskRecord
 from llm_service.messages import Message, ToolCall
 from llm_service.store import ConversationStore
 from toolcall.dispatch import Dispatcher
@@ -56,6 +56,7 @@ from toolcall.tools import ToolSpec
 from toolcall.v1 import callback_pb2, tools_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RESTARTED_ERROR = "service restarted before the task finished"
 # Replicas on PostgreSQL: the replica running the task died (its lock in the database freed).
@@ -63,6 +64,13 @@ REPLICA_GONE_ERROR = "the LLMService replica running the task stopped before it 
 # How often a replica looks for the tasks of replicas that are gone.
 REAP_INTERVAL_S = 1.0
 STOPPED_ERROR = "service stopped before the task finished"
+# A task's end (its outcome, then its history note) that the database cannot
+# take right now (PostgreSQL restarting) is retried, backing off up to
+# STORE_RETRY_MAX_DELAY_S, for at most this long; only then logged and given up.
+STORE_RETRY_S = 60.0
+STORE_RETRY_MAX_DELAY_S = 1.0
+# A note's retry looks this far back in the session for the note itself.
+NOTE_RETRY_LOOKBACK = 200
 CANCELLED_ERROR = "CANCELLED: the task was cancelled (CancelTask)"
 # A CancelTask reason is kept up to this many characters.
 MAX_CANCEL_REASON_CHARS = 500
@@ -318,6 +326,7 @@ class AsyncTasks:
         self._fetches: set[asyncio.Task[None]] = set()
         if self._replicated:
             store.on_finished(self._finished_elsewhere)  # type: ignore[attr-defined]
+            store.on_reconnected(self._catch_up_all)  # type: ignore[attr-defined]
 
     @property
     def subscribers(self) -> int:
@@ -367,6 +376,26 @@ class AsyncTasks:
         fetch = asyncio.create_task(self._deliver(task_id))
         self._fetches.add(fetch)
         fetch.add_done_callback(self._fetches.discard)
+
+    def _catch_up_all(self) -> None:
+        """The listener was away (PostgreSQL restarted): results announced meanwhile
+        never reached this replica's open streams. Each session with one here gets
+        its stored unacknowledged results again (at least once: a result already
+        sent but not yet acknowledged comes twice; clients dedupe by task id).
+        Before, those streams missed them until the client subscribed again."""
+        for session_id in list(self._listeners):
+            fetch = asyncio.create_task(self._catch_up(session_id))
+            self._fetches.add(fetch)
+            fetch.add_done_callback(self._fetches.discard)
+
+    async def _catch_up(self, session_id: str) -> None:
+        try:
+            tasks = await self.store.unacked_results(session_id, limit=STORED_PAGE)
+        except Exception as exc:  # still stored: the next Subscribe sends them
+            log.warning("cannot read the results of session %s: %s", session_id, exc)
+            return
+        for task in tasks:
+            self._push(task)
 
     async def _deliver(self, task_id: str) -> None:
         try:
@@ -678,7 +707,7 @@ class AsyncTasks:
         (and the result pushed all the same)."""
         task.finished_at = time.time()
         try:
-            if not await self.store.finish_task(task):
+            if not await _retried(lambda: self.store.finish_task(task)):
                 # It had ended already (completed before, or failed by another
                 # replica that declared this one gone): that outcome was
                 # delivered; a second one would duplicate it.
@@ -725,9 +754,23 @@ class AsyncTasks:
 
     async def _add_note(self, task: TaskRecord) -> None:
         note = Message(role="system", content=result_note(task))
-        try:
+        attempts = 0
+
+        async def add() -> None:
+            nonlocal attempts
+            attempts += 1
             async with self.store.session_lock(task.session_id):
+                # A retry after an append whose answer the connection lost
+                # (PostgreSQL restarting): stored already, not stored twice.
+                if attempts > 1 and any(
+                    m.role == "system" and m.content == note.content
+                    for m in await self.store.messages(task.session_id, NOTE_RETRY_LOOKBACK)
+                ):
+                    return
                 await self.store.append(task.session_id, [note])
+
+        try:
+            await _retried(add)
         except Exception:
             log.exception("cannot add the result of task %s to the history", task.task_id)
 
@@ -809,3 +852,23 @@ class AsyncTasks:
             for runner in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
+
+
+async def _retried(write: Callable[[], Awaitable[T]]) -> T:
+    """``write()``, again while the store is unavailable (for at most STORE_RETRY_S).
+
+    Before, a task that ended while PostgreSQL restarted lost its outcome (the
+    row stayed running under a live owner: never delivered to another
+    replica's subscribers) and its history note."""
+    deadline = time.monotonic() + STORE_RETRY_S
+    delay = 0.05
+    while True:
+        try:
+            return await write()
+        except StoreError as exc:
+            if exc.kind != "unavailable" or time.monotonic() + delay > deadline:
+                raise
+            if delay == 0.05:
+                log.warning("the store is unavailable (%s); retrying", exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, STORE_RETRY_MAX_DELAY_S)

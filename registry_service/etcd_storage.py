@@ -73,6 +73,15 @@ class EtcdError(StorageError):
     changed_nothing = False
 
 
+# One attempt of a call waits at most this long (all attempts: timeout_s): a
+# member that sent a write to a leader that just died gets no answer for it
+# (etcd drops the proposal); without a bound per attempt, every write then
+# waited the whole timeout_s (5 s) instead of about one election. Writes are
+# safe to repeat: puts and deletes are idempotent, a repeated lease grant is
+# recognised ("lease already exists").
+ATTEMPT_S = 1.5
+
+
 @dataclass
 class EtcdOptions:
     """How to reach etcd: ``TOOLCALL_ETCD_*`` (registry_service/settings.py)."""
@@ -254,7 +263,7 @@ class EtcdStorage:
         delay = 0.05
         reauthenticated = False
         while True:
-            left = deadline - time.monotonic()
+            left = min(deadline - time.monotonic(), ATTEMPT_S)
             try:
                 return await method(request, timeout=max(left, 0.01), metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
@@ -381,7 +390,8 @@ class EtcdStorage:
         deadline = time.monotonic() + self.options.timeout_s
         while True:
             call = self._leases.LeaseKeepAlive(
-                metadata=self._metadata, timeout=max(deadline - time.monotonic(), 0.01)
+                metadata=self._metadata,
+                timeout=max(min(deadline - time.monotonic(), ATTEMPT_S), 0.01),
             )
             try:
                 await call.write(rpc.LeaseKeepAliveRequest(ID=number))
@@ -391,7 +401,11 @@ class EtcdStorage:
                 await call.done_writing()
                 await call.code()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
+                retryable = exc.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+                if not retryable or time.monotonic() >= deadline:
                     raise EtcdError(f"etcd keep-alive failed ({exc.code().name})") from None
                 await asyncio.sleep(0.1)
                 continue

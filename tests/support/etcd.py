@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,18 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def die_with_parent() -> tuple[list[str], Any]:
+    """(argv prefix, preexec_fn) for a child that dies with this process.
+
+    ``setpriv --pdeathsig KILL`` when there is one: a ``preexec_fn`` runs
+    Python in the forked child, which crashes now and then (SIGSEGV before
+    the exec) when the parent has gRPC threads running, as a test under load
+    does when it restarts a member."""
+    if setpriv := shutil.which("setpriv"):
+        return [setpriv, "--pdeathsig", "KILL", "--"], None
+    return [], _die_with_parent
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     for _ in range(n):
@@ -71,26 +84,71 @@ class Member:
 
 
 @dataclass
+class EtcdTLS:
+    """Client-side TLS of a cluster: its server certificate and key, and the CA
+    whose client certificates it requires (``--client-cert-auth``)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    # What the health checks dial with (a client certificate of ``ca``).
+    client_cert: Path
+    client_key: Path
+
+
+@dataclass
 class EtcdCluster:
     """``members`` running from ``root``; ``endpoints`` is what TOOLCALL_ETCD_ENDPOINTS takes."""
 
     root: Path
     members: list[Member] = field(default_factory=list)
+    tls: EtcdTLS | None = None  # clients must use TLS and a client certificate
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def endpoints(self) -> list[str]:
+        if self.tls:
+            return [f"https://{m.endpoint}" for m in self.members]
         return [m.endpoint for m in self.members]
+
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--cert-file", str(self.tls.cert),
+            "--key-file", str(self.tls.key),
+            "--trusted-ca-file", str(self.tls.ca),
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def _urlopen(self, url: str, data: bytes | None = None) -> Any:
+        import ssl
+        import urllib.request
+
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+        return urllib.request.urlopen(request, timeout=2, context=context)
 
     def _start(self, member: Member, state: str) -> None:
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        client_url = f"{self.scheme}://127.0.0.1:{member.client_port}"
         log = open(self.root / f"{member.name}.log", "ab")
+        prefix, preexec = die_with_parent()
         member.process = subprocess.Popen(
             [
+                *prefix,
                 etcd_binary(),
                 "--name", member.name,
                 "--data-dir", str(member.data_dir),
-                "--listen-client-urls", f"http://127.0.0.1:{member.client_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{member.client_port}",
+                "--listen-client-urls", client_url,
+                "--advertise-client-urls", client_url,
+                *self._tls_flags(),
                 "--listen-peer-urls", f"http://127.0.0.1:{member.peer_port}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{member.peer_port}",
                 "--initial-cluster", initial,
@@ -106,7 +164,7 @@ class EtcdCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "ETCD_UNSUPPORTED_ARCH": ""},
-            preexec_fn=_die_with_parent,
+            preexec_fn=preexec,
         )  # fmt: skip
         log.close()
 
@@ -122,22 +180,19 @@ class EtcdCluster:
 
     def wait_healthy(self, timeout_s: float = 30.0, members: list[Member] | None = None) -> None:
         """Waits until each running member answers a linearizable read (a leader exists)."""
-        import urllib.request
-
         deadline = time.monotonic() + timeout_s
         for member in members or [m for m in self.members if m.process is not None]:
             while True:
                 try:
-                    with urllib.request.urlopen(
-                        f"http://{member.endpoint}/health", timeout=1
-                    ) as reply:
+                    with self._urlopen(f"{self.scheme}://{member.endpoint}/health") as reply:
                         if b'"true"' in reply.read():
                             break
                 except OSError:
                     pass
                 if member.process is not None and member.process.poll() is not None:
                     log = (self.root / f"{member.name}.log").read_text()[-2000:]
-                    pytest.fail(f"etcd member {member.name} exited:\n{log}", pytrace=False)
+                    code = member.process.returncode
+                    pytest.fail(f"etcd member {member.name} exited ({code}):\n{log}", pytrace=False)
                 if time.monotonic() > deadline:
                     pytest.fail(f"etcd member {member.name} not healthy in {timeout_s}s")
                 time.sleep(0.05)
@@ -149,21 +204,23 @@ class EtcdCluster:
             member.process.wait()
             member.process = None
 
-    def restart(self, member: Member) -> None:
+    def relaunch(self, member: Member) -> None:
+        """Starts a stopped member again, without waiting. Call it from a thread that
+        outlives the member: PR_SET_PDEATHSIG fires when the forking thread ends."""
         self._start(member, "existing")
+
+    def restart(self, member: Member) -> None:
+        self.relaunch(member)
         self.wait_healthy(members=[member])
 
     def leader(self) -> Member:
         import json
-        import urllib.request
 
         for member in self.members:
             if member.process is None:
                 continue
-            request = urllib.request.Request(
-                f"http://{member.endpoint}/v3/maintenance/status", data=b"{}", method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=2) as reply:
+            url = f"{self.scheme}://{member.endpoint}/v3/maintenance/status"
+            with self._urlopen(url, b"{}") as reply:
                 status = json.loads(reply.read())
             if status["header"]["member_id"] == status["leader"]:
                 return member
@@ -183,8 +240,8 @@ class EtcdCluster:
                 member.process = None
 
 
-def start_cluster(size: int = 3) -> EtcdCluster:
-    cluster = EtcdCluster(Path(tempfile.mkdtemp(prefix="toolcall-etcd-")))
+def start_cluster(size: int = 3, tls: EtcdTLS | None = None) -> EtcdCluster:
+    cluster = EtcdCluster(Path(tempfile.mkdtemp(prefix="toolcall-etcd-")), tls=tls)
     try:
         cluster.start(size)
     except BaseException:
