@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from llm_service.history import TaskRecord
+from llm_service.history import StoreError, TaskRecord
 from llm_service.messages import (
     FOLLOW_UP_PROMPT,
     Message,
@@ -402,6 +402,11 @@ class Orchestrator:
             raise
         except TaskLimitError as exc:  # too many async tasks running: the model is told
             result = error_result(f"RESOURCE_EXHAUSTED: {exc}")
+        except StoreError:
+            # A task the database cannot take (PostgreSQL restarting) fails the
+            # whole turn UNAVAILABLE, which a client retries; as a tool error it
+            # would be stored in the history as if the tool had failed.
+            raise
         except Exception as exc:  # a bug on our side: the model still gets an answer
             log.exception("tool call %s (%s) failed", call.call_id, call.name)
             result = error_result(f"INTERNAL: {type(exc).__name__}: {exc}")

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 import llm_service.tasks as tasks_module
-from llm_service.history import HistoryStore, TaskRecord
+from llm_service.history import HistoryStore, StoreError, TaskRecord
 from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
 from tests.support.fake_providers import FakeOpenAI, Reply
 from tests.support.images import png
@@ -502,3 +502,28 @@ async def test_cancelling_a_task_that_finished_is_failed_precondition_naming_its
         await env.stub.CancelTask(llm_pb2.CancelTaskRequest(task_id=task_id), timeout=5)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert err.value.details() == f"task '{task_id}' has already ended (TASK_STATUS_SUCCEEDED)"
+
+
+async def test_an_async_start_the_database_cannot_take_fails_the_turn_unavailable(
+    env: LLMEnv, fake_openai: FakeOpenAI
+) -> None:
+    # PostgreSQL restarting while a turn starts its task (found by the fault
+    # drill): before, the turn went on and stored a tool error "INTERNAL:
+    # StoreError" in the history; the client saw a good Chat with a broken call.
+    store = env.llm.store
+    insert_task = store.insert_task
+
+    async def unavailable(task: TaskRecord) -> None:
+        raise StoreError("unavailable", "PostgreSQL: the database system is starting up")
+
+    store.insert_task = unavailable  # type: ignore[method-assign]
+    fake_openai.add(Reply(tool_calls=[("c1", "sleep_bg", '{"seconds": 0.1}')]))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.chat("down", "sleep in the background")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "starting up" in err.value.details()
+    assert await env.history("down") == []  # nothing of the turn: the client resends it
+
+    store.insert_task = insert_task  # type: ignore[method-assign]
+    reply = await start_sleep(env, fake_openai, "down", 0.1)
+    assert reply.tool_calls[0].task_id and not reply.tool_calls[0].result.is_error
