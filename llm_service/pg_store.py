@@ -14,6 +14,11 @@ LLMService replicas on one database need:
   replica is gone. An outcome is stored only over ``running``, so a task
   ends once (a late result of a task already failed is dropped, not
   duplicated in the history).
+- An ended task records whether its history note is written (``noted``, set
+  by ``append_note`` in the note's transaction, so it is written once). The
+  ended, unnoted tasks of an owner found gone (killed between storing the
+  outcome and the note) are handed out by ``unnoted_tasks`` for a live
+  replica to note.
 - A finished task is announced with ``NOTIFY`` on ``toolcall_tasks``; every
   replica ``LISTEN``\\s and hands it to its Subscribe streams of that session
   (``on_finished``).
