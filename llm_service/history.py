@@ -95,6 +95,10 @@ TASK_COLUMNS = {
     "follow_up": "TEXT NOT NULL DEFAULT ''",
     "follow_up_text": "TEXT NOT NULL DEFAULT ''",
 }
+# Whether an ended task's history note is written (issue 18): set with the note,
+# in its transaction. Added to older databases as 1 for the tasks that had
+# ended (noted then, or lost for good: not noted again), 0 for running ones.
+NOTED_COLUMN = "noted INTEGER NOT NULL DEFAULT 0"
 
 DEFAULT_CACHE_SESSIONS = 256
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -164,6 +168,8 @@ class TaskRecord:
     # ({"provider", "model"} as JSON; '' none), and the model's answer.
     follow_up: str = ""
     follow_up_text: str = ""
+    # Its history note is written (it is, once, with the note: ``append_note``).
+    noted: bool = False
 
     @property
     def finished(self) -> bool:
@@ -194,6 +200,7 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         progress_at=row["progress_at"],
         follow_up=row["follow_up"],
         follow_up_text=row["follow_up_text"],
+        noted=bool(row["noted"]),
     )
 
 
@@ -304,6 +311,15 @@ class HistoryStore:
             for name, declaration in TASK_COLUMNS.items():
                 if name not in columns:
                     db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {declaration}")
+            if "noted" not in columns:
+                with db:  # both or neither: a half-done upgrade would note old tasks again
+                    db.execute("BEGIN")
+                    db.execute(f"ALTER TABLE tasks ADD COLUMN {NOTED_COLUMN}")
+                    db.execute("UPDATE tasks SET noted = 1 WHERE status != 'running'")
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS tasks_unnoted ON tasks (finished_at)"
+                " WHERE noted = 0 AND status != 'running'"
+            )
             # Damage anywhere in the file is found now (~75 ms per 100 MB), not
             # by whichever request first reads the damaged page.
             problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
@@ -460,10 +476,22 @@ class HistoryStore:
     async def append(self, session_id: str, messages: list[Message]) -> None:
         """Stores ``messages`` in one transaction (all or nothing); their content
         parts capped at ``part_bytes`` a message (in the file and the cache)."""
+        await self._write(session_id, messages, None)
+
+    async def append_note(self, task: TaskRecord, note: Message) -> bool:
+        """Appends an ended task's history note and marks the task noted, in one
+        transaction; False (nothing written) when it was noted already. Called
+        under the session's lock."""
+        return await self._write(task.session_id, [note], task.task_id)
+
+    async def _write(self, session_id: str, messages: list[Message], noted: str | None) -> bool:
         if not messages:
-            return
+            return True
         messages = [self._capped(m) for m in messages]
-        first_id, last_id = await self._run(self._append, session_id, messages)
+        ids = await self._run(self._append, session_id, messages, noted)
+        if ids is None:
+            return False
+        first_id, last_id = ids
         cached = self._cache.get(session_id)
         # Extend the cached copy unless it was loaded after these rows existed.
         if cached is not None and cached.last_id < first_id:
@@ -474,6 +502,7 @@ class HistoryStore:
             self._cached_bytes += added
             self._trim_tail(cached)
             self._evict()
+        return True
 
     def _capped(self, m: Message) -> Message:
         if not m.parts or sum(part_size(p) for p in m.parts) <= self.part_bytes:
@@ -494,7 +523,11 @@ class HistoryStore:
             self._cached_bytes -= freed
             cached.complete = False
 
-    def _append(self, session_id: str, messages: list[Message]) -> tuple[int, int]:
+    def _append(
+        self, session_id: str, messages: list[Message], noted: str | None
+    ) -> tuple[int, int] | None:
+        """Inserts the rows; with ``noted`` (a task id) only if that task is not
+        noted yet, marking it so in the same transaction (else None)."""
         db = self._writable()
         rows = [
             (
@@ -512,6 +545,12 @@ class HistoryStore:
         ids: list[int] = []
         with db:
             db.execute("BEGIN")
+            if noted is not None and not (
+                db.execute(
+                    "UPDATE tasks SET noted = 1 WHERE task_id = ? AND noted = 0", (noted,)
+                ).rowcount
+            ):
+                return None
             for row in rows:
                 cur = db.execute(
                     "INSERT INTO messages (session_id, role, content, tool_calls, tool_call_id,"
@@ -710,6 +749,20 @@ class HistoryStore:
             )
         self.unacked -= cur.rowcount
         return cur.rowcount
+
+    async def unnoted_tasks(self, limit: int) -> list[TaskRecord]:
+        """Ended tasks whose history note was never written (the process was killed
+        between storing the outcome and the note), oldest first, at most ``limit``.
+        Asked at startup only: whoever was to write them is gone."""
+        return await self._run(self._unnoted, limit)
+
+    def _unnoted(self, limit: int) -> list[TaskRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM tasks WHERE noted = 0 AND status != 'running'"
+            " ORDER BY finished_at, task_id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_task(r) for r in rows]
 
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
         """Marks every RUNNING task failed (their runner is gone) but accepted long

@@ -14,6 +14,11 @@ LLMService replicas on one database need:
   replica is gone. An outcome is stored only over ``running``, so a task
   ends once (a late result of a task already failed is dropped, not
   duplicated in the history).
+- An ended task records whether its history note is written (``noted``, set
+  by ``append_note`` in the note's transaction, so it is written once). The
+  ended, unnoted tasks of an owner found gone (killed between storing the
+  outcome and the note) are handed out by ``unnoted_tasks`` for a live
+  replica to note.
 - A finished task is announced with ``NOTIFY`` on ``toolcall_tasks``; every
   replica ``LISTEN``\\s and hands it to its Subscribe streams of that session
   (``on_finished``).
@@ -180,7 +185,20 @@ MIGRATIONS: list[str] = [
         END IF;
     END $$;
     """,
+    # 5: whether an ended task's history note is written (issue 18), set with the
+    # note in its transaction. New tasks are inserted FALSE and an outcome stored over
+    # 'running' sets FALSE; the default TRUE marks rows written by replicas of an
+    # older version (still running during a rolling upgrade): they note without the
+    # flag, so their tasks are never noted again by a reaper.
+    """
+    ALTER TABLE toolcall_tasks ADD COLUMN noted BOOLEAN NOT NULL DEFAULT TRUE;
+    CREATE INDEX toolcall_tasks_unnoted ON toolcall_tasks (owner)
+        WHERE NOT noted AND status != 'running';
+    """,
 ]
+# Owners found gone whose ended tasks may still lack their note (unnoted_tasks),
+# most recent kept; each is forgotten once it has none left.
+GONE_OWNERS_KEPT = 1024
 # Owners never change once set, so the memo cannot go stale; emptied when full.
 OWNER_CACHE_ENTRIES = 4096
 
@@ -243,6 +261,7 @@ def _task(row: Any) -> TaskRecord:
         progress_at=row["progress_at"],
         follow_up=row["follow_up"],
         follow_up_text=_s(row["follow_up_text"]),
+        noted=row["noted"],
     )
 
 
@@ -354,6 +373,8 @@ class PostgresStore:
         self._owners: dict[str, str] = {}
         # Owner -> rounds in a row its liveness lock was free (fail_running_tasks).
         self._free_rounds: dict[str, int] = {}
+        # Owners found gone (fail_running_tasks): their unnoted tasks are noted here.
+        self._gone: OrderedDict[str, None] = OrderedDict()
         # One channel per schema: replicas of another deployment are not woken.
         self.channel = NOTIFY_CHANNEL + (f"_{options.schema}" if options.schema else "")
         self._server_settings = {"search_path": options.schema} if options.schema else None
@@ -683,8 +704,18 @@ class PostgresStore:
         return dataclasses.replace(m, parts=capped_parts(m.parts, self.part_bytes), weight=0)
 
     async def append(self, session_id: str, messages: list[Message]) -> None:
+        await self._write(session_id, messages, None)
+
+    async def append_note(self, task: TaskRecord, note: Message) -> bool:
+        """Appends an ended task's history note and marks the task noted, in one
+        transaction; False (nothing written) when it was noted already (by another
+        replica, or by a first try whose commit's answer was lost). Called under the
+        session's lock."""
+        return await self._write(task.session_id, [note], task.task_id)
+
+    async def _write(self, session_id: str, messages: list[Message], noted: str | None) -> bool:
         if not messages:
-            return
+            return True
         stored = [self._capped(m) for m in messages]
         rows = [
             (
@@ -708,9 +739,23 @@ class PostgresStore:
                         "SELECT pg_advisory_lock($1, hashtext($2))", _SESSION_LOCKS, session_id
                     ),
                 )
-            # One statement (atomic by itself), one round trip, whatever the count; it
-            # also tells the session's newest row before these, and releases the lock.
-            ids = await db.fetchrow(write, _SESSION_LOCKS, session_id, held is not None, *columns)
+            unlock = held is not None
+            if noted is None:
+                # One statement (atomic by itself), one round trip, whatever the count; it
+                # also tells the session's newest row before these, and releases the lock.
+                ids = await db.fetchrow(write, _SESSION_LOCKS, session_id, unlock, *columns)
+            else:
+                async with db.transaction():
+                    if (
+                        await db.fetchval(
+                            "UPDATE toolcall_tasks SET noted = TRUE WHERE task_id = $1"
+                            " AND NOT noted RETURNING 1",
+                            noted,
+                        )
+                        is None
+                    ):
+                        return False  # the lock, if held, goes with session_lock's end
+                    ids = await db.fetchrow(write, _SESSION_LOCKS, session_id, unlock, *columns)
             if held is not None:
                 held.locked = False  # released at the commit of these rows
         tail = self._tails.get(session_id)
@@ -719,6 +764,7 @@ class PostgresStore:
                 self._extend(tail, stored, ids["last"])
             else:  # another replica wrote in between (a writer without the lock)
                 self._forget(session_id)
+        return True
 
     # -- tasks ------------------------------------------------------------
 
@@ -751,8 +797,8 @@ class PostgresStore:
         async with self._db() as db:
             await db.execute(
                 "INSERT INTO toolcall_tasks (task_id, session_id, tool_name, call_id, role,"
-                " arguments, status, created_at, owner, token, follow_up)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                " arguments, status, created_at, owner, token, follow_up, noted)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE)",
                 t.task_id,
                 t.session_id,
                 t.tool_name,
@@ -832,7 +878,10 @@ class PostgresStore:
             # and note it, instead of dropping it as "ended already".
             updated = await db.fetchval(
                 "UPDATE toolcall_tasks SET status = $1, output = $2, error = $3,"
-                " finished_at = $4, parts = $5 WHERE task_id = $6 AND (status = 'running'"
+                " finished_at = $4, parts = $5,"
+                # Its note is owed from now (a retry keeps what the first try left).
+                " noted = CASE WHEN status = 'running' THEN FALSE ELSE noted END"
+                " WHERE task_id = $6 AND (status = 'running'"
                 " OR (status = $1 AND finished_at = $4)) RETURNING task_id",
                 t.status,
                 json.dumps(t.output),
@@ -894,11 +943,13 @@ class PostgresStore:
         replica); returns them. This replica's own tasks are never touched."""
         failed: list[TaskRecord] = []
         async with self._db() as db:
+            # Owners of running tasks, and of ended tasks still owing their note.
             owners = [
                 r["owner"]
                 for r in await db.fetch(
-                    "SELECT DISTINCT owner FROM toolcall_tasks WHERE status = 'running'"
-                    " AND owner != $1",
+                    "SELECT owner FROM toolcall_tasks WHERE status = 'running' AND owner != $1"
+                    " UNION SELECT owner FROM toolcall_tasks WHERE NOT noted"
+                    " AND status != 'running' AND owner != $1",
                     self.replica_id,
                 )
             ]
@@ -927,7 +978,7 @@ class PostgresStore:
                     async with db.transaction():
                         rows = await db.fetch(
                             "UPDATE toolcall_tasks SET status = 'failed', error = $1,"
-                            " output = 'null', finished_at = $2"
+                            " output = 'null', finished_at = $2, noted = FALSE"
                             " WHERE owner = $3 AND status = 'running' AND job_id = ''::bytea"
                             " RETURNING *",
                             _b(error),
@@ -938,6 +989,30 @@ class PostgresStore:
                         for t in tasks:
                             await self._notify(db, t)
                     failed.extend(tasks)
+                    self._gone[owner] = None
+                    self._gone.move_to_end(owner)
+                    while len(self._gone) > GONE_OWNERS_KEPT:
+                        self._gone.popitem(last=False)
                 finally:
                     await _release_or_drop(db, _REPLICA_LOCKS, owner)
         return failed
+
+    async def unnoted_tasks(self, limit: int) -> list[TaskRecord]:
+        """Ended tasks of replicas found gone (``fail_running_tasks``) whose history note
+        was never written (killed between storing the outcome and the note), oldest
+        first, at most ``limit``. Another replica may note them at the same moment:
+        ``append_note`` writes each once."""
+        if not self._gone:
+            return []
+        async with self._db() as db:
+            rows = await db.fetch(
+                "SELECT * FROM toolcall_tasks WHERE owner = ANY($1::text[]) AND NOT noted"
+                " AND status != 'running' ORDER BY finished_at, task_id LIMIT $2",
+                list(self._gone),
+                limit,
+            )
+        if len(rows) < limit:  # owners with none left are done with
+            left = {r["owner"] for r in rows}
+            for owner in [o for o in self._gone if o not in left]:
+                del self._gone[owner]
+        return [_task(r) for r in rows]

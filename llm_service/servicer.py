@@ -232,7 +232,13 @@ def turn_failure(exc: Exception, session_id: str) -> tuple[grpc.StatusCode, str]
         return STATUS[exc.kind], exc.message
     if isinstance(exc, StoreError):
         code, message = store_status(exc)
-        return code, message + "; the turn was not stored"
+        if exc.kind != "unavailable":  # refused before writing: nothing changed
+            return code, message + "; the turn was not stored"
+        # The connection may have dropped after the commit (its answer lost).
+        return code, message + (
+            "; the turn may or may not have been stored: look it up with GetHistory "
+            "before sending it again"
+        )
     log.exception("chat turn of session %s failed", session_id)
     return grpc.StatusCode.INTERNAL, f"chat turn failed: {type(exc).__name__}"
 

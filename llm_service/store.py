@@ -44,6 +44,10 @@ class ConversationStore(Protocol):
         self, session_id: str, limit: int = 0, max_bytes: int = 0
     ) -> tuple[list[Message], bool]: ...
     async def append(self, session_id: str, messages: list[Message]) -> None: ...
+    async def append_note(self, task: TaskRecord, note: Message) -> bool:
+        """Appends an ended task's history note and marks it noted, atomically, under
+        the session's lock; False (nothing written) when it was noted already."""
+
     async def claim_session(self, session_id: str, principal: str) -> str:
         """The session's owning principal, claimed by ``principal`` when it had none."""
 
@@ -65,6 +69,10 @@ class ConversationStore(Protocol):
         self, session_id: str, *, after: tuple[float, str] | None = None, limit: int = 0
     ) -> list[TaskRecord]: ...
     async def ack_tasks(self, session_id: str, task_ids: list[str]) -> int: ...
+    async def unnoted_tasks(self, limit: int) -> list[TaskRecord]:
+        """Ended tasks whose note was never written and whose runner is gone: SQLite
+        every one (asked at startup), PostgreSQL those of replicas found gone."""
+
     async def fail_running_tasks(self, error: str) -> list[TaskRecord]:
         """SQLite: every running task (its runner was this process). PostgreSQL: those of
         replicas that are gone."""

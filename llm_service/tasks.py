@@ -5,6 +5,9 @@ model gets an acknowledgement); the call runs through the same
 ``Dispatcher.invoke`` as sync calls, with the tool's timeout; when it ends the
 result is stored, pushed to every live ``results`` stream of the session, and
 appended to the session's history as a system note so the next turn sees it.
+The note is written once, marking the task noted in its transaction; a
+runner killed between the outcome and the note leaves the task unnoted, and
+the next start (SQLite) or another replica's reaper (PostgreSQL) writes it.
 Stored results are re-sent to each new subscriber until acknowledged.
 
 Long jobs: every async call offers the plugin a handle (task id, a random
@@ -69,8 +72,9 @@ STOPPED_ERROR = "service stopped before the task finished"
 # STORE_RETRY_MAX_DELAY_S, for at most this long; only then logged and given up.
 STORE_RETRY_S = 60.0
 STORE_RETRY_MAX_DELAY_S = 1.0
-# A note's retry looks this far back in the session for the note itself.
-NOTE_RETRY_LOOKBACK = 200
+# Ended tasks whose note a dead runner never wrote, noted per reaper round (or
+# per page at startup).
+UNNOTED_PAGE = 100
 CANCELLED_ERROR = "CANCELLED: the task was cancelled (CancelTask)"
 # A CancelTask reason is kept up to this many characters.
 MAX_CANCEL_REASON_CHARS = 500
@@ -339,7 +343,8 @@ class AsyncTasks:
 
         With replicas, only the tasks of replicas that are gone, and again every
         ``REAP_INTERVAL_S``: a replica killed mid-task leaves its tasks failed
-        with a reason and delivered.
+        with a reason and delivered. Either way, tasks that ended but whose
+        runner died before writing their history note get it now.
         """
         await self._reap(REPLICA_GONE_ERROR if self._replicated else RESTARTED_ERROR)
         for job in await self.store.running_jobs():
@@ -360,6 +365,28 @@ class AsyncTasks:
             )
             self._push(task)
             await self._add_note(task)
+        await self._note_orphans()
+
+    async def _note_orphans(self) -> None:
+        """Writes the notes of tasks whose outcome was stored but whose runner died
+        before their note (before, those notes were lost for good: 0-7 per replica
+        killed in the fault drill). Each is written once: ``append_note`` under the
+        session's lock, whoever else writes it at the same moment. Pushed already
+        (at their end, to every replica), they are not pushed again."""
+        while True:
+            orphans = await self.store.unnoted_tasks(UNNOTED_PAGE)
+            for task in orphans:
+                log.warning(
+                    "task %s (%s) ended in a process that is gone before its history "
+                    "note was written; writing it",
+                    task.task_id,
+                    task.tool_name,
+                )
+            noted = [await self._add_note(task) for task in orphans]
+            # A full page all written: there may be more (a failing note stops here:
+            # its task stays unnoted, for the next startup or reaper round).
+            if len(orphans) < UNNOTED_PAGE or not all(noted):
+                return
 
     async def _reap_forever(self) -> None:
         while True:
@@ -752,27 +779,23 @@ class AsyncTasks:
             if task.finished or subscription.progress:
                 subscription.push(task if task.finished else dataclasses.replace(task), size)
 
-    async def _add_note(self, task: TaskRecord) -> None:
+    async def _add_note(self, task: TaskRecord) -> bool:
+        """Appends the task's note to its session's history once (the task is marked
+        noted with it); False when it could not be stored (logged)."""
         note = Message(role="system", content=result_note(task))
-        attempts = 0
 
         async def add() -> None:
-            nonlocal attempts
-            attempts += 1
             async with self.store.session_lock(task.session_id):
-                # A retry after an append whose answer the connection lost
-                # (PostgreSQL restarting): stored already, not stored twice.
-                if attempts > 1 and any(
-                    m.role == "system" and m.content == note.content
-                    for m in await self.store.messages(task.session_id, NOTE_RETRY_LOOKBACK)
-                ):
-                    return
-                await self.store.append(task.session_id, [note])
+                # Noted already: a retry after an append whose answer the connection
+                # lost (PostgreSQL restarting), or another replica's reaper.
+                await self.store.append_note(task, note)
 
         try:
             await _retried(add)
         except Exception:
             log.exception("cannot add the result of task %s to the history", task.task_id)
+            return False
+        return True
 
     def subscribe(self, session_id: str, *, progress: bool = False) -> Subscription:
         """A new subscription; raises SubscriberLimitError. ``unsubscribe`` it when done."""

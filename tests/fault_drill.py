@@ -279,10 +279,9 @@ class PhaseReport:
     recovery_s: float
     last_error_s: float
     notes_odd: list[str] = field(default_factory=list)  # a few tasks without exactly one note
-    # Known limit (docs/reliability.md): a replica killed between storing a
-    # task's outcome and writing its note (the note waits for the session's
-    # turn in progress) leaves it out: at most the notes waiting at the kill,
-    # one or two per session.
+    # Notes missing allowed: none. Before, a replica killed between storing a
+    # task's outcome and writing its note lost the note (up to two a session
+    # were tolerated); now the surviving replica's reaper writes it.
     notes_may_miss: int = 0
 
     @property
@@ -584,7 +583,6 @@ class Drill:
             recovery_s=round(phase.recovery_s, 2),
             last_error_s=round(phase.last_error_s, 2),
             notes_odd=notes_odd,
-            notes_may_miss=2 * self.concurrency if phase.name == "llm" else 0,
         )
 
 
