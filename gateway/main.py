@@ -162,8 +162,9 @@ class McpLane:
     ``MCP-Protocol-Version`` header, as the SDK routes) goes to a manager that
     answers with JSON (``json_response``), the rest to the SSE one that keeps
     handshake-era sessions. Per 2026-era call the SDK's SSE mode runs two more
-    tasks with a memory stream and timers, ~150 µs of the gateway's ~1 ms.
-    What SSE gave such a call besides: progress or log notifications during
+    tasks with a memory stream and timers; with the router, ~18 % of the
+    gateway's CPU per call (docs/mcp.md, "Speed"). What SSE gave such a call
+    besides: progress or log notifications during
     the call (the bridge sends none: long jobs are async tools and
     ``toolcall_get_task``), keep-alive pings for a call silent past 15 s (no
     proxy sits between a host and this loopback-only gateway; the SDK
