@@ -89,6 +89,12 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ),
         ScenarioInfo("D", "FastAPI+uvicorn, httpx POST", "bench.scenarios.http_seed"),
         ScenarioInfo("E", "MCP tool call, streamable HTTP", "bench.scenarios.mcp_tool"),
+        ScenarioInfo(
+            "E-json",
+            "E, answers as JSON, not SSE (H's mode)",
+            "bench.scenarios.mcp_tool",
+            "open_json",
+        ),
         ScenarioInfo("F", "LLMService.Chat, one tool round", "bench.scenarios.chat_turn"),
         ScenarioInfo(
             "F-observed",

@@ -26,6 +26,7 @@ its own).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import hmac
@@ -34,15 +35,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
 
+import anyio
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.console import Console, ConsoleSettings
 from gateway.http_api import HttpApi
@@ -147,6 +151,102 @@ class LocalOnly:
         return None
 
 
+_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
+
+
+class McpLane:
+    """ASGI middleware: ``/mcp`` straight to the MCP SDK's session managers.
+
+    Not through Starlette's router and middleware, which add nothing there
+    (the SDK answers every method and error itself). A 2026-era request (the
+    ``MCP-Protocol-Version`` header, as the SDK routes) goes to a manager that
+    answers with JSON (``json_response``), the rest to the SSE one that keeps
+    handshake-era sessions. Per 2026-era call the SDK's SSE mode runs two more
+    tasks with a memory stream and timers; with the router, ~18 % of the
+    gateway's CPU per call (docs/mcp.md, "Speed"). What SSE gave such a call
+    besides: progress or log notifications during
+    the call (the bridge sends none: long jobs are async tools and
+    ``toolcall_get_task``), keep-alive pings for a call silent past 15 s (no
+    proxy sits between a host and this loopback-only gateway; the SDK
+    client's read timeout, 300 s, is the longest tool timeout), and the
+    cancellation of a call whose host closes the connection (a 2026-era
+    host's only way to cancel), which ``_cancelled_on_disconnect`` keeps.
+    Handshake-era sessions stay on SSE: the SDK client, cancelling a call on
+    a JSON-answering session, fails on close when the refused call's late
+    answer arrives.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        sessions: StreamableHTTPSessionManager,
+        modern: StreamableHTTPSessionManager,
+    ) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.modern = modern
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/mcp":
+            await self.app(scope, receive, send)
+        elif not _modern(scope):
+            await self.sessions.handle_request(scope, receive, send)
+        elif scope["method"] == "POST":
+            await _cancelled_on_disconnect(self.modern.handle_request, scope, receive, send)
+        else:
+            await self.modern.handle_request(scope, receive, send)
+
+
+def _modern(scope: Scope) -> bool:
+    """A 2026-era request: served in its own task, no session."""
+    for name, value in scope["headers"]:
+        if name == _VERSION_HEADER:
+            return value.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
+    return False
+
+
+async def _cancelled_on_disconnect(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Runs ``app`` for one request, cancelled if the client goes away before the answer.
+
+    Once the body has been read, one task waits for uvicorn's
+    ``http.disconnect`` and cancels the request's scope (an anyio scope, so the
+    SDK's shielded clean-up still runs); the tool call's gRPC call to the
+    plugin is cancelled with it. A disconnect after the answer is a closed
+    keep-alive connection and changes nothing.
+    """
+    answered = False
+    watcher: asyncio.Task[None] | None = None
+
+    with anyio.CancelScope() as request_scope:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not answered:
+                request_scope.cancel()
+
+        async def body() -> Message:
+            nonlocal watcher
+            message = await receive()
+            if watcher is None and not message.get("more_body", False):
+                watcher = asyncio.ensure_future(watch())
+            return message
+
+        async def answer(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        try:
+            await app(scope, body, answer)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+
 def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
     """The gateway's ASGI app; its lifespan starts and stops the MCP bridge."""
     console = Console(
@@ -160,16 +260,24 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         bridge.view,
     )
 
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=LOOPBACK_HOSTS,
+        allowed_origins=LOOPBACK_ORIGINS,
+    )
     sessions = StreamableHTTPSessionManager(
         app=bridge.server,
-        security_settings=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=LOOPBACK_HOSTS,
-            allowed_origins=LOOPBACK_ORIGINS,
-        ),
+        security_settings=security,
         max_request_body_size=MAX_BODY_BYTES,
         session_idle_timeout=settings.mcp_session_idle_s,
         max_sessions=settings.max_mcp_sessions,
+    )
+    # 2026-era requests (McpLane): one JSON answer each, no session.
+    modern = StreamableHTTPSessionManager(
+        app=bridge.server,
+        security_settings=security,
+        max_request_body_size=MAX_BODY_BYTES,
+        json_response=True,
     )
 
     async def health(request: Request) -> Response:
@@ -196,7 +304,7 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         await bridge.start()
         await console.start()
         try:
-            async with sessions.run():
+            async with sessions.run(), modern.run():
                 yield
         finally:
             await console.close()
@@ -215,6 +323,7 @@ def build_app(settings: GatewaySettings, bridge: McpBridge) -> Starlette:
         lifespan=lifespan,
     )
     app.add_middleware(InvokeLane, transcoder=transcoder)  # inside LocalOnly: after its gates
+    app.add_middleware(McpLane, sessions=sessions, modern=modern)
     app.add_middleware(LocalOnly, token=settings.token)
     return app
 

@@ -149,11 +149,14 @@ async def test_2026_hosts_hear_of_changes_on_a_listen_stream(
         assert "late" in {t.name for t in (await client.list_tools()).tools}
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_host_cancelling_a_call_cancels_the_plugins_call(
-    stack: tuple[Registry, Plugin, str, GatewayProcess],
+    stack: tuple[Registry, Plugin, str, GatewayProcess], mode: str
 ) -> None:
+    # Handshake-era hosts send notifications/cancelled; 2026-era ones close the
+    # request's connection, which is their only way to cancel.
     _, plugin, _, gateway = stack
-    async with Client(gateway.mcp_url, mode="legacy") as client:
+    async with Client(gateway.mcp_url, mode=mode) as client:
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "sleep", {"seconds": 30})
             with anyio.fail_after(10):
