@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anyio
+import grpc
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.connection import Connection
@@ -48,6 +49,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.mcp_tasks import DEFAULT_MAX_RUNNING, JobLimits, Jobs, TasksFull
 from toolcall import config, installed_version
+from toolcall.channels import open_channel
 from toolcall.clients import auth_metadata
 from toolcall.dispatch import Dispatcher, DispatchLimits
 from toolcall.ids import new_call_id
@@ -56,7 +58,7 @@ from toolcall.registry_view import RegistryView
 from toolcall.telemetry import Telemetry
 from toolcall.tls import ClientTLS, TLSSettings
 from toolcall.tools import ToolSpec
-from toolcall.v1 import tools_pb2
+from toolcall.v1 import registry_pb2, registry_pb2_grpc, tools_pb2
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,13 @@ NOTIFY_WINDOW_S = 0.05
 # Open subscriptions/listen streams and handshake-era sessions told of changes.
 MAX_LISTENERS = 1024
 NOTIFY_TIMEOUT_S = 2.0
+# The one question a bridge without a token asks the registry (see _refusal).
+TOKEN_PROBE_TIMEOUT_S = 5.0
+NO_TOKEN_ERROR = (
+    "UNAUTHENTICATED: the registry requires its token for tool calls and this bridge "
+    "has none; start it with TOOLCALL_TOKEN_FILE (or TOOLCALL_TOKEN), and /mcp requires "
+    "the token too"
+)
 
 INSTRUCTIONS = (
     "Tools of a toolcall registry. Tools come and go as plugins register and stop; "
@@ -151,6 +160,8 @@ class McpBridge:
         self._pages: dict[tuple[str, int], dict[str, Any]] = {}
         self._notify: asyncio.TimerHandle | None = None
         self._notifying: set[asyncio.Task[None]] = set()
+        # Registry instance id -> the probe's answer: asked again after a restart.
+        self._token_probe: tuple[str, asyncio.Future[str]] | None = None
         self.server = _Server(
             "toolcall",
             version=version,
@@ -251,6 +262,8 @@ class McpBridge:
     ) -> dict[str, Any]:
         if not self.view.synced:
             await self.view.wait_synced(timeout=5.0)
+        if refused := await self._refusal():
+            return error_wire(refused)
         role = self.role_of(ctx)
         name = params.name
         spec = self.view.get(role, name)
@@ -282,6 +295,47 @@ class McpBridge:
             spec, arguments=arguments, call_id=new_call_id(), session_id=session_id, role=role
         )
         return result_wire(result)
+
+    async def _refusal(self) -> str:
+        """Why this bridge may not call tools now; "" when it may.
+
+        Calls go straight to plugins, past the registry's Invoke and its token
+        rule, so ``/mcp`` requires the token only when the bridge is given it.
+        A bridge without one in front of a registry that has one would run
+        tools for callers the registry refuses: it asks the registry once (per
+        registry instance) with a token-less Invoke, and refuses calls if that
+        is refused.
+        """
+        if self.settings.token:
+            return ""
+        instance = self.view.instance_id
+        if self._token_probe is None or self._token_probe[0] != instance:
+            self._token_probe = (instance, asyncio.ensure_future(self._probe_token()))
+        probe = self._token_probe[1]
+        refused = await asyncio.shield(probe)
+        if refused.startswith("UNAVAILABLE"):  # not an answer: ask again next time
+            if self._token_probe is not None and self._token_probe[1] is probe:
+                self._token_probe = None
+            return ""
+        return refused
+
+    async def _probe_token(self) -> str:
+        request = registry_pb2.InvokeRequest()  # no name: refused before anything runs
+        try:
+            async with open_channel(
+                self.settings.registry_address, tls=ClientTLS.of(self.settings.tls)
+            ) as channel:
+                stub: registry_pb2_grpc.ToolRegistryAsyncStub = registry_pb2_grpc.ToolRegistryStub(
+                    channel
+                )
+                await stub.Invoke(request, timeout=TOKEN_PROBE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                log.error("%s (the registry answered %s)", NO_TOKEN_ERROR, exc.code().name)
+                return NO_TOKEN_ERROR
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return "UNAVAILABLE"
+        return ""
 
     async def _get_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
         task_id = arguments.get("task_id")

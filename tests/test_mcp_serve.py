@@ -20,6 +20,7 @@ import httpx2 as httpx
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.gateway import GatewayProcess
 from tests.support.images import png
@@ -33,7 +34,7 @@ from tests.support.registry import (
     tool,
 )
 from toolcall.jsonvalue import to_struct
-from toolcall.v1 import tools_pb2
+from toolcall.v1 import registry_pb2, tools_pb2
 
 pytestmark = pytest.mark.anyio
 
@@ -271,6 +272,38 @@ async def test_with_a_token_configured_mcp_requires_it(tmp_path: Path) -> None:
                 right = {**HEADERS, "authorization": "Bearer s3cret-token"}
                 ok = await http.post(gateway.mcp_url, json=INIT, headers=right)
                 assert ok.status_code == 200, ok.text
+
+
+async def test_a_bridge_without_the_registrys_token_refuses_tool_calls(tmp_path: Path) -> None:
+    # Calls go straight to the plugin, past the registry's token rule: a
+    # gateway started without the token would run tools for any local caller.
+    metadata = (("authorization", "Bearer reg-token"),)
+    async with (
+        running_plugin() as (plugin, address),
+        running_registry(tmp_path, token="reg-token") as reg,
+    ):
+        definition = tool("echo", address, parameters=NUMBER_SCHEMA)
+        await reg.stub.Register(
+            registry_pb2.RegisterRequest(tool=definition), metadata=metadata, timeout=5
+        )
+        with GatewayProcess(reg.target, tmp_path) as gateway:
+            await gateway.healthy()
+            async with Client(gateway.mcp_url) as client:
+                assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
+                refused = await client.call_tool("echo", {"x": 1})
+                assert refused.is_error and "requires its token" in text(refused)
+                assert "TOOLCALL_TOKEN_FILE" in text(refused)
+        assert plugin.calls == []
+        with GatewayProcess(reg.target, tmp_path, TOOLCALL_TOKEN="reg-token") as gateway:
+            await gateway.healthy()
+            headers = {"authorization": "Bearer reg-token"}
+            async with (
+                httpx.AsyncClient(headers=headers) as http,
+                Client(streamable_http_client(gateway.mcp_url, http_client=http)) as client,
+            ):
+                ok = await client.call_tool("echo", {"x": 1})
+                assert not ok.is_error, text(ok)
+        assert len(plugin.calls) == 1
 
 
 def test_the_command_line_keeps_the_tls_and_token_settings_of_the_environment(
