@@ -161,7 +161,7 @@ class McpBridge:
         self._notify: asyncio.TimerHandle | None = None
         self._notifying: set[asyncio.Task[None]] = set()
         # Registry instance id -> the probe's answer: asked again after a restart.
-        self._token_probe: tuple[str, asyncio.Future[str]] | None = None
+        self._token_probe: tuple[str | None, asyncio.Future[str]] | None = None
         self.server = _Server(
             "toolcall",
             version=version,
@@ -262,8 +262,8 @@ class McpBridge:
     ) -> dict[str, Any]:
         if not self.view.synced:
             await self.view.wait_synced(timeout=5.0)
-        if refused := await self._refusal():
-            return error_wire(refused)
+        if refusal := await self._refusal():
+            return error_wire(refusal)
         role = self.role_of(ctx)
         name = params.name
         spec = self.view.get(role, name)
