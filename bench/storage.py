@@ -492,9 +492,10 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         dsn = await pg.create_database()
         postmaster = _postmaster_pid(pg.data)
-        if args.only == "S3":
+
+        async def run_s3() -> Any:
             async with registry(env, "S3-registry", "sqlite", [], "/") as reg:
-                results["S3_postgres"] = await s3_replicas(
+                return await s3_replicas(
                     env,
                     reg,
                     dsn,
@@ -505,6 +506,9 @@ async def main(argv: list[str] | None = None) -> int:
                     plugin=args.plugin,
                     warm_turns=2 if args.quick else S3_WARM_TURNS_PER_SESSION,
                 )
+
+        if args.only == "S3":
+            results["S3_postgres"] = await run_s3()
             print(json.dumps(results, indent=2))
             return 0
         assert cluster is not None
@@ -523,18 +527,7 @@ async def main(argv: list[str] | None = None) -> int:
         results["S2_ratio_etcd_over_sqlite"] = (
             results["S2_etcd_chat_p50_us"] / results["S2_sqlite_chat_p50_us"]
         )
-        async with registry(env, "S3-registry", "sqlite", [], "/") as reg:
-            results["S3_postgres"] = await s3_replicas(
-                env,
-                reg,
-                dsn,
-                args.calls * 2,
-                postmaster,
-                rounds=args.rounds,
-                client=args.client,
-                plugin=args.plugin,
-                warm_turns=2 if args.quick else S3_WARM_TURNS_PER_SESSION,
-            )
+        results["S3_postgres"] = await run_s3()
         results["S4_fill_etcd_s"] = await _fill_etcd(cluster.endpoints, "/bench-s4/", args.scale)
         results["S4_etcd"] = await _snapshot(env, "S4-etcd", "etcd", cluster.endpoints, args.scale)
         await _fill_sqlite(env.tmp_dir / "S4-sqlite-data" / "registry.sqlite3", args.scale)
