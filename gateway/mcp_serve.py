@@ -76,9 +76,13 @@ NOTIFY_TIMEOUT_S = 2.0
 # The one question a bridge without a token asks the registry (see _refusal).
 TOKEN_PROBE_TIMEOUT_S = 5.0
 NO_TOKEN_ERROR = (
-    "UNAUTHENTICATED: the registry requires its token for tool calls and this bridge "
-    "has none; start it with TOOLCALL_TOKEN_FILE (or TOOLCALL_TOKEN), and /mcp requires "
-    "the token too"
+    "UNAUTHENTICATED: the registry requires a token for tool calls and this bridge was "
+    "started without it: set TOOLCALL_TOKEN_FILE (or TOOLCALL_TOKEN) to the registry's "
+    "token (over HTTP, /mcp callers then send 'Authorization: Bearer <token>')"
+)
+NO_ANSWER_ERROR = (
+    "UNAVAILABLE: the registry cannot be asked whether tool calls need its token "
+    "(this bridge has none); try again once it is reachable"
 )
 
 INSTRUCTIONS = (
@@ -304,7 +308,7 @@ class McpBridge:
         A bridge without one in front of a registry that has one would run
         tools for callers the registry refuses: it asks the registry once (per
         registry instance) with a token-less Invoke, and refuses calls if that
-        is refused.
+        is refused, or while the registry cannot answer.
         """
         if self.settings.token:
             return ""
@@ -313,10 +317,9 @@ class McpBridge:
             self._token_probe = (instance, asyncio.ensure_future(self._probe_token()))
         probe = self._token_probe[1]
         refused = await asyncio.shield(probe)
-        if refused.startswith("UNAVAILABLE"):  # not an answer: ask again next time
+        if refused == NO_ANSWER_ERROR:  # not an answer: ask again next time
             if self._token_probe is not None and self._token_probe[1] is probe:
                 self._token_probe = None
-            return ""
         return refused
 
     async def _probe_token(self) -> str:
@@ -334,7 +337,7 @@ class McpBridge:
                 log.error("%s (the registry answered %s)", NO_TOKEN_ERROR, exc.code().name)
                 return NO_TOKEN_ERROR
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return "UNAVAILABLE"
+                return NO_ANSWER_ERROR
         return ""
 
     async def _get_task(self, arguments: dict[str, Any]) -> dict[str, Any]:

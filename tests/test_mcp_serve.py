@@ -291,9 +291,10 @@ async def test_a_bridge_without_the_registrys_token_refuses_tool_calls(tmp_path:
             async with Client(gateway.mcp_url) as client:
                 assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
                 refused = await client.call_tool("echo", {"x": 1})
-                assert refused.is_error and "requires its token" in text(refused)
+                assert refused.is_error and "requires a token" in text(refused)
                 assert "TOOLCALL_TOKEN_FILE" in text(refused)
         assert plugin.calls == []
+
         with GatewayProcess(reg.target, tmp_path, TOOLCALL_TOKEN="reg-token") as gateway:
             await gateway.healthy()
             headers = {"authorization": "Bearer reg-token"}
@@ -303,6 +304,16 @@ async def test_a_bridge_without_the_registrys_token_refuses_tool_calls(tmp_path:
             ):
                 ok = await client.call_tool("echo", {"x": 1})
                 assert not ok.is_error, text(ok)
+        assert len(plugin.calls) == 1
+
+        # A bridge whose registry went away before it could ask: refused, not run.
+        with GatewayProcess(reg.target, tmp_path) as gateway:
+            await gateway.healthy()
+            async with Client(gateway.mcp_url) as client:
+                await client.list_tools()
+                await reg.host.stop()
+                down = await client.call_tool("echo", {"x": 1})
+                assert down.is_error and "cannot be asked" in text(down), text(down)
         assert len(plugin.calls) == 1
 
 
