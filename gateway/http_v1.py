@@ -164,7 +164,10 @@ async def read_json_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes
 
 def auth_of(request: Request) -> tuple[tuple[str, str], ...]:
     """The caller's Authorization header, passed on as gRPC metadata."""
-    given = request.headers.get("authorization")
+    return forwarded_auth(request.headers.get("authorization"))
+
+
+def forwarded_auth(given: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", given),) if given else ()
 
 
@@ -262,11 +265,10 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(name)
 
 
-def plain_invoke(body: bytes) -> tuple[registry_pb2.InvokeRequest, dict[str, Any] | None] | None:
+def plain_invoke(body: bytes) -> registry_pb2.InvokeRequest | None:
     """The common Invoke body read without json_format (a fifth of the gateway's CPU per
-    call): the request, and its arguments as parsed. None for anything unusual (unknown
-    or duplicate-prone names, wrong types, NaN), which then takes json_format's path
-    and its exact error."""
+    call). None for anything unusual (unknown or duplicate-prone names, wrong types,
+    NaN), which then takes json_format's path and its exact error."""
     try:
         d = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
@@ -291,7 +293,10 @@ def plain_invoke(body: bytes) -> tuple[registry_pb2.InvokeRequest, dict[str, Any
         request = registry_pb2.InvokeRequest(**fields)
     except ValueError:  # a string protobuf will not hold (lone surrogates)
         return None
-    return request, arguments
+    if arguments is not None:
+        request.arguments.SetInParent()  # {} is present, as json_format reads it
+        request.arguments.update(arguments)
+    return request
 
 
 def invoke_json(reply: registry_pb2.InvokeResponse) -> Any:
@@ -357,17 +362,13 @@ class InvokeLane:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        plain = plain_invoke(body)
-        if plain is None:
+        request = plain_invoke(body)
+        if request is None:
             await self.app(scope, _replay(body, receive), send)
             return
-        request, arguments = plain
-        if arguments is not None:
-            request.arguments.SetInParent()  # {} is present, as json_format reads it
-            request.arguments.update(arguments)
         auth = headers.get(b"authorization")
         # Starlette's headers are latin-1 too: the same metadata as the router's path.
-        metadata = (("authorization", auth.decode("latin-1")),) if auth else ()
+        metadata = forwarded_auth(auth.decode("latin-1") if auth else None)
         call = transcoder.callable(METHODS[INVOKE])
         try:
             reply = await call(request, timeout=UNARY_DEADLINE_S, metadata=metadata)
