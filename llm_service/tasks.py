@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from llm_service.history import StoreError, TaskRecord
 from llm_service.messages import Message, ToolCall
 from llm_service.store import ConversationStore
+from toolcall.channels import Backoff
 from toolcall.dispatch import Dispatcher
 from toolcall.ids import new_task_id
 from toolcall.jsonvalue import from_value
@@ -71,6 +72,7 @@ STOPPED_ERROR = "service stopped before the task finished"
 # take right now (PostgreSQL restarting) is retried, backing off up to
 # STORE_RETRY_MAX_DELAY_S, for at most this long; only then logged and given up.
 STORE_RETRY_S = 60.0
+STORE_RETRY_FIRST_DELAY_S = 0.05
 STORE_RETRY_MAX_DELAY_S = 1.0
 # Ended tasks whose note a dead runner never wrote, noted per reaper round (or
 # per page at startup).
@@ -884,14 +886,13 @@ async def _retried(write: Callable[[], Awaitable[T]]) -> T:
     row stayed running under a live owner: never delivered to another
     replica's subscribers) and its history note."""
     deadline = time.monotonic() + STORE_RETRY_S
-    delay = 0.05
+    backoff = Backoff(STORE_RETRY_FIRST_DELAY_S, STORE_RETRY_MAX_DELAY_S)
     while True:
         try:
             return await write()
         except StoreError as exc:
-            if exc.kind != "unavailable" or time.monotonic() + delay > deadline:
+            if exc.kind != "unavailable" or time.monotonic() + backoff.peek() > deadline:
                 raise
-            if delay == 0.05:
+            if backoff.peek() == backoff.initial_s:
                 log.warning("the store is unavailable (%s); retrying", exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, STORE_RETRY_MAX_DELAY_S)
+        await asyncio.sleep(backoff.delay())
