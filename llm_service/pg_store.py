@@ -83,6 +83,16 @@ _MIGRATION_LOCK = 0x7C03
 FETCH_LIMIT = 1000
 # How often a replica looks for the tasks of replicas that are gone.
 REAP_INTERVAL_S = 2.0
+# What a lost or refused connection raises: a StoreError "unavailable" for callers.
+# InternalClientError: releasing a connection that PostgreSQL dropped mid-statement
+# (a restart) fails so; it was INTERNAL to the client.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 # An owner is gone once its liveness lock was found free in this many rounds
 # in a row: a live replica whose connection dropped (PostgreSQL restarted)
 # takes its lock again within a round (its listener retries every 0.5 s).
@@ -412,7 +422,7 @@ class PostgresStore:
             )
             await self._migrate()
             await self._listen()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             await self.close()
             raise StoreError("unavailable", f"PostgreSQL: {exc}") from None
         self._keeper = asyncio.create_task(self._keep_listening(), name="llm-pg-listener")
@@ -482,7 +492,7 @@ class PostgresStore:
                 log.warning("PostgreSQL listener reconnected")
                 for callback in list(self._reconnected_callbacks):
                     callback()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("PostgreSQL listener cannot reconnect yet: %s", exc)
 
     async def close(self) -> None:
@@ -505,15 +515,7 @@ class PostgresStore:
         try:
             async with self.pool.acquire() as db:
                 yield db
-        # InternalClientError: releasing a connection that PostgreSQL dropped
-        # mid-statement (a restart) fails so; it was INTERNAL to the client.
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-            TimeoutError,
-        ) as exc:
+        except DB_ERRORS as exc:
             raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
 
     # -- session lock ------------------------------------------------------------
@@ -555,7 +557,7 @@ class PostgresStore:
         try:
             async with held.busy:
                 yield held.db, held
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             raise StoreError("unavailable", f"PostgreSQL: {str(exc)[:300]}") from None
 
     @staticmethod
