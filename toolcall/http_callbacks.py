@@ -40,7 +40,7 @@ MAX_PARTS_READ = 256
 # connection the server is closing at that moment would fail.
 DEFAULT_IDLE_S = 4.0
 # identity: the cap counts the bytes as sent, and no compressed reply expands past it.
-_HEADERS = {
+CALLBACK_HEADERS = {
     "content-type": "application/json",
     "accept": "application/json",
     "accept-encoding": "identity",
@@ -148,23 +148,15 @@ class HttpCallbacks:
     async def _exchange(self, url: str, body: bytes) -> bytes:
         limit = self._max_reply_bytes
         try:
-            async with self._http().stream("POST", url, content=body, headers=_HEADERS) as reply:
+            async with self._http().stream(
+                "POST", url, content=body, headers=CALLBACK_HEADERS
+            ) as reply:
                 if not 200 <= reply.status_code < 300:
                     raise CallbackFailed(
                         "UNAVAILABLE" if reply.status_code >= 500 else "FAILED_PRECONDITION",
                         f"answered HTTP {reply.status_code}",
                     )
-                declared = reply.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise _too_big(limit)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in reply.aiter_raw():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_big(limit)
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await read_bounded(reply, limit)
         except httpx2.TransportError:
             # Like the gRPC transport: the reason the connect failed is logged
             # by nobody and told to nobody (it would describe this host).
@@ -174,6 +166,22 @@ class HttpCallbacks:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+async def read_bounded(reply: httpx2.Response, limit: int) -> bytes:
+    """A streamed answer's body; CallbackFailed RESOURCE_EXHAUSTED past ``limit`` bytes,
+    declared (``content-length``) or sent, without buffering beyond it."""
+    declared = reply.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in reply.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_big(limit: int) -> CallbackFailed:

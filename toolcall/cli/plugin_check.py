@@ -48,7 +48,12 @@ from toolcall.address_policy import (
 )
 from toolcall.cli.tools import seconds
 from toolcall.clients import channel, list_all_tools
-from toolcall.http_callbacks import CallbackFailed, decode_reply
+from toolcall.http_callbacks import (
+    CALLBACK_HEADERS,
+    CallbackFailed,
+    decode_reply,
+    read_bounded,
+)
 from toolcall.jsonvalue import from_struct, from_value, sorted_keys, to_struct
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import callback_pb2, callback_pb2_grpc, registry_pb2, registry_pb2_grpc, tools_pb2
@@ -248,18 +253,10 @@ class HttpPlugin:
         return Reply(response=result, ms=_ms(started))
 
     async def _exchange(self, body: bytes) -> tuple[int, bytes]:
-        headers = {"content-type": "application/json", "accept-encoding": "identity"}
-        async with self.client.stream("POST", self.url, content=body, headers=headers) as reply:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in reply.aiter_raw():
-                size += len(chunk)
-                if size > MAX_HTTP_REPLY_BYTES:
-                    raise CallbackFailed(
-                        "RESOURCE_EXHAUSTED", f"answered more than {MAX_HTTP_REPLY_BYTES} bytes"
-                    )
-                chunks.append(chunk)
-            return reply.status_code, b"".join(chunks)
+        async with self.client.stream(
+            "POST", self.url, content=body, headers=CALLBACK_HEADERS
+        ) as reply:
+            return reply.status_code, await read_bounded(reply, MAX_HTTP_REPLY_BYTES)
 
 
 Plugin = GrpcPlugin | HttpPlugin
