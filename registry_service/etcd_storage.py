@@ -49,7 +49,7 @@ from registry_service.store import Entry, Key, StorageError, ToolStore
 from toolcall import config
 from toolcall.address_policy import RemoteAllowList
 from toolcall.channels import open_channel
-from toolcall.tls import ClientTLS
+from toolcall.tls import ClientTLS, read_pem
 from toolcall.tools import DefinitionError, ToolSpec
 from toolcall.v1 import registry_pb2
 
@@ -80,6 +80,11 @@ class EtcdError(StorageError):
 # safe to repeat: puts and deletes are idempotent, a repeated lease grant is
 # recognised ("lease already exists").
 ATTEMPT_S = 1.5
+
+
+def _pem(path: Path | None, what: str) -> bytes | None:
+    """A TLS file for the etcd channel, bounded and checked like the services' own."""
+    return read_pem(path, what) if path else None
 
 
 @dataclass
@@ -229,9 +234,11 @@ class EtcdStorage:
         client_tls = None
         if tls or o.ca_file:
             creds = grpc.ssl_channel_credentials(
-                root_certificates=o.ca_file.read_bytes() if o.ca_file else None,
-                private_key=o.key_file.read_bytes() if o.key_file else None,
-                certificate_chain=o.cert_file.read_bytes() if o.cert_file else None,
+                root_certificates=_pem(o.ca_file, "etcd CA (TOOLCALL_ETCD_CA_FILE)"),
+                private_key=_pem(o.key_file, "etcd client key (TOOLCALL_ETCD_KEY_FILE)"),
+                certificate_chain=_pem(
+                    o.cert_file, "etcd client certificate (TOOLCALL_ETCD_CERT_FILE)"
+                ),
             )
             override = (
                 ()

@@ -42,7 +42,8 @@ MAX_PEM_BYTES = 1024 * 1024
 CLIENT_AUTH_MODES = ("require", "none")
 
 
-def _read_pem(path: str, what: str) -> bytes:
+def read_pem(path: str | Path, what: str) -> bytes:
+    """A PEM file's bytes, at most MAX_PEM_BYTES; ConfigError naming ``what`` otherwise."""
     data = config.read_limited(path, MAX_PEM_BYTES, what)
     if b"-----BEGIN " not in data:
         raise config.ConfigError(f"{what} {str(Path(path).expanduser())!r} is not a PEM file")
@@ -114,9 +115,9 @@ class TLSSettings:
             return None
         if bad := self.problems():
             raise config.ConfigError("; ".join(bad))
-        key = _read_pem(self.key, "TLS key (TOOLCALL_TLS_KEY)")
-        cert = _read_pem(self.cert, "TLS certificate (TOOLCALL_TLS_CERT)")
-        ca = _read_pem(self.ca, "CA bundle (TOOLCALL_TLS_CA)") if self.ca else None
+        key = read_pem(self.key, "TLS key (TOOLCALL_TLS_KEY)")
+        cert = read_pem(self.cert, "TLS certificate (TOOLCALL_TLS_CERT)")
+        ca = read_pem(self.ca, "CA bundle (TOOLCALL_TLS_CA)") if self.ca else None
         import grpc
 
         return grpc.ssl_server_credentials(
@@ -131,11 +132,11 @@ class TLSSettings:
             return None
         if bad := self.problems():
             raise config.ConfigError("; ".join(bad))
-        ca = _read_pem(self.ca, "CA bundle (TOOLCALL_TLS_CA)")
+        ca = read_pem(self.ca, "CA bundle (TOOLCALL_TLS_CA)")
         key = cert = None
         if self.client_cert:
-            key = _read_pem(self.client_key, "client key (TOOLCALL_TLS_CLIENT_KEY)")
-            cert = _read_pem(self.client_cert, "client certificate (TOOLCALL_TLS_CLIENT_CERT)")
+            key = read_pem(self.client_key, "client key (TOOLCALL_TLS_CLIENT_KEY)")
+            cert = read_pem(self.client_cert, "client certificate (TOOLCALL_TLS_CLIENT_CERT)")
         import grpc
 
         return grpc.ssl_channel_credentials(
