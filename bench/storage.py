@@ -381,27 +381,27 @@ async def s3_replicas(
     return out
 
 
+def _scale_entry(i: int) -> Any:
+    """The i-th of S4's stored tools (the same in etcd and SQLite)."""
+    from registry_service.store import Entry
+    from toolcall.tools import ToolSpec
+
+    definition = tools_pb2.ToolDefinition(
+        name=f"scale_{i:06d}", description="d" * 100, callback_address="127.0.0.1:9"
+    )
+    return Entry.create(ToolSpec.from_definition(definition), "default")
+
+
 async def _fill_etcd(endpoints: list[str], prefix: str, count: int) -> float:
     from registry_service.etcd_storage import EtcdOptions, EtcdStorage
-    from registry_service.store import Entry, ToolStore
-    from toolcall.tools import ToolSpec
+    from registry_service.store import ToolStore
 
     storage = EtcdStorage(EtcdOptions(endpoints=endpoints, prefix=prefix, timeout_s=60))
     await storage.open(ToolStore(["default"]))
     started = time.perf_counter()
     batch = 2_400
     for first in range(0, count, batch):
-        entries = [
-            Entry.create(
-                ToolSpec.from_definition(
-                    tools_pb2.ToolDefinition(
-                        name=f"scale_{i:06d}", description="d" * 100, callback_address="127.0.0.1:9"
-                    )
-                ),
-                "default",
-            )
-            for i in range(first, min(first + batch, count))
-        ]
+        entries = [_scale_entry(i) for i in range(first, min(first + batch, count))]
         await storage.put(entries, "")
     took = time.perf_counter() - started
     await storage.close()
@@ -410,22 +410,10 @@ async def _fill_etcd(endpoints: list[str], prefix: str, count: int) -> float:
 
 async def _fill_sqlite(path: Path, count: int) -> None:
     from registry_service.archive import ToolArchive
-    from registry_service.store import Entry
-    from toolcall.tools import ToolSpec
 
     archive = ToolArchive(path)
     await archive.open()
-    entries = [
-        Entry.create(
-            ToolSpec.from_definition(
-                tools_pb2.ToolDefinition(
-                    name=f"scale_{i:06d}", description="d" * 100, callback_address="127.0.0.1:9"
-                )
-            ),
-            "default",
-        )
-        for i in range(count)
-    ]
+    entries = [_scale_entry(i) for i in range(count)]
     await archive.write(entries, [])
     await archive.close()
 
