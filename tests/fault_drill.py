@@ -80,6 +80,7 @@ from tests.support.etcd import (
     start_cluster,
     stop_cluster,
 )
+from tests.support.plugins import terminate
 from tests.support.postgres import PostgresServer, start_server, stop_server
 from toolcall.clients import channel, wait_healthy
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -139,12 +140,7 @@ class Service:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, 5)
             self.proc = None
 
     async def healthy(self, timeout_s: float = 30.0) -> None:

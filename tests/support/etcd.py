@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.plugins import reap
+
 MISSING = (
     "etcd is not installed: run `make test` as root (it apt-installs etcd-server), "
     "or `apt-get install etcd-server`, or put an etcd 3.4+ binary on PATH"
@@ -232,11 +234,7 @@ class EtcdCluster:
                 member.process.terminate()
         for member in self.members:
             if member.process is not None:
-                try:
-                    member.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    member.process.kill()
-                    member.process.wait()
+                reap(member.process, 5)
                 member.process = None
 
 

@@ -30,6 +30,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def reap(proc: subprocess.Popen[Any], timeout_s: float) -> int:
+    """Waits for ``proc`` to exit, killing it after ``timeout_s``; its exit status."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> int:
+    """SIGTERM (if still running), then ``reap``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return reap(proc, timeout_s)
+
+
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -103,14 +119,7 @@ class ChildProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout_s)
 
     def __enter__(self: T) -> T:
         return self
