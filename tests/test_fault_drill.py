@@ -26,7 +26,7 @@ from registry_service.etcd_storage import ATTEMPT_S
 from tests import fault_drill
 from tests.support.etcd import start_cluster, stop_cluster
 from tests.support.fake_providers import FakeOpenAI, Reply
-from tests.support.llm_env import fake_openai, tool_plugin
+from tests.support.llm_env import fake_openai, history_with_note, tool_plugin
 from tests.support.postgres import PostgresServer, start_server, stop_server
 from tests.support.registry import etcd_options, running_registry
 from tests.test_llm_replicas import ASYNC, two_replicas
@@ -101,14 +101,8 @@ async def test_a_task_that_ends_while_postgres_restarts_is_stored_and_delivered_
                     on_b.cancel()
             assert item.task.task_id == task_id
             assert item.task.status == llm_pb2.TASK_STATUS_SUCCEEDED
-            history = await env.history("pd")
+            history = await history_with_note(env, "pd", task_id)
             notes = [m for m in history if m.role == llm_pb2.MESSAGE_ROLE_SYSTEM]
-            for _ in range(50):
-                if notes:
-                    break
-                await asyncio.sleep(0.1)
-                history = await env.history("pd")
-                notes = [m for m in history if m.role == llm_pb2.MESSAGE_ROLE_SYSTEM]
             assert len(notes) == 1 and task_id in notes[0].content
     finally:
         stop_server(server)

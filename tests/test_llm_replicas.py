@@ -33,6 +33,7 @@ from tests.support.llm_env import (
     pg_schema,
     running_llm,
     tool_plugin,
+    user,
 )
 from tests.support.postgres import PostgresServer
 from toolcall.clients import channel, wait_healthy
@@ -62,10 +63,6 @@ async def two_replicas(
         )
         async with running_llm(settings) as b, channel(b.target) as ch:
             yield env, llm_pb2_grpc.LLMServiceStub(ch)
-
-
-def user(text: str) -> llm_pb2.ChatMessage:
-    return llm_pb2.ChatMessage(role=llm_pb2.MESSAGE_ROLE_USER, content=text)
 
 
 async def test_a_subscriber_on_one_replica_gets_the_result_of_a_task_run_by_the_other(

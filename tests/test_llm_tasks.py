@@ -15,7 +15,7 @@ from llm_service.history import HistoryStore, StoreError, TaskRecord
 from llm_service.tasks import RESTARTED_ERROR, STOPPED_ERROR
 from tests.support.fake_providers import FakeOpenAI, Reply
 from tests.support.images import png
-from tests.support.llm_env import LLMEnv, fake_openai, llm_env, tool_plugin
+from tests.support.llm_env import LLMEnv, fake_openai, history_with_note, llm_env, tool_plugin
 from toolcall.jsonvalue import from_value
 from toolcall.v1 import llm_pb2, llm_pb2_grpc, tools_pb2
 
@@ -48,23 +48,6 @@ async def next_task(stream: grpc.aio.UnaryStreamCall, wait_s: float = 5) -> llm_
     item = await asyncio.wait_for(stream.read(), wait_s)
     assert isinstance(item, llm_pb2.SubscribeResponse), item
     return item.task
-
-
-async def history_with_note(env: LLMEnv, session: str, task_id: str) -> list[llm_pb2.ChatMessage]:
-    """The session's history once the task's note is in it.
-
-    The result is pushed to subscribers first; the note joins the history
-    right after, behind any turn holding the session (the next turn sees it).
-    """
-    deadline = time.monotonic() + 5
-    while True:
-        history = await env.history(session)
-        # The note is a system message; the turn's tool message (the
-        # acknowledgement) names the task id too, so match the role as well.
-        noted = any(m.role == llm_pb2.MESSAGE_ROLE_SYSTEM and task_id in m.content for m in history)
-        if noted or time.monotonic() > deadline:
-            return history
-        await asyncio.sleep(0.02)
 
 
 async def wait_finished(env: LLMEnv, task_id: str) -> None:

@@ -8,11 +8,13 @@ local fake servers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,23 @@ class LLMEnv:
     async def history(self, session: str) -> list[llm_pb2.ChatMessage]:
         reply = await self.stub.GetHistory(llm_pb2.GetHistoryRequest(session_id=session))
         return list(reply.messages)
+
+
+async def history_with_note(env: LLMEnv, session: str, task_id: str) -> list[llm_pb2.ChatMessage]:
+    """The session's history once the task's note is in it.
+
+    The result is pushed to subscribers first; the note joins the history
+    right after, behind any turn holding the session (the next turn sees it).
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        history = await env.history(session)
+        # The note is a system message; the turn's tool message (the
+        # acknowledgement) names the task id too, so match the role as well.
+        noted = any(m.role == llm_pb2.MESSAGE_ROLE_SYSTEM and task_id in m.content for m in history)
+        if noted or time.monotonic() > deadline:
+            return history
+        await asyncio.sleep(0.02)
 
 
 async def start_test_registry(
