@@ -971,9 +971,7 @@ class PostgresStore:
                 # running tasks were failed as gone after every PostgreSQL restart).
                 self._free_rounds[owner] = rounds = self._free_rounds.get(owner, 0) + 1
                 if rounds < GONE_AFTER_ROUNDS:
-                    await db.execute(
-                        "SELECT pg_advisory_unlock($1, hashtext($2))", _REPLICA_LOCKS, owner
-                    )
+                    await _release_or_drop(db, _REPLICA_LOCKS, owner)
                     continue
                 try:
                     now = time.time()
